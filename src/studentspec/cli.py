@@ -1,0 +1,71 @@
+"""The `studentspec` command: run a config, plot a run dir."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+
+EXIT_BAD_INPUT = 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .store import StoreError, write_run
+    from .train import train
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+    result = train(cfg, progress=not args.quiet)
+    write_run(result, out, overwrite=args.overwrite)
+    for seed, step in result.diverged.items():
+        print(f"seed {seed} diverged at step {step} (frozen; see summary.json)", file=sys.stderr)
+    print(f"wrote {out} ({result.steps} steps x {len(cfg.seeds)} seeds in {result.wall_time:.1f} s)")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .figures import plot_run
+    from .store import load_run
+
+    run = load_run(args.run_dir)
+    for path in plot_run(run, Path(args.out) if args.out else run.path / "figures"):
+        print(f"wrote {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the `studentspec` command."""
+    p = argparse.ArgumentParser(prog="studentspec", description="Teacher-student specialization experiments.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train one config (all its seeds batched) and write a run dir")
+    r.add_argument("config", help="YAML config file (see configs/)")
+    r.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. student.multi=2 train.lr=0.05")
+    r.add_argument("--out", required=True, help="run directory to create")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_run)
+    q = sub.add_parser("plot", help="write the figures of a run dir (PNG and PDF)")
+    q.add_argument("run_dir")
+    q.add_argument("--out", help="figure folder (default RUN_DIR/figures)")
+    q.set_defaults(func=_plot)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; bad input exits 2 with one line naming the cause."""
+    from .store import StoreError
+
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, StoreError) as err:
+        print(f"studentspec: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

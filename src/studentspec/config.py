@@ -1,0 +1,205 @@
+"""Typed, validated experiment configuration: YAML file + dotted `key=value` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message is one line naming the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class TeacherConfig(_Section):
+    widths: list[int] = Field(default_factory=lambda: [10], min_length=1)
+    activation: Literal["relu", "leaky_relu"] = "relu"
+    leaky_slope: float = Field(0.1, gt=0.0, lt=1.0)
+    recipe: Literal["two_layer", "deep"] = "two_layer"
+    decay: float = Field(1.0, ge=0.0)
+    bias: float = -0.1
+    tune: bool = False
+    batchnorm: Literal["none", "before", "after"] = "none"
+    batchnorm_affine: bool = False
+
+    @field_validator("widths")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(w < 1 for w in v):
+            raise ValueError("every width must be >= 1")
+        return v
+
+
+class StudentConfig(_Section):
+    multi: float = Field(5.0, ge=1.0)
+    init_std: float | None = Field(0.005, gt=0.0)
+    init_scale: float = Field(1.0, gt=0.0)
+
+
+class DataConfig(_Section):
+    kind: Literal["gaussian", "uniform", "online", "teacher_aware"] = "gaussian"
+    std: float = Field(1.5, gt=0.0)
+    n_train: int = Field(10000, ge=1)
+    n_eval: int = Field(10000, ge=2)
+    regenerate: bool = False
+    boundary_exact: bool = False
+    boundary_shift_mean: float = Field(2.0, ge=0.0)
+    boundary_shift_sigma: float = Field(2.0, ge=0.0)
+
+
+class TrainConfig(_Section):
+    optimizer: Literal["sgd", "adam", "gd"] = "sgd"
+    lr: float | dict[int, float] = 0.01
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: list[float] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)
+    batch_size: int = Field(16, ge=1)
+    sampling: Literal["replacement", "shuffle"] = "replacement"
+    steps_per_epoch: int | None = Field(1000, ge=1)
+    epochs: int = Field(100, ge=0)
+    loss: Literal["mse", "ce"] = "mse"
+    dtype: Literal["float32", "float64"] = "float64"
+    device: str = "cpu"
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("lr")
+    @classmethod
+    def _lr_positive(cls, v: float | dict[int, float]) -> float | dict[int, float]:
+        values = v.values() if isinstance(v, dict) else [v]
+        if any(x <= 0 for x in values):
+            raise ValueError("learning rates must be > 0")
+        if isinstance(v, dict):
+            if 0 not in v:
+                raise ValueError("a schedule {epoch: lr} must give the lr of epoch 0")
+            if any(k < 0 for k in v):
+                raise ValueError("schedule epochs must be >= 0")
+        return v
+
+
+class EvalConfig(_Section):
+    every: int = Field(1, ge=1)
+    threshold: float = Field(0.95, gt=0.0, le=1.0)
+    batch_size: int = Field(4096, ge=1)
+    grad_norm: bool = True
+
+
+class Config(_Section):
+    """The whole experiment; field names are the public config keys."""
+
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    input_dim: int = Field(100, ge=1)
+    output_dim: int = Field(50, ge=1)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        if any(s < 0 for s in v):
+            raise ValueError("seeds must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        if self.train.loss == "ce" and self.output_dim < 2:
+            raise ValueError("train.loss=ce needs output_dim >= 2")
+        if self.data.kind == "online" and self.train.optimizer == "gd":
+            raise ValueError("train.optimizer=gd needs a fixed training set, not data.kind=online")
+        return self
+
+    @property
+    def student_widths(self) -> list[int]:
+        """Student hidden widths: round(multi * teacher width) per layer."""
+        return [max(1, round(self.student.multi * m)) for m in self.teacher.widths]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-ready dict of every resolved value."""
+        return self.model_dump(mode="json")
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ['a.b=1', 'c=[1,2]'] into a nested dict, values parsed as YAML scalars/lists."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{item}: override must look like key=value")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{key}: cannot parse value {raw!r} ({err.__class__.__name__})") from None
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "lr":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _first_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif e["type"] == "literal_error":
+        msg = f"must be one of {e['ctx']['expected']}, got {e['input']!r}"
+    elif "input" in e and e["type"] not in ("missing",):
+        msg = f"{msg} (got {e['input']!r})"
+    return f"{loc or 'config'}: {msg}"
+
+
+def build_config(tree: dict[str, Any]) -> Config:
+    """Validate a nested dict into a Config, or raise ConfigError with one line."""
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_first_error(err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from defaults), apply dotted overrides, validate."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of keys")
+        tree = loaded
+    tree = _merge(tree, parse_overrides(overrides or []))
+    return build_config(tree)

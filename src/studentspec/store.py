@@ -1,0 +1,214 @@
+"""The run directory: config.yaml, scalars/teachers/students.parquet, summary.json, weights.npz.
+
+Every file is written to a temporary name and renamed; the whole directory is staged beside
+its final path and renamed into place last, so a run dir either holds a complete run or
+does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from .config import Config, ConfigError, build_config
+from .metrics import COUNT_THRESHOLDS, fanout_norms, rho_mean
+from .nets import Net
+from .train import EvalPoint, TrainResult
+
+FILES = ("config.yaml", "scalars.parquet", "teachers.parquet", "students.parquet", "summary.json", "weights.npz")
+
+
+class StoreError(ValueError):
+    """A missing, incomplete or corrupt run directory; one-line message naming the file."""
+
+
+def count_column(threshold: float) -> str:
+    """Column name of the count of students above a threshold, e.g. n_above_0.95."""
+    return f"n_above_{threshold:g}"
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _grid(S: int, n: int, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    return np.repeat(np.asarray(seeds), n), np.tile(np.arange(n), S)
+
+
+def tables(result: TrainResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The scalars, teachers and students DataFrames of a finished run."""
+    seeds = result.setup.cfg.seeds
+    thr = result.setup.cfg.eval.threshold
+    teacher_fan = fanout_norms(result.setup.teacher)
+    scal, teach, stud = [], [], []
+    for p in result.evals:
+        S = len(seeds)
+        row: dict[str, Any] = {"seed": seeds, "step": p.step, "split": p.split, "mse": _np(p.result.mse), "loss": _np(p.result.loss)}
+        for l, ls in enumerate(p.result.layers, start=1):
+            row[f"rho_mean_{l}"] = _np(rho_mean(ls))
+            row[f"n_specialized_{l}"] = _np(((ls.teacher_best > thr) & ls.teacher_active).sum(1))
+            m, n = ls.teacher_best.shape[1], ls.student_best.shape[1]
+            seed_col, idx = _grid(S, m, seeds)
+            t = {"seed": seed_col, "step": p.step, "split": p.split, "layer": l, "teacher": idx,
+                 "best_corr": _np(ls.teacher_best).ravel(), "best_student": _np(ls.teacher_best_student).ravel(),
+                 "fanout_norm": _np(teacher_fan[l - 1]).ravel(), "specialized": _np(ls.teacher_best > thr).ravel(),
+                 "active": _np(ls.teacher_active).ravel()}
+            for i, c in enumerate(COUNT_THRESHOLDS):
+                t[count_column(c)] = _np(ls.teacher_counts[..., i]).ravel()
+            teach.append(pd.DataFrame(t))
+            seed_col, idx = _grid(S, n, seeds)
+            stud.append(pd.DataFrame({"seed": seed_col, "step": p.step, "split": p.split, "layer": l, "student": idx,
+                                      "best_corr": _np(ls.student_best).ravel(), "best_teacher": _np(ls.student_best_teacher).ravel(),
+                                      "fanout_norm": _np(p.student_fanout[l - 1]).ravel()}))
+        if p.grad_norm is not None:
+            for l in range(p.grad_norm.shape[1]):
+                row[f"grad_norm_{l + 1}"] = _np(p.grad_norm[:, l])
+        scal.append(pd.DataFrame(row))
+    return pd.concat(scal, ignore_index=True), pd.concat(teach, ignore_index=True), pd.concat(stud, ignore_index=True)
+
+
+def time_to_specialize(teachers: pd.DataFrame, split: str = "eval") -> pd.DataFrame:
+    """Per (seed, layer, teacher): first evaluated step at which it was specialized (NaN if never)."""
+    df = teachers[teachers["split"] == split]
+    first = df[df["specialized"]].groupby(["seed", "layer", "teacher"])["step"].min()
+    keys = df[["seed", "layer", "teacher"]].drop_duplicates().set_index(["seed", "layer", "teacher"])
+    return keys.join(first.rename("time_to_specialize")).reset_index()
+
+
+def summary(result: TrainResult, scalars: pd.DataFrame, teachers: pd.DataFrame) -> dict[str, Any]:
+    """Per-seed final numbers, divergences, time-to-specialize, versions, wall time."""
+    cfg = result.setup.cfg
+    last = scalars[scalars["step"] == scalars["step"].max()]
+    tts = time_to_specialize(teachers, "eval" if "eval" in set(teachers["split"]) else "train")
+    per_seed = {}
+    for seed in cfg.seeds:
+        rows = last[last["seed"] == seed].set_index("split")
+        entry: dict[str, Any] = {f"{split}_mse": float(rows.loc[split, "mse"]) for split in rows.index}
+        ev = rows.loc["eval"]
+        for l in range(1, len(cfg.teacher.widths) + 1):
+            entry[f"n_specialized_{l}"] = int(ev[f"n_specialized_{l}"])
+            entry[f"rho_mean_{l}"] = float(ev[f"rho_mean_{l}"])
+            t = tts[(tts["seed"] == seed) & (tts["layer"] == l)].sort_values("teacher")["time_to_specialize"]
+            entry[f"time_to_specialize_{l}"] = [None if pd.isna(v) else int(v) for v in t]
+        entry["diverged_at_step"] = result.diverged.get(seed)
+        per_seed[str(seed)] = entry
+    return {
+        "seeds": cfg.seeds,
+        "steps": result.steps,
+        "n_train": int(result.setup.stream.x_train.shape[1]),
+        "wall_time_s": round(result.wall_time, 3),
+        "diverged": {str(k): v for k, v in result.diverged.items()},
+        "per_seed": per_seed,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+    }
+
+
+def _net_arrays(prefix: str, net: Net) -> dict[str, np.ndarray]:
+    out = {}
+    for l, (w, b) in enumerate(zip(net.weights, net.biases), start=1):
+        out[f"{prefix}.W{l}"], out[f"{prefix}.b{l}"] = _np(w), _np(b)
+    for l, bn in enumerate(net.norms, start=1):
+        out[f"{prefix}.bn{l}.running_mean"], out[f"{prefix}.bn{l}.running_var"] = _np(bn.running_mean), _np(bn.running_var)
+        if bn.weight is not None and bn.bias is not None:
+            out[f"{prefix}.bn{l}.weight"], out[f"{prefix}.bn{l}.bias"] = _np(bn.weight), _np(bn.bias)
+    return out
+
+
+def _atomic(path: Path, write: Any) -> None:
+    """Call write(tmp_path) then rename onto path."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_run(result: TrainResult, out: str | Path, overwrite: bool = False) -> Path:
+    """Write a finished run to `out` atomically; refuses an existing dir unless overwrite."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        scalars, teachers, students = tables(result)
+        _atomic(stage / "config.yaml", lambda p: p.write_text(yaml.safe_dump(result.setup.cfg.to_dict(), sort_keys=False)))
+        for name, df in (("scalars", scalars), ("teachers", teachers), ("students", students)):
+            _atomic(stage / f"{name}.parquet", lambda p, df=df: df.to_parquet(p, index=False))
+        arrays = _net_arrays("teacher", result.setup.teacher) | _net_arrays("student", result.setup.student)
+        _atomic(stage / "weights.npz", lambda p: np.savez(open(p, "wb"), **arrays))
+        info = summary(result, scalars, teachers)
+        _atomic(stage / "summary.json", lambda p: p.write_text(json.dumps(info, indent=1)))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(stage, out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage)
+    return out
+
+
+@dataclass
+class Run:
+    """A stored run: its config, DataFrames, summary and a lazy view of the weights."""
+
+    path: Path
+    config: Config
+    scalars: pd.DataFrame
+    teachers: pd.DataFrame
+    students: pd.DataFrame
+    summary: dict[str, Any]
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Final teacher and student weights, keys like 'teacher.W1', 'student.b2'."""
+        try:
+            with np.load(self.path / "weights.npz") as z:
+                return {k: z[k] for k in z.files}
+        except Exception as err:
+            raise StoreError(f"{self.path / 'weights.npz'}: unreadable ({err.__class__.__name__})") from None
+
+    def time_to_specialize(self, split: str = "eval") -> pd.DataFrame:
+        """First evaluated step at which each teacher node was specialized."""
+        return time_to_specialize(self.teachers, split)
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run directory written by `studentspec run`; StoreError names what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise StoreError(f"{path}: run directory not found")
+    for name in FILES:
+        if not (path / name).is_file():
+            raise StoreError(f"{path / name}: missing (incomplete run directory?)")
+    try:
+        cfg = build_config(yaml.safe_load((path / "config.yaml").read_text()) or {})
+    except (yaml.YAMLError, ConfigError) as err:
+        raise StoreError(f"{path / 'config.yaml'}: invalid ({err})") from None
+    frames = {}
+    for name in ("scalars", "teachers", "students"):
+        try:
+            frames[name] = pd.read_parquet(path / f"{name}.parquet")
+        except Exception as err:
+            raise StoreError(f"{path / name}.parquet: corrupt or unreadable ({err.__class__.__name__})") from None
+        for col in ("seed", "step", "split"):
+            if col not in frames[name].columns:
+                raise StoreError(f"{path / name}.parquet: column {col!r} missing")
+    try:
+        info = json.loads((path / "summary.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreError(f"{path / 'summary.json'}: corrupt ({err.__class__.__name__})") from None
+    return Run(path, cfg, frames["scalars"], frames["teachers"], frames["students"], info)

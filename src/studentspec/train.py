@@ -1,0 +1,188 @@
+"""The ensemble trainer: every seed of a config in one batched computation."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import seeding
+from .config import Config
+from .data import BatchStream, label, make_inputs
+from .losses import per_seed_loss
+from .metrics import SplitEval, evaluate, fanout_norms, grad_norms
+from .nets import Net, make_batchnorms
+from .optim import Optimizer
+from .teacher import build_teacher, fit_teacher
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class Setup:
+    """One ensemble ready to train: teacher, data and student for every seed."""
+
+    cfg: Config
+    teacher: Net  # float64, CPU: the reference copy that is stored
+    teacher_run: Net  # on the run's device and dtype
+    student: Net
+    stream: BatchStream
+    x_eval: Tensor
+    y_eval: Tensor
+    dtype: torch.dtype
+    device: torch.device
+
+
+def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, device: torch.device) -> Net:
+    """Student weights N(0, init_std^2) with zero biases, or PyTorch's Linear default, times init_scale."""
+    sc = cfg.student
+    dims = [cfg.input_dim, *cfg.student_widths, cfg.output_dim]
+    weights: list[list[Tensor]] = [[] for _ in dims[1:]]
+    biases: list[list[Tensor]] = [[] for _ in dims[1:]]
+    for g in gens:
+        for l, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
+            if sc.init_std is not None:
+                w = torch.randn(fan_in, fan_out, generator=g, dtype=torch.float64) * sc.init_std
+                b = torch.zeros(fan_out, dtype=torch.float64)
+            else:  # nn.Linear.reset_parameters: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both
+                bound = 1.0 / math.sqrt(fan_in)
+                w = (torch.rand(fan_out, fan_in, generator=g, dtype=torch.float64) * 2 - 1).T * bound
+                b = (torch.rand(fan_out, generator=g, dtype=torch.float64) * 2 - 1) * bound
+            weights[l].append(w * sc.init_scale)
+            biases[l].append(b * sc.init_scale)
+    t = cfg.teacher
+    norms = make_batchnorms(len(gens), cfg.student_widths, t.batchnorm_affine, dtype) if t.batchnorm != "none" else []
+    net = Net([torch.stack(w) for w in weights], [torch.stack(b) for b in biases], t.activation, t.leaky_slope, t.batchnorm, norms)
+    net = net.to(device, dtype)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return net
+
+
+def build(cfg: Config) -> Setup:
+    """Construct teacher, evaluation set, training stream and student for every seed."""
+    dtype, device = DTYPES[cfg.train.dtype], torch.device(cfg.train.device)
+    data_gens = seeding.generators(cfg.seeds, "data")
+    teacher = build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
+    x_eval64 = make_inputs(cfg, teacher, data_gens, cfg.data.n_eval, training=False)
+    fit_teacher(teacher, x_eval64, cfg.teacher.tune)
+    teacher_run = teacher.to(device, dtype)
+    x_eval = x_eval64.to(device, dtype)
+    n_train = cfg.data.n_train if cfg.data.kind != "online" else 0
+    x_train = make_inputs(cfg, teacher, data_gens, n_train, training=True)
+    stream = BatchStream(cfg, teacher_run, data_gens, seeding.generators(cfg.seeds, "sampler"), x_train, dtype, device)
+    student = init_student(cfg, seeding.generators(cfg.seeds, "student"), dtype, device)
+    return Setup(cfg, teacher, teacher_run, student, stream, x_eval, label(teacher_run, x_eval), dtype, device)
+
+
+def lr_at(lr: float | dict[int, float], epoch: int) -> float:
+    """The learning rate of an epoch: a constant, or the last schedule entry at or before it."""
+    if isinstance(lr, dict):
+        return lr[max(k for k in lr if k <= epoch)]
+    return lr
+
+
+@dataclass
+class EvalPoint:
+    """Metrics of one evaluation: step, split ('train'/'eval'), values, gradient norms [S, L]."""
+
+    step: int
+    split: str
+    result: SplitEval
+    grad_norm: Tensor | None
+    student_fanout: list[Tensor]  # per hidden layer, [S, n_l]
+
+
+@dataclass
+class TrainResult:
+    """A finished ensemble: its setup (with trained student), every evaluation, divergences."""
+
+    setup: Setup
+    evals: list[EvalPoint] = field(default_factory=list)
+    diverged: dict[int, int] = field(default_factory=dict)  # seed -> step its loss went non-finite
+    steps: int = 0
+    wall_time: float = 0.0
+
+
+def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
+    cfg = s.cfg
+    splits = [("eval", s.x_eval, s.y_eval)]
+    if cfg.data.kind != "online":
+        splits.insert(0, ("train", s.stream.x_train, s.stream.y_train))
+    points = []
+    for name, x, y in splits:
+        res = evaluate(s.teacher_run, s.student, x, y, cfg.train.loss, cfg.eval.batch_size)
+        g = grad_norms(s.student, x, y, cfg.train.loss, cfg.eval.batch_size) if cfg.eval.grad_norm and name == "train" else None
+        points.append(EvalPoint(step, name, res, g, fanout_norms(s.student)))
+    return points
+
+
+def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]], None] | None = None) -> TrainResult:
+    """Train every seed of `cfg` in one batched pass, evaluating before training and every eval.every epochs."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    start = time.perf_counter()
+    s = build(cfg)
+    result = TrainResult(s)
+    params = s.student.parameters()
+    tc = cfg.train
+    opt = Optimizer(params, tc.optimizer, tc.momentum, tc.weight_decay, (tc.betas[0], tc.betas[1]))
+    steps_per_epoch = s.stream.steps_per_epoch()
+    alive = torch.ones(len(cfg.seeds), dtype=torch.bool, device=s.device)
+    bar = tqdm(total=tc.epochs * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True)
+
+    def record(step: int) -> None:
+        points = _evaluate_all(s, step)
+        result.evals += points
+        if on_eval is not None:
+            on_eval(points)
+        ev = points[-1].result
+        spec = sum(int((ls.teacher_best > cfg.eval.threshold).sum()) for ls in ev.layers)
+        bar.set_postfix(eval_mse=f"{ev.mse[alive].mean().item():.3g}", specialized=spec, refresh=False)
+
+    record(0)
+    step = 0
+    for epoch in range(tc.epochs):
+        lr = lr_at(tc.lr, epoch)
+        for x, y in s.stream.epoch(epoch):
+            out, _ = s.student.forward(x, training=True)
+            loss = per_seed_loss(out, y, tc.loss)
+            grads = torch.autograd.grad(loss.sum(), params)
+            finite = torch.isfinite(loss)
+            if not bool(finite.all()) or not bool(alive.all()):
+                _freeze(result, cfg.seeds, alive, finite, step, opt, grads, lr)
+            else:
+                opt.step(grads, lr)
+            step += 1
+            if step % 100 == 0:
+                bar.update(100)
+        if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == tc.epochs:
+            record(step)
+    bar.update(step - bar.n)
+    bar.close()
+    result.steps = step
+    result.wall_time = time.perf_counter() - start
+    return result
+
+
+def _freeze(result: TrainResult, seeds: list[int], alive: Tensor, finite: Tensor, step: int, opt: Optimizer, grads: tuple[Tensor, ...], lr: float) -> None:
+    """Update only the live seeds; a seed whose loss is non-finite is frozen from now on."""
+    for i in torch.nonzero(alive & ~finite).flatten().tolist():
+        result.diverged[seeds[i]] = step
+        tqdm.write(f"seed {seeds[i]}: loss is not finite at step {step}; this seed is frozen, the others go on")
+    alive &= finite
+    tensors = opt.params + opt.state()
+    saved = [t.detach().clone() for t in tensors]
+    opt.step([torch.where(_bcast(alive, g), g, 0.0) for g in grads], lr)
+    with torch.no_grad():
+        for t, old in zip(tensors, saved):
+            t.copy_(torch.where(_bcast(alive, t), t, old))
+
+
+def _bcast(mask: Tensor, like: Tensor) -> Tensor:
+    return mask.view(-1, *([1] * (like.dim() - 1)))
