@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import seeding
+from . import backprop, seeding
 from .config import Config
 from .data import BatchStream, label, make_inputs
 from .losses import per_seed_loss
@@ -145,18 +145,27 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
         spec = sum(int((ls.teacher_best > cfg.eval.threshold).sum()) for ls in ev.layers)
         bar.set_postfix(eval_mse=f"{ev.mse[alive].mean().item():.3g}", specialized=spec, refresh=False)
 
+    manual = backprop.supports(s.student)
+    fused = manual and tc.optimizer in ("sgd", "gd") and not tc.momentum and not tc.weight_decay
     record(0)
     step = 0
     for epoch in range(tc.epochs):
         lr = lr_at(tc.lr, epoch)
         for x, y in s.stream.epoch(epoch):
-            out, _ = s.student.forward(x, training=True)
-            loss = per_seed_loss(out, y, tc.loss)
-            grads = torch.autograd.grad(loss.sum(), params)
-            finite = torch.isfinite(loss)
-            if not bool(finite.all()) or not bool(alive.all()):
-                _freeze(result, cfg.seeds, alive, finite, step, opt, grads, lr)
+            if manual:
+                with torch.no_grad():
+                    out, hs, zs = backprop.forward(s.student, x)
+                    loss, g = backprop.output_grad(out, y, tc.loss)
+                    healthy = bool(torch.isfinite(loss).all()) and not result.diverged
+                    grads = backprop.backward(s.student, hs, zs, g, sgd_lr=lr if healthy and fused else None)
             else:
+                out, _ = s.student.forward(x, training=True)
+                loss = per_seed_loss(out, y, tc.loss)
+                grads = list(torch.autograd.grad(loss.sum(), params))
+                healthy = bool(torch.isfinite(loss).all()) and not result.diverged
+            if not healthy:
+                _freeze(result, cfg.seeds, alive, torch.isfinite(loss), step, opt, grads, lr)
+            elif grads:
                 opt.step(grads, lr)
             step += 1
             if step % 100 == 0:
@@ -170,7 +179,7 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
     return result
 
 
-def _freeze(result: TrainResult, seeds: list[int], alive: Tensor, finite: Tensor, step: int, opt: Optimizer, grads: tuple[Tensor, ...], lr: float) -> None:
+def _freeze(result: TrainResult, seeds: list[int], alive: Tensor, finite: Tensor, step: int, opt: Optimizer, grads: list[Tensor], lr: float) -> None:
     """Update only the live seeds; a seed whose loss is non-finite is frozen from now on."""
     for i in torch.nonzero(alive & ~finite).flatten().tolist():
         result.diverged[seeds[i]] = step

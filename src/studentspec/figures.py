@@ -1,0 +1,115 @@
+"""Figures of a stored run: the L-shape scatter, teacher-correlation curves and MSE curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from .store import Run
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+DPI = 120
+MAX_SEEDS = 4
+CMAP = "viridis"
+
+
+def config_title(run: Run) -> str:
+    """One-line summary of the run's config for figure titles."""
+    c = run.config
+    text = f"m={c.teacher.widths} multi={c.student.multi:g} p={c.teacher.decay:g}"
+    diverged = run.summary.get("diverged") or {}
+    return f"{text} (diverged seeds: {', '.join(map(str, diverged))})" if diverged else text
+
+
+def _split(df: pd.DataFrame, prefer: str, fallback: str) -> tuple[pd.DataFrame, str]:
+    name = prefer if (df["split"] == prefer).any() else fallback
+    return df[df["split"] == name], name
+
+
+def _panels(run: Run) -> tuple[Figure, list[Axes]]:
+    n = len(run.config.teacher.widths)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 0.8, 3.9), squeeze=False, layout="constrained")
+    return fig, list(axes[0])
+
+
+def lshape_figure(run: Run) -> Figure:
+    """Fan-out norm vs best-teacher correlation of every student node at the last step."""
+    df, split = _split(run.students, "train", "eval")
+    step = int(df["step"].max())
+    df = df[(df["step"] == step) & np.isfinite(df["best_corr"]) & np.isfinite(df["fanout_norm"])]
+    fig, axes = _panels(run)
+    label_seeds = df["seed"].nunique() <= 10
+    for layer, ax in enumerate(axes, start=1):
+        rows = df[df["layer"] == layer]
+        for seed, s in rows.groupby("seed"):
+            ax.scatter(s["best_corr"], s["fanout_norm"], s=10, alpha=0.5, label=f"seed {seed}" if label_seeds else None)
+        ax.axvline(run.config.eval.threshold, color="grey", ls=":", lw=1, label=f"threshold {run.config.eval.threshold:g}")
+        lo = min(0.0, float(rows["best_corr"].min())) if len(rows) else 0.0
+        ax.set_xlim(lo - 0.05, 1.1)
+        ax.set(xlabel="best teacher correlation", ylabel="fan-out norm ||v_k||", title=f"layer {layer}")
+        ax.legend(fontsize="x-small")
+    fig.suptitle(f"student nodes at step {step} ({split})\n{config_title(run)}", fontsize="medium")
+    return fig
+
+
+def teacher_corr_figure(run: Run) -> Figure:
+    """Best correlation of each teacher node vs step, coloured by the teacher's fan-out norm."""
+    df, split = _split(run.teachers, "eval", "train")
+    seeds = list(dict.fromkeys(df["seed"]))
+    df = df[df["seed"].isin(seeds[:MAX_SEEDS])]
+    norm = Normalize(float(df["fanout_norm"].min()), float(df["fanout_norm"].max()))
+    cmap = plt.get_cmap(CMAP)
+    fig, axes = _panels(run)
+    thr = run.config.eval.threshold
+    for layer, ax in enumerate(axes, start=1):
+        for _, t in df[df["layer"] == layer].groupby(["seed", "teacher"]):
+            t = t.sort_values("step")
+            ax.plot(t["step"], t["best_corr"], color=cmap(norm(t["fanout_norm"].iloc[0])), lw=1, alpha=0.8)
+        ax.axhline(thr, color="black", ls="--", lw=1, label=f"threshold {thr:g}")
+        ax.set_ylim(min(0.0, float(df["best_corr"].min())) - 0.05, 1.05)
+        ax.set(xlabel="step", ylabel="best correlation with a student", title=f"layer {layer}")
+        ax.legend(fontsize="x-small", loc="lower right")
+    fig.colorbar(ScalarMappable(norm, cmap), ax=axes, label="teacher fan-out norm (strength)")
+    shown = f"first {MAX_SEEDS} of {len(seeds)} seeds" if len(seeds) > MAX_SEEDS else f"{len(seeds)} seeds"
+    fig.suptitle(f"teacher nodes, best correlation ({split}, {shown})\n{config_title(run)}", fontsize="medium")
+    return fig
+
+
+def mse_figure(run: Run) -> Figure:
+    """log10 MSE vs step, mean +- std over seeds, per split; non-finite values are dropped."""
+    df = run.scalars[np.isfinite(run.scalars["mse"]) & (run.scalars["mse"] > 0)]
+    df = df.assign(log_mse=np.log10(df["mse"]))
+    fig, ax = plt.subplots(figsize=(6.0, 4.2), layout="constrained")
+    for split in [s for s in ("train", "eval") if (df["split"] == s).any()]:
+        g = df[df["split"] == split].groupby("step")["log_mse"].agg(["mean", "std"]).fillna(0.0)
+        (line,) = ax.plot(g.index, g["mean"], label=split)
+        ax.fill_between(g.index, g["mean"] - g["std"], g["mean"] + g["std"], color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="step", ylabel="log10 MSE")
+    ax.legend()
+    ax.set_title(f"MSE, mean ± std over seeds\n{config_title(run)}", fontsize="medium")
+    return fig
+
+
+def plot_run(run: Run, out_dir: Path) -> list[Path]:
+    """Write lshape, teacher_corr and mse figures (PNG and PDF) into out_dir; return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, make in (("lshape", lshape_figure), ("teacher_corr", teacher_corr_figure), ("mse", mse_figure)):
+        fig = make(run)
+        try:
+            for ext in ("png", "pdf"):
+                fig.savefig(out_dir / f"{name}.{ext}", dpi=DPI)
+                paths.append(out_dir / f"{name}.{ext}")
+        finally:
+            plt.close(fig)
+    return paths
