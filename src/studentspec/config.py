@@ -125,7 +125,7 @@ class Config(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-ready dict of every resolved value."""
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="python")
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

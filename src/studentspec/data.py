@@ -151,4 +151,4 @@ class BatchStream:
 @torch.no_grad()
 def label(teacher: Net, x: Tensor, chunk: int = 65536) -> Tensor:
     """Teacher outputs for inputs [S, N, d], computed in chunks of samples."""
-    return torch.cat([teacher.forward(x[:, i : i + chunk])[0] for i in range(0, x.shape[1], chunk)], dim=1)
+    return torch.cat([teacher.forward(x[:, i : i + chunk])[0] for i in range(0, max(x.shape[1], 1), chunk)], dim=1)

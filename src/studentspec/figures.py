@@ -62,7 +62,7 @@ def lshape_figure(run: Run) -> Figure:
 
 
 def teacher_corr_figure(run: Run) -> Figure:
-    """Best correlation of each teacher node vs step, coloured by the teacher's fan-out norm."""
+    """Best correlation of each teacher node vs step, coloured by fan-out norm; dead teacher nodes dotted."""
     df, split = _split(run.teachers, "eval", "train")
     seeds = list(dict.fromkeys(df["seed"]))
     df = df[df["seed"].isin(seeds[:MAX_SEEDS])]
@@ -73,7 +73,8 @@ def teacher_corr_figure(run: Run) -> Figure:
     for layer, ax in enumerate(axes, start=1):
         for _, t in df[df["layer"] == layer].groupby(["seed", "teacher"]):
             t = t.sort_values("step")
-            ax.plot(t["step"], t["best_corr"], color=cmap(norm(t["fanout_norm"].iloc[0])), lw=1, alpha=0.8)
+            style = "-" if t["active"].any() else ":"
+            ax.plot(t["step"], t["best_corr"], style, color=cmap(norm(t["fanout_norm"].iloc[0])), lw=1, alpha=0.8)
         ax.axhline(thr, color="black", ls="--", lw=1, label=f"threshold {thr:g}")
         ax.set_ylim(min(0.0, float(df["best_corr"].min())) - 0.05, 1.05)
         ax.set(xlabel="step", ylabel="best correlation with a student", title=f"layer {layer}")

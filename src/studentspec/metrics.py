@@ -85,7 +85,7 @@ def rho_mean(stats: LayerStats) -> Tensor:
 
 def fanout_norms(net: Net) -> list[Tensor]:
     """Per hidden layer, the norm of each node's fan-out weights, [S, n_l]."""
-    return [net.fanout(l).detach().norm(dim=2) for l in range(1, len(net.weights))]
+    return [net.fanout(l).detach().double().norm(dim=2) for l in range(1, len(net.weights))]
 
 
 @dataclass
