@@ -1,5 +1,12 @@
 """studentspec: teacher-student specialization in deep ReLU / Leaky ReLU networks, batched over seeds."""
 
+import os
+
+# MKL's conditional numerical reproducibility: without it a GEMM's rounding depends on where
+# a matrix sits in memory, so a seed would not give the same bits alone and inside an ensemble.
+# Read at MKL's first GEMM, so setting it here works even after `import torch`.
+os.environ.setdefault("MKL_CBWR", "AUTO")
+
 from .config import Config, ConfigError, load_config
 from .store import Run, StoreError, load_run, write_run
 from .train import TrainResult, build, train

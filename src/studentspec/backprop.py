@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .nets import Net
+from .nets import Net, baddbmm, bmm
 
 
 def supports(net: Net) -> bool:
@@ -38,7 +38,7 @@ def forward(net: Net, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     hs, zs = [x], []
     h = x
     for l in range(depth):
-        z = torch.baddbmm(net.biases[l][:, None, :], h, net.weights[l])
+        z = baddbmm(net.biases[l][:, None, :], h, net.weights[l])
         if l < depth - 1:
             zs.append(z)
             h = torch.relu(z) if net.activation == "relu" else torch.nn.functional.leaky_relu(z, net.slope)
@@ -55,12 +55,15 @@ def backward(net: Net, hs: list[Tensor], zs: list[Tensor], g: Tensor, sgd_lr: fl
     depth = len(net.weights)
     grads: list[Tensor] = [torch.empty(0)] * (2 * depth)
     for l in range(depth - 1, -1, -1):
-        below = torch.bmm(g, net.weights[l].transpose(1, 2)) if l > 0 else None
+        below = bmm(g, net.weights[l].transpose(1, 2)) if l > 0 else None
         if sgd_lr is None:
-            grads[2 * l] = torch.bmm(hs[l].transpose(1, 2), g)
+            grads[2 * l] = bmm(hs[l].transpose(1, 2), g)
             grads[2 * l + 1] = g.sum(dim=1)
         else:
-            net.weights[l].baddbmm_(hs[l].transpose(1, 2), g, alpha=-sgd_lr)
+            if g.shape[0] > 1:
+                net.weights[l].baddbmm_(hs[l].transpose(1, 2), g, alpha=-sgd_lr)
+            else:
+                net.weights[l].copy_(baddbmm(net.weights[l], hs[l].transpose(1, 2), g, alpha=-sgd_lr))
             net.biases[l].sub_(g.sum(dim=1), alpha=sgd_lr)
         if below is not None:
             z = zs[l - 1]

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .losses import per_seed_loss
-from .nets import Net
+from .nets import Net, baddbmm
 
 COUNT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
@@ -38,7 +38,7 @@ class CorrAccumulator:
         self.sum_s += s.sum(1)
         self.sq_t += t.square().sum(1)
         self.sq_s += s.square().sum(1)
-        self.cross.baddbmm_(t.transpose(1, 2), s)
+        self.cross = baddbmm(self.cross, t.transpose(1, 2), s)
 
     def variances(self) -> tuple[Tensor, Tensor]:
         """Population variances of teacher [S, m] and student [S, n] nodes."""

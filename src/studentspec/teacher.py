@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .config import Config, ConfigError
-from .nets import Net, activate, make_batchnorms
+from .nets import Net, activate, baddbmm, make_batchnorms
 
 GRID = torch.linspace(-1.0, 1.0, 9, dtype=torch.float64)  # {-1, -0.75, ..., 1}
 
@@ -85,7 +85,7 @@ def fit_teacher(teacher: Net, x: Tensor, tune: bool) -> Net:
     h = x
     depth = len(teacher.weights)
     for l in range(depth - 1):
-        z = torch.baddbmm(teacher.biases[l][:, None, :], h, teacher.weights[l])
+        z = baddbmm(teacher.biases[l][:, None, :], h, teacher.weights[l])
         if tune:
             med = z.median(dim=1).values
             teacher.biases[l] -= med
@@ -102,7 +102,7 @@ def fit_teacher(teacher: Net, x: Tensor, tune: bool) -> Net:
             bn.running_var.copy_(h.var(1))
             h = bn(h, training=False)
     if tune:
-        out = torch.baddbmm(teacher.biases[-1][:, None, :], h, teacher.weights[-1])
+        out = baddbmm(teacher.biases[-1][:, None, :], h, teacher.weights[-1])
         mean, std = out.mean(1), out.std(1).clamp_min(1e-12)
         teacher.weights[-1] /= std[:, None, :]
         teacher.biases[-1].sub_(mean).div_(std)

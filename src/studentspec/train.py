@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -122,12 +123,15 @@ def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
     return points
 
 
-def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]], None] | None = None) -> TrainResult:
-    """Train every seed of `cfg` in one batched pass, evaluating before training and every eval.every epochs."""
+def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]], None] | None = None, setup: Setup | None = None) -> TrainResult:
+    """Train every seed of `cfg` in one batched pass, evaluating before training and every eval.every epochs.
+
+    `setup` (from build(cfg), possibly modified) replaces the freshly built ensemble.
+    """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     start = time.perf_counter()
-    s = build(cfg)
+    s = setup if setup is not None else build(cfg)
     result = TrainResult(s)
     params = s.student.parameters()
     tc = cfg.train
@@ -156,17 +160,19 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
                 with torch.no_grad():
                     out, hs, zs = backprop.forward(s.student, x)
                     loss, g = backprop.output_grad(out, y, tc.loss)
-                    healthy = bool(torch.isfinite(loss).all()) and not result.diverged
-                    grads = backprop.backward(s.student, hs, zs, g, sgd_lr=lr if healthy and fused else None)
+                    ok = _check(result, cfg.seeds, alive, loss, step)
+                    with nullcontext() if ok else _frozen(alive, opt):
+                        g = g if ok else torch.where(_bcast(alive, g), g, 0.0)
+                        grads = backprop.backward(s.student, hs, zs, g, sgd_lr=lr if fused else None)
+                        if grads:
+                            opt.step(grads, lr)
             else:
                 out, _ = s.student.forward(x, training=True)
                 loss = per_seed_loss(out, y, tc.loss)
                 grads = list(torch.autograd.grad(loss.sum(), params))
-                healthy = bool(torch.isfinite(loss).all()) and not result.diverged
-            if not healthy:
-                _freeze(result, cfg.seeds, alive, torch.isfinite(loss), step, opt, grads, lr)
-            elif grads:
-                opt.step(grads, lr)
+                ok = _check(result, cfg.seeds, alive, loss.detach(), step)
+                with nullcontext() if ok else _frozen(alive, opt):
+                    opt.step(grads if ok else [torch.where(_bcast(alive, gr), gr, 0.0) for gr in grads], lr)
             step += 1
             if step % 100 == 0:
                 bar.update(100)
@@ -179,15 +185,24 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
     return result
 
 
-def _freeze(result: TrainResult, seeds: list[int], alive: Tensor, finite: Tensor, step: int, opt: Optimizer, grads: list[Tensor], lr: float) -> None:
-    """Update only the live seeds; a seed whose loss is non-finite is frozen from now on."""
+def _check(result: TrainResult, seeds: list[int], alive: Tensor, loss: Tensor, step: int) -> bool:
+    """True while every seed is healthy; a seed whose loss is non-finite is marked dead (once)."""
+    finite = torch.isfinite(loss)
+    if bool(finite.all()) and not result.diverged:
+        return True
     for i in torch.nonzero(alive & ~finite).flatten().tolist():
         result.diverged[seeds[i]] = step
         tqdm.write(f"seed {seeds[i]}: loss is not finite at step {step}; this seed is frozen, the others go on")
     alive &= finite
+    return False
+
+
+@contextmanager
+def _frozen(alive: Tensor, opt: Optimizer) -> Iterator[None]:
+    """Run an update, then put every dead seed's parameters and optimizer state back."""
     tensors = opt.params + opt.state()
     saved = [t.detach().clone() for t in tensors]
-    opt.step([torch.where(_bcast(alive, g), g, 0.0) for g in grads], lr)
+    yield
     with torch.no_grad():
         for t, old in zip(tensors, saved):
             t.copy_(torch.where(_bcast(alive, t), t, old))

@@ -1,0 +1,171 @@
+"""Training-step throughput on the science.md 4.1 workload, next to the GEMM peak measured in the same process.
+
+Workload: d=100 inputs, student hidden n=100 (teacher widths [10], student.multi=10), C=50 outputs,
+batch B=16, MSE, plain SGD (the trainer's fused hand-derived path), S seeds trained together.
+FLOPs per seed-step, counted explicitly (bias adds, ReLU, loss and the SGD axpy ignored):
+    forward 2B(dn + nC) + weight grads 2B(dn + nC) + input grad of layer 2 2BnC = B(4dn + 6nC),
+i.e. 1.44 MFLOP at d=100, n=100, C=50, B=16; GFLOP/s = seed-steps/s * that / 1e9.
+GEMM peak: best of several 2048x2048 matmuls at the same dtype and thread count, 2n^3/t.
+Every (S, dtype, threads) point runs --repeats times, each in its own subprocess (repeats are
+interleaved across points, so a machine stall hits different points); the table shows medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+D, N, C, B = 100, 100, 50, 16
+FLOPS_PER_SEED_STEP = B * (4 * D * N + 6 * N * C)
+LR = 0.01
+
+
+def gemm_peak(dtype: str, n: int = 2048, runs: int = 5) -> float:
+    """Best GFLOP/s of `runs` n x n matmuls (after one warm-up) at the current thread count."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+    c = torch.mm(a, b)
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def timed(fn: Callable[[], int], min_time: float) -> float:
+    """Steps per second of repeated fn() calls (each returns its step count) over >= min_time seconds."""
+    steps, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < min_time or steps == 0:
+        steps += fn()
+    return steps / elapsed
+
+
+def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, autograd: bool) -> dict[str, float]:
+    """One measurement in this process: GEMM peak, step rate on pre-drawn batches, full-loop rate."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from studentspec import backprop
+    from studentspec.config import load_config
+    from studentspec.losses import per_seed_loss
+    from studentspec.optim import Optimizer
+    from studentspec.train import build
+
+    seeds = list(range(1, size + 1))
+    over = [f"seeds={seeds}", "teacher.widths=[10]", "student.multi=10", f"input_dim={D}", f"output_dim={C}"]
+    over += [f"train.batch_size={B}", f"train.dtype={dtype}", f"train.steps_per_epoch={steps}", "data.n_eval=2"]
+    s = build(load_config(None, over))
+    net = s.student
+    batches = list(s.stream.epoch(0))  # pre-drawn: data time excluded
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:  # exactly the trainer's fused SGD step
+        with torch.no_grad():
+            out, hs, zs = backprop.forward(net, x)
+            loss, g = backprop.output_grad(out, y, "mse")
+            healthy = bool(torch.isfinite(loss).all())
+            backprop.backward(net, hs, zs, g, sgd_lr=LR if healthy else None)
+
+    def pass_predrawn() -> int:
+        for x, y in batches:
+            step(x, y)
+        return len(batches)
+
+    epoch = iter(range(1, 1 << 30))
+
+    def pass_stream() -> int:  # the train() loop body including the batch stream
+        for x, y in s.stream.epoch(next(epoch)):
+            step(x, y)
+        return steps
+
+    peak = gemm_peak(dtype)
+    for x, y in batches[:20]:  # warm-up
+        step(x, y)
+    rate = timed(pass_predrawn, min_time)
+    res = {"peak": peak, "rate": rate, "full_rate": timed(pass_stream, min_time)}
+    if autograd:
+        params = net.parameters()
+        opt = Optimizer(params, "sgd")
+
+        def pass_autograd() -> int:  # the trainer's autograd path, same step otherwise
+            for x, y in batches:
+                out, _ = net.forward(x, training=True)
+                loss = per_seed_loss(out, y, "mse")
+                grads = list(torch.autograd.grad(loss.sum(), params))
+                if bool(torch.isfinite(loss).all()):
+                    opt.step(grads, LR)
+            return len(batches)
+
+        res["autograd_rate"] = timed(pass_autograd, min_time)
+        res["manual_rate_again"] = timed(pass_predrawn, min_time)
+    return res
+
+
+def spawn(size: int, dtype: str, threads: int, args: argparse.Namespace) -> dict[str, float]:
+    """Run one worker in a fresh subprocess with the thread count pinned; its JSON result."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, __file__, "--worker", "--sizes", str(size), "--dtypes", dtype, "--threads", str(threads)]
+    cmd += ["--steps", str(args.steps), "--min-time", str(args.min_time)] + (["--autograd"] if args.autograd else [])
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def fmt(values: list[float], spread: bool = True) -> str:
+    """Median, with [min-max] when spread."""
+    med = statistics.median(values)
+    return f"{med:.4g} [{min(values):.4g}-{max(values):.4g}]" if spread else f"{med:.4g}"
+
+
+def main() -> None:
+    """Parse the CLI; run a worker, or the whole grid and print a markdown table."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", help="ensemble sizes S (default 1 8 32 128)")
+    p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], help="default both")
+    p.add_argument("--threads", type=int, nargs="+", help="torch thread counts (default 1 2)")
+    p.add_argument("--repeats", type=int, help="subprocesses per point (default 5)")
+    p.add_argument("--steps", type=int, default=200, help="batches pre-drawn per pass (and steps per stream epoch)")
+    p.add_argument("--min-time", type=float, help="seconds each timed loop runs at least (default 1.0)")
+    p.add_argument("--autograd", action="store_true", help="also time the autograd step (same process)")
+    p.add_argument("--quick", action="store_true", help="smoke test: S in {1, 32}, float64, 1 thread, 2 repeats")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    q = a.quick
+    a.sizes = a.sizes or ([1, 32] if q else [1, 8, 32, 128])
+    a.dtypes = a.dtypes or (["float64"] if q else ["float32", "float64"])
+    a.threads = a.threads or ([1] if q else [1, 2])
+    a.repeats = a.repeats or (2 if q else 5)
+    a.min_time = a.min_time or (0.3 if q else 1.0)
+    if a.worker:
+        print(json.dumps(worker(a.sizes[0], a.dtypes[0], a.threads[0], a.steps, a.min_time, a.autograd)))
+        return
+    points = [(s, d, t) for t in a.threads for d in a.dtypes for s in a.sizes]
+    runs: dict[tuple[int, str, int], list[dict[str, float]]] = {pt: [] for pt in points}
+    for r in range(a.repeats):  # interleaved: repeat r of every point before repeat r+1
+        for pt in points:
+            res = spawn(*pt, a)
+            runs[pt].append(res)
+            print(f"repeat {r + 1}/{a.repeats} S={pt[0]} {pt[1]} threads={pt[2]}: {json.dumps(res)}", file=sys.stderr, flush=True)
+    head = "| S | dtype | threads | seed-steps/s median [min-max] | GFLOP/s | GEMM peak GFLOP/s | % of peak | full-loop seed-steps/s |"
+    print(head + (" autograd seed-steps/s | hand-derived / autograd |" if a.autograd else ""))
+    print("|" + "---|" * (head.count("|") - 1 + (2 if a.autograd else 0)))
+    for (size, dtype, threads), rs in runs.items():
+        ss = [size * r["rate"] for r in rs]
+        gf = [x * FLOPS_PER_SEED_STEP / 1e9 for x in ss]
+        frac = [100 * g / r["peak"] for g, r in zip(gf, rs)]
+        row = f"| {size} | {dtype} | {threads} | {fmt(ss)} | {fmt(gf, False)} | {fmt([r['peak'] for r in rs])} | {fmt(frac)} | {fmt([size * r['full_rate'] for r in rs])} |"
+        if a.autograd:
+            ratio = [(r["rate"] + r["manual_rate_again"]) / 2 / r["autograd_rate"] for r in rs]
+            row += f" {fmt([size * r['autograd_rate'] for r in rs])} | {fmt(ratio)} |"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""Import studentspec first, so its MKL reproducibility setting precedes any GEMM."""
+
+import studentspec  # noqa: F401

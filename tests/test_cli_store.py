@@ -1,0 +1,147 @@
+"""Config validation, the CLI's exit codes, and the run store round trip."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from studentspec import ConfigError, StoreError, load_config, load_run, train, write_run
+from studentspec.cli import main
+
+TINY = ["seeds=[1,2]", "input_dim=6", "output_dim=4", "teacher.widths=[3]", "student.multi=2", "data.n_train=100",
+        "data.n_eval=100", "train.steps_per_epoch=10", "train.epochs=2"]
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("bogus=1", "bogus"),
+        ("teacher.colour=red", "teacher.colour"),
+        ("input_dim=abc", "input_dim"),
+        ("input_dim=1.5", "input_dim"),
+        ("teacher.widths=[4,0]", "teacher.widths"),
+        ("student.multi=0.5", "student.multi"),
+        ("train.lr=0", "train.lr"),
+        ("train.lr=-0.1", "train.lr"),
+        ("train.lr={5: 0.1}", "train.lr"),
+        ("seeds=[]", "seeds"),
+        ("seeds=[1,1]", "seeds"),
+        ("teacher.activation=tanh", "teacher.activation"),
+        ("train.dtype=float16", "train.dtype"),
+        ("data.kind=mnist", "data.kind"),
+        ("teacher.leaky_slope=1.5", "teacher.leaky_slope"),
+        ("eval.threshold=2", "eval.threshold"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("teacher.tune=maybe", "teacher.tune"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    msg = str(err.value)
+    assert msg.startswith(key + ":") and "\n" not in msg
+
+
+def test_good_overrides_are_typed():
+    cfg = load_config("configs/deep.yaml", ["student.multi=5", "train.lr={0: 0.3, 10: 0.1}", "seeds=[4]"])
+    assert cfg.student.multi == 5 and cfg.train.lr == {0: 0.3, 10: 0.1} and cfg.seeds == [4]
+    assert cfg.student_widths == [250, 375, 500, 625] and cfg.train.steps_per_epoch is None
+
+
+def test_cli_bad_config_exits_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "configs/two_layer_quick.yaml", "student.multi=0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "student.multi" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_cli_missing_config_file_exits_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "r")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_cli_run_then_plot_as_a_subprocess(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "studentspec.cli", "run", "configs/two_layer_quick.yaml", *TINY, "--out", str(out), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    plot = subprocess.run([sys.executable, "-m", "studentspec.cli", "plot", str(out)], capture_output=True, text=True, timeout=300)
+    assert plot.returncode == 0, plot.stderr
+    assert (out / "figures" / "lshape.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    cfg = load_config(None, [*TINY, "teacher.widths=[3,4]", "train.lr={0: 0.05, 1: 0.02}"])
+    result = train(cfg, progress=False)
+    path = write_run(result, tmp_path_factory.mktemp("store") / "run")
+    return result, path
+
+
+def test_store_round_trip(stored):
+    result, path = stored
+    assert sorted(p.name for p in path.iterdir()) == sorted(["config.yaml", "scalars.parquet", "teachers.parquet", "students.parquet", "summary.json", "weights.npz"])
+    run = load_run(path)
+    assert run.config == result.setup.cfg
+    for col in ["seed", "step", "split", "mse"]:
+        assert col in run.scalars
+    for col in ["seed", "step", "split", "layer", "teacher", "best_corr", "best_student", "fanout_norm", "specialized"]:
+        assert col in run.teachers
+    for col in ["seed", "step", "split", "layer", "student", "best_corr", "best_teacher", "fanout_norm"]:
+        assert col in run.students
+    # 3 evaluations x 2 splits x 2 seeds; teachers (3 + 4 nodes), students (6 + 8 nodes)
+    assert len(run.scalars) == 12 and len(run.teachers) == 12 * 7 and len(run.students) == 12 * 14
+    assert sorted(run.scalars.step.unique()) == [0, 10, 20]
+    w = run.weights()
+    np.testing.assert_array_equal(w["student.W2"], result.setup.student.weights[1].detach().numpy())
+    np.testing.assert_array_equal(w["teacher.b1"], result.setup.teacher.biases[0].numpy())
+    final = run.scalars[(run.scalars.step == 20) & (run.scalars.split == "eval")].set_index("seed")
+    assert run.summary["per_seed"]["1"]["eval_mse"] == pytest.approx(final.loc[1, "mse"])
+    tts = run.time_to_specialize()
+    assert set(tts.columns) >= {"seed", "layer", "teacher", "time_to_specialize"} and len(tts) == 2 * 7
+
+
+def test_time_to_specialize_is_first_step_above_threshold():
+    from studentspec.store import time_to_specialize
+
+    df = pd.DataFrame({"seed": 1, "layer": 1, "split": "eval", "teacher": [0, 0, 0, 1, 1, 1],
+                       "step": [0, 10, 20, 0, 10, 20], "specialized": [False, True, True, False, False, False]})
+    out = time_to_specialize(df).set_index("teacher")["time_to_specialize"]
+    assert out[0] == 10 and np.isnan(out[1])
+
+
+@pytest.mark.parametrize("victim", ["scalars.parquet", "summary.json", "config.yaml"])
+def test_corrupt_or_missing_files_give_one_line_store_errors(stored, tmp_path, victim):
+    import shutil
+
+    _, path = stored
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    (copy / victim).write_bytes(b"\x00garbage{")
+    with pytest.raises(StoreError, match=victim.split(".")[0]):
+        load_run(copy)
+    (copy / victim).unlink()
+    with pytest.raises(StoreError, match="missing"):
+        load_run(copy)
+    assert main(["plot", str(copy)]) == 2
+
+
+def test_config_yaml_is_the_resolved_config(stored):
+    _, path = stored
+    tree = yaml.safe_load((path / "config.yaml").read_text())
+    assert tree["train"]["lr"] == {0: 0.05, 1: 0.02} and tree["teacher"]["widths"] == [3, 4]
+    assert json.loads((path / "summary.json").read_text())["steps"] == 20
+
+
+def test_write_run_refuses_existing_dir_and_leaves_no_partial_files(stored):
+    result, path = stored
+    with pytest.raises(StoreError, match="already exists"):
+        write_run(result, path)
+    assert not [p for p in path.parent.iterdir() if ".partial-" in p.name]
