@@ -139,6 +139,7 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
     steps_per_epoch = s.stream.steps_per_epoch()
     alive = torch.ones(len(cfg.seeds), dtype=torch.bool, device=s.device)
     bar = tqdm(total=tc.epochs * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True)
+    postfix: dict[str, str] = {}
 
     def record(step: int) -> None:
         points = _evaluate_all(s, step)
@@ -147,7 +148,9 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
             on_eval(points)
         ev = points[-1].result
         spec = sum(int((ls.teacher_best > cfg.eval.threshold).sum()) for ls in ev.layers)
-        bar.set_postfix(eval_mse=f"{ev.mse[alive].mean().item():.3g}", specialized=spec, refresh=False)
+        total = sum(ls.teacher_best.numel() for ls in ev.layers)
+        postfix.update(eval_mse=f"{ev.mse[alive].mean().item():.3g}", specialized=f"{spec}/{total}")
+        bar.set_postfix(postfix, refresh=False)
 
     manual = backprop.supports(s.student)
     fused = manual and tc.optimizer in ("sgd", "gd") and not tc.momentum and not tc.weight_decay
@@ -174,8 +177,9 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
                 with nullcontext() if ok else _frozen(alive, opt):
                     opt.step(grads if ok else [torch.where(_bcast(alive, gr), gr, 0.0) for gr in grads], lr)
             step += 1
-            if step % 100 == 0:
+            if step % 100 == 0 and progress:
                 bar.update(100)
+                bar.set_postfix(postfix | {"loss": f"{loss[alive].mean().item():.3g}"}, refresh=False)
         if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == tc.epochs:
             record(step)
     bar.update(step - bar.n)
