@@ -89,6 +89,20 @@ class EvalConfig(_Section):
     grad_norm: bool = True
 
 
+class TheoryConfig(_Section):
+    enabled: bool = False
+    samples: int = Field(2000, ge=1)
+    near: float = Field(0.1, gt=0.0)
+    quantiles: list[float] = Field(default_factory=lambda: [0.5, 0.9, 0.99])
+
+    @field_validator("quantiles")
+    @classmethod
+    def _unit(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 <= q <= 1.0 for q in v):
+            raise ValueError("quantiles must lie in [0, 1]")
+        return v
+
+
 class Config(_Section):
     """The whole experiment; field names are the public config keys."""
 
@@ -100,6 +114,7 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    theory: TheoryConfig = Field(default_factory=TheoryConfig)
 
     @field_validator("seeds")
     @classmethod
@@ -116,6 +131,8 @@ class Config(_Section):
             raise ValueError("train.loss=ce needs output_dim >= 2")
         if self.data.kind == "online" and self.train.optimizer == "gd":
             raise ValueError("train.optimizer=gd needs a fixed training set, not data.kind=online")
+        if self.theory.enabled and self.teacher.batchnorm != "none":
+            raise ValueError("theory.enabled: diagnostics support nets without BatchNorm (teacher.batchnorm=none)")
         return self
 
     @property
@@ -174,7 +191,7 @@ def _first_error(err: ValidationError) -> str:
         msg = f"must be one of {e['ctx']['expected']}, got {e['input']!r}"
     elif "input" in e and e["type"] not in ("missing",):
         msg = f"{msg} (got {e['input']!r})"
-    return f"{loc or 'config'}: {msg}"
+    return f"{loc}: {msg}" if loc else msg
 
 
 def build_config(tree: dict[str, Any]) -> Config:

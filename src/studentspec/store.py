@@ -71,11 +71,32 @@ def tables(result: TrainResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
             stud.append(pd.DataFrame({"seed": seed_col, "step": p.step, "split": p.split, "layer": l, "student": idx,
                                       "best_corr": _np(ls.student_best).ravel(), "best_teacher": _np(ls.student_best_teacher).ravel(),
                                       "fanout_norm": _np(p.student_fanout[l - 1]).ravel()}))
+        if p.theory is not None:
+            _add_theory(p, row, teach[-len(p.result.layers):], stud[-len(p.result.layers):])
         if p.grad_norm is not None:
             for l in range(p.grad_norm.shape[1]):
                 row[f"grad_norm_{l + 1}"] = _np(p.grad_norm[:, l])
         scal.append(pd.DataFrame(row))
     return pd.concat(scal, ignore_index=True), pd.concat(teach, ignore_index=True), pd.concat(stud, ignore_index=True)
+
+
+def _add_theory(p: EvalPoint, row: dict[str, Any], teach: list[pd.DataFrame], stud: list[pd.DataFrame]) -> None:
+    """Add the theory diagnostics of one evaluation point to its scalars row and layer frames."""
+    th = p.theory
+    assert th is not None
+    for key, val in th.grad.items():
+        for l in range(val.shape[1]):
+            row[f"ps_grad_{key}_{l + 1}"] = _np(val[:, l])
+    for l, (t, s) in enumerate(zip(teach, stud)):
+        match = th.hungarian[l].to(p.result.layers[l].corr.device)
+        t["hungarian_student"] = _np(match).ravel()
+        t["hungarian_corr"] = _np(p.result.layers[l].corr.gather(2, match[:, :, None]).squeeze(2)).ravel()
+        s["beta_norm"] = _np(th.beta_norm[l]).ravel()
+    lowest = teach[0]
+    lowest["observed"] = _np(th.observed).ravel()
+    lowest["near_boundary"] = _np(th.near_boundary).ravel()
+    lowest["min_angle"] = _np(th.min_angle).ravel()
+    lowest["min_angle_student"] = _np(th.min_angle_student).ravel()
 
 
 def time_to_specialize(teachers: pd.DataFrame, split: str = "eval") -> pd.DataFrame:

@@ -151,3 +151,33 @@ def hungarian(score: Tensor) -> Tensor:
         rows, cols = linear_sum_assignment(s, maximize=True)
         out.append(torch.as_tensor(cols[rows.argsort()]))
     return torch.stack(out)
+
+
+@dataclass
+class Diagnostics:
+    """Theory diagnostics at one evaluation point; see README "Theory diagnostics"."""
+
+    beta_norm: list[Tensor]  # per hidden layer, sqrt(E_x beta_kk) per student node, [S, n_l]
+    grad: dict[str, Tensor]  # per-sample gradient-norm summary, each [S, L]
+    observed: Tensor  # [S, m_1] some student observes lowest-layer teacher j
+    near_boundary: Tensor  # [S, m_1] fraction of samples near j's boundary
+    min_angle: Tensor  # [S, m_1] smallest angle (degrees) to any student's augmented weight
+    min_angle_student: Tensor  # [S, m_1]
+    hungarian: list[Tensor]  # per hidden layer, one-to-one matched student per teacher, [S, m_l]
+
+
+@torch.no_grad()
+def diagnose(teacher: Net, student: Net, x: Tensor, y: Tensor, corr: list[Tensor], near: float, quantiles: list[float]) -> Diagnostics:
+    """Every diagnostic on inputs x [S, N, d] with teacher outputs y; corr[l] is layer l's [S, m, n]."""
+    obs, near_frac = observation(teacher, student, x, near)
+    angle = alignment(teacher, student).to(x.device)
+    best = angle.min(dim=2)
+    return Diagnostics(
+        beta_norm=expected_beta_diag(student, x),
+        grad=grad_norm_summary(per_sample_grad_norms(student, x, y), tuple(quantiles)),
+        observed=(obs > 0).any(dim=2),
+        near_boundary=near_frac,
+        min_angle=best.values,
+        min_angle_student=best.indices,
+        hungarian=[hungarian(c) for c in corr],
+    )

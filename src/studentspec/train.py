@@ -20,6 +20,7 @@ from .metrics import SplitEval, evaluate, fanout_norms, grad_norms
 from .nets import Net, make_batchnorms
 from .optim import Optimizer
 from .teacher import build_teacher, fit_teacher
+from .theory import Diagnostics, diagnose
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -97,6 +98,7 @@ class EvalPoint:
     result: SplitEval
     grad_norm: Tensor | None
     student_fanout: list[Tensor]  # per hidden layer, [S, n_l]
+    theory: Diagnostics | None = None
 
 
 @dataclass
@@ -120,6 +122,11 @@ def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
         res = evaluate(s.teacher_run, s.student, x, y, cfg.train.loss, cfg.eval.batch_size)
         g = grad_norms(s.student, x, y, cfg.train.loss, cfg.eval.batch_size) if cfg.eval.grad_norm and name == "train" else None
         points.append(EvalPoint(step, name, res, g, fanout_norms(s.student)))
+    if cfg.theory.enabled:  # on the training data (the eval set for online data)
+        th = cfg.theory
+        x, y = splits[0][1][:, : th.samples], splits[0][2][:, : th.samples]
+        corr = [ls.corr for ls in points[0].result.layers]
+        points[0].theory = diagnose(s.teacher_run, s.student, x, y, corr, th.near, th.quantiles)
     return points
 
 
