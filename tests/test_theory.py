@@ -132,3 +132,32 @@ def test_alignment_and_hungarian():
     rows, cols = linear_sum_assignment(score[0].numpy(), maximize=True)
     assert match.tolist() == [list(cols)] and match.tolist() == [[1, 0]]
     assert np.isclose(score[0, [0, 1], match[0]].sum().item(), 1.65)
+
+
+def test_theory_diagnostics_are_stored_and_plotted(tmp_path):
+    from studentspec import load_config, load_run, train, write_run
+    from studentspec.figures import plot_run
+
+    cfg = load_config(None, ["seeds=[1,2]", "input_dim=6", "output_dim=3", "teacher.widths=[3,2]", "student.multi=2", "data.n_train=120",
+                             "data.n_eval=60", "train.steps_per_epoch=10", "train.epochs=2", "theory.enabled=true", "theory.samples=50"])
+    result = train(cfg, progress=False)
+    run = load_run(write_run(result, tmp_path / "run"))
+    tr = run.scalars[run.scalars.split == "train"]
+    assert tr[["ps_grad_max_1", "ps_grad_max_3", "ps_grad_q0.99_2"]].notna().all().all()
+    assert (tr["ps_grad_max_1"] >= tr["ps_grad_mean_1"]).all()
+    last = run.students[(run.students.split == "train") & (run.students.step == 20)].sort_values(["seed", "layer", "student"])
+    x = result.setup.stream.x_train[:, :50]
+    expected = theory.expected_beta_diag(result.setup.student, x)
+    np.testing.assert_allclose(last[last.layer == 2].beta_norm.to_numpy(), expected[1].detach().numpy().ravel())
+    low = run.teachers[(run.teachers.split == "train") & (run.teachers.layer == 1)]
+    assert low[["observed", "near_boundary", "min_angle", "hungarian_student"]].notna().all().all()
+    for seed, g in low[low.step == 20].groupby("seed"):
+        assert g["hungarian_student"].is_unique
+    assert (tmp_path / "figs" / "theory.png") in plot_run(run, tmp_path / "figs")
+
+
+def test_theory_with_batchnorm_is_a_config_error():
+    from studentspec import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="^theory.enabled: .*BatchNorm"):
+        load_config(None, ["theory.enabled=true", "teacher.batchnorm=after"])

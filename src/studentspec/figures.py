@@ -100,12 +100,46 @@ def mse_figure(run: Run) -> Figure:
     return fig
 
 
+def theory_figure(run: Run) -> Figure:
+    """Theory diagnostics: sqrt(E beta_kk) L-shape per layer, per-sample gradient norms, lowest-layer angles."""
+    st = run.students.dropna(subset=["beta_norm"])
+    step = int(st["step"].max())
+    n = len(run.config.teacher.widths)
+    fig, axes = plt.subplots(2, max(n, 2), figsize=(4.2 * max(n, 2), 7.4), squeeze=False, layout="constrained")
+    for layer, ax in enumerate(axes[0][:n], start=1):
+        rows = st[(st["step"] == step) & (st["layer"] == layer)]
+        ax.scatter(rows["best_corr"], rows["beta_norm"], s=10, alpha=0.5)
+        ax.set(xlabel="best teacher correlation", ylabel="sqrt(E_x beta_kk)", title=f"layer {layer}, step {step}")
+    ax = axes[1][0]
+    sc = run.scalars.dropna(subset=[c for c in run.scalars.columns if c.startswith("ps_grad_max_")])
+    for l in range(1, n + 2):
+        g = sc.groupby("step")[[f"ps_grad_max_{l}", f"ps_grad_mean_{l}"]].median()
+        (line,) = ax.semilogy(g.index, g[f"ps_grad_max_{l}"], label=f"layer {l} max")
+        ax.semilogy(g.index, g[f"ps_grad_mean_{l}"], ls="--", color=line.get_color(), label=f"layer {l} mean")
+    ax.set(xlabel="step", ylabel="per-sample gradient norm (median over seeds)", title="gradient at every sample")
+    ax.legend(fontsize="x-small")
+    ax = axes[1][1]
+    te = run.teachers.dropna(subset=["min_angle"])
+    for (seed, j), t in te[te["seed"].isin(list(dict.fromkeys(te["seed"]))[:MAX_SEEDS])].groupby(["seed", "teacher"]):
+        ax.semilogy(t["step"], t["min_angle"].clip(lower=1e-6), lw=1, alpha=0.8)
+    ax.set(xlabel="step", ylabel="angle to nearest student (deg)", title="lowest layer: weight alignment")
+    for ax in axes[0][n:]:
+        ax.set_visible(False)
+    for ax in axes[1][2:]:
+        ax.set_visible(False)
+    fig.suptitle(f"theory diagnostics\n{config_title(run)}", fontsize="medium")
+    return fig
+
+
 def plot_run(run: Run, out_dir: Path) -> list[Path]:
-    """Write lshape, teacher_corr and mse figures (PNG and PDF) into out_dir; return their paths."""
+    """Write lshape, teacher_corr, mse (and theory, when stored) figures as PNG and PDF; return their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, make in (("lshape", lshape_figure), ("teacher_corr", teacher_corr_figure), ("mse", mse_figure)):
+    figures = [("lshape", lshape_figure), ("teacher_corr", teacher_corr_figure), ("mse", mse_figure)]
+    if "beta_norm" in run.students.columns:
+        figures.append(("theory", theory_figure))
+    for name, make in figures:
         fig = make(run)
         try:
             for ext in ("png", "pdf"):
