@@ -1,8 +1,9 @@
-"""The `studentspec` command: run a config, plot a run dir."""
+"""The `studentspec` command: run a config, plot a run dir, converge a run to a critical point."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -37,6 +38,14 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _converge(args: argparse.Namespace) -> int:
+    from .converge import converge_run
+
+    result = converge_run(args.run_dir, tol=args.tol, max_iter=args.max_iter, method=args.method)
+    print(json.dumps(result.to_json()["conclusions"], indent=1))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `studentspec` command."""
     p = argparse.ArgumentParser(prog="studentspec", description="Teacher-student specialization experiments.")
@@ -52,6 +61,12 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("run_dir")
     q.add_argument("--out", help="figure folder (default RUN_DIR/figures)")
     q.set_defaults(func=_plot)
+    c = sub.add_parser("converge", help="continue a stored run to a critical point (float64, L-BFGS/Newton) and check the theorem")
+    c.add_argument("run_dir")
+    c.add_argument("--tol", type=float, default=1e-10, help="target max per-sample gradient norm")
+    c.add_argument("--max-iter", type=int, default=2000)
+    c.add_argument("--method", choices=["lbfgs", "newton"], default="lbfgs")
+    c.set_defaults(func=_converge)
     return p
 
 
