@@ -55,6 +55,7 @@ def lshape_figure(run: Run) -> Figure:
         ax.axvline(run.config.eval.threshold, color="grey", ls=":", lw=1, label=f"threshold {run.config.eval.threshold:g}")
         lo = min(0.0, float(rows["best_corr"].min())) if len(rows) else 0.0
         ax.set_xlim(lo - 0.05, 1.1)
+        ax.set_ylim(bottom=-0.05)
         ax.set(xlabel="best teacher correlation", ylabel="fan-out norm ||v_k||", title=f"layer {layer}")
         ax.legend(fontsize="x-small")
     fig.suptitle(f"student nodes at step {step} ({split})\n{config_title(run)}", fontsize="medium")

@@ -1,0 +1,201 @@
+"""Closed-form population (infinite-data) loss of a two-layer bias-free teacher-student pair.
+
+Setting (Tian 2020, two-layer case): x ~ N(0, sigma^2 I_d), teacher f*(x) = V*^T psi(W*^T x),
+student f(x) = V^T psi(W^T x), psi(z) = max(z, a z) (a = 0: ReLU), W* [d, m], V* [m, C],
+W [d, n], V [n, C]. The loss J = 1/2 E_x ||f*(x) - f(x)||^2 only needs the kernel
+K(u, w) = E_x[psi(u.x) psi(w.x)], which is closed form (arc-cosine kernel of degree 1):
+
+    ReLU:        K0(u, w) = sigma^2 |u| |w| / (2 pi) * (sin t + (pi - t) cos t),  t = angle(u, w)
+    Leaky ReLU:  K(u, w)  = (1 - a)^2 K0(u, w) + a sigma^2 u.w
+
+Leaky derivation: psi(z) = alpha z + beta |z| with alpha = (1+a)/2, beta = (1-a)/2. The cross
+terms E[u.x |w.x|] vanish (odd under x -> -x), E[(u.x)(w.x)] = sigma^2 u.w, and
+E[|u.x||w.x|] = (2 sigma^2 |u||w| / pi) (sin t + (pi/2 - t) cos t), so
+K = sigma^2 |u||w| [alpha^2 cos t + beta^2 (2/pi)(sin t + (pi/2 - t) cos t)]; regrouping with
+alpha^2 - beta^2 = a and 2 beta^2 = (1-a)^2 / 2 gives the line above.
+
+Every tensor may carry a leading seed axis: U [S, d, p] etc.; all functions broadcast over it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import Config, ConfigError
+
+
+class _ArcH(torch.autograd.Function):
+    """h(r) = sqrt(1 - r^2) + (pi - arccos r) r, with the analytic derivative h'(r) = pi - arccos r."""
+
+    # Autograd through sqrt and arccos separately gives inf - inf = NaN at r = +-1 (u parallel
+    # to w), although h is C^1 there; the hand-written derivative stays finite and exact.
+
+    @staticmethod
+    def forward(ctx: Any, r: Tensor) -> Tensor:
+        rc = r.clamp(-1.0, 1.0)  # rounding can push |r| a hair above 1
+        ctx.save_for_backward(rc)
+        return torch.sqrt(1.0 - rc * rc) + (math.pi - torch.arccos(rc)) * rc
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (rc,) = ctx.saved_tensors
+        # No clamp mask here: the one-sided derivative at |r| = 1 is the right value.
+        return grad * (math.pi - torch.arccos(rc))
+
+
+def _gram_parts(U: Tensor, W: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Dot products U^T W [.., p, q], column norms |u| [.., p, 1] and |w| [.., 1, q]."""
+    dot = U.transpose(-1, -2) @ W
+    nu = torch.linalg.vector_norm(U, dim=-2)[..., :, None]
+    nw = torch.linalg.vector_norm(W, dim=-2)[..., None, :]
+    return dot, nu, nw
+
+
+def relu_kernel(u: Tensor, w: Tensor, sigma: float = 1.0, slope: float = 0.0) -> Tensor:
+    """E_x[psi(u.x) psi(w.x)] for x ~ N(0, sigma^2 I): Gram [.., p, q] of columns of u [.., d, p], w [.., d, q]."""
+    vector = u.dim() == 1 and w.dim() == 1
+    U, W = (u[:, None], w[:, None]) if vector else (u, w)
+    dot, nu, nw = _gram_parts(U, W)
+    prod = nu * nw
+    # A zero column gives K = 0; dividing by 1 instead of 0 keeps r (and its gradient) finite.
+    safe = torch.where(prod > 0, prod, torch.ones_like(prod))
+    r = dot / safe
+    K = (sigma**2 / (2 * math.pi)) * prod * _ArcH.apply(r)
+    if slope != 0.0:
+        K = (1.0 - slope) ** 2 * K + slope * sigma**2 * dot
+    return K[..., 0, 0] if vector else K
+
+
+def kernel_grad_contract(U: Tensor, W: Tensor, A: Tensor, sigma: float = 1.0, slope: float = 0.0) -> Tensor:
+    """sum_j A[j, k] dK(u_j, w_k)/dw_k for every k: [.., d, q] (analytic, no autograd)."""
+    # dK0(u, w)/dw = sigma^2/(2 pi) [(pi - t) u + |u| sin t w/|w|]  (= E[psi(u.x) 1(w.x > 0) x]).
+    dot, nu, nw = _gram_parts(U, W)
+    prod = nu * nw
+    r = (dot / torch.where(prod > 0, prod, torch.ones_like(prod))).clamp(-1.0, 1.0)
+    t = torch.arccos(r)
+    sin = torch.sqrt(1.0 - r * r)
+    lin = U @ ((math.pi - t) * A)  # [.., d, q]
+    radial = (nu * sin * A).sum(-2, keepdim=True)  # [.., 1, q], coefficient of w_k / |w_k|
+    unit_w = W / torch.where(nw > 0, nw, torch.ones_like(nw))
+    G = (sigma**2 / (2 * math.pi)) * (lin + radial * unit_w)
+    if slope != 0.0:
+        G = (1.0 - slope) ** 2 * G + slope * sigma**2 * (U @ A)
+    return G
+
+
+def _tr(A: Tensor, K: Tensor, B: Tensor) -> Tensor:
+    """tr(A^T K B) over the last two axes, batched."""
+    return (A * (K @ B)).sum((-2, -1))
+
+
+def population_loss(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float = 1.0, slope: float = 0.0) -> Tensor:
+    """J = 1/2 E_x ||f*(x) - f(x)||^2 in closed form; a scalar, or [S] with a seed axis."""
+    k = dict(sigma=sigma, slope=slope)
+    tt = _tr(V_t, relu_kernel(W_t, W_t, **k), V_t)
+    ts = _tr(V_t, relu_kernel(W_t, W_s, **k), V_s)
+    ss = _tr(V_s, relu_kernel(W_s, W_s, **k), V_s)
+    return 0.5 * (tt - 2.0 * ts + ss)
+
+
+def _analytic_grad(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float, slope: float) -> tuple[Tensor, Tensor]:
+    """(dJ/dW_s, dJ/dV_s) from the kernel's analytic derivative."""
+    k = dict(sigma=sigma, slope=slope)
+    Kts, Kss = relu_kernel(W_t, W_s, **k), relu_kernel(W_s, W_s, **k)
+    gV = Kss @ V_s - Kts.transpose(-1, -2) @ V_t
+    # K(w_k, w_k) depends on w_k through both slots; symmetry makes that 2 dK(u, w)/dw at u = w,
+    # which the 1/2 of J cancels, so each student k sees sum_j (VV^T)_jk dK(w_j, w_k)/dw_k.
+    Vt = V_s.transpose(-1, -2)
+    gW = kernel_grad_contract(W_s, W_s, V_s @ Vt, **k) - kernel_grad_contract(W_t, W_s, V_t @ Vt, **k)
+    return gW, gV
+
+
+def population_grad(
+    W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float = 1.0, slope: float = 0.0,
+    method: Literal["analytic", "autograd"] = "analytic",
+) -> tuple[Tensor, Tensor]:
+    """(dJ/dW_s, dJ/dV_s) of the closed-form loss, per seed when batched."""
+    if method == "analytic":
+        return _analytic_grad(W_t, V_t, W_s, V_s, sigma, slope)
+    with torch.enable_grad():
+        W = W_s.detach().requires_grad_(True)
+        V = V_s.detach().requires_grad_(True)
+        # Seeds are independent, so the gradient of the sum is each seed's own gradient.
+        loss = population_loss(W_t.detach(), V_t.detach(), W, V, sigma, slope).sum()
+        gW, gV = torch.autograd.grad(loss, (W, V))
+    return gW, gV
+
+
+class Flow(NamedTuple):
+    """Result of gradient_flow: final student, and the loss recorded at `steps`."""
+
+    W: Tensor  # [.., d, n]
+    V: Tensor  # [.., n, C]
+    loss: Tensor  # [R] or [R, S]
+    steps: Tensor  # [R] step indices of the records (0 first, the last step last)
+
+
+@torch.no_grad()
+def gradient_flow(
+    W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, steps: int, lr: float,
+    sigma: float = 1.0, slope: float = 0.0, record_every: int = 100,
+) -> Flow:
+    """Full-batch gradient descent on the closed-form loss (infinite data); small lr approximates the flow."""
+    W, V = W_s.clone(), V_s.clone()
+    losses, at = [], []
+    for step in range(steps + 1):
+        if step % record_every == 0 or step == steps:
+            losses.append(population_loss(W_t, V_t, W, V, sigma, slope))
+            at.append(step)
+        if step == steps:
+            break
+        gW, gV = _analytic_grad(W_t, V_t, W, V, sigma, slope)
+        W -= lr * gW
+        V -= lr * gV
+    return Flow(W, V, torch.stack(losses), torch.tensor(at))
+
+
+def specialization_angles(W_t: Tensor, W_s: Tensor) -> Tensor:
+    """Per teacher node, the smallest angle (degrees) to any student node: [.., m]."""
+    dot, nt, ns = _gram_parts(W_t, W_s)
+    cos = (dot / (nt * ns).clamp_min(torch.finfo(dot.dtype).tiny)).clamp(-1.0, 1.0)
+    return torch.rad2deg(torch.arccos(cos.amax(-1)))
+
+
+def check_supported(cfg: Config) -> None:
+    """Raise ConfigError (one line) unless cfg is a net the closed-form population loss describes."""
+    t = cfg.teacher
+    if len(t.widths) != 1:
+        raise ConfigError(f"teacher.widths: population loss supports one hidden layer (teacher.widths=[m]), got {t.widths}")
+    if t.bias != 0:
+        raise ConfigError(f"teacher.bias: population loss needs bias-free nets: set teacher.bias=0, got {t.bias}")
+    # These two also give the teacher nonzero biases, whatever teacher.bias says.
+    if t.recipe != "two_layer":
+        raise ConfigError(f"teacher.recipe: population loss needs bias-free nets: set teacher.recipe=two_layer, got {t.recipe}")
+    if t.tune:
+        raise ConfigError("teacher.tune: population loss needs bias-free nets: set teacher.tune=false (tuning shifts the biases)")
+    if cfg.data.kind != "gaussian":
+        raise ConfigError(f"data.kind: population loss needs Gaussian inputs: set data.kind=gaussian, got {cfg.data.kind}")
+    if t.batchnorm != "none":
+        raise ConfigError(f"teacher.batchnorm: population loss supports nets without BatchNorm: set teacher.batchnorm=none, got {t.batchnorm}")
+
+
+def kernel_args(cfg: Config) -> dict[str, float]:
+    """The sigma and slope keyword arguments of this module's functions for a supported cfg."""
+    check_supported(cfg)
+    slope = cfg.teacher.leaky_slope if cfg.teacher.activation == "leaky_relu" else 0.0
+    return {"sigma": cfg.data.std, "slope": slope}
+
+
+def bound_terms(K: Any, d: Any, eps: Any) -> dict[str, np.ndarray]:
+    """Claim 4's scalings, up to constants the paper leaves unspecified: sample size and gradient level."""
+    # K = m_1 + n_1. Only ratios between predictions are meaningful (unknown constants).
+    K, d, eps = (np.asarray(a, dtype=np.float64) for a in (K, d, eps))
+    return {
+        "samples": K**2.5 * d**3 / eps,  # dataset size O(K^{5/2} d^3 / eps) that suffices...
+        "grad_level": eps / (K**1.5 * np.sqrt(d)),  # ...once the gradient is below O(eps / (K^{3/2} sqrt d))
+    }
