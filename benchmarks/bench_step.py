@@ -4,7 +4,7 @@ Workload: d=100 inputs, student hidden n=100 (teacher widths [10], student.multi
 batch B=16, MSE, plain SGD (the trainer's fused hand-derived path), S seeds trained together.
 FLOPs per seed-step, counted explicitly (bias adds, ReLU, loss and the SGD axpy ignored):
     forward 2B(dn + nC) + weight grads 2B(dn + nC) + input grad of layer 2 2BnC = B(4dn + 6nC),
-i.e. 1.44 MFLOP at d=100, n=100, C=50, B=16; GFLOP/s = seed-steps/s * that / 1e9.
+i.e. 1.12 MFLOP at d=100, n=100, C=50, B=16; GFLOP/s = seed-steps/s * that / 1e9.
 GEMM peak: best of several 2048x2048 matmuls at the same dtype and thread count, 2n^3/t.
 Every (S, dtype, threads) point runs --repeats times, each in its own subprocess (repeats are
 interleaved across points, so a machine stall hits different points); the table shows medians.
