@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/studentspec run configs/two_layer_quick.yaml --out $(RUN_DIR)
+	$(BIN)/studentspec run configs/two_layer_quick.yaml --out $(RUN_DIR) --overwrite
 	$(BIN)/studentspec plot $(RUN_DIR)
 
 test: $(STAMP)
