@@ -4,6 +4,7 @@ Monte Carlo, 1-D quadrature, finite differences, and the config schema."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -266,3 +267,31 @@ def test_bound_terms_scaling() -> None:
     assert e2["grad_level"] / base["grad_level"] == pytest.approx(0.5)
     grid = bound_terms(np.array([[2], [4]]), np.array([10, 20, 40]), 0.1)  # broadcasts for plotting
     assert grid["samples"].shape == (2, 3) and np.all(np.diff(np.log2(grid["samples"]), axis=1) == pytest.approx(3.0))
+
+
+def test_gradient_flow_batched_matches_per_seed() -> None:
+    probs = [small_problem(seed=s) for s in range(2)]
+    stacked = [torch.stack(t) for t in zip(*probs)]
+    flow = gradient_flow(*stacked, steps=20, lr=0.01, sigma=1.2, slope=0.1, record_every=10)
+    assert flow.loss.shape == (3, 2) and flow.loss[-1].lt(flow.loss[0]).all()
+    for s, args in enumerate(probs):
+        one = gradient_flow(*args, steps=20, lr=0.01, sigma=1.2, slope=0.1, record_every=10)
+        torch.testing.assert_close(flow.W[s], one.W, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(flow.loss[:, s], one.loss, rtol=1e-12, atol=1e-12)
+    assert specialization_angles(stacked[0], flow.W).shape == (2, 3)
+
+
+def test_population_cli_runs_plots_and_rejects_unsupported(tmp_path, capsys):
+    from studentspec.cli import main
+
+    out = tmp_path / "pop"
+    args = ["population", "configs/two_layer_quick.yaml", "seeds=[1,2]", "teacher.bias=0", "train.lr=0.1", "--steps", "400", "--out", str(out)]
+    assert main(args) == 0
+    info = json.loads((out / "population.json").read_text())
+    assert [len(l) for l in info["loss"]] == [len(info["steps"])] * 2 and info["loss"][0][-1] < info["loss"][0][0] / 10
+    assert main(["plot", str(out)]) == 0 and (out / "figures" / "population.png").stat().st_size > 1000
+    capsys.readouterr()
+    assert main(["population", "configs/deep_quick.yaml", "--out", str(tmp_path / "deep")]) == 2
+    assert "supports one hidden layer" in capsys.readouterr().err and not (tmp_path / "deep").exists()
+    assert main(["population", "configs/two_layer_quick.yaml", "--out", str(tmp_path / "bias")]) == 2
+    assert "teacher.bias" in capsys.readouterr().err

@@ -29,11 +29,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .figures import plot_run
-    from .store import load_run
+    from .figures import plot_run, population_figure, save
+    from .store import load_run, read_json
 
-    run = load_run(args.run_dir)
-    for path in plot_run(run, Path(args.out) if args.out else run.path / "figures"):
+    src = Path(args.run_dir)
+    out = Path(args.out) if args.out else src / "figures"
+    if (src / "population.json").is_file():  # a `studentspec population` dir
+        paths = save(population_figure(read_json(src / "population.json")), out, "population")
+    else:
+        paths = plot_run(load_run(src), out)
+    for path in paths:
         print(f"wrote {path}")
     return 0
 
@@ -43,6 +48,22 @@ def _converge(args: argparse.Namespace) -> int:
 
     result = converge_run(args.run_dir, tol=args.tol, max_iter=args.max_iter, method=args.method)
     print(json.dumps(result.to_json()["conclusions"], indent=1))
+    return 0
+
+
+def _population(args: argparse.Namespace) -> int:
+    from .population import flow_from_config
+    from .store import StoreError, write_json
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+    info = flow_from_config(cfg, steps=args.steps)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "population.json", info | {"config": cfg.to_dict()})
+    final = [round(l[-1], 6) for l in info["loss"]]
+    print(f"wrote {out / 'population.json'} (final population loss per seed: {final})")
     return 0
 
 
@@ -67,6 +88,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--max-iter", type=int, default=2000)
     c.add_argument("--method", choices=["lbfgs", "newton"], default="lbfgs")
     c.set_defaults(func=_converge)
+    g = sub.add_parser("population", help="gradient flow on the closed-form population loss (one hidden layer, no bias, Gaussian input)")
+    g.add_argument("config")
+    g.add_argument("overrides", nargs="*")
+    g.add_argument("--out", required=True)
+    g.add_argument("--steps", type=int, help="default: train.epochs x train.steps_per_epoch")
+    g.add_argument("--overwrite", action="store_true")
+    g.set_defaults(func=_population)
     return p
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -132,20 +133,38 @@ def theory_figure(run: Run) -> Figure:
     return fig
 
 
+def population_figure(info: dict[str, Any]) -> Figure:
+    """Gradient flow on the population loss: loss vs step per seed, final angle per teacher vs strength."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for seed, loss in zip(info["seeds"], info["loss"]):
+        a.semilogy(info["steps"], np.clip(loss, 1e-16, None), lw=1, label=f"seed {seed}")
+    a.set(xlabel="gradient step", ylabel="population loss J", title="gradient flow (infinite data)")
+    a.legend(fontsize="x-small")
+    for seed, ang, fan in zip(info["seeds"], info["teacher_angle_deg"], info["teacher_fanout_norm"]):
+        b.semilogy(fan, np.clip(ang, 1e-6, None), "o", alpha=0.7, label=f"seed {seed}")
+    b.set(xlabel="teacher fan-out norm (strength)", ylabel="angle to nearest student (deg)", title="specialization at the end")
+    return fig
+
+
+def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    """Save a figure as PNG and PDF in out_dir and close it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        paths = [out_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
+        for path in paths:
+            fig.savefig(path, dpi=DPI)
+        return paths
+    finally:
+        plt.close(fig)
+
+
 def plot_run(run: Run, out_dir: Path) -> list[Path]:
     """Write lshape, teacher_corr, mse (and theory, when stored) figures as PNG and PDF; return their paths."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     figures = [("lshape", lshape_figure), ("teacher_corr", teacher_corr_figure), ("mse", mse_figure)]
     if "beta_norm" in run.students.columns:
         figures.append(("theory", theory_figure))
     for name, make in figures:
-        fig = make(run)
-        try:
-            for ext in ("png", "pdf"):
-                fig.savefig(out_dir / f"{name}.{ext}", dpi=DPI)
-                paths.append(out_dir / f"{name}.{ext}")
-        finally:
-            plt.close(fig)
+        paths += save(make(run), out_dir, name)
     return paths

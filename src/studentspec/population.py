@@ -199,3 +199,35 @@ def bound_terms(K: Any, d: Any, eps: Any) -> dict[str, np.ndarray]:
         "samples": K**2.5 * d**3 / eps,  # dataset size O(K^{5/2} d^3 / eps) that suffices...
         "grad_level": eps / (K**1.5 * np.sqrt(d)),  # ...once the gradient is below O(eps / (K^{3/2} sqrt d))
     }
+
+
+def flow_from_config(cfg: Config, steps: int | None = None, record_every: int = 100) -> dict[str, Any]:
+    """Gradient flow on the closed-form loss for every seed of a supported config; a JSON-ready summary.
+
+    Teacher and initial student are the ones `studentspec run` would build (bias-free), in float64;
+    the lr is train.lr (a constant) and the default step count train.epochs x train.steps_per_epoch.
+    """
+    from . import seeding
+    from .teacher import build_teacher
+    from .train import init_student
+
+    args = kernel_args(cfg)
+    if isinstance(cfg.train.lr, dict):
+        raise ConfigError("train.lr: gradient flow on the population loss needs a constant lr")
+    if steps is None:
+        steps = cfg.train.epochs * (cfg.train.steps_per_epoch or 1000)
+    teacher = build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
+    student = init_student(cfg, seeding.generators(cfg.seeds, "student"), torch.float64, torch.device("cpu"))
+    W_t, V_t = teacher.weights[0], teacher.weights[1]
+    flow = gradient_flow(W_t, V_t, student.weights[0].detach(), student.weights[1].detach(), steps, cfg.train.lr, record_every=record_every, **args)
+    angles = specialization_angles(W_t, flow.W)
+    return {
+        "seeds": cfg.seeds,
+        "steps": flow.steps.tolist(),
+        "loss": flow.loss.T.tolist(),  # per seed, at `steps`
+        "teacher_angle_deg": angles.tolist(),  # per seed, per teacher node: smallest angle to a student
+        "teacher_fanout_norm": V_t.norm(dim=2).tolist(),
+        "sigma": args["sigma"],
+        "slope": args["slope"],
+        "lr": cfg.train.lr,
+    }

@@ -158,6 +158,22 @@ def _atomic(path: Path, write: Any) -> None:
             os.unlink(tmp)
 
 
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON file atomically."""
+    _atomic(path, lambda p: p.write_text(json.dumps(data, indent=1, default=str)))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON file written by studentspec; StoreError names the file when it is corrupt."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreError(f"{path}: unreadable or corrupt ({err.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise StoreError(f"{path}: expected a JSON object")
+    return data
+
+
 def write_run(result: TrainResult, out: str | Path, overwrite: bool = False) -> Path:
     """Write a finished run to `out` atomically; refuses an existing dir unless overwrite."""
     out = Path(out)
@@ -173,7 +189,7 @@ def write_run(result: TrainResult, out: str | Path, overwrite: bool = False) -> 
         arrays = _net_arrays("teacher", result.setup.teacher) | _net_arrays("student", result.setup.student)
         _atomic(stage / "weights.npz", lambda p: np.savez(open(p, "wb"), **arrays))
         info = summary(result, scalars, teachers)
-        _atomic(stage / "summary.json", lambda p: p.write_text(json.dumps(info, indent=1)))
+        write_json(stage / "summary.json", info)
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)
@@ -228,8 +244,5 @@ def load_run(path: str | Path) -> Run:
         for col in ("seed", "step", "split"):
             if col not in frames[name].columns:
                 raise StoreError(f"{path / name}.parquet: column {col!r} missing")
-    try:
-        info = json.loads((path / "summary.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise StoreError(f"{path / 'summary.json'}: corrupt ({err.__class__.__name__})") from None
+    info = read_json(path / "summary.json")
     return Run(path, cfg, frames["scalars"], frames["teachers"], frames["students"], info)
