@@ -222,7 +222,7 @@ def _newton(p: _Problem, theta: Tensor, tol: float, max_iter: int) -> tuple[Tens
     hess_fn = torch.func.hessian(p.loss)
     grad_fn = torch.func.grad(p.loss)
     loss = float(p.loss(theta))
-    mu_rel, it, rejects = 1e-4, 0, 0
+    mu_rel, it, idle = 1e-4, 0, 0
     while it < max_iter:
         if p.grad_max(theta) < tol:
             return theta, it, "tol"
@@ -233,26 +233,25 @@ def _newton(p: _Problem, theta: Tensor, tol: float, max_iter: int) -> tuple[Tens
         scale = float(lam.abs().max()) or 1.0
         gt = Q.T @ g
         it += 1
-        accepted = False
-        for _ in range(60):  # grow the damping until the step decreases the loss
-            mu = max(mu_rel * scale, -float(lam.min()) * (1 + 1e-12) + 1e-15 * scale)
+        before = loss
+        for _ in range(40):  # grow the damping until the step decreases the loss
+            mu = max(mu_rel * scale, -float(lam.min()) * (1 + 1e-9) + 1e-15 * scale)
             coef = gt / (lam + mu)
             step = -(Q @ coef)
+            if float(step.abs().max()) <= 1e-16 * max(float(theta.abs().max()), 1.0):
+                break  # the step no longer changes theta
             pred = -float((gt * coef).sum()) + 0.5 * float((lam * coef.square()).sum())  # model change (< 0)
-            new = theta + step
-            value = float(p.loss(new))
-            if math.isfinite(value) and value <= loss:
+            value = float(p.loss(theta + step))
+            if math.isfinite(value) and value < loss:
                 ratio = (value - loss) / pred if pred < 0 else 1.0
-                theta, loss, accepted = new, value, True
-                mu_rel = max(mu_rel / 10, 1e-15) if ratio > 0.25 else mu_rel * (1 if ratio > 0.1 else 4)
+                theta, loss = theta + step, value
+                mu_rel = max(mu_rel / 10, 1e-15) if ratio > 0.25 else (mu_rel if ratio > 0.1 else mu_rel * 4)
                 break
-            mu_rel = mu_rel * 8 if mu_rel > 0 else 1e-12
-        if not accepted:
-            rejects += 1
-            if rejects >= 2:
-                return theta, it, "stalled"
-        else:
-            rejects = 0
+            mu_rel *= 8
+        # at the rounding floor the loss creeps down by tiny amounts: stop after 5 such steps in a row
+        idle = idle + 1 if loss > before * (1 - 1e-6) else 0
+        if idle >= 5:
+            return theta, it, "tol" if p.grad_max(theta) < tol else "stalled"
     return theta, it, "tol" if p.grad_max(theta) < tol else "max_iter"
 
 
