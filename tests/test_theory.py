@@ -63,6 +63,16 @@ def test_top_layer_mixing_is_v_vstar_transpose():
     torch.testing.assert_close(A[:, :, :, 3], torch.einsum("skc,sc->sk", V, teacher.biases[1])[:, None].expand(-1, 4, -1))
 
 
+def test_expected_mixing_is_the_mean_and_beta_diag_its_diagonal():
+    teacher, student = pair([3, 4], "relu")
+    x = torch.randn(2, 10, 5)
+    A, B = theory.mixing(theory.trace(student, x), theory.trace(teacher, x), 2)
+    EA, EB = theory.expected_mixing(teacher, student, x, 2, chunk=3)
+    torch.testing.assert_close(EA, A.mean(dim=1))
+    torch.testing.assert_close(EB, B.mean(dim=1))
+    torch.testing.assert_close(theory.expected_beta_diag(student, x)[1], EB[:, :, :-1].diagonal(dim1=1, dim2=2).sqrt())
+
+
 def test_expected_beta_diag_matches_per_sample_jacobian():
     teacher, student = pair([3, 4], "relu")
     x = torch.randn(2, 9, 5)

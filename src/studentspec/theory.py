@@ -73,6 +73,19 @@ def backprop_signal(student: Pass, teacher: Pass, layer: int) -> Tensor:
 
 
 @torch.no_grad()
+def expected_mixing(teacher: Net, student: Net, x: Tensor, layer: int, chunk: int = 256) -> tuple[Tensor, Tensor]:
+    """E_x[A_l(x)] [S, n_l, m_l+1] and E_x[B_l(x)] [S, n_l, n_l+1] over inputs x [S, N, d]."""
+    total_a = total_b = None
+    for i in range(0, x.shape[1], chunk):
+        xb = x[:, i : i + chunk]
+        A, B = mixing(trace(student, xb), trace(teacher, xb), layer)
+        a, b = A.sum(dim=1), B.sum(dim=1)
+        total_a, total_b = (a, b) if total_a is None or total_b is None else (total_a + a, total_b + b)
+    assert total_a is not None and total_b is not None
+    return total_a / x.shape[1], total_b / x.shape[1]
+
+
+@torch.no_grad()
 def expected_beta_diag(student: Net, x: Tensor, chunk: int = 256) -> list[Tensor]:
     """Per hidden layer, sqrt(E_x[beta_kk(x)]) = sqrt(E_x ||J_l(x)[k]||^2), [S, n_l]: the deep L-shape's y."""
     sums: list[Tensor] = []
