@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -46,8 +45,11 @@ def _plot(args: argparse.Namespace) -> int:
 def _converge(args: argparse.Namespace) -> int:
     from .converge import converge_run
 
-    result = converge_run(args.run_dir, tol=args.tol, max_iter=args.max_iter, method=args.method)
-    print(json.dumps(result.to_json()["conclusions"], indent=1))
+    info = converge_run(args.run_dir, tol=args.tol, max_iter=args.max_iter, method=args.method).to_json()
+    for seed, r in info["per_seed"].items():
+        verdict = ", ".join(f"{k} {'holds' if v else 'FAILS' if v is not None else 'n/a'}" for k, v in r["conclusions"].items())
+        print(f"seed {seed}: max per-sample gradient {r['grad_max']:.2e} after {r['iterations']} iterations ({r['stop']}); {verdict}")
+    print(f"wrote {Path(args.run_dir) / 'converge.json'} (gradient target reached: {info['reached']}, all conclusions hold: {info['all_conclusions_hold']})")
     return 0
 
 

@@ -13,7 +13,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .store import Run
+from .store import Run, read_json
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -133,6 +133,22 @@ def theory_figure(run: Run) -> Figure:
     return fig
 
 
+def converge_figure(run: Run) -> Figure:
+    """After `studentspec converge`: each student's angle to its nearest teacher vs its fan-out norm."""
+    st = pd.read_parquet(run.path / "converge_students.parquet")
+    info = read_json(run.path / "converge.json")
+    fig, ax = plt.subplots(figsize=(6.0, 4.2), layout="constrained")
+    for seed, s in st.groupby("seed"):
+        ax.scatter(np.clip(s["angle_deg"], 1e-6, None), s["fanout_norm"], s=12, alpha=0.6, label=f"seed {seed}")
+    ax.set_xscale("log")
+    ax.axvline(info["angle_tol_deg"], color="grey", ls=":", lw=1, label="angle tolerance")
+    ax.set(xlabel="angle to nearest teacher (deg, lowest layer)", ylabel="fan-out norm ||v_k||")
+    ax.legend(fontsize="x-small")
+    grads = ", ".join(f"{r['grad_max']:.1e}" for r in info["per_seed"].values())
+    ax.set_title(f"at the critical point (max per-sample gradient {grads})\nall conclusions hold: {info['all_conclusions_hold']}", fontsize="medium")
+    return fig
+
+
 def population_figure(info: dict[str, Any]) -> Figure:
     """Gradient flow on the population loss: loss vs step per seed, final angle per teacher vs strength."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
@@ -165,6 +181,8 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
     figures = [("lshape", lshape_figure), ("teacher_corr", teacher_corr_figure), ("mse", mse_figure)]
     if "beta_norm" in run.students.columns:
         figures.append(("theory", theory_figure))
+    if (run.path / "converge.json").is_file():
+        figures.append(("converge", converge_figure))
     for name, make in figures:
         paths += save(make(run), out_dir, name)
     return paths

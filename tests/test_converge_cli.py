@@ -1,0 +1,37 @@
+"""`studentspec converge` end to end on a small realizable problem (d=10, 4 teacher nodes, 8 students)."""
+
+import json
+
+import pandas as pd
+
+from studentspec.cli import main
+
+
+def test_converge_cli_reaches_critical_point_and_theorem_holds(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["run", "configs/two_layer_quick.yaml", "seeds=[1]", "input_dim=10", "output_dim=8", "teacher.widths=[4]", "teacher.decay=0",
+            "student.multi=2", "data.n_train=600", "data.n_eval=200", "train.epochs=15", "train.lr=0.05", "eval.every=5", "--out", str(run), "--quiet"]
+    assert main(args) == 0
+    assert main(["converge", str(run), "--tol", "1e-9"]) == 0
+    assert "conclusion_2 holds" in capsys.readouterr().out
+    info = json.loads((run / "converge.json").read_text())
+    seed = info["per_seed"]["1"]
+    assert seed["grad_max"] < 1e-9 and info["reached"] and info["all_conclusions_hold"]
+    teachers = pd.read_parquet(run / "converge_teachers.parquet")
+    assert len(teachers) == 4 and (teachers.angle_deg < 1.0).all()
+    students = pd.read_parquet(run / "converge_students.parquet")
+    loose = students[~students.aligned & ~students.dead & ~students.constant]
+    assert (loose.fanout_norm < 1e-3 * students.fanout_norm.max()).all()
+    assert main(["plot", str(run)]) == 0 and (run / "figures" / "converge.png").is_file()
+
+
+def test_converge_rejects_bad_input(tmp_path, capsys):
+    assert main(["converge", str(tmp_path / "nope")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    run = tmp_path / "bn"
+    assert main(["run", "configs/two_layer_quick.yaml", "seeds=[1]", "input_dim=4", "output_dim=3", "teacher.widths=[2]", "data.n_train=50",
+                 "data.n_eval=20", "train.epochs=1", "train.steps_per_epoch=5", "teacher.batchnorm=after", "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["converge", str(run)]) == 2
+    assert "BatchNorm" in capsys.readouterr().err
+    assert main(["converge", str(run), "--tol", "-1"]) == 2
