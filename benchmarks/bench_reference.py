@@ -1,0 +1,103 @@
+"""studentspec against a reference of the original per-seed loop, and the cost of evaluation.
+
+Reference (written from science.md 4.1, the original code's workload): one seed at a time, a
+plain float64 nn.Sequential(Linear(d, n), ReLU, Linear(n, C)) student, torch.optim.SGD(lr 0.01),
+nn.MSELoss, batches of 16 drawn with replacement from a fixed 10k training set every step.
+studentspec: the same workload for S seeds in one batched `train()` (float64, 1 thread).
+
+Printed, each a median over --repeats separate processes:
+  - reference seed-steps/s, studentspec seed-steps/s (training only) and their ratio;
+  - the cost of evaluation at the paper's cadence: `train()` evaluating every 1000 steps (10k
+    train + 10k eval samples, all metrics) against the same run evaluating only at the ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+D, M, MULTI, C, B, N_TRAIN, LR = 100, 10, 10, 50, 16, 10_000, 0.01
+
+
+def reference(steps: int) -> float:
+    """Seed-steps/s of the original-style per-seed loop."""
+    import torch
+
+    torch.manual_seed(1)
+    x = torch.randn(N_TRAIN, D, dtype=torch.float64) * 1.5
+    teacher = torch.nn.Sequential(torch.nn.Linear(D, M), torch.nn.ReLU(), torch.nn.Linear(M, C)).double()
+    with torch.no_grad():
+        y = teacher(x)
+    student = torch.nn.Sequential(torch.nn.Linear(D, M * MULTI), torch.nn.ReLU(), torch.nn.Linear(M * MULTI, C)).double()
+    opt = torch.optim.SGD(student.parameters(), lr=LR)
+    loss_fn = torch.nn.MSELoss()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        idx = torch.randint(0, N_TRAIN, (B,))
+        opt.zero_grad()
+        loss_fn(student(x[idx]), y[idx]).backward()
+        opt.step()
+    return steps / (time.perf_counter() - t0)
+
+
+def studentspec_run(seeds: int, epochs: int, every: int) -> float:
+    """Seconds of one batched `train()` of the 4.1 workload (setup included)."""
+    from studentspec import load_config, train
+
+    cfg = load_config("configs/two_layer.yaml", [f"seeds={list(range(1, seeds + 1))}", f"train.epochs={epochs}", f"eval.every={every}",
+                                                 "train.threads=1", "student.multi=10"])
+    t0 = time.perf_counter()
+    train(cfg, progress=False)
+    return time.perf_counter() - t0
+
+
+def worker(args: argparse.Namespace) -> dict[str, float]:
+    """One process: reference rate, and batched run times with and without per-epoch evaluation."""
+    import torch
+
+    torch.set_num_threads(1)
+    ref = reference(args.ref_steps)
+    lean = studentspec_run(args.seeds, args.epochs, args.epochs)  # evaluates only before and after
+    full = studentspec_run(args.seeds, args.epochs, 1)  # every 1000 steps, as in the paper
+    steps = args.epochs * 1000
+    return {"reference": ref, "lean_s": lean, "full_s": full, "studentspec": args.seeds * steps / lean}
+
+
+def main() -> None:
+    """Spawn --repeats worker processes and print medians."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=3, help="epochs of 1000 steps per batched run (>= 2)")
+    p.add_argument("--ref-steps", type=int, default=3000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    rows = []
+    for r in range(args.repeats):
+        cmd = [sys.executable, __file__, "--worker", "--seeds", str(args.seeds), "--epochs", str(args.epochs), "--ref-steps", str(args.ref_steps)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"repeat {r + 1}: {rows[-1]}", file=sys.stderr)
+
+    def med(key: str) -> float:
+        return statistics.median(row[key] for row in rows)
+
+    speedup = statistics.median(row["studentspec"] / row["reference"] for row in rows)
+    # the full run does epochs - 1 more evaluations than the lean one; the lean one's time, less
+    # its two evaluations, is the training time (setup included, which favours the ratio slightly)
+    per_eval = [(row["full_s"] - row["lean_s"]) / (args.epochs - 1) for row in rows]
+    overhead = statistics.median((row["lean_s"] - 2 * e + args.epochs * e) / (row["lean_s"] - 2 * e) for row, e in zip(rows, per_eval))
+    print(f"| reference seed-steps/s | studentspec S={args.seeds} seed-steps/s | speed-up | one evaluation (s) | time with an evaluation every 1000 steps / training only |")
+    print("|---|---|---|---|---|")
+    print(f"| {med('reference'):.0f} | {med('studentspec'):.0f} | {speedup:.1f}x | {statistics.median(per_eval):.2f} | {overhead:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
