@@ -63,3 +63,35 @@ def test_layer_stats_brute_force():
     rm = rho_mean(st)
     assert rm[0] == pytest.approx(corr[0].max(1).values.mean().item())
     assert rm[1] == pytest.approx(corr[1].max(1).values[[0, 1, 3, 4]].mean().item())
+
+
+@pytest.mark.parametrize("batchnorm", ["none", "before"])
+def test_full_batch_grad_norms_match_per_seed_autograd(batchnorm):
+    from studentspec.metrics import evaluate, grad_norms
+    from studentspec.nets import Net, make_batchnorms
+
+    g = torch.Generator().manual_seed(0)
+    dims = [4, 5, 3, 2]
+    W = [torch.randn(2, a, b, generator=g, dtype=torch.float64) for a, b in zip(dims[:-1], dims[1:])]
+    b = [torch.randn(2, n, generator=g, dtype=torch.float64) for n in dims[1:]]
+    norms = make_batchnorms(2, [5, 3], False, torch.float64) if batchnorm != "none" else []
+    net = Net(W, b, "leaky_relu", 0.1, batchnorm, norms)
+    x, y = torch.randn(2, 37, 4, generator=g, dtype=torch.float64), torch.randn(2, 37, 2, generator=g, dtype=torch.float64)
+    got = grad_norms(net, x, y, "mse", chunk=10)
+    for s in range(2):
+        params = [p[s].clone().requires_grad_(True) for p in net.parameters()]
+        h = x[s]
+        for l in range(3):
+            h = h @ params[2 * l] + params[2 * l + 1]
+            if l < 2:
+                if batchnorm == "before":
+                    h = (h - norms[l].running_mean[s]) / torch.sqrt(norms[l].running_var[s] + 1e-5)
+                h = torch.nn.functional.leaky_relu(h, 0.1)
+        grads = torch.autograd.grad(torch.nn.functional.mse_loss(h, y[s]), params)
+        for l in range(3):
+            ref = (grads[2 * l].square().sum() + grads[2 * l + 1].square().sum()).sqrt()
+            assert got[s, l].item() == pytest.approx(ref.item(), rel=1e-10)
+    if batchnorm == "none":
+        teacher = Net([w.clone() for w in W], [v + 0.1 for v in b], "leaky_relu", 0.1)
+        res = evaluate(teacher, net, x, y, "mse", chunk=10, with_grad=True)
+        torch.testing.assert_close(res.grad_norm, got, rtol=1e-10, atol=0)

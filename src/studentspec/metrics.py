@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import backprop
 from .losses import per_seed_loss
 from .nets import Net, baddbmm
 
@@ -95,30 +96,59 @@ class SplitEval:
     mse: Tensor  # [S]
     loss: Tensor  # [S] the training objective
     layers: list[LayerStats]
+    grad_norm: Tensor | None = None  # [S, L] full-batch gradient norm per layer, when asked for
 
 
 @torch.no_grad()
-def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 4096) -> SplitEval:
-    """MSE, loss and per-layer correlation statistics over inputs x [S, N, d] with teacher outputs y."""
+def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 4096, with_grad: bool = False) -> SplitEval:
+    """MSE, loss and per-layer correlation statistics over inputs x [S, N, d] with teacher outputs y.
+
+    With `with_grad`, also the full-batch gradient norm per layer (see grad_norms), from the same
+    forward pass through the hand-derived backward when the net has no BatchNorm.
+    """
     depth = len(teacher.weights) - 1
+    fused = with_grad and backprop.supports(student)
     accs = [CorrAccumulator() for _ in range(depth)]
     sq = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     loss = torch.zeros_like(sq)
+    grads: list[Tensor] = []
     n = x.shape[1]
     for i in range(0, n, chunk):
         xb, yb = x[:, i : i + chunk], y[:, i : i + chunk]
         _, t_hidden = teacher.forward(xb)
-        out, s_hidden = student.forward(xb)
+        if fused:
+            out, hs, zs = backprop.forward(student, xb)
+            s_hidden = hs[1:]
+        else:
+            out, s_hidden = student.forward(xb)
         for acc, th, sh in zip(accs, t_hidden, s_hidden):
             acc.update(th, sh)
         sq += (out - yb).double().square().sum(dim=(1, 2))
-        loss += per_seed_loss(out, yb, loss_kind).double() * xb.shape[1]
+        if fused:
+            chunk_loss, g = backprop.output_grad(out, yb, loss_kind)
+            part = backprop.backward(student, hs, zs, g.mul_(xb.shape[1] / n))
+            grads = part if not grads else [a.add_(b) for a, b in zip(grads, part)]
+        else:
+            chunk_loss = per_seed_loss(out, yb, loss_kind)
+        loss += chunk_loss.double() * xb.shape[1]
     layers = [layer_stats(acc.corr(), acc.variances()[0] > 0) for acc in accs]
-    return SplitEval(sq / (n * y.shape[2]), loss / n, layers)
+    result = SplitEval(sq / (n * y.shape[2]), loss / n, layers)
+    if fused:
+        result.grad_norm = _layer_norms(grads)
+    elif with_grad:
+        with torch.enable_grad():
+            result.grad_norm = grad_norms(student, x, y, loss_kind, chunk)
+    return result
+
+
+def _layer_norms(grads: list[Tensor]) -> Tensor:
+    """[dW_1, db_1, ...] -> per-seed norm of each layer's augmented-weight gradient, [S, L]."""
+    sq = [grads[2 * l].square().sum((1, 2)) + grads[2 * l + 1].square().sum(1) for l in range(len(grads) // 2)]
+    return torch.stack(sq, dim=1).sqrt()
 
 
 def grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 4096) -> Tensor:
-    """Full-batch gradient norm of the loss w.r.t. each layer's augmented weights, [S, L]."""
+    """Full-batch gradient norm of the loss w.r.t. each layer's augmented weights, [S, L] (autograd; BatchNorm in eval mode)."""
     params = [t.detach().requires_grad_(True) for t in student.parameters()]
     depth = len(student.weights)
     probe = Net(params[0 : 2 * depth : 2], params[1 : 2 * depth : 2], student.activation, student.slope, student.batchnorm, student.norms)
@@ -130,5 +160,4 @@ def grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 
         loss = per_seed_loss(out, yb, loss_kind).sum() * (xb.shape[1] / n)
         for acc, g in zip(total, torch.autograd.grad(loss, params[: 2 * depth])):
             acc += g
-    sq = [(total[2 * l].square().sum((1, 2)) + total[2 * l + 1].square().sum(1)) for l in range(depth)]
-    return torch.stack(sq, dim=1).sqrt().detach()
+    return _layer_norms(total).detach()

@@ -16,7 +16,7 @@ from . import backprop, seeding
 from .config import Config
 from .data import BatchStream, label, make_inputs
 from .losses import per_seed_loss
-from .metrics import SplitEval, evaluate, fanout_norms, grad_norms
+from .metrics import SplitEval, evaluate, fanout_norms
 from .nets import Net, make_batchnorms
 from .optim import Optimizer
 from .teacher import build_teacher, fit_teacher
@@ -119,9 +119,8 @@ def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
         splits.insert(0, ("train", s.stream.x_train, s.stream.y_train))
     points = []
     for name, x, y in splits:
-        res = evaluate(s.teacher_run, s.student, x, y, cfg.train.loss, cfg.eval.batch_size)
-        g = grad_norms(s.student, x, y, cfg.train.loss, cfg.eval.batch_size) if cfg.eval.grad_norm and name == "train" else None
-        points.append(EvalPoint(step, name, res, g, fanout_norms(s.student)))
+        res = evaluate(s.teacher_run, s.student, x, y, cfg.train.loss, cfg.eval.batch_size, with_grad=cfg.eval.grad_norm and name == "train")
+        points.append(EvalPoint(step, name, res, res.grad_norm, fanout_norms(s.student)))
     if cfg.theory.enabled:  # on the training data (the eval set for online data)
         th = cfg.theory
         x, y = splits[0][1][:, : th.samples], splits[0][2][:, : th.samples]
