@@ -1,4 +1,4 @@
-"""The `studentspec` command: run a config, plot a run dir, converge a run to a critical point."""
+"""The `studentspec` command: run, plot, converge, population, sweep."""
 
 from __future__ import annotations
 
@@ -69,6 +69,20 @@ def _population(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import job_table, run_sweep
+
+    result = run_sweep(args.config, args.grid, args.out, args.ensemble_size, args.workers, args.threads, args.dry_run, not args.quiet)
+    if args.dry_run:
+        print(job_table(result["jobs"]))
+        print(f"{len(result['jobs'])} jobs")
+        return 0
+    print(f"{len(result['done'])} jobs run, {len(result['skipped'])} already finished, {len(result['failed'])} failed")
+    for job, err in result["failed"].items():
+        print(f"  {job}: {err}", file=sys.stderr)
+    return 1 if result["failed"] else 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `studentspec` command."""
     p = argparse.ArgumentParser(prog="studentspec", description="Teacher-student specialization experiments.")
@@ -97,6 +111,16 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, help="default: train.epochs x train.steps_per_epoch")
     g.add_argument("--overwrite", action="store_true")
     g.set_defaults(func=_population)
+    w = sub.add_parser("sweep", help="run a grid of configs (key=v1,v2 ...), one batched ensemble per job, resumable")
+    w.add_argument("config")
+    w.add_argument("grid", nargs="*", help="key=v1,v2 (commas inside [] do not split); one value = a plain override")
+    w.add_argument("--out", required=True, help="sweep directory (re-run the same command to resume)")
+    w.add_argument("--ensemble-size", type=int, help="seeds per job (default: all seeds of a point in one job)")
+    w.add_argument("--workers", type=int, default=1, help="worker processes")
+    w.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    w.add_argument("--dry-run", action="store_true", help="print the job table, run nothing")
+    w.add_argument("--quiet", action="store_true")
+    w.set_defaults(func=_sweep)
     return p
 
 

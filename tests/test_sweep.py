@@ -1,0 +1,63 @@
+"""Sweeps: grid grammar, local execution, resume, one store over all jobs."""
+
+import pytest
+
+from studentspec import ConfigError, load_config, load_run
+from studentspec.cli import main
+from studentspec.sweep import expand, load_sweep, parse_grid, run_sweep, split_values
+
+BASE = ["input_dim=5", "output_dim=3", "data.n_train=60", "data.n_eval=30", "train.epochs=1", "train.steps_per_epoch=5"]
+
+
+def test_split_values_respects_brackets():
+    assert split_values("1,2,3") == ["1", "2", "3"]
+    assert split_values("[10,20],[5]") == ["[10,20]", "[5]"]
+    assert split_values("{0: 0.1, 5: 0.01},0.2") == ["{0: 0.1, 5: 0.01}", "0.2"]
+
+
+def test_expand_grid_and_ensemble_split():
+    grid = parse_grid(["student.multi=1,2", "teacher.widths=[2],[3]", "seeds=[1,2,3]", *BASE])
+    jobs = expand(None, grid, ensemble_size=2)
+    assert len(jobs) == 2 * 2 * 2 and len({j.id for j in jobs}) == 8
+    assert [j.seeds for j in jobs[:2]] == [[1, 2], [3]]
+    assert {j.point["teacher.widths"] for j in jobs} == {"[2]", "[3]"}
+
+
+@pytest.mark.parametrize("items,match", [(["bogus=1,2"], "bogus"), (["student.multi=1,"], "empty value"), (["student.multi=0,1"], "student.multi")])
+def test_bad_grid_is_a_config_error(items, match):
+    with pytest.raises(ConfigError, match=match):
+        expand(None, parse_grid(items), None)
+
+
+def test_local_sweep_resume_and_load(tmp_path, capsys):
+    out = tmp_path / "sw"
+    items = ["student.multi=1,2", "seeds=[1,2]", *BASE]
+    first = run_sweep(None, items, out, ensemble_size=1, workers=2, progress=False)
+    assert len(first["done"]) == 4 and not first["failed"]
+    again = run_sweep(None, items, out, ensemble_size=1, workers=2, progress=False)
+    assert again["done"] == [] and len(again["skipped"]) == 4
+    tables = load_sweep(out)
+    sc = tables["scalars"]
+    assert set(sc["student.multi"]) == {1, 2} and set(sc["seed"]) == {1, 2} and sc["job"].nunique() == 4
+    # a job's numbers equal the same seed trained alone with the same config
+    alone = load_run(out / "jobs" / first["done"][0])
+    assert len(alone.scalars) > 0
+    with pytest.raises(Exception, match="another sweep"):
+        run_sweep(None, ["student.multi=3", *BASE], out, progress=False)
+    assert main(["sweep", "configs/two_layer_quick.yaml", "student.multi=3", *BASE, "--out", str(out), "--quiet"]) == 2
+    assert main(["sweep", "configs/two_layer_quick.yaml", "student.multi=1,2", "--dry-run", "--out", str(tmp_path / "dry")]) == 0
+    assert "2 jobs" in capsys.readouterr().out and not (tmp_path / "dry").exists()
+
+
+def test_sweep_job_equals_single_run(tmp_path):
+    out = tmp_path / "sw"
+    items = ["seeds=[4,5]", *BASE]
+    run_sweep(None, items, out, ensemble_size=2, progress=False)
+    from studentspec import train
+
+    direct = train(load_config(None, ["seeds=[4,5]", *BASE]), progress=False)
+    job = load_sweep(out)["scalars"]
+    from studentspec.store import tables
+
+    ref = tables(direct)[0]
+    assert job["mse"].tolist() == ref["mse"].tolist()
