@@ -61,3 +61,35 @@ def test_sweep_job_equals_single_run(tmp_path):
 
     ref = tables(direct)[0]
     assert job["mse"].tolist() == ref["mse"].tolist()
+
+
+def test_sweep_killed_repeatedly_resumes_to_identical_results(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    items = ["student.multi=1,2,3", "seeds=[1,2]", "input_dim=5", "output_dim=3", "data.n_train=200", "data.n_eval=100",
+             "train.epochs=4", "train.steps_per_epoch=300"]
+    reference = tmp_path / "ref"
+    run_sweep(None, items, reference, ensemble_size=1, progress=False)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-c", "import sys; from studentspec.sweep import run_sweep; run_sweep(None, sys.argv[2:], sys.argv[1], ensemble_size=1, progress=False)", str(out), *items]
+    finished_before: set[str] = set()
+    for delay in (1.5, 2.5, 3.5):
+        proc = subprocess.Popen(cmd, start_new_session=True)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done = {p.name for p in (out / "jobs").glob("*") if (p / "summary.json").is_file()} if (out / "jobs").exists() else set()
+        assert finished_before <= done  # nothing finished is lost
+        mtimes = {name: (out / "jobs" / name / "summary.json").stat().st_mtime for name in done}
+        finished_before = done
+    last = run_sweep(None, items, out, ensemble_size=1, progress=False)
+    assert set(last["skipped"]) == finished_before and not last["failed"]
+    assert all((out / "jobs" / n / "summary.json").stat().st_mtime == t for n, t in mtimes.items())  # not redone
+    assert not list((out / "jobs").glob(".*"))  # no staging leftovers
+    got, ref = load_sweep(out)["scalars"], load_sweep(reference)["scalars"]
+    key = ["student.multi", "seed", "step", "split"]
+    assert got.sort_values(key)["mse"].tolist() == ref.sort_values(key)["mse"].tolist()

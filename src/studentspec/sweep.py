@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import multiprocessing
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,8 @@ def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_si
     if dry_run:
         return {"jobs": jobs}
     _manifest(out, config, grid, jobs)
+    for stale in (out / "jobs").glob(".*.partial-*"):  # staging dirs of jobs killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     todo = [j for j in jobs if not (out / "jobs" / j.id / "summary.json").is_file()]
     result: dict[str, Any] = {"done": [], "skipped": [j.id for j in jobs if j not in todo], "failed": {}}
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress, unit="job")
