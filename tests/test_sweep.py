@@ -93,3 +93,18 @@ def test_sweep_killed_repeatedly_resumes_to_identical_results(tmp_path):
     got, ref = load_sweep(out)["scalars"], load_sweep(reference)["scalars"]
     key = ["student.multi", "seed", "step", "split"]
     assert got.sort_values(key)["mse"].tolist() == ref.sort_values(key)["mse"].tolist()
+
+
+def test_query_sql_over_a_sweep(tmp_path, capsys):
+    out = tmp_path / "sw"
+    run_sweep(None, ["student.multi=1,2", "seeds=[1,2]", *BASE], out, progress=False)
+    from studentspec.sweep import query
+
+    df = query(out, 'SELECT "student.multi" AS multi, count(*) AS n, avg(mse) AS mse FROM scalars GROUP BY 1 ORDER BY 1')
+    assert df["multi"].tolist() == [1, 2] and df["n"].tolist() == [8, 8]
+    sc = load_sweep(out)["scalars"]
+    assert df["mse"].tolist() == pytest.approx(sc.groupby("student.multi")["mse"].mean().tolist())
+    assert main(["query", str(out), "SELECT max(best_corr) AS best FROM teachers"]) == 0
+    assert "best" in capsys.readouterr().out
+    assert main(["query", str(out), "SELECT nope FROM scalars"]) == 2
+    assert capsys.readouterr().err.startswith("studentspec: error: query:")

@@ -1,4 +1,4 @@
-"""The `studentspec` command: run, plot, converge, population, sweep."""
+"""The `studentspec` command: run, plot, converge, population, sweep, query."""
 
 from __future__ import annotations
 
@@ -83,6 +83,13 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if result["failed"] else 0
 
 
+def _query(args: argparse.Namespace) -> int:
+    from .sweep import query
+
+    print(query(args.sweep_dir, args.sql).to_string(index=False))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `studentspec` command."""
     p = argparse.ArgumentParser(prog="studentspec", description="Teacher-student specialization experiments.")
@@ -121,6 +128,10 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--dry-run", action="store_true", help="print the job table, run nothing")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(func=_sweep)
+    k = sub.add_parser("query", help='SQL over a sweep\'s tables scalars, teachers, students (DuckDB), e.g. "SELECT ... FROM scalars"')
+    k.add_argument("sweep_dir")
+    k.add_argument("sql")
+    k.set_defaults(func=_query)
     return p
 
 

@@ -158,6 +158,20 @@ def load_sweep(path: str | Path) -> dict[str, pd.DataFrame]:
     return {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in frames.items()}
 
 
+def query(path: str | Path, sql: str) -> pd.DataFrame:
+    """Run SQL (DuckDB, embedded) over a sweep's tables `scalars`, `teachers`, `students` (swept keys as columns)."""
+    import duckdb
+
+    tables = load_sweep(path)
+    con = duckdb.connect()
+    for name, df in tables.items():
+        con.register(name, df)
+    try:
+        return con.execute(sql).df()
+    except duckdb.Error as err:
+        raise ConfigError(f"query: {str(err).splitlines()[0]}") from None
+
+
 def job_table(jobs: list[Job]) -> str:
     """A plain-text table of jobs for --dry-run."""
     lines = [f"{'job':<14} {'seeds':<20} point"]
