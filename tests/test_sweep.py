@@ -108,3 +108,30 @@ def test_query_sql_over_a_sweep(tmp_path, capsys):
     assert "best" in capsys.readouterr().out
     assert main(["query", str(out), "SELECT nope FROM scalars"]) == 2
     assert capsys.readouterr().err.startswith("studentspec: error: query:")
+
+
+def test_yaml_sweep_section_grid_and_zip(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(
+        "seeds: [1]\n"
+        "input_dim: 5\n"
+        "output_dim: 3\n"
+        "data: {n_train: 40, n_eval: 20}\n"
+        "train: {epochs: 1, steps_per_epoch: 3}\n"
+        "sweep:\n"
+        "  grid:\n"
+        "    teacher.widths: [[2], [3, 2]]\n"
+        "  zip:\n"
+        "    student.multi: [1, 2]\n"
+        "    train.lr: [{0: 0.1, 1: 0.05}, 0.02]\n"
+    )
+    jobs = run_sweep(str(cfg), [], tmp_path / "sw", dry_run=True)["jobs"]
+    points = [(j.point["teacher.widths"], j.point["student.multi"], j.point["train.lr"]) for j in jobs]
+    assert points == [("[2]", "1", "{0: 0.1, 1: 0.05}"), ("[2]", "2", "0.02"), ("[3, 2]", "1", "{0: 0.1, 1: 0.05}"), ("[3, 2]", "2", "0.02")]
+    assert load_config(str(cfg)).seeds == [1]  # `run` ignores the sweep section
+    res = run_sweep(str(cfg), ["teacher.widths=[2]"], tmp_path / "sw2", progress=False)
+    assert len(res["done"]) == 2 and not res["failed"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sweep:\n  zip:\n    student.multi: [1, 2]\n    train.lr: [0.1]\n")
+    with pytest.raises(ConfigError, match="same length"):
+        run_sweep(str(bad), [], tmp_path / "sw3", dry_run=True)

@@ -217,6 +217,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of keys")
+        loaded.pop("sweep", None)  # read by `studentspec sweep` (sweep.py), not part of a run's config
         tree = loaded
     tree = _merge(tree, parse_overrides(overrides or []))
     return build_config(tree)

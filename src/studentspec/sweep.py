@@ -67,12 +67,40 @@ class Job:
     seeds: list[int]
 
 
-def expand(config: str | None, grid: dict[str, list[str]], ensemble_size: int | None) -> list[Job]:
-    """Every job of the grid, each validated (a bad key or value raises ConfigError before anything runs)."""
+def _raw(value: Any) -> str:
+    """A YAML value back to override text (flow style, e.g. [10, 20] or {0: 0.2, 20: 0.1})."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 20).removesuffix("\n...\n").strip()
+
+
+def yaml_section(config: str | None) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The config file's optional `sweep:` section: {grid: {key: [values]}, zip: {key: [values], ...}}."""
+    if config is None or not Path(config).is_file():
+        return {}, {}
+    section = (yaml.safe_load(Path(config).read_text()) or {}).get("sweep") or {}
+    if not isinstance(section, dict) or set(section) - {"grid", "zip"}:
+        raise ConfigError("sweep: must be a mapping with 'grid' and/or 'zip' sections")
+    out = []
+    for part in ("grid", "zip"):
+        entries = section.get(part) or {}
+        if not isinstance(entries, dict) or any(not isinstance(v, list) or not v for v in entries.values()):
+            raise ConfigError(f"sweep.{part}: must map keys to non-empty lists of values")
+        out.append({k: [_raw(v) for v in vals] for k, vals in entries.items()})
+    if len({len(v) for v in out[1].values()}) > 1:
+        raise ConfigError("sweep.zip: every list must have the same length")
+    return out[0], out[1]
+
+
+def _points(grid: dict[str, list[str]], zipped: dict[str, list[str]]) -> list[dict[str, str]]:
+    """The product of the grid lists, times the zipped lists taken in step."""
+    zip_rows = [dict(zip(zipped, vals)) for vals in zip(*zipped.values())] if zipped else [{}]
     keys = list(grid)
+    return [dict(zip(keys, vals)) | row for vals in itertools.product(*(grid[k] for k in keys)) for row in zip_rows]
+
+
+def expand(config: str | None, grid: dict[str, list[str]], ensemble_size: int | None, zipped: dict[str, list[str]] | None = None) -> list[Job]:
+    """Every job of the grid, each validated (a bad key or value raises ConfigError before anything runs)."""
     jobs = []
-    for values in itertools.product(*(grid[k] for k in keys)):
-        point = dict(zip(keys, values))
+    for point in _points(grid, zipped or {}):
         overrides = [f"{k}={v}" for k, v in point.items()]
         cfg = load_config(config, overrides)
         size = ensemble_size or len(cfg.seeds)
@@ -98,7 +126,7 @@ def _run_job(config: str | None, job: dict[str, Any], out: str, threads: int) ->
 
 def _manifest(out: Path, config: str | None, grid: dict[str, list[str]], jobs: list[Job]) -> None:
     """Write the manifest, or check that an existing one describes the same sweep."""
-    info = {"config": config, "config_text": Path(config).read_text() if config else "", "grid": grid, "jobs": [asdict(j) for j in jobs]}
+    info = {"config": config, "config_text": Path(config).read_text() if config else "", "grid": grid, "jobs": [asdict(j) for j in jobs]}  # grid: command line + file grid; zip is in config_text
     path = out / MANIFEST
     if path.exists():
         old = read_json(path)
@@ -113,8 +141,9 @@ def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_si
               threads: int = 1, dry_run: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run every unfinished job of a sweep; returns {'done': [...], 'skipped': [...], 'failed': {id: error}}."""
     out = Path(out)
-    grid = parse_grid(items)
-    jobs = expand(config, grid, ensemble_size)
+    file_grid, zipped = yaml_section(config)
+    grid = file_grid | parse_grid(items)  # the command line wins over the file's sweep section
+    jobs = expand(config, grid, ensemble_size, zipped)
     if dry_run:
         return {"jobs": jobs}
     _manifest(out, config, grid, jobs)
