@@ -108,8 +108,9 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("converge", help="continue a stored run to a critical point (float64, L-BFGS/Newton) and check the theorem")
     c.add_argument("run_dir")
     c.add_argument("--tol", type=float, default=1e-10, help="target max per-sample gradient norm")
-    c.add_argument("--max-iter", type=int, default=2000)
-    c.add_argument("--method", choices=["lbfgs", "newton"], default="lbfgs")
+    c.add_argument("--max-iter", type=int, help="L-BFGS iterations or Newton steps per seed (default 20000 / 300)")
+    c.add_argument("--method", choices=["auto", "lbfgs", "newton"], default="auto",
+                   help="auto: exact Newton up to 4000 parameters per seed, else L-BFGS")
     c.set_defaults(func=_converge)
     g = sub.add_parser("population", help="gradient flow on the closed-form population loss (one hidden layer, no bias, Gaussian input)")
     g.add_argument("config")

@@ -10,7 +10,15 @@ student in float64 on the full (fixed) training set until the largest per-sample
 - conclusion 3 (claimed for two-layer nets): every student node aligned with no teacher has
   fan-out norm ||v_k|| (row k of W_2) below a threshold. Dead students (output identically
   zero on the training set: never active for ReLU, w~_k = 0 for Leaky ReLU) do not affect f,
-  so their fan-out is arbitrary at a critical point; they are reported and left out.
+  and constant ones (output constant on the training set, typically w_k = 0 with b_k > 0)
+  only shift it by a constant the output bias absorbs, so their fan-out is arbitrary at a
+  critical point; they are reported and left out.
+
+Finite data caveat: the theorem's data assumptions are not checked. With a finite Gaussian
+training set, several students can sit a fraction of a degree to a few degrees from one
+teacher with the same gate pattern on every training sample (no sample between their
+boundaries); the fit is then exact, the per-sample gradient zero, and conclusion 3 fails at
+a 1 degree tolerance. Teacher-aware boundary data (science.md 4.2) removes that freedom.
 
 The objective is the full-batch loss 1/2 mean_x ||f*(x) - f(x)||^2 (sum over outputs, mean
 over samples): exactly the mean of the per-sample losses whose gradients theory measures, and
@@ -21,10 +29,13 @@ Methods. "lbfgs": torch.optim.LBFGS with strong-Wolfe line search, restarted eve
 `check_every` iterations on the loss divided by its value at the restart. The rescaling keeps
 the curvature pairs y.s far above LBFGS's fixed 1e-10 acceptance threshold, which otherwise
 freezes its memory once the loss is small. "newton": Levenberg-Marquardt-damped exact Newton,
-the Hessian from torch.func.hessian (exact within the current ReLU gate pattern), eigen-
-decomposed each step: step = -(H + mu I)^-1 g with mu >= -lambda_min adapted by the ratio of
-actual to predicted decrease. Newton costs one Hessian (P Hessian-vector products, P = number
-of parameters) per iteration, fine for the small nets this check is meant for.
+the Hessian by reverse-over-reverse autograd (exact within the current ReLU gate pattern),
+eigendecomposed each step: step = -(H + mu I)^-1 g with mu >= -lambda_min adapted by the ratio
+of actual to predicted decrease. Newton costs one Hessian (P Hessian-vector products, P =
+number of parameters) per step, fine for the small nets this check is meant for; it converges
+quadratically to a zero-loss point in 10-30 steps. Both stop early ("stalled") when progress
+dies: at the rounding floor, or when a training sample sits on a student's boundary (a ReLU
+kink) and the loss only creeps down; `reached` is then False.
 """
 
 from __future__ import annotations
@@ -45,10 +56,12 @@ from . import theory
 from .config import Config, ConfigError
 from .data import label
 from .nets import Net, baddbmm
-from .store import StoreError, _atomic, load_run
+from .store import StoreError, load_run, write_all
 from .train import build
 
-METHODS = ("lbfgs", "newton")
+METHODS = ("auto", "lbfgs", "newton")  # auto: newton up to NEWTON_MAX_PARAMS parameters per seed, else lbfgs
+DEFAULT_MAX_ITER = {"lbfgs": 20000, "newton": 300}  # LBFGS iterations / Newton steps per seed
+NEWTON_MAX_PARAMS = 4000  # a dense P x P Hessian is built and eigendecomposed every Newton step
 LOSS_DESCRIPTION = "1/2 mean_x ||f*(x) - f(x)||^2 (sum over outputs, mean over training samples) = (C/2) * MSE"
 
 
@@ -219,17 +232,20 @@ def _lbfgs(p: _Problem, theta: Tensor, tol: float, max_iter: int, check_every: i
 
 
 def _newton(p: _Problem, theta: Tensor, tol: float, max_iter: int) -> tuple[Tensor, int, str]:
-    hess_fn = torch.func.hessian(p.loss)
+    hess_fn = torch.func.jacrev(torch.func.jacrev(p.loss))  # reverse-over-reverse: exact, no jvp decompositions
     grad_fn = torch.func.grad(p.loss)
     loss = float(p.loss(theta))
     mu_rel, it, idle = 1e-4, 0, 0
+    history = [loss]
     while it < max_iter:
         if p.grad_max(theta) < tol:
             return theta, it, "tol"
         if not math.isfinite(loss):
             return theta, it, "non_finite"
-        g = grad_fn(theta)
-        lam, Q = torch.linalg.eigh(hess_fn(theta))
+        g, H = grad_fn(theta), hess_fn(theta)
+        if not (bool(torch.isfinite(g).all()) and bool(torch.isfinite(H).all())):
+            return theta, it, "non_finite"
+        lam, Q = torch.linalg.eigh(H)
         scale = float(lam.abs().max()) or 1.0
         gt = Q.T @ g
         it += 1
@@ -248,9 +264,11 @@ def _newton(p: _Problem, theta: Tensor, tol: float, max_iter: int) -> tuple[Tens
                 mu_rel = max(mu_rel / 10, 1e-15) if ratio > 0.25 else (mu_rel if ratio > 0.1 else mu_rel * 4)
                 break
             mu_rel *= 8
-        # at the rounding floor the loss creeps down by tiny amounts: stop after 5 such steps in a row
+        # at the rounding floor, or pinned at a ReLU kink (a training sample on a student's boundary),
+        # the loss only creeps down: stop after 5 idle steps in a row or a < 2x decrease in 20 steps
         idle = idle + 1 if loss > before * (1 - 1e-6) else 0
-        if idle >= 5:
+        history.append(loss)
+        if idle >= 5 or (len(history) > 20 and loss > 0.5 * history[-21]):
             return theta, it, "tol" if p.grad_max(theta) < tol else "stalled"
     return theta, it, "tol" if p.grad_max(theta) < tol else "max_iter"
 
@@ -305,11 +323,11 @@ def _tables(teacher: Net, student: Net, x: Tensor, seeds: list[int], angle_tol: 
     return pd.concat(teach, ignore_index=True), pd.concat(stud, ignore_index=True), concl
 
 
-def _check_args(tol: float, max_iter: int, method: str, angle_tol: float, fanout_rtol: float, fanout_tol: float | None,
+def _check_args(tol: float, max_iter: int | None, method: str, angle_tol: float, fanout_rtol: float, fanout_tol: float | None,
                 flat_rtol: float = 1e-6) -> None:
-    if not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
         raise ConfigError(f"tol: must be a finite number > 0 (got {tol!r})")
-    if not isinstance(max_iter, int) or max_iter < 0:
+    if max_iter is not None and (not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 0):
         raise ConfigError(f"max_iter: must be an integer >= 0 (got {max_iter!r})")
     if method not in METHODS:
         raise ConfigError(f"method: must be one of {METHODS}, got {method!r}")
@@ -330,8 +348,8 @@ def converge(
     x: Tensor,
     y: Tensor | None = None,
     tol: float = 1e-10,
-    max_iter: int = 20000,
-    method: str = "lbfgs",
+    max_iter: int | None = None,
+    method: str = "auto",
     angle_tol: float = 1.0,
     fanout_rtol: float = 1e-3,
     fanout_tol: float | None = None,
@@ -342,7 +360,8 @@ def converge(
 
     x [S, N, d] is the fixed training set; y its teacher labels (recomputed from `teacher` in
     float64 when None). Works on float64 CPU copies; `student` is not modified. `max_iter`
-    counts LBFGS iterations or Newton steps per seed. Students are "aligned" and teachers
+    counts LBFGS iterations or Newton steps per seed (None: DEFAULT_MAX_ITER[method]); with
+    max_iter=0 it only checks the given point. Students are "aligned" and teachers
     "specialized" at an angle below `angle_tol` degrees; conclusion 3 uses the fan-out
     threshold `fanout_tol`, or `fanout_rtol` times the seed's largest student fan-out norm.
     A student is "constant" when the standard deviation of its output over the training set is
@@ -354,8 +373,16 @@ def converge(
         raise ConfigError("converge supports nets without BatchNorm")
     if len(student.weights) < 2 or len(student.weights) != len(teacher.weights):
         raise ConfigError("converge needs a teacher and student of the same depth with at least one hidden layer")
+    if student.weights[-1].shape[2] != teacher.weights[-1].shape[2] or student.weights[0].shape[1] != teacher.weights[0].shape[1]:
+        raise ConfigError("converge: student and teacher differ in input or output dimension")
     if student.activation != teacher.activation:
         raise ConfigError(f"converge: student activation {student.activation!r} differs from the teacher's {teacher.activation!r}")
+    n_params = sum(p[0].numel() for p in student.parameters())
+    if method == "auto":
+        method = "newton" if n_params <= NEWTON_MAX_PARAMS else "lbfgs"
+    max_iter = DEFAULT_MAX_ITER[method] if max_iter is None else max_iter
+    if method == "newton" and n_params > NEWTON_MAX_PARAMS:
+        raise ConfigError(f"method=newton: {n_params} parameters per seed is too many for a dense Hessian (at most {NEWTON_MAX_PARAMS}); use lbfgs")
     start = time.perf_counter()
     teacher = teacher.to("cpu", torch.float64)
     student64 = student.to("cpu", torch.float64)
@@ -413,14 +440,14 @@ def _stored_net(arrays: dict[str, np.ndarray], prefix: str, depth: int, cfg: Con
     return Net(ws, bs, cfg.teacher.activation, cfg.teacher.leaky_slope)
 
 
-def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int = 20000, method: str = "lbfgs", angle_tol: float = 1.0,
+def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int | None = None, method: str = "auto", angle_tol: float = 1.0,
                  fanout_rtol: float = 1e-3, fanout_tol: float | None = None, flat_rtol: float = 1e-6) -> ConvergeResult:
     """Converge a stored run's final students; write converge.json and converge_{teachers,students}.parquet into it.
 
     The teacher and training set are rebuilt from config.yaml with build() (they depend only on
     the config and seeds) and checked against the stored teacher; the final student weights
     come from weights.npz. Each file is written to a temporary name in run_dir and renamed
-    (the parquet files first, converge.json last). Arguments as in converge().
+    only once all three are written (converge.json last). Arguments as in converge().
     """
     _check_args(tol, max_iter, method, angle_tol, fanout_rtol, fanout_tol, flat_rtol)
     run = load_run(run_dir)
@@ -455,8 +482,8 @@ def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int = 20000,
     result = converge(cfg, student, teacher, x, None, tol, max_iter, method, angle_tol, fanout_rtol, fanout_tol, flat_rtol)
     result.notes += notes
     teachers, students = result.to_frames()
-    _atomic(path / "converge_teachers.parquet", lambda p: teachers.to_parquet(p, index=False))
-    _atomic(path / "converge_students.parquet", lambda p: students.to_parquet(p, index=False))
     info = result.to_json() | {"run": str(path), "n_train": int(x.shape[1]), "seeds": list(cfg.seeds)}
-    _atomic(path / "converge.json", lambda p: p.write_text(json.dumps(info, indent=1)))
+    write_all(path, {"converge_teachers.parquet": lambda p: teachers.to_parquet(p, index=False),
+                      "converge_students.parquet": lambda p: students.to_parquet(p, index=False),
+                      "converge.json": lambda p: p.write_text(json.dumps(info, indent=1))})
     return result

@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,27 @@ def _atomic(path: Path, write: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_all(folder: Path, writers: dict[str, Callable[[Path], Any]]) -> None:
+    """Write every file to a temporary name in `folder`, then rename them into place in order.
+
+    A failure while writing leaves the folder as it was (temporaries removed); the renames
+    come last, converge.json after the tables, so a complete converge.json marks a finished set.
+    """
+    temps: dict[str, Path] = {}
+    try:
+        for name, write in writers.items():
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            os.close(fd)
+            temps[name] = Path(tmp)
+            write(temps[name])
+        for name, tmp in temps.items():
+            os.replace(tmp, folder / name)
+    finally:
+        for tmp in temps.values():
+            if tmp.exists():
+                tmp.unlink()
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
