@@ -27,6 +27,7 @@ class TeacherConfig(_Section):
     tune: bool = False
     batchnorm: Literal["none", "before", "after"] = "none"
     batchnorm_affine: bool = False
+    checkpoint: str | None = None  # a trained conv teacher (`studentspec teacher train`); image data only
 
     @field_validator("widths")
     @classmethod
@@ -42,8 +43,13 @@ class StudentConfig(_Section):
     init_scale: float = Field(1.0, gt=0.0)
 
 
+IMAGE_KINDS = ("cifar10", "mnist")
+
+
 class DataConfig(_Section):
-    kind: Literal["gaussian", "uniform", "online", "teacher_aware"] = "gaussian"
+    kind: Literal["gaussian", "uniform", "online", "teacher_aware", "cifar10", "mnist"] = "gaussian"
+    root: str | None = None  # folder (or .tar.gz for CIFAR-10) of an image data set
+    augment: bool = True  # images: random crop (pad 4) + horizontal flip on training batches
     std: float = Field(1.5, gt=0.0)
     n_train: int = Field(10000, ge=1)
     n_eval: int = Field(10000, ge=2)
@@ -82,6 +88,29 @@ class TrainConfig(_Section):
         return v
 
 
+class TeacherTrainConfig(_Section):
+    """How `studentspec teacher train|prune` trains a conv teacher on labels (image data only)."""
+
+    epochs: int = Field(30, ge=0)
+    lr: float = Field(0.05, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    batch_size: int = Field(128, ge=1)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    n_train: int | None = Field(None, ge=1)  # first n training images only (quick scale)
+    seed: int = Field(0, ge=0)
+    prune_ratios: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.5, 0.7])
+    finetune_epochs: int = Field(10, ge=0)
+    finetune_lr: float = Field(0.01, gt=0.0)
+
+    @field_validator("prune_ratios")
+    @classmethod
+    def _ratios(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 <= r < 1.0 for r in v):
+            raise ValueError("prune ratios must lie in [0, 1)")
+        return v
+
+
 class EvalConfig(_Section):
     every: int = Field(1, ge=1)
     threshold: float = Field(0.95, gt=0.0, le=1.0)
@@ -113,6 +142,7 @@ class Config(_Section):
     student: StudentConfig = Field(default_factory=StudentConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    teacher_train: TeacherTrainConfig = Field(default_factory=TeacherTrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     theory: TheoryConfig = Field(default_factory=TheoryConfig)
 
@@ -131,6 +161,13 @@ class Config(_Section):
             raise ValueError("train.loss=ce needs output_dim >= 2")
         if self.data.kind == "online" and self.train.optimizer == "gd":
             raise ValueError("train.optimizer=gd needs a fixed training set, not data.kind=online")
+        images = self.data.kind in IMAGE_KINDS
+        if images and not self.data.root:
+            raise ValueError(f"data.kind: {self.data.kind} needs data.root (the folder holding its files)")
+        if self.teacher.checkpoint is not None and not images:
+            raise ValueError(f"teacher.checkpoint: a conv teacher needs image data (data.kind one of {IMAGE_KINDS})")
+        if images and self.theory.enabled:
+            raise ValueError("theory.enabled: diagnostics support MLPs only, not image data")
         if self.theory.enabled and self.teacher.batchnorm != "none":
             raise ValueError("theory.enabled: diagnostics support nets without BatchNorm (teacher.batchnorm=none)")
         return self

@@ -198,6 +198,10 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def write_run(result: TrainResult, out: str | Path, overwrite: bool = False) -> Path:
     """Write a finished run to `out` atomically; refuses an existing dir unless overwrite."""
+    if result.__class__.__name__ == "ConvResult":  # image data: conv_train writes the same files for conv nets
+        from .conv_train import write_conv_run
+
+        return write_conv_run(result, out, overwrite)  # type: ignore[arg-type]
     out = Path(out)
     if out.exists() and not overwrite:
         raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")

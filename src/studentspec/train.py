@@ -13,7 +13,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import backprop, seeding
-from .config import Config
+from .config import IMAGE_KINDS, Config
 from .data import BatchStream, label, make_inputs
 from .losses import per_seed_loss
 from .metrics import SplitEval, evaluate, fanout_norms
@@ -133,7 +133,12 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
     """Train every seed of `cfg` in one batched pass, evaluating before training and every eval.every epochs.
 
     `setup` (from build(cfg), possibly modified) replaces the freshly built ensemble.
+    Image data (data.kind cifar10 / mnist) trains conv students instead: see conv_train.train_conv.
     """
+    if cfg.data.kind in IMAGE_KINDS:
+        from .conv_train import train_conv
+
+        return train_conv(cfg, progress)  # type: ignore[return-value]  # a ConvResult; store.write_run accepts both
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     start = time.perf_counter()
