@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
 from .config import ConfigError, load_config
 
 EXIT_BAD_INPUT = 2
@@ -69,17 +71,38 @@ def _population(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from .sweep import job_table, run_sweep
+def _duration(seconds: float) -> str:
+    """Seconds as a short human figure: 42 s, 3.5 min, 2.1 h."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
-    result = run_sweep(args.config, args.grid, args.out, args.ensemble_size, args.workers, args.threads, args.dry_run, not args.quiet)
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .cost import estimate
+    from .executors import machine_workers
+    from .sweep import job_table, run_sweep, summary_table
+
+    slurm = {}
+    for item in args.slurm:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--slurm {item}: must look like key=value")
+        slurm[key] = yaml.safe_load(raw)
+    result = run_sweep(args.config, args.grid, args.out, args.ensemble_size, args.workers, args.threads, args.dry_run, not args.quiet,
+                       executor=args.executor, address=args.address, gpus_per_job=args.gpus_per_job, slurm=slurm)
     if args.dry_run:
-        print(job_table(result["jobs"]))
-        print(f"{len(result['jobs'])} jobs")
+        jobs = result["jobs"]
+        print(job_table(jobs))
+        workers = args.workers or machine_workers(args.threads)
+        cost = estimate(args.config, [j.overrides for j in jobs], [j.seeds for j in jobs], workers, args.threads)
+        print(f"{cost['jobs']} jobs, {cost['seed_steps']:.3g} seed-steps, {cost['gflop']:.3g} GFLOP; "
+              f"estimated {_duration(cost['seconds'])} on {workers} local worker(s) x {args.threads} thread(s) "
+              f"(calibrated on job {jobs[0].id if jobs else '-'}: {cost.get('t_step', 0) * 1e3:.3f} ms/step, "
+              f"{cost.get('t_eval', 0):.2f} s/evaluation)")
         return 0
-    print(f"{len(result['done'])} jobs run, {len(result['skipped'])} already finished, {len(result['failed'])} failed")
-    for job, err in result["failed"].items():
-        print(f"  {job}: {err}", file=sys.stderr)
+    print(summary_table(result))
+    for job_id, err in result["failed"].items():
+        job = next(j for j in result["jobs"] if j.id == job_id)
+        print(f"  failed {job_id} ({' '.join(job.overrides) or 'base config'}; seeds {job.seeds}): {err}", file=sys.stderr)
     return 1 if result["failed"] else 0
 
 
@@ -124,9 +147,14 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("grid", nargs="*", help="key=v1,v2 (commas inside [] do not split); one value = a plain override")
     w.add_argument("--out", required=True, help="sweep directory (re-run the same command to resume)")
     w.add_argument("--ensemble-size", type=int, help="seeds per job (default: all seeds of a point in one job)")
-    w.add_argument("--workers", type=int, default=1, help="worker processes")
-    w.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    w.add_argument("--dry-run", action="store_true", help="print the job table, run nothing")
+    w.add_argument("--workers", type=int, help="local worker processes (default: cores / threads)")
+    w.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    w.add_argument("--executor", choices=["local", "ray", "slurm"], default="local")
+    w.add_argument("--address", help="Ray cluster HOST:PORT (--executor ray; default: start a local Ray instance)")
+    w.add_argument("--gpus-per-job", type=float, help="GPUs per Ray job (default 0.25 for CUDA jobs, 0 on CPU); a fraction shares a device")
+    w.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="submitit parameter for --executor slurm, e.g. slurm_partition=dev timeout_min=60; cluster=local runs without SLURM")
+    w.add_argument("--dry-run", action="store_true", help="print the job table and an estimated cost (one short calibration run), run nothing")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(func=_sweep)
     k = sub.add_parser("query", help='SQL over a sweep\'s tables scalars, teachers, students (DuckDB), e.g. "SELECT ... FROM scalars"')

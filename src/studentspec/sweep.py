@@ -2,19 +2,19 @@
 
 `studentspec sweep CONFIG key=v1,v2 other=a,b --out DIR` expands the comma lists (commas
 inside brackets do not split), splits each point's seeds into jobs of --ensemble-size seeds,
-and runs every job into its own run dir DIR/jobs/<id>. DIR/sweep.json is the manifest. A job
+and runs every job into its own run dir DIR/jobs/<id> on an executor (executors.py: local
+process pool, Ray, SLURM through submitit). DIR/sweep.json is the manifest. A job
 is finished when its run dir exists (run dirs are written atomically), so re-running the same
 command skips finished jobs and redoes the others.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import itertools
 import json
-import multiprocessing
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from . import executors
 from .config import ConfigError, load_config
 from .store import StoreError, load_run, read_json, write_json
 
@@ -111,19 +112,6 @@ def expand(config: str | None, grid: dict[str, list[str]], ensemble_size: int | 
     return jobs
 
 
-def _run_job(config: str | None, job: dict[str, Any], out: str, threads: int) -> str:
-    """Worker: train one job and write its run dir (atomically)."""
-    import torch
-
-    from .store import write_run
-    from .train import train
-
-    torch.set_num_threads(threads)
-    cfg = load_config(config, [*job["overrides"], f"seeds={job['seeds']}"])
-    write_run(train(cfg, progress=False), out, overwrite=True)
-    return job["id"]
-
-
 def _manifest(out: Path, config: str | None, grid: dict[str, list[str]], jobs: list[Job]) -> None:
     """Write the manifest, or check that an existing one describes the same sweep."""
     info = {"config": config, "config_text": Path(config).read_text() if config else "", "grid": grid, "jobs": [asdict(j) for j in jobs]}  # grid: command line + file grid; zip is in config_text
@@ -137,35 +125,72 @@ def _manifest(out: Path, config: str | None, grid: dict[str, list[str]], jobs: l
     write_json(path, info)
 
 
-def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_size: int | None = None, workers: int = 1,
-              threads: int = 1, dry_run: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run every unfinished job of a sweep; returns {'done': [...], 'skipped': [...], 'failed': {id: error}}."""
+def _gpus(config: str | None, job: Job, gpus_per_job: float | None) -> float:
+    """The GPU share a job asks Ray for: as given, else 0.25 on a CUDA device and 0 on CPU."""
+    if gpus_per_job is not None:
+        return gpus_per_job
+    return 0.25 if load_config(config, job.overrides).train.device.startswith("cuda") else 0.0
+
+
+def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_size: int | None = None, workers: int | None = None,
+              threads: int = 1, dry_run: bool = False, progress: bool = True, *, executor: str = "local",
+              address: str | None = None, gpus_per_job: float | None = None, slurm: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run every unfinished job of a sweep on `executor`.
+
+    Returns {'jobs': [...], 'done': [...], 'skipped': [...], 'failed': {id: error}, 'wall_time': s}
+    ({'jobs': [...]} only for a dry run). `workers` defaults to the machine's cores / threads.
+    `gpus_per_job` (Ray) defaults to 0.25 for jobs on a CUDA device (four ensembles share a GPU), else 0.
+    """
+    if executor not in executors.EXECUTORS:
+        raise ConfigError(f"--executor: must be one of {executors.EXECUTORS}, got {executor!r}")
+    if threads < 1 or (workers is not None and workers < 1) or (gpus_per_job is not None and gpus_per_job < 0):
+        raise ConfigError("--threads and --workers must be >= 1, --gpus-per-job >= 0")
     out = Path(out)
+    workers = workers or executors.machine_workers(threads)
     file_grid, zipped = yaml_section(config)
     grid = file_grid | parse_grid(items)  # the command line wins over the file's sweep section
     jobs = expand(config, grid, ensemble_size, zipped)
     if dry_run:
         return {"jobs": jobs}
+    executors.preflight(executor, address, slurm or {})  # before anything is written
     _manifest(out, config, grid, jobs)
     for stale in (out / "jobs").glob(".*.partial-*"):  # staging dirs of jobs killed mid-write
         shutil.rmtree(stale, ignore_errors=True)
     todo = [j for j in jobs if not (out / "jobs" / j.id / "summary.json").is_file()]
-    result: dict[str, Any] = {"done": [], "skipped": [j.id for j in jobs if j not in todo], "failed": {}}
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress, unit="job")
-    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
-    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
-        futures = {pool.submit(_run_job, config, asdict(j), str(out / "jobs" / j.id), threads): j for j in todo}
-        for fut in cf.as_completed(futures):
-            job = futures[fut]
-            try:
-                result["done"].append(fut.result())
-            except Exception as err:  # a failing job is reported; the others go on
-                result["failed"][job.id] = f"{err.__class__.__name__}: {err}"
-                tqdm.write(f"job {job.id} {job.point} seeds {job.seeds} failed: {err}")
-            bar.update(1)
-            bar.set_postfix(failed=len(result["failed"]), refresh=False)
+    tasks = [executors.Task(j.id, config, tuple(j.overrides), tuple(j.seeds), str(out / "jobs" / j.id), threads, _gpus(config, j, gpus_per_job))
+             for j in todo]
+    if executor == "local":
+        finished = executors.local(tasks, workers)
+    elif executor == "ray":
+        finished = executors.ray(tasks, address, workers)
+    else:
+        finished = executors.slurm(tasks, out / "slurm", slurm or {})
+    by_id = {j.id: j for j in jobs}
+    result: dict[str, Any] = {"jobs": jobs, "done": [], "skipped": [j.id for j in jobs if j not in todo], "failed": {}}
+    start = time.perf_counter()
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress, unit="job", dynamic_ncols=True)
+    for task, error in finished:
+        if error is None:
+            result["done"].append(task.job_id)
+        else:  # a failing job is reported; the others go on
+            result["failed"][task.job_id] = error
+            job = by_id[task.job_id]
+            tqdm.write(f"job {job.id} failed ({' '.join(job.overrides) or 'base config'}, seeds {job.seeds}): {error}")
+        bar.update(1)
+        bar.set_postfix(failed=len(result["failed"]), refresh=False)
     bar.close()
+    result["wall_time"] = time.perf_counter() - start
     return result
+
+
+def summary_table(result: dict[str, Any]) -> str:
+    """The short table printed after a sweep: jobs and seeds per state, wall time."""
+    jobs = {j.id: j for j in result["jobs"]}
+    rows = [("finished now", result["done"]), ("already finished", result["skipped"]), ("failed", list(result["failed"]))]
+    lines = [f"{'state':<18} {'jobs':>6} {'seeds':>7}"]
+    lines += [f"{name:<18} {len(ids):>6} {sum(len(jobs[i].seeds) for i in ids):>7}" for name, ids in rows]
+    lines.append(f"{'total':<18} {len(jobs):>6} {sum(len(j.seeds) for j in jobs.values()):>7}   wall time {result['wall_time']:.1f} s")
+    return "\n".join(lines)
 
 
 def load_sweep(path: str | Path) -> dict[str, pd.DataFrame]:

@@ -1,0 +1,144 @@
+"""Sweep executors: Ray (a real head started here) and submitit equal the local pool bit for bit; failures; cost."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from studentspec import load_config
+from studentspec.cli import main
+from studentspec.cost import estimate, job_cost
+from studentspec.sweep import load_sweep, run_sweep
+
+ITEMS = ["student.multi=1,2", "seeds=[1,2,3]", "input_dim=5", "output_dim=3", "data.n_train=80", "data.n_eval=40",
+         "train.epochs=2", "train.steps_per_epoch=20"]
+
+
+def _assert_same_sweep(a: Path, b: Path) -> None:
+    ta, tb = load_sweep(a), load_sweep(b)
+    for name in ("scalars", "teachers", "students"):
+        assert len(ta[name]) > 0
+        pd.testing.assert_frame_equal(ta[name], tb[name], check_exact=True)
+    for job in (a / "jobs").iterdir():  # the stored weights too, byte for byte
+        assert (job / "weights.npz").read_bytes() == (b / "jobs" / job.name / "weights.npz").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "sw"
+    res = run_sweep(None, ITEMS, out, ensemble_size=2, workers=2, progress=False)
+    assert len(res["done"]) == 4 and not res["failed"]
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_ray_cluster_sweep_equals_local(local_sweep, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'studentspec[ray]')")
+    ray_bin = Path(sys.executable).with_name("ray")
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="ss-ray-", dir="/tmp")  # short: Ray's unix socket paths have a length limit
+    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
+                             "--include-dashboard=false", "--disable-usage-stats", "--node-ip-address=127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None and time.time() < deadline, "ray head did not start"
+                time.sleep(0.5)
+        out = tmp_path / "ray"
+        res = run_sweep(None, ITEMS, out, ensemble_size=2, progress=False, executor="ray", address=f"127.0.0.1:{port}")
+        assert len(res["done"]) == 4 and not res["failed"]
+        _assert_same_sweep(local_sweep, out)
+    finally:  # stop only what this test started: the head's process group, then anything using its temp dir
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        for pid in _processes_mentioning(temp):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert not _processes_mentioning(temp)
+
+
+def test_submitit_local_sweep_equals_local(local_sweep, tmp_path):
+    pytest.importorskip("submitit", reason="submitit is an optional extra (pip install 'studentspec[slurm]')")
+    out = tmp_path / "slurm"
+    res = run_sweep(None, ITEMS, out, ensemble_size=2, progress=False, executor="slurm", slurm={"cluster": "local"})
+    assert len(res["done"]) == 4 and not res["failed"]
+    _assert_same_sweep(local_sweep, out)
+
+
+def test_failing_job_is_reported_and_others_finish(tmp_path, capsys):
+    # cuda:99 passes validation but fails when the job starts (no such device, with or without a GPU)
+    out = tmp_path / "sw"
+    code = main(["sweep", "configs/two_layer_quick.yaml", "train.device=cpu,cuda:99", *ITEMS[1:], "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "failed" in captured.err and "train.device=cuda:99" in captured.err
+    assert load_sweep(out)["scalars"]["train.device"].unique().tolist() == ["cpu"]
+    assert "finished now" in captured.out and "wall time" in captured.out
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--executor", "ray", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster"),
+    (["--executor", "ray", "--address", "nonsense"], "HOST:PORT"),
+    (["--executor", "slurm"], "sbatch not found"),
+    (["--executor", "slurm", "--slurm", "cluster=local", "--slurm", "bogus=1"], "bogus"),
+    (["--executor", "slurm", "--slurm", "cluster=moon"], "cluster"),
+    (["--threads", "0"], "threads"),
+])
+def test_bad_executor_input_exits_2_and_writes_nothing(tmp_path, capsys, args, match):
+    if "sbatch not found" in match and shutil.which("sbatch"):
+        pytest.skip("a real SLURM is installed here")
+    out = tmp_path / "sw"
+    assert main(["sweep", "configs/two_layer_quick.yaml", *ITEMS[:2], "--out", str(out), "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_job_cost_counts_flops_by_hand():
+    cfg = load_config(None, ["input_dim=5", "output_dim=3", "teacher.widths=[4]", "student.multi=2", "seeds=[1,2]",
+                             "data.n_train=100", "data.n_eval=50", "train.epochs=3", "train.steps_per_epoch=10", "train.batch_size=8"])
+    c = job_cost(cfg)
+    macs = 5 * 8 + 8 * 3
+    assert c.seed_steps == 2 * 3 * 10
+    assert c.step_flops == 6 * 2 * 8 * macs
+    assert c.evals == 4  # before training and after each epoch
+    assert c.eval_flops == 2 * 2 * macs * (3 * 100 + 50)  # gradient norms on the training set: 3 passes
+
+
+def test_dry_run_estimate_scales_with_steps():
+    small = estimate(None, [[*ITEMS[2:]]], [[1]], workers=1, threads=1)
+    longer = estimate(None, [[*ITEMS[2:], "train.epochs=20"]], [[1]], workers=1, threads=1)
+    assert small["seed_steps"] == 40 and longer["seed_steps"] == 400
+    assert longer["gflop"] > small["gflop"] > 0 and longer["seconds"] > small["seconds"] > 0
