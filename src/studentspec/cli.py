@@ -1,4 +1,4 @@
-"""The `studentspec` command: run, plot, converge, population, sweep, query."""
+"""The `studentspec` command: run, plot, converge, population, sweep, query, teacher."""
 
 from __future__ import annotations
 
@@ -113,6 +113,36 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _teacher_train(args: argparse.Namespace) -> int:
+    from .conv_teacher import describe, save_checkpoint, teacher_config, train_teacher
+    from .store import StoreError
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+    cfg = teacher_config(args.dataset, args.config, args.overrides, args.root, args.epochs)
+    ckpt = train_teacher(cfg, progress=not args.quiet)
+    save_checkpoint(ckpt, out)
+    print(f"wrote {out}: {describe(ckpt)}")
+    return 0
+
+
+def _teacher_prune(args: argparse.Namespace) -> int:
+    from .conv_teacher import describe, file_digest, load_checkpoint, parse_ratios, prune_config, prune_teacher, save_checkpoint
+    from .store import StoreError
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+    ratios = parse_ratios(args.ratios)
+    src = load_checkpoint(args.checkpoint)
+    cfg = prune_config(src, args.config, args.overrides, args.root, args.epochs, args.lr)
+    ckpt = prune_teacher(src, ratios, cfg, parent=file_digest(args.checkpoint), progress=not args.quiet)
+    save_checkpoint(ckpt, out)
+    print(f"wrote {out}: {describe(ckpt)} (was {src.accuracy:.4f} before pruning)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `studentspec` command."""
     p = argparse.ArgumentParser(prog="studentspec", description="Teacher-student specialization experiments.")
@@ -161,6 +191,30 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("sweep_dir")
     k.add_argument("sql")
     k.set_defaults(func=_query)
+    t = sub.add_parser("teacher", help="conv teachers on image data: train on labels, prune by fan-out and fine-tune")
+    tsub = t.add_subparsers(dest="teacher_command", required=True)
+    tt = tsub.add_parser("train", help="train a conv teacher on true labels (default: science.md 4.4's 4 x 64 teacher)")
+    tt.add_argument("dataset", choices=["cifar10", "mnist"])
+    tt.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. teacher.widths=[16,16,16,16] teacher_train.lr=0.1")
+    tt.add_argument("--out", required=True, help="checkpoint file to write (e.g. T.pt)")
+    tt.add_argument("--config", help="YAML config whose teacher / teacher_train / data / train sections are used")
+    tt.add_argument("--root", help="data folder or archive (data.root)")
+    tt.add_argument("--epochs", type=int, help="teacher_train.epochs")
+    tt.add_argument("--overwrite", action="store_true")
+    tt.add_argument("--quiet", action="store_true")
+    tt.set_defaults(func=_teacher_train)
+    tp = tsub.add_parser("prune", help="mask the channels with the smallest mean |fan-out weight| and fine-tune with the masks")
+    tp.add_argument("checkpoint", help="a checkpoint written by `teacher train` (or `teacher prune`)")
+    tp.add_argument("overrides", nargs="*", help="dotted key=value overrides (default: the settings stored in the checkpoint)")
+    tp.add_argument("--ratios", default="0.3,0.5,0.5,0.7", help="fraction of channels masked per layer, comma-separated")
+    tp.add_argument("--out", required=True, help="checkpoint file to write (e.g. P.pt)")
+    tp.add_argument("--config", help="YAML config replacing the checkpoint's stored settings")
+    tp.add_argument("--root", help="data folder or archive (default: the one the teacher was trained on)")
+    tp.add_argument("--epochs", type=int, help="fine-tuning epochs (teacher_train.finetune_epochs)")
+    tp.add_argument("--lr", type=float, help="fine-tuning learning rate (teacher_train.finetune_lr)")
+    tp.add_argument("--overwrite", action="store_true")
+    tp.add_argument("--quiet", action="store_true")
+    tp.set_defaults(func=_teacher_prune)
     return p
 
 

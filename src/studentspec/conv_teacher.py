@@ -10,6 +10,7 @@ inactive channel is zero.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import tempfile
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import seeding
-from .config import Config, ConfigError, TeacherTrainConfig
+from .config import Config, ConfigError, TeacherTrainConfig, load_config
 from .conv import ConvBatchNorm, ConvNet, apply_masks, init_conv_net, prune_masks
 from .images import ImageSet, augment, channel_stats, epoch_order, load_images, normalize
 from .optim import Optimizer
@@ -233,7 +234,9 @@ def _data(cfg: Config) -> ImageSet:
 
 def _settings(cfg: Config) -> dict[str, Any]:
     return {"teacher": cfg.teacher.model_dump(mode="python"), "teacher_train": cfg.teacher_train.model_dump(mode="python"),
-            "data": {"kind": cfg.data.kind, "root": cfg.data.root, "augment": cfg.data.augment}}
+            "data": {"kind": cfg.data.kind, "root": cfg.data.root, "augment": cfg.data.augment},
+            "train": {"dtype": cfg.train.dtype, "device": cfg.train.device, "threads": cfg.train.threads},
+            "eval": {"batch_size": cfg.eval.batch_size}}
 
 
 def train_teacher(cfg: Config, data: ImageSet | None = None, progress: bool = True) -> TeacherCheckpoint:
@@ -275,3 +278,47 @@ def prune_teacher(ckpt: TeacherCheckpoint, ratios: list[float], cfg: Config, dat
     apply_masks(out, out.active())  # fine-tuning in float32 keeps zeros exact; this re-asserts them after the cast
     return TeacherCheckpoint(out, ckpt.dataset, ckpt.mean, ckpt.std, ckpt.image_shape, acc, ckpt.history + history, list(ratios), parent,
                              _settings(cfg))
+
+
+def _set(key: str, value: Any) -> str:
+    """A dotted override whose value survives YAML parsing (JSON is YAML), e.g. paths with ':'."""
+    return f"{key}={json.dumps(value)}"
+
+
+def teacher_config(dataset: str, config: str | None, overrides: list[str], root: str | None = None, epochs: int | None = None) -> Config:
+    """The config of `studentspec teacher train`: a YAML file (else science.md's 4 x 64 teacher), then overrides, then the flags."""
+    flags = [_set("data.kind", dataset)]
+    flags += [_set("data.root", str(root))] if root is not None else []
+    flags += [_set("teacher_train.epochs", epochs)] if epochs is not None else []
+    return load_config(config, ([] if config else PAPER_TEACHER) + list(overrides) + flags)
+
+
+def prune_config(ckpt: TeacherCheckpoint, config: str | None, overrides: list[str], root: str | None = None, epochs: int | None = None,
+                 lr: float | None = None) -> Config:
+    """The config of `studentspec teacher prune`: the settings stored in the checkpoint, a YAML file, overrides, flags."""
+    stored = []
+    if not config:
+        for section in ("teacher_train", "data", "train", "eval"):
+            stored += [_set(f"{section}.{k}", v) for k, v in (ckpt.settings.get(section) or {}).items()]
+    flags = [_set("data.kind", ckpt.dataset)]
+    flags += [_set("data.root", str(root))] if root is not None else []
+    flags += [_set("teacher_train.finetune_epochs", epochs)] if epochs is not None else []
+    flags += [_set("teacher_train.finetune_lr", lr)] if lr is not None else []
+    return load_config(config, stored + list(overrides) + flags)
+
+
+def parse_ratios(text: str) -> list[float]:
+    """'0.3,0.5,0.5,0.7' -> [0.3, 0.5, 0.5, 0.7]; ConfigError naming --ratios otherwise."""
+    try:
+        ratios = [float(r) for r in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--ratios: expected comma-separated numbers, got {text!r}") from None
+    if any(not 0.0 <= r < 1.0 for r in ratios):
+        raise ConfigError(f"--ratios: every ratio must lie in [0, 1), got {text!r}")
+    return ratios
+
+
+def describe(ckpt: TeacherCheckpoint) -> str:
+    """One line: data set, widths, active widths, test accuracy."""
+    return (f"{ckpt.dataset} teacher, widths {ckpt.net.widths}, active {ckpt.active_widths}, "
+            f"test accuracy {ckpt.accuracy:.4f}")
