@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,10 +147,11 @@ def ray(tasks: list[Task], address: str | None, workers: int) -> Iterator[tuple[
         ray_lib.shutdown()
 
 
-def slurm(tasks: list[Task], folder: Path, options: dict[str, Any]) -> Iterator[tuple[Task, str | None]]:
+def slurm(tasks: list[Task], folder: Path, options: dict[str, Any], workers: int) -> Iterator[tuple[Task, str | None]]:
     """Submit tasks as one SLURM job array through submitit; `options` are submitit parameters.
 
-    options['cluster'] = 'local' runs the array through submitit's local executor (no SLURM).
+    options['cluster'] = 'local' runs the array through submitit's local executor (no SLURM),
+    `workers` jobs at a time; on SLURM the scheduler decides (see slurm_array_parallelism).
     """
     import submitit
 
@@ -157,10 +159,24 @@ def slurm(tasks: list[Task], folder: Path, options: dict[str, Any]) -> Iterator[
     if not tasks:
         return
     executor = _slurm_executor(folder, options, max(t.threads for t in tasks))
-    jobs = executor.map_array(run_job, tasks)
-    by_id = {job.job_id: t for job, t in zip(jobs, tasks)}
-    poll = 0.5 if options.get("cluster") == "local" else 15.0
-    for job in submitit.helpers.as_completed(jobs, poll_frequency=poll):
-        err = job.exception()
-        # submitit wraps the job's traceback; its last line names the actual error
-        yield by_id[job.job_id], None if err is None else str(err).strip().splitlines()[-1]
+    if options.get("cluster") != "local":
+        jobs = executor.map_array(run_job, tasks)
+        by_id = {job.job_id: t for job, t in zip(jobs, tasks)}
+        for job in submitit.helpers.as_completed(jobs, poll_frequency=15.0):
+            yield by_id[job.job_id], _submitit_error(job)
+        return
+    # submitit's local executor starts every submitted job at once: keep `workers` running
+    queue, running = list(tasks), {}
+    while queue or running:
+        while queue and len(running) < workers:
+            task = queue.pop(0)
+            running[executor.submit(run_job, task)] = task
+        for job in [j for j in running if j.done()]:
+            yield running.pop(job), _submitit_error(job)
+        time.sleep(0.2)
+
+
+def _submitit_error(job: Any) -> str | None:
+    """None for a finished job; the last line of its wrapped traceback (the actual error) for a failed one."""
+    err = job.exception()
+    return None if err is None else str(err).strip().splitlines()[-1]

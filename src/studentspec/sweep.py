@@ -164,7 +164,7 @@ def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_si
     elif executor == "ray":
         finished = executors.ray(tasks, address, workers)
     else:
-        finished = executors.slurm(tasks, out / "slurm", slurm or {})
+        finished = executors.slurm(tasks, out / "slurm", slurm or {}, workers)
     by_id = {j.id: j for j in jobs}
     result: dict[str, Any] = {"jobs": jobs, "done": [], "skipped": [j.id for j in jobs if j not in todo], "failed": {}}
     start = time.perf_counter()

@@ -1,0 +1,90 @@
+"""Sweep executors: per-job overhead on many tiny jobs, and a 72-configuration two-layer grid end to end.
+
+overhead: N tiny jobs (d=5, C=3, 40 samples, no training steps: build + one evaluation + write)
+through each executor. Per-job overhead = (wall x workers - sum of the jobs' own train() time) / N,
+i.e. what the executor, process start-up, imports and the run-dir write add to each job.
+Ray starts a local instance inside the measurement (its start-up is part of the figure and is
+also printed on its own); submitit uses its local executor.
+
+grid: science.md 4.1's 72 configurations (m in {5,10,20} x multi in {1,2,5,10} x p in
+{0,..,2.5}) at a reduced scale (configs/two_layer_quick.yaml with d=C=20, 4 seeds, 10 epochs
+of 1000 steps) through the local executor; prints wall time, jobs/s and seed-steps/s.
+
+    python benchmarks/bench_sweep.py overhead --jobs 100
+    python benchmarks/bench_sweep.py grid
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from studentspec.sweep import run_sweep
+
+TINY = ["input_dim=5", "output_dim=3", "teacher.widths=[2]", "data.n_train=40", "data.n_eval=20", "train.epochs=0", "eval.grad_norm=false"]
+GRID = ["teacher.widths=[5],[10],[20]", "student.multi=1,2,5,10", "teacher.decay=0,0.5,1,1.5,2,2.5",
+        "seeds=[1,2,3,4]", "train.epochs=10", "eval.every=2"]
+
+
+def _job_seconds(out: Path) -> float:
+    """Sum of the jobs' own train() wall times (summary.json)."""
+    return sum(json.loads(p.read_text())["wall_time_s"] for p in (out / "jobs").glob("*/summary.json"))
+
+
+def overhead(n_jobs: int, workers: int, executors: list[str]) -> None:
+    """Per-job overhead of each executor on n_jobs tiny jobs."""
+    seeds = ",".join(f"[{i}]" for i in range(1, n_jobs + 1))
+    for name in executors:
+        root = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        extra = {"slurm": {"cluster": "local"}} if name == "slurm" else {}
+        t0 = time.perf_counter()
+        if name == "ray":
+            import ray
+
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            startup = time.perf_counter() - t0
+            ray.shutdown()  # run_sweep starts its own instance; this only times start-up
+            t0 = time.perf_counter()
+        res = run_sweep(None, [f"seeds={seeds}", *TINY], root, ensemble_size=1, workers=workers, progress=False, executor=name, **extra)
+        wall = time.perf_counter() - t0
+        assert len(res["done"]) == n_jobs and not res["failed"], res["failed"]
+        inside = _job_seconds(root)
+        per_job = (wall * workers - inside) / n_jobs
+        note = f" (incl. starting a local Ray instance, {startup:.1f} s on its own)" if name == "ray" else ""
+        print(f"{name:<6} {n_jobs} jobs on {workers} workers: wall {wall:.1f} s, {n_jobs / wall:.2f} jobs/s, "
+              f"jobs' own time {inside:.1f} s, overhead per job {per_job:.2f} s{note}", flush=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def grid(workers: int) -> None:
+    """The 72-configuration two-layer grid at reduced scale, end to end."""
+    root = Path(tempfile.mkdtemp(prefix="bench-grid-"))
+    t0 = time.perf_counter()
+    res = run_sweep("configs/two_layer_quick.yaml", GRID, root, workers=workers, progress=False)
+    wall = time.perf_counter() - t0
+    assert len(res["done"]) == 72 and not res["failed"], res["failed"]
+    seed_steps = 72 * 4 * 10 * 1000
+    inside = _job_seconds(root)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"72 configs x 4 seeds x 1e4 steps on {workers} workers: wall {wall:.1f} s ({wall / 60:.1f} min), "
+          f"{72 / wall:.2f} jobs/s, {seed_steps / wall:.0f} seed-steps/s, jobs' own time {inside:.1f} s "
+          f"(executor share {1 - inside / (wall * workers):.1%}), peak worker RSS {rss:.0f} MiB", flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=["overhead", "grid"])
+    ap.add_argument("--jobs", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--executors", default="local,ray,slurm")
+    a = ap.parse_args()
+    if a.mode == "overhead":
+        overhead(a.jobs, a.workers, a.executors.split(","))
+    else:
+        grid(a.workers)
