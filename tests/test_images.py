@@ -1,0 +1,138 @@
+"""Image data sets from their real file formats, bad-input errors, batched augmentation vs a per-image loop."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from image_files import write_cifar, write_mnist
+from studentspec import ConfigError, load_config
+from studentspec.cli import main
+from studentspec.images import augment, channel_stats, epoch_order, load_cifar10, load_images, load_mnist, normalize
+
+
+def test_cifar_folder_matches_the_pickles(tmp_path):
+    folder = write_cifar(tmp_path, per_batch=7, n_test=5)
+    data = load_cifar10(folder)
+    assert data.train_x.shape == (35, 3, 32, 32) and data.train_x.dtype == torch.uint8 and data.test_x.shape == (5, 3, 32, 32)
+    raw = pickle.loads((folder / "data_batch_2").read_bytes(), encoding="bytes")
+    # CIFAR's rows are 1024 red, 1024 green, 1024 blue values, each row-major 32x32
+    assert np.array_equal(data.train_x[7:14].numpy().reshape(7, 3072), raw[b"data"])
+    assert data.train_y[7:14].tolist() == raw[b"labels"]
+    assert data.classes[0] == "airplane" and data.classes[9] == "truck"
+    # the parent folder, and the archive (as a file or found in a folder) give the same set
+    assert torch.equal(load_cifar10(tmp_path).train_x, data.train_x)
+    arch = write_cifar(tmp_path / "t", per_batch=7, n_test=5, tar=True)
+    for root in (arch, arch.parent):
+        other = load_cifar10(root)
+        assert torch.equal(other.train_x, data.train_x) and torch.equal(other.test_y, data.test_y)
+
+
+@pytest.mark.parametrize("damage,expect", [
+    ("missing", "missing data_batch_3"),
+    ("garbage", "not a CIFAR-10 pickle"),
+    ("shape", "uint8 [N, 3072]"),
+    ("labels", "labels"),
+    ("evil", "not allowed"),
+])
+def test_malformed_cifar_names_the_file(tmp_path, damage, expect):
+    folder = write_cifar(tmp_path, per_batch=4, n_test=4)
+    f = folder / "data_batch_3"
+    if damage == "missing":
+        f.unlink()
+    elif damage == "garbage":
+        f.write_bytes(b"not a pickle at all")
+    elif damage == "shape":
+        f.write_bytes(pickle.dumps({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}))
+    elif damage == "labels":
+        f.write_bytes(pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 12]}))
+    else:
+        f.write_bytes(b"cos\nsystem\n(S'echo hacked'\ntR.")
+    with pytest.raises(ConfigError) as err:
+        load_cifar10(folder)
+    msg = str(err.value)
+    assert str(folder) in msg and expect in msg and "\n" not in msg
+
+
+def test_absent_data_says_how_to_get_it(tmp_path):
+    for root in (tmp_path / "nowhere", tmp_path):
+        with pytest.raises(ConfigError, match="cifar-10-python.tar.gz"):
+            load_cifar10(root)
+    with pytest.raises(ConfigError, match="train-images-idx3-ubyte"):
+        load_mnist(tmp_path)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_idx(tmp_path, gz):
+    write_mnist(tmp_path, n_train=12, n_test=6, gz=gz)
+    data = load_images("mnist", tmp_path)
+    assert data.train_x.shape == (12, 1, 28, 28) and data.test_y.shape == (6,) and data.shape == (1, 28, 28)
+    assert int(data.train_y.max()) <= 9
+
+
+def test_mnist_bad_magic_and_size(tmp_path):
+    write_mnist(tmp_path, n_train=5, n_test=3)
+    f = tmp_path / "t10k-images-idx3-ubyte"
+    raw = bytearray(f.read_bytes())
+    f.write_bytes(bytes(raw[:-10]))
+    with pytest.raises(ConfigError, match="t10k-images-idx3-ubyte: header says"):
+        load_mnist(tmp_path)
+    raw[3] = 1
+    f.write_bytes(bytes(raw))
+    with pytest.raises(ConfigError, match="bad magic"):
+        load_mnist(tmp_path)
+
+
+def test_config_keys_for_image_data():
+    with pytest.raises(ConfigError, match=r"^data.kind: cifar10 needs data.root"):
+        load_config(None, ["data.kind=cifar10"])
+    with pytest.raises(ConfigError, match=r"^teacher.checkpoint: a conv teacher needs image data"):
+        load_config(None, ["teacher.checkpoint=T.pt"])
+    cfg = load_config(None, ["data.kind=mnist", "data.root=/x", "teacher.checkpoint=T.pt"])
+    assert cfg.data.root == "/x" and cfg.teacher.checkpoint == "T.pt"
+
+
+def test_run_without_data_exits_2(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{kind: cifar10, root: {tmp_path / 'absent'}}}\n")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "teacher.checkpoint" in err and "\n" not in err
+    assert main(["run", str(cfg), f"teacher.checkpoint={tmp_path / 'T.pt'}", "--out", str(tmp_path / "run")]) == 2
+    assert "T.pt: teacher checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_augment_matches_a_per_image_loop():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (9, 3, 8, 6), generator=g, dtype=torch.uint8)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    out = augment(x, g1, pad=2)
+    off = torch.randint(0, 5, (2, 9), generator=g2)
+    flip = torch.rand(9, generator=g2) < 0.5
+    for i in range(9):
+        p = np.pad(x[i].numpy(), ((0, 0), (2, 2), (2, 2)))
+        ref = p[:, off[0, i] : off[0, i] + 8, off[1, i] : off[1, i] + 6]
+        if flip[i]:
+            ref = ref[:, :, ::-1]
+        assert np.array_equal(out[i].numpy(), ref)
+    assert 0 < int(flip.sum()) < 9  # both branches were exercised
+    assert torch.equal(augment(x, g1, pad=0, flip=False), x)
+
+
+def test_channel_stats_and_normalize():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (50, 3, 5, 5), generator=g, dtype=torch.uint8)
+    mean, std = channel_stats(x)
+    ref = x.numpy().astype(np.float64) / 255
+    assert np.allclose(mean, ref.mean(axis=(0, 2, 3)), atol=1e-12) and np.allclose(std, ref.std(axis=(0, 2, 3)), atol=1e-12)
+    z = normalize(x, mean, std, torch.float64)
+    assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(z.std(dim=(0, 2, 3), unbiased=False), torch.ones(3, dtype=torch.float64), atol=1e-12)
+
+
+def test_epoch_order_is_shuffled_passes():
+    order = epoch_order(torch.Generator().manual_seed(1), 10, 3, 4)
+    flat = order.flatten().tolist()
+    assert order.shape == (3, 4) and sorted(flat[:10]) == list(range(10)) and len(set(flat[10:])) == 2
