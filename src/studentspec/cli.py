@@ -143,6 +143,24 @@ def _teacher_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+
+    out = args.out or f"runs/reproduce/{args.name}-{args.scale}"
+    return reproduce(args.name, args.scale, out, workers=args.workers, progress=not args.quiet, overrides=args.overrides)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import markdown_table, write_report
+
+    if args.markdown:
+        print(markdown_table(args.dirs))
+        return 0
+    for d in args.dirs:
+        print(f"wrote {write_report(d, reanalyze=args.reanalyze)}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `studentspec` command."""
     p = argparse.ArgumentParser(prog="studentspec", description="Teacher-student specialization experiments.")
@@ -215,6 +233,20 @@ def parser() -> argparse.ArgumentParser:
     tp.add_argument("--overwrite", action="store_true")
     tp.add_argument("--quiet", action="store_true")
     tp.set_defaults(func=_teacher_prune)
+    e = sub.add_parser("reproduce", help="run one experiment of the paper (sweeps, figures, claims.json PASS/FAIL, report.html); resumable")
+    e.add_argument("name", choices=["two-layer", "sample-complexity", "deep", "cifar10"])
+    e.add_argument("overrides", nargs="*", help="cifar10 only: dotted key=value overrides, e.g. data.root=PATH")
+    e.add_argument("--scale", choices=["tiny", "quick", "paper"], default="quick",
+                   help="paper: science.md settings; quick: same shape, minutes on 2 cores; tiny: seconds, a smoke test")
+    e.add_argument("--out", help="output dir (default runs/reproduce/NAME-SCALE); re-run the same command to resume")
+    e.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_reproduce)
+    o = sub.add_parser("report", help="write DIR/report.html (self-contained) from a reproduce dir's stored results; no retraining")
+    o.add_argument("dirs", nargs="+", metavar="DIR")
+    o.add_argument("--reanalyze", action="store_true", help="recompute figures and claims.json from the stored run dirs first")
+    o.add_argument("--markdown", action="store_true", help="print the markdown table of claims and wall times of the DIRs (README), write nothing")
+    o.set_defaults(func=_report)
     return p
 
 
