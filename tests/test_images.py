@@ -136,3 +136,21 @@ def test_epoch_order_is_shuffled_passes():
     order = epoch_order(torch.Generator().manual_seed(1), 10, 3, 4)
     flat = order.flatten().tolist()
     assert order.shape == (3, 4) and sorted(flat[:10]) == list(range(10)) and len(set(flat[10:])) == 2
+
+
+def test_mnist_teacher_and_student(tmp_path):
+    from studentspec import load_run
+
+    write_mnist(tmp_path / "mnist", n_train=40, n_test=20, gz=True)
+    assert main(["teacher", "train", "mnist", "teacher.widths=[3,3]", "teacher_train.batch_size=20", "train.threads=1", "--root",
+                 str(tmp_path / "mnist"), "--epochs", "1", "--out", str(tmp_path / "T.pt"), "--quiet"]) == 0
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(f"""seeds: [3]
+teacher: {{widths: [3, 3], batchnorm: after, batchnorm_affine: true, checkpoint: {tmp_path / 'T.pt'}}}
+student: {{multi: 2, init_std: null}}
+data: {{kind: mnist, root: {tmp_path / 'mnist'}, augment: false}}
+train: {{lr: 0.01, batch_size: 20, steps_per_epoch: 2, epochs: 1, dtype: float32, threads: 1}}
+""")
+    assert main(["run", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    run = load_run(tmp_path / "run")
+    assert run.summary["student_widths"] == [6, 6] and run.summary["n_train"] == 40 and run.scalars["step"].max() == 2
