@@ -164,6 +164,8 @@ def test_prune_masks_drop_the_smallest_mean_abs_fanout():
     assert masks[0][0].tolist() == [True, False, True, False, True]  # 0.4 x 5 = 2 dropped: scores 0.1 and 0.2
     assert masks[1][0].tolist() == [False, True, False, True]  # 0.5 x 4 = 2 dropped: scores 0.05 and 0.5
     apply_masks(net, masks)
+    again = prune_masks(net, [0.2, 0.0])  # pruning a pruned net never revives a channel
+    assert again[0][0].tolist() == masks[0][0].tolist() and again[1][0].tolist() == masks[1][0].tolist()
     x = torch.randn(3, 1, 1, 8, 8, dtype=torch.float64)
     _, hidden = net.forward(x)
     assert (hidden[0][:, 0, [1, 3]] == 0).all() and (hidden[1][:, 0, [0, 2]] == 0).all()

@@ -195,7 +195,7 @@ def prune_masks(net: ConvNet, ratios: list[float]) -> list[Tensor]:
         drop = order[:, :k]
         m = torch.ones_like(score, dtype=torch.bool)
         m.scatter_(1, drop, False)
-        masks.append(m)
+        masks.append(m & net.active()[l - 1])  # a channel pruned before stays pruned whatever this ratio
     return masks
 
 

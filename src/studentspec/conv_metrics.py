@@ -19,6 +19,14 @@ from .losses import per_seed_loss
 from .metrics import CorrAccumulator, LayerStats, layer_stats
 
 ROWS = 1 << 15  # samples per accumulator update: bounds the float64 copies to ROWS x channels x S
+ACTIVATIONS = 1 << 25  # at most this many activation numbers per evaluated image chunk (teacher + students)
+
+
+def eval_chunk(teacher: ConvNet, student: ConvNet, image_hw: int, requested: int) -> int:
+    """Images per evaluation chunk: eval.batch_size, lowered so one chunk's activations stay under ACTIVATIONS."""
+    sides = teacher.spatial(image_hw)
+    per_image = sum((c_t + student.n_seeds * c_s) * side * side for c_t, c_s, side in zip(teacher.widths, student.widths, sides))
+    return max(1, min(requested, ACTIVATIONS // max(per_image, 1)))
 
 
 def positions(h: Tensor) -> Tensor:
@@ -59,6 +67,7 @@ def evaluate_conv(teacher: ConvNet, student: ConvNet, images: Tensor, labels: Te
     dev = student.head_w.device
     dtype = student.head_w.dtype
     S = student.n_seeds
+    chunk = eval_chunk(teacher, student, images.shape[-1], chunk)
     active = [torch.nonzero(m[0]).flatten() for m in teacher.active()]
     accs = [CorrAccumulator() for _ in active]
     sq = torch.zeros(S, dtype=torch.float64, device=dev)
