@@ -1,0 +1,190 @@
+"""Each claim statistic on constructed tables with a known answer: one passing and one failing case each."""
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from studentspec import claims as C
+from studentspec import theory
+from studentspec.nets import Net
+
+
+def students(spec_fan: float, unspec_fan: float, jobs: int = 2) -> pd.DataFrame:
+    """Per job: 4 specialized students (corr 0.99) and 6 unspecialized ones (corr 0.1..0.6), at steps 0 and 100."""
+    rows = []
+    for job, step, k in itertools.product(range(jobs), (0, 100), range(10)):
+        spec = k < 4
+        rows.append({"job": f"j{job}", "seed": 1, "step": step, "split": "train", "layer": 1, "student": k,
+                     "best_corr": 0.99 if spec else 0.1 + 0.1 * (k - 4),
+                     "fanout_norm": (spec_fan if spec else unspec_fan) if step == 100 else 1.0})  # step 0 is a cloud: ignored
+    return pd.DataFrame(rows)
+
+
+def teachers(success, decays=(1.0, 2.0), multis=(1.0, 2.0, 5.0), m=5, seeds=4, steps=(0, 5, 10)) -> pd.DataFrame:
+    """success(p, multi, j, seed, step) -> bool; fan-out norm 1/(j+1)^p; one job per (p, multi)."""
+    rows = []
+    for p, multi in itertools.product(decays, multis):
+        for seed, step, j in itertools.product(range(seeds), steps, range(m)):
+            rows.append({"job": f"p{p}-m{multi}", "teacher.decay": p, "student.multi": multi, "seed": seed, "step": step, "split": "eval",
+                         "layer": 1, "teacher": j, "fanout_norm": 1 / (j + 1) ** max(p, 0.5), "specialized": bool(success(p, multi, j, seed, step)),
+                         "best_corr": 0.99 if success(p, multi, j, seed, step) else 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_claim_record_nan_fails_and_is_json_null():
+    c = C.claim("x", "s", float("nan"), "> 0", True, "j")
+    assert c["value"] is None and c["passed"] is False
+    json.dumps(c)
+
+
+def test_final_takes_each_jobs_last_step():
+    df = pd.DataFrame({"job": ["a", "a", "b", "b"], "step": [0, 10, 0, 20], "split": "eval", "v": [1, 2, 3, 4]})
+    assert C.final(df, "eval")["v"].tolist() == [2, 4]
+
+
+def test_lshape_pass_and_fail():
+    ok = C.lshape(students(1.0, 0.01))
+    assert ok["passed"] and ok["value"] == pytest.approx(0.01)
+    bad = C.lshape(students(1.0, 0.8))
+    assert not bad["passed"] and bad["value"] == pytest.approx(0.8)
+
+
+def test_lshape_nothing_specialized_fails():
+    df = students(1.0, 0.01)
+    df["best_corr"] = 0.3
+    assert not C.lshape(df)["passed"]
+
+
+def test_success_falls_with_index_pass_and_fail():
+    falls = teachers(lambda p, multi, j, seed, step: j < 5 - seed - p)  # weak (high j) fails more, more so for large p
+    ok = C.success_falls_with_index(falls)
+    assert ok["passed"] and ok["value"] <= -0.9
+    rises = teachers(lambda p, multi, j, seed, step: j > seed)
+    assert not C.success_falls_with_index(rises)["passed"]
+    flat = teachers(lambda p, multi, j, seed, step: True)  # all learned: no trend to measure
+    assert C.success_falls_with_index(flat)["value"] is None and not C.success_falls_with_index(flat)["passed"]
+
+
+def test_success_rises_with_multi_pass_and_fail():
+    ok = C.success_rises_with_multi(teachers(lambda p, multi, j, seed, step: j < multi))
+    assert ok["passed"] and ok["value"] == pytest.approx(1.0)
+    bad = C.success_rises_with_multi(teachers(lambda p, multi, j, seed, step: j < 6 - multi))
+    assert not bad["passed"] and ok["value"] > bad["value"]
+
+
+def test_success_lower_early_pass_and_fail():
+    ok = C.success_lower_early(teachers(lambda p, multi, j, seed, step: j < step // 2), early_step=5)
+    assert ok["passed"] and ok["value"] > 0
+    bad = C.success_lower_early(teachers(lambda p, multi, j, seed, step: j < 3), early_step=5)
+    assert not bad["passed"] and bad["value"] == 0
+
+
+def test_strong_first_pass_and_fail():
+    ok = C.strong_first(teachers(lambda p, multi, j, seed, step: step >= 5 * j))  # strongest (j=0) at step 0, j=1 at 5, j=2 at 10, others never
+    assert ok["passed"] and ok["value"] < -0.8
+    bad = C.strong_first(teachers(lambda p, multi, j, seed, step: step >= 5 * (4 - j)))  # weakest first
+    assert not bad["passed"] and bad["value"] > 0.8
+
+
+def scalars_multi(sign: float) -> pd.DataFrame:
+    rows = []
+    for multi, seed, step in itertools.product((1.0, 2.0, 5.0, 10.0), range(3), (0, 10)):
+        rows.append({"job": f"m{multi}", "student.multi": multi, "seed": seed, "step": step, "split": "eval",
+                     "mse": 10.0 ** (sign * np.log(multi) - 2) if step == 10 else 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_converges_lower_with_multi_pass_and_fail():
+    assert C.converges_lower_with_multi(scalars_multi(-1.0))["passed"]
+    bad = C.converges_lower_with_multi(scalars_multi(+1.0))
+    assert not bad["passed"] and bad["value"] == pytest.approx(1.0)
+
+
+def sample_teachers(ta_curve: dict[int, float], g_curve: dict[int, float]) -> pd.DataFrame:
+    rows = []
+    for kind, curve in (("teacher_aware", ta_curve), ("gaussian", g_curve)):
+        for n, corr in curve.items():
+            for seed, step, j in itertools.product(range(2), (0, 10), range(3)):
+                rows.append({"job": f"{kind}{n}", "data.kind": kind, "data.n_train": n, "student.multi": 2.0, "seed": seed, "step": step,
+                             "split": "eval", "layer": 1, "teacher": j, "best_corr": corr if step == 10 else 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_teacher_aware_fewer_samples_pass_and_fail():
+    ns = [30, 60, 120, 240, 480, 960]
+    ok = C.teacher_aware_fewer_samples(sample_teachers(dict(zip(ns, [0.90, 0.93, 0.95, 0.96, 0.97, 0.97])),
+                                                       dict(zip(ns, [0.3, 0.4, 0.6, 0.8, 0.85, 0.905]))))
+    assert ok["passed"] and ok["value"] == pytest.approx(960 / 30)
+    same = dict(zip(ns, [0.3, 0.5, 0.9, 0.95, 0.95, 0.95]))
+    bad = C.teacher_aware_fewer_samples(sample_teachers(same, same))
+    assert not bad["passed"] and bad["value"] == pytest.approx(1.0)
+    assert not C.teacher_aware_fewer_samples(sample_teachers(same, {}))["passed"]  # one kind missing
+
+
+def deep_scalars(rhos: list[list[float]], mses: list[float], loss: str = "mse") -> pd.DataFrame:
+    rows = []
+    for i, (rho, mse) in enumerate(zip(rhos, mses)):
+        for step in (0, 50):
+            row = {"job": f"j{i}", "train.loss": loss, "seed": 11, "step": step, "split": "eval", "mse": mse if step == 50 else 1.0}
+            row |= {f"rho_mean_{l + 1}": (r if step == 50 else 0.2) for l, r in enumerate(rho)}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_deep_lowest_highest_pass_and_fail():
+    ok = C.deep_lowest_highest(deep_scalars([[0.9, 0.7, 0.6, 0.6], [0.99, 0.8, 0.7, 0.75], [0.9999, 0.99995, 0.9999, 0.9999]], [0.3, 0.1, 1e-4]))
+    assert ok["passed"] and ok["value"] == 1.0  # the third run ties within 1e-3
+    bad = C.deep_lowest_highest(deep_scalars([[0.5, 0.7, 0.6, 0.6], [0.6, 0.8, 0.7, 0.75], [0.9, 0.8, 0.7, 0.7]], [0.3, 0.1, 0.01]))
+    assert not bad["passed"] and bad["value"] == pytest.approx(1 / 3)
+
+
+def test_deep_lowest_to_one_pass_and_fail():
+    mses = [0.5, 0.3, 0.1, 0.03, 0.01, 1e-3, 1e-4, 1e-5]
+    ok = C.deep_lowest_to_one(deep_scalars([[r, 0.5] for r in (0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.999, 0.9999)], mses))
+    assert ok["passed"] and ok["value"] > 0.99
+    flat = C.deep_lowest_to_one(deep_scalars([[r, 0.5] for r in (0.9, 0.7, 0.8, 0.9, 0.6, 0.8, 0.7, 0.8)], mses))
+    assert not flat["passed"]
+    ce_only = deep_scalars([[0.99, 0.5]] * 4, [0.1, 0.01, 0.001, 1e-4], loss="ce")  # CE runs are not this claim's evidence
+    assert C.deep_lowest_to_one(ce_only)["value"] is None
+
+
+def random_pair(widths, activation, S=2, d=5, C_out=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def net(ws):
+        dims = [d, *ws, C_out]
+        W = [torch.randn(S, a, b, generator=g, dtype=torch.float64) for a, b in zip(dims[:-1], dims[1:])]
+        b = [0.5 * torch.randn(S, n, generator=g, dtype=torch.float64) for n in dims[1:]]
+        return Net(W, b, activation, 0.2)
+
+    return net(widths), net([2 * w for w in widths])
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("widths", [[4], [3, 4, 3]])
+def test_lemma_identity_passes_on_real_nets(activation, widths):
+    teacher, student = random_pair(widths, activation)
+    errors = C.lemma_errors(teacher, student, torch.randn(2, 16, 5, dtype=torch.float64))
+    assert len(errors) == len(widths)
+    assert C.lemma_identity(errors)["passed"]
+
+
+def test_lemma_identity_fails_on_a_wrong_formula(monkeypatch):
+    teacher, student = random_pair([4, 3], "relu")
+    A_only = lambda sp, tp, layer: sp.gates[layer - 1] * torch.einsum(  # noqa: E731  # drops the B_l f_l term
+        "snkj,snj->snk", theory.mixing(sp, tp, layer)[0], torch.cat([tp.hidden[layer - 1], torch.ones_like(tp.hidden[layer - 1][..., :1])], -1))
+    monkeypatch.setattr(theory, "backprop_signal", A_only)
+    result = C.lemma_identity(C.lemma_errors(teacher, student, torch.randn(2, 16, 5, dtype=torch.float64)))
+    assert not result["passed"] and result["value"] > 1e-3
+
+
+def test_net_from_weights_round_trip():
+    teacher, _ = random_pair([3, 4], "relu")
+    arrays = {f"teacher.W{l + 1}": w.numpy() for l, w in enumerate(teacher.weights)} | {f"teacher.b{l + 1}": b.numpy() for l, b in enumerate(teacher.biases)}
+    net = C.net_from_weights(arrays, "teacher", "relu", 0.1)
+    x = torch.randn(2, 4, 5, dtype=torch.float64)
+    torch.testing.assert_close(net.forward(x)[0], teacher.forward(x)[0])

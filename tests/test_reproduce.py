@@ -1,0 +1,159 @@
+"""`studentspec reproduce`: every experiment at tiny scale (seconds), resume, the paper-scale grids, the cifar10 hand-over."""
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from studentspec import executors, reproduce
+from studentspec.cli import main
+from studentspec.store import StoreError
+from studentspec.sweep import run_sweep
+
+EXPECTED = {
+    "two-layer": ({"lshape", "success_rate", "convergence", "teacher_curves"},
+                  {"L-shape", "success falls with teacher index", "success rises with multi", "success lower early than at the end",
+                   "strong teacher nodes first", "larger multi converges lower", "Lemma identity"}),
+    "sample-complexity": ({"sample_complexity"}, {"teacher-aware needs fewer samples"}),
+    "deep": ({"deep_lshape", "deep_rho_vs_n"}, {"deep: lowest layer specializes most", "deep: lowest layer -> 1 as loss -> 0", "Lemma identity"}),
+}
+
+
+def in_process(mp: pytest.MonkeyPatch) -> None:
+    """Run sweep jobs in this process: the tiny jobs take less time than spawning a worker (the pool has its own tests)."""
+
+    def local(tasks, workers):
+        threads = torch.get_num_threads()
+        try:
+            for task in tasks:
+                executors.run_job(task)
+                yield task, None
+        finally:
+            torch.set_num_threads(threads)
+
+    mp.setattr(executors, "local", local)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Each experiment reproduced once at tiny scale."""
+    out = tmp_path_factory.mktemp("reproduce")
+    codes = {}
+    with pytest.MonkeyPatch.context() as mp:
+        in_process(mp)
+        for name in EXPECTED:
+            codes[name] = reproduce.reproduce(name, "tiny", out / name, progress=False)
+    return out, codes
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_tiny_experiment_writes_figures_claims_report(tiny, name):
+    out, codes = tiny
+    d = out / name
+    assert codes[name] == 0
+    figures, claim_names = EXPECTED[name]
+    for fig in figures:
+        for ext in ("png", "pdf"):
+            assert (d / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    doc = json.loads((d / "claims.json").read_text())
+    assert {c["name"] for c in doc["claims"]} == claim_names
+    assert set(doc["figures"]) == figures
+    for c in doc["claims"]:
+        assert set(c) >= {"name", "statistic", "value", "threshold", "passed", "justification"}
+        assert isinstance(c["passed"], bool) and c["justification"]
+    assert doc["summary"]["total"] == len(claim_names)
+    assert (d / "report.html").is_file()
+    info = json.loads((d / "reproduce.json").read_text())
+    assert info["experiment"] == name and info["scale"] == "tiny" and info["invocations"][-1]["wall_time_s"] > 0
+
+
+def test_lemma_holds_on_stored_weights(tiny):
+    out, _ = tiny
+    for name in ("two-layer", "deep"):
+        lemma = next(c for c in json.loads((out / name / "claims.json").read_text())["claims"] if c["name"] == "Lemma identity")
+        assert lemma["passed"] and lemma["value"] < 1e-12
+
+
+def test_rerun_resumes_without_training(tiny, monkeypatch):
+    out, _ = tiny
+    d = out / "sample-complexity"
+    before = json.loads((d / "claims.json").read_text())["claims"]
+    monkeypatch.setattr(executors, "local", lambda tasks, workers: pytest.fail("a finished job was run again") if tasks else iter(()))
+    assert reproduce.reproduce("sample-complexity", "tiny", d, progress=False) == 0
+    info = json.loads((d / "reproduce.json").read_text())
+    assert len(info["invocations"]) == 2 and info["invocations"][-1]["parts"]["sample"]["run"] == 0
+    assert json.loads((d / "claims.json").read_text())["claims"] == before
+
+
+def test_other_scale_in_same_dir_is_refused(tiny):
+    out, _ = tiny
+    with pytest.raises(StoreError, match="holds two-layer at scale tiny"):
+        reproduce.reproduce("two-layer", "quick", out / "two-layer", progress=False)
+    assert main(["reproduce", "deep", "--scale", "quick", "--out", str(out / "two-layer"), "--quiet"]) == 2
+
+
+def test_unknown_scale_and_overrides_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "two-layer", "--scale", "huge"])
+    assert main(["reproduce", "two-layer", "seeds=[1]", "--scale", "tiny", "--out", str(tmp_path / "x")]) == 2
+    assert "takes no key=value overrides" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_reproduce_and_markdown(tmp_path, monkeypatch, capsys):
+    in_process(monkeypatch)
+    out = tmp_path / "sc"
+    assert main(["reproduce", "sample-complexity", "--scale", "tiny", "--out", str(out), "--quiet"]) == 0
+    assert (out / "report.html").is_file()
+    capsys.readouterr()
+    assert main(["report", str(out), "--markdown"]) == 0
+    text = capsys.readouterr().out
+    assert "| sample-complexity | teacher-aware needs fewer samples |" in text
+    assert "| sample-complexity | tiny |" in text
+
+
+@pytest.mark.parametrize("name, jobs, seeds, steps", [
+    ("two-layer", {"lshape": 12, "success": 24}, 32, 100_000),
+    ("sample-complexity", {"sample": 160}, 32, 100_000),
+    ("deep", {"lshape": 1, "sample": 28}, None, None),
+])
+def test_paper_scale_is_science_md(tmp_path, name, jobs, seeds, steps):
+    for part in reproduce.parts(name, "paper"):
+        path = reproduce._part_file(tmp_path, part)
+        assert len(run_sweep(str(path), [], tmp_path / part.name, dry_run=True)["jobs"]) == jobs[part.name]
+        cfg = reproduce.part_config(tmp_path, part.name)
+        if seeds:
+            assert len(cfg.seeds) == seeds and cfg.train.epochs * cfg.train.steps_per_epoch == steps
+    if name == "two-layer":
+        success = yaml.safe_load((tmp_path / "configs" / "success.yaml").read_text())
+        assert success["teacher"]["widths"] == [20] and success["sweep"]["grid"]["teacher.decay"] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+        assert success["input_dim"] == 100 and success["train"]["lr"] == 0.01 and success["train"]["batch_size"] == 16
+    if name == "deep":
+        sample = reproduce.part_config(tmp_path, "sample")
+        assert sample.teacher.widths == [50, 75, 100, 125] and sample.train.epochs == 200 and sample.data.std == 10.0
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_quick_scale_is_valid_and_smaller(tmp_path, name):
+    quick, paper = reproduce.parts(name, "quick"), reproduce.parts(name, "paper")
+    assert [p.name for p in quick] == [p.name for p in paper]
+    for q, p in zip(quick, paper):
+        cq, cp = (reproduce.build_config(x.config) for x in (q, p))
+        assert len(cq.seeds) <= len(cp.seeds) and cq.train.threads == 1
+        assert set(q.grid) | set(q.zip) >= set(p.grid) | set(p.zip)  # same axes, fewer values
+
+
+def test_cifar10_hands_over_or_explains(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "studentspec.cifar", types.ModuleType("studentspec.cifar"))  # no reproduce() yet
+    assert main(["reproduce", "cifar10", "--out", str(tmp_path / "c")]) == 2
+    assert "not available yet" in capsys.readouterr().err
+    calls = []
+    module = types.ModuleType("studentspec.cifar")
+    module.reproduce = lambda out, scale, **kw: calls.append((Path(out), scale, kw)) or {"done": True}
+    monkeypatch.setitem(sys.modules, "studentspec.cifar", module)
+    assert main(["reproduce", "cifar10", "data.root=/data/cifar", "--scale", "quick", "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    assert calls == [(tmp_path / "c", "quick", {"overrides": ["data.root=/data/cifar"], "progress": False})]
