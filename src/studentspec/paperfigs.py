@@ -100,7 +100,7 @@ def lshape(students: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def success_rate(teachers: pd.DataFrame, early_step: int, title: str) -> Figure:
+def success_rate(teachers: pd.DataFrame, early_step: int, steps_per_epoch: int, title: str) -> Figure:
     """(b) panels = decay p > 0: fraction of seeds specializing each teacher node; dotted early, solid at the end."""
     df = teachers[(teachers["split"] == "eval") & (teachers["layer"] == 1) & (teachers[DECAY] > 0)]
     decays, multis = sorted(df[DECAY].unique()), _multis(df)
@@ -115,7 +115,7 @@ def success_rate(teachers: pd.DataFrame, early_step: int, title: str) -> Figure:
         ax.set(title=f"p = {p:g}", ylim=(-0.03, 1.03))
     axes[0, 0].set_ylabel("success rate (best corr > 0.95)")
     fig.supxlabel("teacher node index (0 = strongest)", fontsize=8.5)
-    _multi_legend(fig, multis, [(":", f"step {early_step}"), ("-", "end")])
+    _multi_legend(fig, multis, [(":", f"epoch {early_step / steps_per_epoch:g}"), ("-", "end")])
     fig.suptitle(title)
     return fig
 
@@ -172,7 +172,7 @@ def sample_complexity(scalars: pd.DataFrame, teachers: pd.DataFrame, title: str)
     data = mins.merge(corr, on=["data.kind", "data.n_train", MULTI, "seed"])
     fig, axes = _grid(1, 3, w=3.0, h=2.5)
     styles = {"teacher_aware": "-", "gaussian": "--"}
-    for ax, col, label in zip(axes[0], ["eval", "train", "corr"], ["min eval MSE", "min train MSE", "mean best eval correlation (final)"]):
+    for ax, col, label in zip(axes[0], ["eval", "train", "corr"], ["min eval MSE", "min train MSE", "best eval corr. (final, mean)"]):
         for (kind, m), g in data.groupby(["data.kind", MULTI]):
             s = g.groupby("data.n_train")[col].agg(["mean", "std"]).fillna(0.0)
             ax.errorbar(s.index, s["mean"], yerr=s["std"], ls=styles.get(kind, "-."), color=multi_color(m), capsize=1.5, elinewidth=0.6,

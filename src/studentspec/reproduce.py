@@ -275,10 +275,11 @@ def _two_layer(out: Path, scale: str, figs: Path) -> tuple[list[Path], list[dict
     lcfg, scfg = part_config(out, "lshape"), part_config(out, "success")
     lsh, suc = load_sweep(out / "sweep" / "lshape"), load_sweep(out / "sweep" / "success")
     spe = steps_per_epoch(scfg)
-    early = 5 * spe
+    evaluated = sorted(suc["teachers"]["step"].unique())
+    early = int(min((s for s in evaluated if s >= 5 * spe), default=evaluated[-1]))  # "after 5 epochs": the first evaluation from epoch 5 on
     multi = 5.0 if 5.0 in set(suc["teachers"][F.MULTI]) else float(suc["teachers"][F.MULTI].max())
     paths = F.save(F.lshape(lsh["students"], _title(lcfg, scale, f"L-shape, m={lcfg.teacher.widths[0]}")), figs, "lshape")
-    paths += F.save(F.success_rate(suc["teachers"], early, _title(scfg, scale, f"success rate, m={scfg.teacher.widths[0]}")), figs, "success_rate")
+    paths += F.save(F.success_rate(suc["teachers"], early, spe, _title(scfg, scale, f"success rate, m={scfg.teacher.widths[0]}")), figs, "success_rate")
     paths += F.save(F.convergence(suc["scalars"], spe, _title(scfg, scale, f"convergence, m={scfg.teacher.widths[0]}")), figs, "convergence")
     paths += F.save(F.teacher_curves(suc["teachers"], multi, spe, _title(scfg, scale, "per-teacher best correlation")), figs, "teacher_curves")
     found = [
