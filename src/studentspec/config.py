@@ -114,7 +114,7 @@ class TeacherTrainConfig(_Section):
 class EvalConfig(_Section):
     every: int = Field(1, ge=1)
     threshold: float = Field(0.95, gt=0.0, le=1.0)
-    batch_size: int = Field(4096, ge=1)
+    batch_size: int = Field(256, ge=1)  # rows per seed per chunk: small enough that an ensemble chunk stays in cache
     grad_norm: bool = True
 
 
