@@ -119,12 +119,12 @@ def test_cli_reproduce_and_markdown(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("name, jobs, seeds, steps", [
     ("two-layer", {"lshape": 12, "success": 24}, 32, 100_000),
     ("sample-complexity", {"sample": 160}, 32, 100_000),
-    ("deep", {"lshape": 1, "sample": 28}, None, None),
+    ("deep", {"lshape": 2, "sample": 28}, None, None),
 ])
 def test_paper_scale_is_science_md(tmp_path, name, jobs, seeds, steps):
     for part in reproduce.parts(name, "paper"):
         path = reproduce._part_file(tmp_path, part)
-        assert len(run_sweep(str(path), [], tmp_path / part.name, dry_run=True)["jobs"]) == jobs[part.name]
+        assert len(run_sweep(str(path), [], tmp_path / part.name, part.ensemble_size, dry_run=True)["jobs"]) == jobs[part.name]
         cfg = reproduce.part_config(tmp_path, part.name)
         if seeds:
             assert len(cfg.seeds) == seeds and cfg.train.epochs * cfg.train.steps_per_epoch == steps

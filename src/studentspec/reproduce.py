@@ -45,6 +45,7 @@ class Part:
     config: dict[str, Any]
     grid: dict[str, list[Any]]
     zip: dict[str, list[Any]] = field(default_factory=dict)
+    ensemble_size: int | None = None  # seeds per job; None = all seeds of a grid point in one batched job
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -134,17 +135,20 @@ def parts(experiment: str, scale: str) -> list[Part]:
             sample = _merge(DEEP, small | {"seeds": [11]})
             grid = {"student.multi": [2.0], "train.loss": ["mse", "ce"]}
             zipped = {"data.n_train": [300, 600], "train.epochs": [4, 2], "eval.every": [2, 1]}
-        return [Part("lshape", lshape, {}), Part("sample", sample, grid, zipped)]
+        # one seed per job: the single L-shape point would otherwise keep all but one worker idle
+        return [Part("lshape", lshape, {}, ensemble_size=1), Part("sample", sample, grid, zipped)]
     raise ConfigError(f"reproduce: unknown experiment {experiment!r} (one of {', '.join(EXPERIMENTS)})")
 
 
 # ---------------------------------------------------------------- running
 
 def _part_file(out: Path, part: Part) -> Path:
-    """Write (or keep) OUT/configs/<part>.yaml: the validated config tree plus its sweep section."""
-    tree = build_config(part.config).to_dict()  # validates now, before anything runs
+    """Write (or keep) OUT/configs/<part>.yaml: the part's explicit config tree plus its sweep section."""
+    build_config(part.config)  # validates now, before anything runs
     sweep = {k: v for k, v in (("grid", part.grid), ("zip", part.zip)) if v}
-    text = yaml.safe_dump(tree | ({"sweep": sweep} if sweep else {}), sort_keys=False)
+    # the explicit tree, not every resolved default: a changed default elsewhere must not make a finished sweep unresumable
+    # (each job's run dir still records its fully resolved config)
+    text = yaml.safe_dump(part.config | ({"sweep": sweep} if sweep else {}), sort_keys=False)
     path = out / "configs" / f"{part.name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file() or path.read_text() != text:  # unchanged text keeps the sweep manifest valid on resume
@@ -197,7 +201,8 @@ def reproduce(experiment: str, scale: str, out: str | Path, workers: int | None 
     for part in plan:
         if progress:
             print(f"[{experiment} / {part.name}] sweep into {out / 'sweep' / part.name}", flush=True)
-        result = run_sweep(str(files[part.name]), [], out / "sweep" / part.name, workers=workers, threads=1, progress=progress)
+        result = run_sweep(str(files[part.name]), [], out / "sweep" / part.name, part.ensemble_size, workers=workers, threads=1,
+                           progress=progress)
         record["parts"][part.name] = {"jobs": len(result["jobs"]), "run": len(result["done"]), "skipped": len(result["skipped"]),
                                       "failed": result["failed"]}
         failed += len(result["failed"])
