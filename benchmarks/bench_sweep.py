@@ -10,8 +10,16 @@ grid: science.md 4.1's 72 configurations (m in {5,10,20} x multi in {1,2,5,10} x
 {0,..,2.5}) at a reduced scale (configs/two_layer_quick.yaml with d=C=20, 4 seeds, 10 epochs
 of 1000 steps) through the local executor; prints wall time, jobs/s and seed-steps/s.
 
+project: the paper's full two-layer grid (72 configs x 32 seeds x 1e5 steps, evaluation every
+1000 steps) projected from a measured subset: the 12 (m, multi) points at p=1 (the decay p does
+not change the cost) each train 3 paper-scale epochs in a pool of `workers` processes; from the
+evaluation timestamps, one epoch (1000 steps + its evaluation) = (t_eval3 - t_eval1) / 2 and the
+fixed cost = build + first evaluation; a full job = fixed + 100 epochs; the grid = 6 x the 12
+jobs, spread over the workers longest first.
+
     python benchmarks/bench_sweep.py overhead --jobs 100
     python benchmarks/bench_sweep.py grid
+    python benchmarks/bench_sweep.py project
 """
 
 from __future__ import annotations
@@ -77,14 +85,55 @@ def grid(workers: int) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def epoch_cost(overrides: list[str]) -> tuple[float, float]:
+    """(fixed seconds: build + first evaluation, seconds per epoch incl. its evaluation) of a paper-scale config."""
+    import torch
+
+    from studentspec import load_config, train
+
+    torch.set_num_threads(1)
+    cfg = load_config("configs/two_layer.yaml", [*overrides, "train.epochs=3", "train.threads=1"])
+    stamps: list[float] = []
+    t0 = time.perf_counter()
+    train(cfg, progress=False, on_eval=lambda _: stamps.append(time.perf_counter()))
+    return stamps[0] - t0, (stamps[3] - stamps[1]) / 2
+
+
+def project(workers: int) -> None:
+    """Project the full paper grid from the 12 (m, multi) points timed for 3 epochs each."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    keys = [(m, multi) for m in (5, 10, 20) for multi in (1, 2, 5, 10)]
+    t0 = time.perf_counter()
+    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        costs = list(pool.map(epoch_cost, [[f"teacher.widths=[{m}]", f"student.multi={multi}", "teacher.decay=1"] for m, multi in keys]))
+    rows, jobs = [], []
+    for (m, multi), (fixed, epoch) in zip(keys, costs):
+        full = fixed + 100 * epoch
+        jobs += [full] * 6  # the six decays p cost the same
+        rows.append(f"| {m} | {multi} | {m * multi} | {epoch:.2f} | {fixed:.1f} | {full / 60:.1f} | {32 * 1000 / epoch:.0f} |")
+    loads = [0.0] * workers
+    for job in sorted(jobs, reverse=True):  # longest first onto the least loaded worker
+        loads[loads.index(min(loads))] += job
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print("| m | multi | n | one epoch incl. evaluation (s) | fixed (s) | full job (min) | seed-steps/s incl. evaluation |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print(f"measured in {time.perf_counter() - t0:.0f} s; projected full grid (72 configs x 32 seeds x 1e5 steps) on {workers} workers: "
+          f"{max(loads) / 3600:.2f} h (sum of job times {sum(jobs) / 3600:.2f} h); peak worker RSS {rss:.0f} MiB", flush=True)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["overhead", "grid"])
+    ap.add_argument("mode", choices=["overhead", "grid", "project"])
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--executors", default="local,ray,slurm")
     a = ap.parse_args()
     if a.mode == "overhead":
         overhead(a.jobs, a.workers, a.executors.split(","))
-    else:
+    elif a.mode == "grid":
         grid(a.workers)
+    else:
+        project(a.workers)
