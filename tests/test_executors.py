@@ -56,14 +56,16 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def test_ray_cluster_sweep_equals_local(local_sweep, tmp_path):
+def test_ray_cluster_sweep_equals_local(local_sweep, tmp_path, monkeypatch):
     pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'studentspec[ray]')")
+    # hermetic: a token left in ~/.ray by another Ray session would otherwise switch auth on for one side only
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     ray_bin = Path(sys.executable).with_name("ray")
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="ss-ray-", dir="/tmp")  # short: Ray's unix socket paths have a length limit
     head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
                              "--include-dashboard=false", "--disable-usage-stats", "--node-ip-address=127.0.0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ))
     try:
         deadline = time.time() + 120
         while True:

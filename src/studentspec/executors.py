@@ -128,7 +128,10 @@ def ray(tasks: list[Task], address: str | None, workers: int) -> Iterator[tuple[
 
     preflight("ray", address, {})
     if address:
-        ray_lib.init(address=address, log_to_driver=False, configure_logging=False)
+        try:
+            ray_lib.init(address=address, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError) as err:  # e.g. not a Ray head, or an authentication mismatch
+            raise ConfigError(f"--address: could not join the Ray cluster at {address} ({_error(err)})") from None
     else:
         ray_lib.init(num_cpus=workers * max(t.threads for t in tasks) if tasks else 1, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
