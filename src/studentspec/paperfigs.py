@@ -83,14 +83,14 @@ def lshape(students: pd.DataFrame, title: str) -> Figure:
     df = _final(students[(students["split"] == "train") & (students["layer"] == 1)])
     decays, multis = sorted(df[DECAY].unique()), _multis(df)
     fig, axes = _grid(len(decays), len(multis), sharex=True, sharey=True)
-    top = 1.05 * float(df["fanout_norm"].max()) if len(df) else 1.0
+    top = max(2.5, 1.05 * float(df["fanout_norm"].max())) if len(df) else 2.5  # the paper's axes [0, 1.1] x [-0.1, 2.5] unless data exceed them
     for i, p in enumerate(decays):
         for j, m in enumerate(multis):
             ax = axes[i, j]
             s = df[(df[DECAY] == p) & (df[MULTI] == m)]
             ax.scatter(s["best_corr"], s["fanout_norm"], s=5, alpha=0.45, color=multi_color(m), linewidths=0)
             ax.set_xlim(0, 1.1)
-            ax.set_ylim(-0.04 * top, top)
+            ax.set_ylim(-0.1, top)
             ax.set_title(f"p = {p:g}, multi = {m:g}")
             if i == len(decays) - 1:
                 ax.set_xlabel("best teacher correlation")

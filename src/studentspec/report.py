@@ -153,8 +153,11 @@ def write_report(out: str | Path, reanalyze: bool = False) -> Path:
     if not (out / "reproduce.json").is_file():
         raise StoreError(f"{out}: not a reproduce dir (reproduce.json missing; run `studentspec reproduce` first)")
     if reanalyze or not (out / "claims.json").is_file():
-        from .reproduce import analyze
+        from .reproduce import ANALYSES, analyze
 
+        experiment = read_json(out / "reproduce.json").get("experiment")
+        if experiment not in ANALYSES:
+            raise StoreError(f"{out}: no claims.json and no analysis for experiment {experiment!r} (report knows {', '.join(ANALYSES)})")
         analyze(out)
     path = out / "report.html"
     text = render(out)
