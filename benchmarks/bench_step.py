@@ -1,12 +1,13 @@
 """Training-step throughput on the science.md 4.1 workload, next to the GEMM peak measured in the same process.
 
-Workload: d=100 inputs, student hidden n=100 (teacher widths [10], student.multi=10), C=50 outputs,
+Workload: d=100 inputs, student hidden n (--hidden, default 100; built as teacher widths [n] x
+multi 1, the same student shapes as the paper's [10] x 10), C=50 outputs,
 batch B=16, MSE, plain SGD (the trainer's fused hand-derived path), S seeds trained together.
 FLOPs per seed-step, counted explicitly (bias adds, ReLU, loss and the SGD axpy ignored):
     forward 2B(dn + nC) + weight grads 2B(dn + nC) + input grad of layer 2 2BnC = B(4dn + 6nC),
 i.e. 1.12 MFLOP at d=100, n=100, C=50, B=16; GFLOP/s = seed-steps/s * that / 1e9.
 GEMM peak: best of several 2048x2048 matmuls at the same dtype and thread count, 2n^3/t.
-Every (S, dtype, threads) point runs --repeats times, each in its own subprocess (repeats are
+Every (S, n, dtype, threads) point runs --repeats times, each in its own subprocess (repeats are
 interleaved across points, so a machine stall hits different points); the table shows medians.
 """
 
@@ -22,7 +23,11 @@ import time
 from collections.abc import Callable
 
 D, N, C, B = 100, 100, 50, 16
-FLOPS_PER_SEED_STEP = B * (4 * D * N + 6 * N * C)
+
+
+def flops_per_seed_step(n: int = N) -> int:
+    """FLOPs of one seed-step with student hidden width n (formula in the module docstring)."""
+    return B * (4 * D * n + 6 * n * C)
 LR = 0.01
 
 
@@ -49,7 +54,7 @@ def timed(fn: Callable[[], int], min_time: float) -> float:
     return steps / elapsed
 
 
-def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, autograd: bool) -> dict[str, float]:
+def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, autograd: bool, n: int = N) -> dict[str, float]:
     """One measurement in this process: GEMM peak, step rate on pre-drawn batches, full-loop rate."""
     import torch
 
@@ -61,7 +66,7 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
     from studentspec.train import build
 
     seeds = list(range(1, size + 1))
-    over = [f"seeds={seeds}", "teacher.widths=[10]", "student.multi=10", f"input_dim={D}", f"output_dim={C}"]
+    over = [f"seeds={seeds}", f"teacher.widths=[{n}]", "student.multi=1", f"input_dim={D}", f"output_dim={C}"]
     over += [f"train.batch_size={B}", f"train.dtype={dtype}", f"train.steps_per_epoch={steps}", "data.n_eval=2"]
     s = build(load_config(None, over))
     net = s.student
@@ -109,10 +114,10 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
     return res
 
 
-def spawn(size: int, dtype: str, threads: int, args: argparse.Namespace) -> dict[str, float]:
+def spawn(size: int, dtype: str, threads: int, n: int, args: argparse.Namespace) -> dict[str, float]:
     """Run one worker in a fresh subprocess with the thread count pinned; its JSON result."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, __file__, "--worker", "--sizes", str(size), "--dtypes", dtype, "--threads", str(threads)]
+    cmd = [sys.executable, __file__, "--worker", "--sizes", str(size), "--dtypes", dtype, "--threads", str(threads), "--hidden", str(n)]
     cmd += ["--steps", str(args.steps), "--min-time", str(args.min_time)] + (["--autograd"] if args.autograd else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -128,6 +133,7 @@ def main() -> None:
     """Parse the CLI; run a worker, or the whole grid and print a markdown table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", help="ensemble sizes S (default 1 8 32 128)")
+    p.add_argument("--hidden", type=int, nargs="+", help="student hidden widths n (default 100)")
     p.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], help="default both")
     p.add_argument("--threads", type=int, nargs="+", help="torch thread counts (default 1 2)")
     p.add_argument("--repeats", type=int, help="subprocesses per point (default 5)")
@@ -144,23 +150,24 @@ def main() -> None:
     a.repeats = a.repeats or (2 if q else 5)
     a.min_time = a.min_time or (0.3 if q else 1.0)
     if a.worker:
-        print(json.dumps(worker(a.sizes[0], a.dtypes[0], a.threads[0], a.steps, a.min_time, a.autograd)))
+        print(json.dumps(worker(a.sizes[0], a.dtypes[0], a.threads[0], a.steps, a.min_time, a.autograd, (a.hidden or [N])[0])))
         return
-    points = [(s, d, t) for t in a.threads for d in a.dtypes for s in a.sizes]
-    runs: dict[tuple[int, str, int], list[dict[str, float]]] = {pt: [] for pt in points}
+    a.hidden = a.hidden or [N]
+    points = [(s, d, t, n) for t in a.threads for d in a.dtypes for n in a.hidden for s in a.sizes]
+    runs: dict[tuple[int, str, int, int], list[dict[str, float]]] = {pt: [] for pt in points}
     for r in range(a.repeats):  # interleaved: repeat r of every point before repeat r+1
         for pt in points:
             res = spawn(*pt, a)
             runs[pt].append(res)
-            print(f"repeat {r + 1}/{a.repeats} S={pt[0]} {pt[1]} threads={pt[2]}: {json.dumps(res)}", file=sys.stderr, flush=True)
-    head = "| S | dtype | threads | seed-steps/s median [min-max] | GFLOP/s | GEMM peak GFLOP/s | % of peak | full-loop seed-steps/s |"
+            print(f"repeat {r + 1}/{a.repeats} S={pt[0]} {pt[1]} threads={pt[2]} n={pt[3]}: {json.dumps(res)}", file=sys.stderr, flush=True)
+    head = "| S | n | dtype | threads | seed-steps/s median [min-max] | GFLOP/s | GEMM peak GFLOP/s | % of peak | full-loop seed-steps/s |"
     print(head + (" autograd seed-steps/s | hand-derived / autograd |" if a.autograd else ""))
     print("|" + "---|" * (head.count("|") - 1 + (2 if a.autograd else 0)))
-    for (size, dtype, threads), rs in runs.items():
+    for (size, dtype, threads, n), rs in runs.items():
         ss = [size * r["rate"] for r in rs]
-        gf = [x * FLOPS_PER_SEED_STEP / 1e9 for x in ss]
+        gf = [x * flops_per_seed_step(n) / 1e9 for x in ss]
         frac = [100 * g / r["peak"] for g, r in zip(gf, rs)]
-        row = f"| {size} | {dtype} | {threads} | {fmt(ss)} | {fmt(gf, False)} | {fmt([r['peak'] for r in rs])} | {fmt(frac)} | {fmt([size * r['full_rate'] for r in rs])} |"
+        row = f"| {size} | {n} | {dtype} | {threads} | {fmt(ss)} | {fmt(gf, False)} | {fmt([r['peak'] for r in rs])} | {fmt(frac)} | {fmt([size * r['full_rate'] for r in rs])} |"
         if a.autograd:
             ratio = [(r["rate"] + r["manual_rate_again"]) / 2 / r["autograd_rate"] for r in rs]
             row += f" {fmt([size * r['autograd_rate'] for r in rs])} | {fmt(ratio)} |"
