@@ -158,3 +158,21 @@ def test_cifar10_hands_over_or_explains(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "studentspec.cifar", module)
     assert main(["reproduce", "cifar10", "data.root=/data/cifar", "--scale", "quick", "--out", str(tmp_path / "c"), "--quiet"]) == 0
     assert calls == [(tmp_path / "c", "quick", {"overrides": ["data.root=/data/cifar"], "progress": False})]
+
+
+def test_executor_options_reach_the_sweep(tmp_path, monkeypatch):
+    from studentspec import sweep
+
+    seen, original = [], sweep.run_sweep
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs[k] for k in ("executor", "slurm") if k in kwargs})
+        return original(*args, **(kwargs | {"executor": "local", "slurm": None}))
+
+    in_process(monkeypatch)
+    monkeypatch.setattr(sweep, "run_sweep", spy)
+    out = tmp_path / "sc"
+    assert main(["reproduce", "sample-complexity", "--scale", "tiny", "--out", str(out), "--quiet",
+                 "--executor", "slurm", "--slurm", "timeout_min=5", "--slurm", "cluster=local"]) == 0
+    assert seen == [{"executor": "slurm", "slurm": {"timeout_min": 5, "cluster": "local"}}]
+    assert main(["reproduce", "sample-complexity", "--scale", "tiny", "--out", str(out), "--slurm", "oops"]) == 2

@@ -147,7 +147,16 @@ def _reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
     out = args.out or f"runs/reproduce/{args.name}-{args.scale}"
-    return reproduce(args.name, args.scale, out, workers=args.workers, progress=not args.quiet, overrides=args.overrides)
+    options: dict[str, object] = {"address": args.address} if args.address else {}
+    if args.slurm:
+        options["slurm"] = {}
+        for item in args.slurm:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--slurm {item}: must look like key=value")
+            options["slurm"][key] = yaml.safe_load(raw)  # type: ignore[index]
+    return reproduce(args.name, args.scale, out, workers=args.workers, progress=not args.quiet, overrides=args.overrides,
+                     executor=args.executor, executor_options=options)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -240,6 +249,9 @@ def parser() -> argparse.ArgumentParser:
                    help="paper: science.md settings; quick: same shape, minutes on 2 cores; tiny: seconds, a smoke test")
     e.add_argument("--out", help="output dir (default runs/reproduce/NAME-SCALE); re-run the same command to resume")
     e.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    e.add_argument("--executor", choices=["local", "ray", "slurm"], default="local", help="where the sweep jobs run (as in `sweep`)")
+    e.add_argument("--address", help="Ray cluster HOST:PORT (--executor ray)")
+    e.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE", help="submitit parameter (--executor slurm)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_reproduce)
     o = sub.add_parser("report", help="write DIR/report.html (self-contained) from a reproduce dir's stored results; no retraining")

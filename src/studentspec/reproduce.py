@@ -179,8 +179,11 @@ def versions() -> dict[str, str]:
 
 
 def reproduce(experiment: str, scale: str, out: str | Path, workers: int | None = None, progress: bool = True,
-              overrides: list[str] | None = None) -> int:
-    """Run (or resume) every sweep part of an experiment, then analyze it; returns an exit code (1 if a job failed)."""
+              overrides: list[str] | None = None, executor: str = "local", executor_options: dict[str, Any] | None = None) -> int:
+    """Run (or resume) every sweep part of an experiment, then analyze it; returns an exit code (1 if a job failed).
+
+    `executor` and `executor_options` (address, gpus_per_job, slurm) go to `sweep.run_sweep`: paper scale on Ray or SLURM.
+    """
     if experiment == "cifar10":
         return cifar_handover(out, scale, overrides or [], progress)
     if overrides:
@@ -202,7 +205,7 @@ def reproduce(experiment: str, scale: str, out: str | Path, workers: int | None 
         if progress:
             print(f"[{experiment} / {part.name}] sweep into {out / 'sweep' / part.name}", flush=True)
         result = run_sweep(str(files[part.name]), [], out / "sweep" / part.name, part.ensemble_size, workers=workers, threads=1,
-                           progress=progress)
+                           progress=progress, executor=executor, **(executor_options or {}))
         record["parts"][part.name] = {"jobs": len(result["jobs"]), "run": len(result["done"]), "skipped": len(result["skipped"]),
                                       "failed": result["failed"]}
         failed += len(result["failed"])
