@@ -125,8 +125,8 @@ def success_rises_with_multi(teachers: pd.DataFrame, min_rho: float = RISES_MIN_
     return claim(
         "success rises with multi", "Spearman(multi, success rate at the end averaged over teachers, decays and seeds)", value,
         f">= {min_rho:g}", value >= min_rho,
-        f"With 4 multis, Spearman {min_rho:g} allows at most one adjacent pair out of order (a tie at the top, where both reach 100%, "
-        "counts as half); anything lower is no clear rise.",
+        f"With 4 multis, Spearman {min_rho:g} allows at most one adjacent pair out of order (tied multis, e.g. two at 100%, share "
+        "their rank and still pass); anything lower is no clear rise.",
         ", ".join(f"multi {m:g}: {s:.3f}" for m, s in per_multi.items()))
 
 

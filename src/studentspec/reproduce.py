@@ -338,7 +338,7 @@ def analyze(out: str | Path, progress: bool = False) -> dict[str, Any]:
     with F.paper_style():
         paths, found = ANALYSES[info["experiment"]](out, info["scale"], out / "figures")
     doc = {"experiment": info["experiment"], "scale": info["scale"], "claims": found, "summary": C.summarize(found),
-           "figures": sorted({p.stem for p in paths}), "wall_time_s": round(time.perf_counter() - start, 1)}
+           "figures": list(dict.fromkeys(p.stem for p in paths)), "wall_time_s": round(time.perf_counter() - start, 1)}  # figures in the paper's order
     write_json(out / "claims.json", doc)
     if progress:
         for c in found:
