@@ -76,6 +76,14 @@ def test_success_rises_with_multi_pass_and_fail():
     assert not bad["passed"] and ok["value"] > bad["value"]
 
 
+def test_success_falls_with_decay_pass_and_fail():
+    decays = (0.0, 0.5, 1.0, 1.5, 2.0)
+    ok = C.success_falls_with_decay(teachers(lambda p, multi, j, seed, step: j < 5 - 2 * p, decays=decays))
+    assert ok["passed"] and ok["value"] == pytest.approx(-1.0)
+    bad = C.success_falls_with_decay(teachers(lambda p, multi, j, seed, step: j < 1 + 2 * p, decays=decays))
+    assert not bad["passed"] and bad["value"] > 0
+
+
 def test_success_lower_early_pass_and_fail():
     ok = C.success_lower_early(teachers(lambda p, multi, j, seed, step: j < step // 2), early_step=5)
     assert ok["passed"] and ok["value"] > 0

@@ -114,6 +114,21 @@ def success_falls_with_index(teachers: pd.DataFrame, min_decay: float = 1.0, max
         "; ".join(f"p={p:g}: {r:.3f}" for p, r in rhos.items()))
 
 
+FASTER_MAX_RHO = -0.8
+
+
+def success_falls_with_decay(teachers: pd.DataFrame, max_rho: float = FASTER_MAX_RHO) -> dict[str, Any]:
+    """Success falls faster for larger p: Spearman(decay p, mean success rate at the end)."""
+    table = success_table(teachers)
+    per_decay = table.groupby(DECAY)["success"].mean()
+    value = _spearman(per_decay.index, per_decay.values)
+    return claim(
+        "success falls with decay p", "Spearman(p, success rate at the end averaged over teachers, multis and seeds)", value,
+        f"<= {max_rho:g}", value <= max_rho,
+        f"Larger p makes the weak nodes weaker (science.md 4.1: success falls faster for larger p). With 6 decays {max_rho:g} "
+        "allows about one adjacent pair out of order.", ", ".join(f"p {p:g}: {v:.3f}" for p, v in per_decay.items()))
+
+
 RISES_MIN_RHO = 0.8
 
 

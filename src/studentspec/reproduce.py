@@ -294,6 +294,7 @@ def _two_layer(out: Path, scale: str, figs: Path) -> tuple[list[Path], list[dict
         C.lshape(lsh["students"]),
         C.success_falls_with_index(suc["teachers"]),
         C.success_rises_with_multi(suc["teachers"]),
+        C.success_falls_with_decay(suc["teachers"]),
         C.success_lower_early(suc["teachers"], early),
         C.strong_first(suc["teachers"]),
         C.converges_lower_with_multi(suc["scalars"]),
