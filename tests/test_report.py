@@ -126,3 +126,11 @@ def test_report_renders_in_headless_chromium(repro):
         assert shot.stat().st_size > 10_000
     finally:
         browser.quit()
+
+
+def test_part_without_finished_jobs_is_named(repro, tmp_path):
+    d = tmp_path / "copy"
+    shutil.copytree(repro, d)
+    shutil.rmtree(d / "sweep" / "sample" / "jobs")
+    with pytest.raises(StoreError, match="sample: no finished job"):
+        report.write_report(d, reanalyze=True)

@@ -270,7 +270,7 @@ def _first_job(sweep_dir: Path) -> Path:
     for job in read_json(sweep_dir / "sweep.json")["jobs"]:
         if (sweep_dir / "jobs" / job["id"] / "summary.json").is_file():
             return sweep_dir / "jobs" / job["id"]
-    raise StoreError(f"{sweep_dir}: no finished job")
+    raise StoreError(f"{sweep_dir}: no finished job to analyze (see the failures reported by the sweep; re-run to retry them)")
 
 
 def _title(cfg: Config, scale: str, what: str) -> str:
@@ -335,6 +335,8 @@ def analyze(out: str | Path, progress: bool = False) -> dict[str, Any]:
     """Figures and claims.json of a reproduce dir, from its stored run dirs only; returns the claims document."""
     out = Path(out)
     info = read_json(out / "reproduce.json")
+    for sweep_dir in sorted((out / "sweep").glob("*/")):
+        _first_job(sweep_dir)  # a part whose every job failed has nothing to analyze: say which
     start = time.perf_counter()
     with F.paper_style():
         paths, found = ANALYSES[info["experiment"]](out, info["scale"], out / "figures")
