@@ -176,3 +176,12 @@ def test_executor_options_reach_the_sweep(tmp_path, monkeypatch):
                  "--executor", "slurm", "--slurm", "timeout_min=5", "--slurm", "cluster=local"]) == 0
     assert seen == [{"executor": "slurm", "slurm": {"timeout_min": 5, "cluster": "local"}}]
     assert main(["reproduce", "sample-complexity", "--scale", "tiny", "--out", str(out), "--slurm", "oops"]) == 2
+
+
+def test_resume_from_another_directory(tmp_path, monkeypatch):
+    in_process(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert reproduce.reproduce("sample-complexity", "tiny", "rel", progress=False) == 0
+    monkeypatch.chdir("/")
+    monkeypatch.setattr(executors, "local", lambda tasks, workers: pytest.fail("a finished job was run again") if tasks else iter(()))
+    assert reproduce.reproduce("sample-complexity", "tiny", tmp_path / "rel", progress=False) == 0

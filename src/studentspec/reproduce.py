@@ -188,12 +188,12 @@ def reproduce(experiment: str, scale: str, out: str | Path, workers: int | None 
         return cifar_handover(out, scale, overrides or [], progress)
     if overrides:
         raise ConfigError(f"reproduce {experiment}: takes no key=value overrides (its settings are the paper's; got {' '.join(overrides)})")
-    out = Path(out)
+    out = Path(out).resolve()  # the sweep manifests record config paths: absolute ones resume from any working directory
     plan = parts(experiment, scale)
     files = {}
     for part in plan:
         build_config(part.config)  # every part validated before OUT is touched
-    info = _claim_scale(out, experiment, scale)
+    _claim_scale(out, experiment, scale)
     for part in plan:
         files[part.name] = _part_file(out, part)
     start = time.perf_counter()
