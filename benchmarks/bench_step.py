@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -141,8 +142,12 @@ def main() -> None:
     p.add_argument("--min-time", type=float, help="seconds each timed loop runs at least (default 1.0)")
     p.add_argument("--autograd", action="store_true", help="also time the autograd step (same process)")
     p.add_argument("--quick", action="store_true", help="smoke test: S in {1, 32}, float64, 1 thread, 2 repeats")
+    p.add_argument("--merge", nargs="+", metavar="LOG", help="only print the table of earlier runs' stderr logs")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.merge:
+        table(merge(a.merge), a.autograd)
+        return
     q = a.quick
     a.sizes = a.sizes or ([1, 32] if q else [1, 8, 32, 128])
     a.dtypes = a.dtypes or (["float64"] if q else ["float32", "float64"])
@@ -160,15 +165,31 @@ def main() -> None:
             res = spawn(*pt, a)
             runs[pt].append(res)
             print(f"repeat {r + 1}/{a.repeats} S={pt[0]} {pt[1]} threads={pt[2]} n={pt[3]}: {json.dumps(res)}", file=sys.stderr, flush=True)
-    head = "| S | n | dtype | threads | seed-steps/s median [min-max] | GFLOP/s | GEMM peak GFLOP/s | % of peak | full-loop seed-steps/s |"
-    print(head + (" autograd seed-steps/s | hand-derived / autograd |" if a.autograd else ""))
-    print("|" + "---|" * (head.count("|") - 1 + (2 if a.autograd else 0)))
+    table(runs, a.autograd)
+
+
+def merge(logs: list[str]) -> dict[tuple[int, str, int, int], list[dict[str, float]]]:
+    """Results from the stderr logs of earlier runs ('repeat i/k S=.. dtype threads=.. n=..: {json}' lines)."""
+    runs: dict[tuple[int, str, int, int], list[dict[str, float]]] = {}
+    for log in logs:
+        for line in open(log):
+            m = re.match(r"repeat \S+ S=(\d+) (\w+) threads=(\d+) n=(\d+): (\{.*\})$", line.strip())
+            if m:
+                runs.setdefault((int(m[1]), m[2], int(m[3]), int(m[4])), []).append(json.loads(m[5]))
+    return dict(sorted(runs.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][3], kv[0][0])))
+
+
+def table(runs: dict[tuple[int, str, int, int], list[dict[str, float]]], autograd: bool) -> None:
+    """Print the markdown table of medians [min-max] over each point's processes."""
+    head = "| S | n | dtype | threads | processes | seed-steps/s median [min-max] | GFLOP/s | GEMM peak GFLOP/s | % of peak | full-loop seed-steps/s |"
+    print(head + (" autograd seed-steps/s | hand-derived / autograd |" if autograd else ""))
+    print("|" + "---|" * (head.count("|") - 1 + (2 if autograd else 0)))
     for (size, dtype, threads, n), rs in runs.items():
         ss = [size * r["rate"] for r in rs]
         gf = [x * flops_per_seed_step(n) / 1e9 for x in ss]
         frac = [100 * g / r["peak"] for g, r in zip(gf, rs)]
-        row = f"| {size} | {n} | {dtype} | {threads} | {fmt(ss)} | {fmt(gf, False)} | {fmt([r['peak'] for r in rs])} | {fmt(frac)} | {fmt([size * r['full_rate'] for r in rs])} |"
-        if a.autograd:
+        row = f"| {size} | {n} | {dtype} | {threads} | {len(rs)} | {fmt(ss)} | {fmt(gf, False)} | {fmt([r['peak'] for r in rs])} | {fmt(frac)} | {fmt([size * r['full_rate'] for r in rs])} |"
+        if autograd:
             ratio = [(r["rate"] + r["manual_rate_again"]) / 2 / r["autograd_rate"] for r in rs]
             row += f" {fmt([size * r['autograd_rate'] for r in rs])} | {fmt(ratio)} |"
         print(row)
