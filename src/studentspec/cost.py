@@ -3,8 +3,8 @@
 Per job: seed-steps = seeds x epochs x steps per epoch; a training seed-step costs about
 6 x batch x sum(fan_in x fan_out) FLOPs (forward 2, backward 4), an evaluation 2 x samples x
 sum(fan_in x fan_out) per seed, three times that on the training set when gradient norms are
-measured. Wall time: the first job's config is built and timed for one evaluation and a few
-hundred steps in this process; other jobs scale by their FLOP counts; jobs are spread over the
+measured. Wall time: the first job's config is built and timed for evaluations and a few
+hundred steps in this process (calibrate()); other jobs scale by their FLOP counts; jobs are spread over the
 workers. An estimate, not a promise: small jobs run below the calibrated rate.
 """
 
@@ -41,22 +41,31 @@ def job_cost(cfg: Config) -> JobCost:
     return JobCost(S * tc.epochs * steps, 6.0 * S * batch * macs, evals, 2.0 * S * macs * (n_train + cfg.data.n_eval))
 
 
-def calibrate(cfg: Config, steps: int = 300) -> tuple[float, float, float]:
-    """Seconds for build(), one evaluation, and one training step of `cfg`, measured here."""
+def calibrate(cfg: Config, steps: int = 200) -> tuple[float, float, float]:
+    """Seconds for build(), one evaluation, and one training step of `cfg`, measured here.
+
+    One setup trains twice: one epoch of `steps` steps between two evaluations (span a), then
+    two epochs between two evaluations (span b), so a step costs (b - a) / steps and an
+    evaluation a - steps x that, with no warm-up evaluation in either difference.
+    """
     from .train import build, train
 
     tree = cfg.to_dict()
     tree["train"] |= {"epochs": 1, "steps_per_epoch": steps, "threads": cfg.train.threads}
     tree["eval"] |= {"every": 1}
-    short = build_config(tree)
+    one = build_config(tree)
+    tree["train"]["epochs"], tree["eval"]["every"] = 2, 2
+    two = build_config(tree)
     t0 = time.perf_counter()
-    setup = build(short)
+    setup = build(one)
     t_build = time.perf_counter() - t0
-    stamps: list[float] = []
-    t1 = time.perf_counter()
-    train(short, progress=False, on_eval=lambda _: stamps.append(time.perf_counter()), setup=setup)
-    t_eval = stamps[0] - t1
-    t_step = max(stamps[1] - stamps[0] - t_eval, 0.0) / steps
+    spans = []
+    for c in (one, two):
+        stamps: list[float] = []
+        train(c, progress=False, on_eval=lambda _, stamps=stamps: stamps.append(time.perf_counter()), setup=setup)
+        spans.append(stamps[-1] - stamps[0])
+    t_step = max(spans[1] - spans[0], 0.0) / steps
+    t_eval = max(spans[0] - steps * t_step, 0.0)
     return t_build, t_eval, t_step
 
 
