@@ -117,11 +117,15 @@ def success_falls_with_index(teachers: pd.DataFrame, min_decay: float = 1.0, max
 FASTER_MAX_RHO = -0.8
 
 
+def _success_trend(teachers: pd.DataFrame, key: str) -> tuple[pd.Series, float]:
+    """Mean success rate at the end per value of `key`, and Spearman(key, that mean)."""
+    per = success_table(teachers).groupby(key)["success"].mean()
+    return per, _spearman(per.index, per.values)
+
+
 def success_falls_with_decay(teachers: pd.DataFrame, max_rho: float = FASTER_MAX_RHO) -> dict[str, Any]:
     """Success falls faster for larger p: Spearman(decay p, mean success rate at the end)."""
-    table = success_table(teachers)
-    per_decay = table.groupby(DECAY)["success"].mean()
-    value = _spearman(per_decay.index, per_decay.values)
+    per_decay, value = _success_trend(teachers, DECAY)
     return claim(
         "success falls with decay p", "Spearman(p, success rate at the end averaged over teachers, multis and seeds)", value,
         f"<= {max_rho:g}", value <= max_rho,
@@ -134,9 +138,7 @@ RISES_MIN_RHO = 0.8
 
 def success_rises_with_multi(teachers: pd.DataFrame, min_rho: float = RISES_MIN_RHO) -> dict[str, Any]:
     """More over-realization => more teacher nodes specialized (claim 6): Spearman(multi, mean success)."""
-    table = success_table(teachers)
-    per_multi = table.groupby(MULTI)["success"].mean()
-    value = _spearman(per_multi.index, per_multi.values)
+    per_multi, value = _success_trend(teachers, MULTI)
     return claim(
         "success rises with multi", "Spearman(multi, success rate at the end averaged over teachers, decays and seeds)", value,
         f">= {min_rho:g}", value >= min_rho,

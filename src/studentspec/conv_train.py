@@ -10,10 +10,7 @@ training, every eval.every epochs, at the end) is on the first data.n_eval test 
 from __future__ import annotations
 
 import math
-import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from . import seeding
@@ -278,35 +274,10 @@ def _arrays(prefix: str, net: ConvNet) -> dict[str, np.ndarray]:
     return out
 
 
-def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as f:  # a file object: np.savez would append .npz to a path
-        np.savez(f, **arrays)
-
-
 def write_conv_run(result: ConvResult, out: str | Path, overwrite: bool = False) -> Path:
     """Write a conv run dir (same files as an MLP run: config, three tables, summary, weights) atomically."""
-    from .store import StoreError, write_all, write_json
+    from .store import write_run_dir
 
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
-        scalars, teachers, students = conv_tables(result)
-        arrays = _arrays("teacher", result.setup.ckpt.net) | _arrays("student", result.setup.student)
-        write_all(stage, {
-            "config.yaml": lambda p: p.write_text(yaml.safe_dump(result.setup.cfg.to_dict(), sort_keys=False)),
-            "scalars.parquet": lambda p: scalars.to_parquet(p, index=False),
-            "teachers.parquet": lambda p: teachers.to_parquet(p, index=False),
-            "students.parquet": lambda p: students.to_parquet(p, index=False),
-            "weights.npz": lambda p: _savez(p, arrays),
-        })
-        write_json(stage / "summary.json", conv_summary(result, scalars))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage, out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage)
-    return out
+    scalars, teachers, students = conv_tables(result)
+    arrays = _arrays("teacher", result.setup.ckpt.net) | _arrays("student", result.setup.student)
+    return write_run_dir(out, overwrite, result.setup.cfg, (scalars, teachers, students), arrays, conv_summary(result, scalars))

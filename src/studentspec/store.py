@@ -196,25 +196,27 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def write_run(result: TrainResult, out: str | Path, overwrite: bool = False) -> Path:
-    """Write a finished run to `out` atomically; refuses an existing dir unless overwrite."""
-    if result.__class__.__name__ == "ConvResult":  # image data: conv_train writes the same files for conv nets
-        from .conv_train import write_conv_run
+def write_run_dir(out: str | Path, overwrite: bool, cfg: Config, tables3: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+                  arrays: dict[str, np.ndarray], info: dict[str, Any]) -> Path:
+    """Write a run dir (config.yaml, scalars/teachers/students.parquet, weights.npz, summary.json) atomically.
 
-        return write_conv_run(result, out, overwrite)  # type: ignore[arg-type]
+    Everything goes into a staging dir next to `out`, renamed onto it at the end; summary.json is
+    written last, so a run dir with a summary is complete. Refuses an existing dir unless overwrite.
+    """
     out = Path(out)
     if out.exists() and not overwrite:
         raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    scalars, teachers, students = tables3
     try:
-        scalars, teachers, students = tables(result)
-        _atomic(stage / "config.yaml", lambda p: p.write_text(yaml.safe_dump(result.setup.cfg.to_dict(), sort_keys=False)))
-        for name, df in (("scalars", scalars), ("teachers", teachers), ("students", students)):
-            _atomic(stage / f"{name}.parquet", lambda p, df=df: df.to_parquet(p, index=False))
-        arrays = _net_arrays("teacher", result.setup.teacher) | _net_arrays("student", result.setup.student)
-        _atomic(stage / "weights.npz", lambda p: np.savez(open(p, "wb"), **arrays))
-        info = summary(result, scalars, teachers)
+        write_all(stage, {
+            "config.yaml": lambda p: p.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False)),
+            "scalars.parquet": lambda p: scalars.to_parquet(p, index=False),
+            "teachers.parquet": lambda p: teachers.to_parquet(p, index=False),
+            "students.parquet": lambda p: students.to_parquet(p, index=False),
+            "weights.npz": lambda p: _savez(p, arrays),
+        })
         write_json(stage / "summary.json", info)
         if out.exists():
             shutil.rmtree(out)
@@ -223,6 +225,22 @@ def write_run(result: TrainResult, out: str | Path, overwrite: bool = False) -> 
         if stage.exists():
             shutil.rmtree(stage)
     return out
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to a path
+        np.savez(f, **arrays)
+
+
+def write_run(result: TrainResult, out: str | Path, overwrite: bool = False) -> Path:
+    """Write a finished run to `out` atomically; refuses an existing dir unless overwrite."""
+    if result.__class__.__name__ == "ConvResult":  # image data: conv_train writes the same files for conv nets
+        from .conv_train import write_conv_run
+
+        return write_conv_run(result, out, overwrite)  # type: ignore[arg-type]
+    scalars, teachers, students = tables(result)
+    arrays = _net_arrays("teacher", result.setup.teacher) | _net_arrays("student", result.setup.student)
+    return write_run_dir(out, overwrite, result.setup.cfg, (scalars, teachers, students), arrays, summary(result, scalars, teachers))
 
 
 @dataclass
