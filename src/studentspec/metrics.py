@@ -100,7 +100,7 @@ class SplitEval:
 
 
 @torch.no_grad()
-def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 4096, with_grad: bool = False) -> SplitEval:
+def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 256, with_grad: bool = False) -> SplitEval:
     """MSE, loss and per-layer correlation statistics over inputs x [S, N, d] with teacher outputs y.
 
     With `with_grad`, also the full-batch gradient norm per layer (see grad_norms), from the same
@@ -147,7 +147,7 @@ def _layer_norms(grads: list[Tensor]) -> Tensor:
     return torch.stack(sq, dim=1).sqrt()
 
 
-def grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 4096) -> Tensor:
+def grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 256) -> Tensor:
     """Full-batch gradient norm of the loss w.r.t. each layer's augmented weights, [S, L] (autograd; BatchNorm in eval mode)."""
     params = [t.detach().requires_grad_(True) for t in student.parameters()]
     depth = len(student.weights)
