@@ -39,10 +39,18 @@ def local_sweep(tmp_path_factory):
     return out
 
 
+# fixed ports a Ray head claims besides --port (dashboard, client server, dashboard agent): a free port
+# picked at random once landed on 52365 and the head refused to start
+_RAY_DEFAULT_PORTS = {6379, 8265, 10001, 52365}
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _RAY_DEFAULT_PORTS and not 10002 <= port <= 19999:  # 10002-19999: Ray's worker ports
+            return port
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -56,37 +64,62 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def _wait_for_port(proc: subprocess.Popen, port: int, deadline: float) -> bool:
+    """True once something listens on 127.0.0.1:port; False if proc exits first or the deadline passes."""
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group proc leads, SIGKILL after 30 s; a group already gone is fine."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_ray_cluster_sweep_equals_local(local_sweep, tmp_path, monkeypatch):
     pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'studentspec[ray]')")
     # hermetic: a token left in ~/.ray by another Ray session would otherwise switch auth on for one side only
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     ray_bin = Path(sys.executable).with_name("ray")
-    port = _free_port()
     temp = tempfile.mkdtemp(prefix="ss-ray-", dir="/tmp")  # short: Ray's unix socket paths have a length limit
-    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
-                             "--include-dashboard=false", "--disable-usage-stats", "--node-ip-address=127.0.0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ))
+    log = Path(temp) / "head.log"
+    head = None
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        for _attempt in range(3):  # a port taken between picking and binding: try another
+            port = _free_port()
+            with open(log, "w") as fh:
+                head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                                         f"--temp-dir={temp}", "--include-dashboard=false", "--disable-usage-stats",
+                                         "--node-ip-address=127.0.0.1"],
+                                        stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ))
+            if _wait_for_port(head, port, deadline=time.time() + 120):
                 break
-            except OSError:
-                assert head.poll() is None and time.time() < deadline, "ray head did not start"
-                time.sleep(0.5)
+            _stop_group(head)
+        else:
+            pytest.fail("ray head did not start; its last output:\n" + log.read_text()[-2000:])
         out = tmp_path / "ray"
         res = run_sweep(None, ITEMS, out, ensemble_size=2, progress=False, executor="ray", address=f"127.0.0.1:{port}")
         assert len(res["done"]) == 4 and not res["failed"]
         _assert_same_sweep(local_sweep, out)
     finally:  # stop only what this test started: the head's process group, then anything using its temp dir
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+        if head is not None:
+            _stop_group(head)
         for pid in _processes_mentioning(temp):
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(temp, ignore_errors=True)
     assert not _processes_mentioning(temp)
 
