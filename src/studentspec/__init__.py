@@ -6,6 +6,9 @@ import os
 # a matrix sits in memory, so a seed would not give the same bits alone and inside an ensemble.
 # Read at MKL's first GEMM, so setting it here works even after `import torch`.
 os.environ.setdefault("MKL_CBWR", "AUTO")
+# Transparent huge pages for PyTorch's large CPU buffers: an ensemble's weights span thousands of
+# 4 KiB pages, and the TLB misses cost a large ensemble's step ~20 % (BENCHMARKS.md).
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from .config import Config, ConfigError, load_config
 from .store import Run, StoreError, load_run, write_run

@@ -73,6 +73,7 @@ class TrainConfig(_Section):
     dtype: Literal["float32", "float64"] = "float64"
     device: str = "cpu"
     threads: int | None = Field(None, ge=1)
+    kernel: Literal["auto", "c", "torch"] = "auto"  # the compiled SGD step (ckernel.py) where it applies
 
     @field_validator("lr")
     @classmethod

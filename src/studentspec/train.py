@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import backprop, seeding
-from .config import IMAGE_KINDS, Config
+from . import backprop, ckernel, seeding
+from .config import IMAGE_KINDS, Config, ConfigError
 from .data import BatchStream, label, make_inputs
 from .losses import per_seed_loss
 from .metrics import SplitEval, evaluate, fanout_norms
@@ -110,6 +110,7 @@ class TrainResult:
     diverged: dict[int, int] = field(default_factory=dict)  # seed -> step its loss went non-finite
     steps: int = 0
     wall_time: float = 0.0
+    kernel: str = "torch"  # which training step ran: "c" (ckernel) or "torch"
 
 
 def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
@@ -165,12 +166,17 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
 
     manual = backprop.supports(s.student)
     fused = manual and tc.optimizer in ("sgd", "gd") and not tc.momentum and not tc.weight_decay
+    compiled = _compiled_step(cfg, s.student)
+    result.kernel = "c" if compiled is not None else "torch"
     record(0)
     step = 0
     for epoch in range(tc.epochs):
         lr = lr_at(tc.lr, epoch)
         for x, y in s.stream.epoch(epoch):
-            if manual:
+            if compiled is not None:  # skips dead seeds and leaves a seed whose loss is not finite as it was
+                loss = compiled(x, y, lr, alive)
+                _check(result, cfg.seeds, alive, loss, step)
+            elif manual:
                 with torch.no_grad():
                     out, hs, zs = backprop.forward(s.student, x)
                     loss, g = backprop.output_grad(out, y, tc.loss)
@@ -198,6 +204,17 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
     result.steps = step
     result.wall_time = time.perf_counter() - start
     return result
+
+
+def _compiled_step(cfg: Config, net: Net) -> ckernel.SGDStep | None:
+    """The compiled SGD step where train.kernel allows it and it applies; ConfigError if `c` was asked for and cannot run."""
+    tc = cfg.train
+    if tc.kernel == "torch":
+        return None
+    why = ckernel.unsupported(net, tc.loss, tc.optimizer, tc.momentum, tc.weight_decay)
+    if why and tc.kernel == "c":
+        raise ConfigError(f"train.kernel: c cannot run here: {why}")
+    return None if why else ckernel.SGDStep(net, tc.loss)
 
 
 def _check(result: TrainResult, seeds: list[int], alive: Tensor, loss: Tensor, step: int) -> bool:

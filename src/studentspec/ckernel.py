@@ -1,0 +1,135 @@
+"""The compiled SGD step (csrc/sgd_step.c): built with the system C compiler on first use, cached.
+
+It covers the paper's hot loop (plain MLP, ReLU/Leaky ReLU, MSE/CE, plain SGD, float64 on the
+CPU) and needs AVX2 + FMA. Everywhere else, or with no compiler, training takes the torch path
+(backprop.py); `train.kernel: c` asks for this one and fails with a one-line reason instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .nets import Net
+
+SOURCE = Path(__file__).with_name("csrc") / "sgd_step.c"
+FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-std=c11", "-shared", "-fPIC"]
+MAX_LAYERS = 63  # the C side keeps one pointer per layer in a fixed array
+
+
+def cache_dir() -> Path:
+    """Where the compiled library lives: $STUDENTSPEC_CACHE, else $XDG_CACHE_HOME/studentspec, else ~/.cache/studentspec."""
+    if os.environ.get("STUDENTSPEC_CACHE"):
+        return Path(os.environ["STUDENTSPEC_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "studentspec"
+
+
+def _cpu_ok() -> bool:
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "avx2" in flags and "fma" in flags
+
+
+def _compiler() -> str | None:
+    names = [os.environ.get("CC", ""), (sysconfig.get_config_var("CC") or "").split(" ")[0], "cc", "gcc"]
+    return next((shutil.which(n) for n in names if n and shutil.which(n)), None)
+
+
+@functools.cache
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    """The library and "" or None and why it is unavailable; compiled at most once per source and flags."""
+    if os.environ.get("STUDENTSPEC_KERNEL") == "torch":
+        return None, "STUDENTSPEC_KERNEL=torch is set"
+    if not _cpu_ok():
+        return None, "the CPU lacks AVX2/FMA (or is not x86-64 Linux)"
+    cc = _compiler()
+    if cc is None:
+        return None, "no C compiler found (set CC)"
+    source = SOURCE.read_bytes()
+    tag = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
+    lib = cache_dir() / f"sgd_step-{tag}.so"
+    if not lib.exists():
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+        os.close(fd)
+        proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            os.unlink(tmp)
+            return None, f"compiling {SOURCE.name} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
+        os.replace(tmp, lib)  # atomic: parallel workers compiling at once all end with a whole file
+    dll = ctypes.CDLL(str(lib))
+    p, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+    dll.ss_sgd_step.argtypes = [i, i, p, i, p, p, p, p, i, d, i, d, p, p, p, i]
+    dll.ss_sgd_step.restype = None
+    dll.ss_workspace.argtypes = [i, p, i]
+    dll.ss_workspace.restype = ctypes.c_long
+    return dll, ""
+
+
+def unsupported(net: Net, loss: str, optimizer: str, momentum: float, weight_decay: float) -> str:
+    """Why the compiled step cannot train this setup ("" when it can)."""
+    w = net.weights[0]
+    if net.batchnorm != "none":
+        return "BatchNorm students take the torch path"
+    if optimizer not in ("sgd", "gd") or momentum or weight_decay:
+        return "only plain SGD (no momentum, no weight decay) is compiled"
+    if w.dtype != torch.float64 or w.device.type != "cpu":
+        return f"only float64 on the CPU is compiled (got {w.dtype} on {w.device})"
+    if loss not in ("mse", "ce"):
+        return f"loss {loss!r} is not compiled"
+    if len(net.weights) > MAX_LAYERS:
+        return f"more than {MAX_LAYERS} layers"
+    return _load()[1]
+
+
+class SGDStep:
+    """The compiled step bound to one ensemble: call it with a batch, get the per-seed loss [S]."""
+
+    def __init__(self, net: Net, loss: str) -> None:
+        dll, why = _load()
+        if dll is None:
+            raise RuntimeError(why)
+        self.dll, self.net, self.ce = dll, net, int(loss == "ce")
+        for t in (*net.weights, *net.biases):
+            if not t.is_contiguous():
+                raise ValueError("the compiled step needs contiguous parameters")
+        widths = [net.weights[0].shape[1]] + [w.shape[2] for w in net.weights]
+        self.depth = len(net.weights)
+        self.widths = (ctypes.c_int * len(widths))(*widths)
+        self.act = int(net.activation != "relu")
+        self.workspace: Tensor | None = None
+        self.loss = torch.empty(net.weights[0].shape[0], dtype=torch.float64)
+
+    def __call__(self, x: Tensor, y: Tensor, lr: float, alive: Tensor) -> Tensor:
+        """SGD step on (x [S, B, w0], y [S, B, wL]) for every alive seed; seeds whose loss is not finite keep their parameters."""
+        S, B, _ = x.shape
+        threads = max(1, min(torch.get_num_threads(), S))  # seeds are shared out over torch's threads
+        if self.workspace is None or self.workspace.shape[0] < threads * self._need(B):
+            self.workspace = torch.empty(threads * self._need(B), dtype=torch.float64)
+        x, y = x.contiguous(), y.contiguous()
+        alive_u8 = alive.to(torch.uint8).contiguous()
+        ptrs = ctypes.c_void_p * self.depth  # looked up per call: cheap, and safe if a tensor is replaced
+        w_ptrs = ptrs(*[w.data_ptr() for w in self.net.weights])
+        b_ptrs = ptrs(*[b.data_ptr() for b in self.net.biases])
+        self.dll.ss_sgd_step(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), w_ptrs, b_ptrs,
+                             self.act, float(self.net.slope), self.ce, float(lr), alive_u8.data_ptr(),
+                             self.loss.data_ptr(), self.workspace.data_ptr(), threads)
+        return self.loss
+
+    def _need(self, batch: int) -> int:
+        return int(self.dll.ss_workspace(self.depth, self.widths, batch))

@@ -1,0 +1,143 @@
+"""The compiled SGD step (ckernel) against an autograd oracle: plain per-seed torch.nn.Modules and torch.optim.SGD."""
+
+import pytest
+import torch
+
+from studentspec import ConfigError, ckernel, load_config, train
+from studentspec.nets import Net
+
+
+
+def _net(S: int, widths: list[int], activation: str, gen: torch.Generator) -> Net:
+    weights = [torch.randn(S, a, b, generator=gen, dtype=torch.float64) / a**0.5 for a, b in zip(widths, widths[1:])]
+    biases = [0.1 * torch.randn(S, b, generator=gen, dtype=torch.float64) for b in widths[1:]]
+    return Net(weights, biases, activation, 0.1, "none", [])
+
+
+def _module(net: Net, s: int) -> torch.nn.Sequential:
+    """Seed s of the ensemble as a plain nn.Sequential (nn.Linear keeps W transposed)."""
+    layers: list[torch.nn.Module] = []
+    for l, (w, b) in enumerate(zip(net.weights, net.biases)):
+        lin = torch.nn.Linear(w.shape[1], w.shape[2], dtype=torch.float64)
+        with torch.no_grad():
+            lin.weight.copy_(w[s].T)
+            lin.bias.copy_(b[s])
+        layers.append(lin)
+        if l < len(net.weights) - 1:
+            layers.append(torch.nn.ReLU() if net.activation == "relu" else torch.nn.LeakyReLU(net.slope))
+    return torch.nn.Sequential(*layers)
+
+
+def _oracle_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    if loss == "mse":
+        return torch.nn.functional.mse_loss(out, y)
+    return torch.nn.functional.cross_entropy(out, y.argmax(dim=1))
+
+
+needs_kernel = pytest.mark.skipif(bool(ckernel._load()[1]), reason=f"compiled step unavailable: {ckernel._load()[1]}")
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "widths,batch,activation,loss",
+    [
+        ([100, 100, 50], 16, "relu", "mse"),  # the paper's two-layer shape: full 4x12 tiles plus a 4-column edge
+        ([7, 13, 5], 5, "leaky_relu", "mse"),  # every dimension an edge case
+        ([9, 30, 21, 11, 6], 3, "relu", "ce"),  # deep, batch below one tile
+        ([5, 3], 7, "relu", "mse"),  # no hidden layer
+        ([20, 17, 19, 23], 24, "leaky_relu", "ce"),  # batch 24: the narrow 6x8 tiles for the signal below
+    ],
+)
+def test_compiled_step_matches_autograd_per_seed(widths, batch, activation, loss):
+    gen = torch.Generator().manual_seed(sum(widths) + batch)
+    S, lr, steps = 3, 0.05, 4
+    net = _net(S, widths, activation, gen)
+    oracles = [_module(net, s) for s in range(S)]
+    opts = [torch.optim.SGD(m.parameters(), lr=lr) for m in oracles]
+    step = ckernel.SGDStep(net, loss)
+    for _ in range(steps):
+        x = torch.randn(S, batch, widths[0], generator=gen, dtype=torch.float64)
+        y = torch.randn(S, batch, widths[-1], generator=gen, dtype=torch.float64)
+        got = step(x, y, lr, torch.ones(S, dtype=torch.bool)).clone()
+        for s, (m, opt) in enumerate(zip(oracles, opts)):
+            opt.zero_grad()
+            value = _oracle_loss(m(x[s]), y[s], loss)
+            value.backward()
+            opt.step()
+            torch.testing.assert_close(got[s], value.detach(), rtol=1e-12, atol=1e-14)
+    for s, m in enumerate(oracles):
+        lins = [mod for mod in m if isinstance(mod, torch.nn.Linear)]
+        for l, lin in enumerate(lins):
+            torch.testing.assert_close(net.weights[l][s], lin.weight.detach().T, rtol=1e-12, atol=1e-13)
+            torch.testing.assert_close(net.biases[l][s], lin.bias.detach(), rtol=1e-12, atol=1e-13)
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 2])
+def test_seed_alone_equals_seed_inside_ensemble_bitwise(threads):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(1)
+        widths = [10, 30, 4]
+        big = _net(5, widths, "relu", gen)
+        alone = Net([w[2:3].clone() for w in big.weights], [b[2:3].clone() for b in big.biases], "relu", 0.1, "none", [])
+        x = torch.randn(5, 16, 10, generator=gen, dtype=torch.float64)
+        y = torch.randn(5, 16, 4, generator=gen, dtype=torch.float64)
+        for _ in range(3):
+            ckernel.SGDStep(big, "mse")(x, y, 0.1, torch.ones(5, dtype=torch.bool))
+            ckernel.SGDStep(alone, "mse")(x[2:3], y[2:3], 0.1, torch.ones(1, dtype=torch.bool))
+        for a, b in zip(alone.weights + alone.biases, big.weights + big.biases):
+            assert torch.equal(a[0], b[2])
+    finally:
+        torch.set_num_threads(old)
+
+
+@needs_kernel
+def test_non_finite_and_dead_seeds_keep_their_parameters():
+    gen = torch.Generator().manual_seed(2)
+    net = _net(3, [6, 8, 2], "relu", gen)
+    before = [t.clone() for t in net.weights + net.biases]
+    x = torch.randn(3, 4, 6, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
+    x[1, 0, 0] = float("inf")  # seed 1's loss is not finite
+    alive = torch.tensor([True, True, False])  # seed 2 died earlier
+    loss = ckernel.SGDStep(net, "mse")(x, y, 0.1, alive)
+    assert torch.isfinite(loss[0]) and not torch.isfinite(loss[1]) and torch.isnan(loss[2])
+    for old, new in zip(before, net.weights + net.biases):
+        assert not torch.equal(old[0], new[0])
+        assert torch.equal(old[1], new[1]) and torch.equal(old[2], new[2])
+
+
+TINY = ["seeds=[1,2]", "input_dim=8", "output_dim=5", "teacher.widths=[3]", "student.multi=2", "data.n_train=200",
+        "data.n_eval=100", "train.steps_per_epoch=20", "train.epochs=2", "train.lr=0.05"]
+
+
+@needs_kernel
+def test_train_uses_the_compiled_step_where_it_applies_and_agrees_with_torch():
+    c = train(load_config(None, TINY), progress=False)
+    t = train(load_config(None, [*TINY, "train.kernel=torch"]), progress=False)
+    f32 = train(load_config(None, [*TINY, "train.dtype=float32"]), progress=False)
+    mom = train(load_config(None, [*TINY, "train.momentum=0.5"]), progress=False)
+    assert (c.kernel, t.kernel, f32.kernel, mom.kernel) == ("c", "torch", "torch", "torch")
+    for a, b in zip(c.setup.student.parameters(), t.setup.student.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_asking_for_the_compiled_step_where_it_cannot_run_is_a_config_error():
+    with pytest.raises(ConfigError, match="train.kernel: c cannot run here: only float64"):
+        train(load_config(None, [*TINY, "train.kernel=c", "train.dtype=float32"]), progress=False)
+
+
+def test_no_compiler_falls_back_with_a_reason(monkeypatch, tmp_path):
+    monkeypatch.setattr(ckernel, "_load", ckernel._load.__wrapped__)  # uncached, so the environment below counts
+    monkeypatch.setenv("STUDENTSPEC_CACHE", str(tmp_path))
+    monkeypatch.setattr(ckernel, "_compiler", lambda: "/bin/false")
+    dll, why = ckernel._load()
+    if not ckernel._cpu_ok():
+        assert dll is None and "AVX2" in why
+        return
+    assert dll is None and why.startswith("compiling sgd_step.c failed")
+    assert list(tmp_path.iterdir()) == []  # no half-written library left behind
+    monkeypatch.setenv("STUDENTSPEC_KERNEL", "torch")
+    assert ckernel._load()[1] == "STUDENTSPEC_KERNEL=torch is set"
