@@ -2,7 +2,10 @@
 
 Workload: d=100 inputs, student hidden n (--hidden, default 100; built as teacher widths [n] x
 multi 1, the same student shapes as the paper's [10] x 10), C=50 outputs,
-batch B=16, MSE, plain SGD (the trainer's fused hand-derived path), S seeds trained together.
+batch B=16, MSE, plain SGD, S seeds trained together. The step timed is the one train() takes:
+the compiled step (ckernel, float64 on an AVX2 CPU) where it applies, else the fused
+hand-derived torch path; where the compiled step applies, the torch path is timed in the same
+process too (compiled, torch, compiled again) and the table gives their ratio.
 FLOPs per seed-step, counted explicitly (bias adds, ReLU, loss and the SGD axpy ignored):
     forward 2B(dn + nC) + weight grads 2B(dn + nC) + input grad of layer 2 2BnC = B(4dn + 6nC),
 i.e. 1.12 MFLOP at d=100, n=100, C=50, B=16; GFLOP/s = seed-steps/s * that / 1e9.
@@ -60,7 +63,7 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
     import torch
 
     torch.set_num_threads(threads)
-    from studentspec import backprop
+    from studentspec import backprop, ckernel
     from studentspec.config import load_config
     from studentspec.losses import per_seed_loss
     from studentspec.optim import Optimizer
@@ -73,16 +76,30 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
     net = s.student
     batches = list(s.stream.epoch(0))  # pre-drawn: data time excluded
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:  # exactly the trainer's fused SGD step
+    def torch_step(x: torch.Tensor, y: torch.Tensor) -> None:  # the trainer's fused SGD step on the torch path
         with torch.no_grad():
             out, hs, zs = backprop.forward(net, x)
             loss, g = backprop.output_grad(out, y, "mse")
             healthy = bool(torch.isfinite(loss).all())
             backprop.backward(net, hs, zs, g, sgd_lr=LR if healthy else None)
 
+    compiled = None if ckernel.unsupported(net, "mse", "sgd", 0.0, 0.0) else ckernel.SGDStep(net, "mse")
+    alive = torch.ones(size, dtype=torch.bool)
+
+    def c_step(x: torch.Tensor, y: torch.Tensor) -> None:  # the compiled step with the trainer's finiteness check
+        assert compiled is not None
+        bool(torch.isfinite(compiled(x, y, LR, alive)).all())
+
+    step = torch_step if compiled is None else c_step
+
     def pass_predrawn() -> int:
         for x, y in batches:
             step(x, y)
+        return len(batches)
+
+    def pass_torch() -> int:
+        for x, y in batches:
+            torch_step(x, y)
         return len(batches)
 
     epoch = iter(range(1, 1 << 30))
@@ -96,7 +113,10 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
     for x, y in batches[:20]:  # warm-up
         step(x, y)
     rate = timed(pass_predrawn, min_time)
-    res = {"peak": peak, "rate": rate, "full_rate": timed(pass_stream, min_time)}
+    res = {"peak": peak, "rate": rate, "full_rate": timed(pass_stream, min_time), "kernel": 0.0 if compiled is None else 1.0}
+    if compiled is not None:  # compiled, torch, compiled again: the ratio of neighbours in one process
+        res["torch_rate"] = timed(pass_torch, min_time)
+        res["rate_again"] = timed(pass_predrawn, min_time)
     if autograd:
         params = net.parameters()
         opt = Optimizer(params, "sgd")
@@ -181,14 +201,21 @@ def merge(logs: list[str]) -> dict[tuple[int, str, int, int], list[dict[str, flo
 
 def table(runs: dict[tuple[int, str, int, int], list[dict[str, float]]], autograd: bool) -> None:
     """Print the markdown table of medians [min-max] over each point's processes."""
-    head = "| S | n | dtype | threads | processes | seed-steps/s median [min-max] | GFLOP/s | GEMM peak GFLOP/s | % of peak | full-loop seed-steps/s |"
+    head = ("| S | n | dtype | threads | step | processes | seed-steps/s median [min-max] | GFLOP/s | GEMM peak GFLOP/s | % of peak"
+            " | full-loop seed-steps/s | torch-path seed-steps/s | compiled / torch |")
     print(head + (" autograd seed-steps/s | hand-derived / autograd |" if autograd else ""))
     print("|" + "---|" * (head.count("|") - 1 + (2 if autograd else 0)))
     for (size, dtype, threads, n), rs in runs.items():
         ss = [size * r["rate"] for r in rs]
         gf = [x * flops_per_seed_step(n) / 1e9 for x in ss]
         frac = [100 * g / r["peak"] for g, r in zip(gf, rs)]
-        row = f"| {size} | {n} | {dtype} | {threads} | {len(rs)} | {fmt(ss)} | {fmt(gf, False)} | {fmt([r['peak'] for r in rs])} | {fmt(frac)} | {fmt([size * r['full_rate'] for r in rs])} |"
+        kernel = "compiled" if all(r.get("kernel") for r in rs) else "torch"
+        row = f"| {size} | {n} | {dtype} | {threads} | {kernel} | {len(rs)} | {fmt(ss)} | {fmt(gf, False)} | {fmt([r['peak'] for r in rs])} | {fmt(frac)} | {fmt([size * r['full_rate'] for r in rs])} |"
+        if kernel == "compiled":
+            ratio = [(r["rate"] + r["rate_again"]) / 2 / r["torch_rate"] for r in rs]
+            row += f" {fmt([size * r['torch_rate'] for r in rs])} | {fmt(ratio)} |"
+        else:
+            row += " | |"
         if autograd:
             ratio = [(r["rate"] + r["manual_rate_again"]) / 2 / r["autograd_rate"] for r in rs]
             row += f" {fmt([size * r['autograd_rate'] for r in rs])} | {fmt(ratio)} |"
