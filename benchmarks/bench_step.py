@@ -104,9 +104,14 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
 
     epoch = iter(range(1, 1 << 30))
 
-    def pass_stream() -> int:  # the train() loop body including the batch stream
-        for x, y in s.stream.epoch(next(epoch)):
-            step(x, y)
+    def pass_stream() -> int:  # the train() loop body including the batches: gathered in the kernel where it runs
+        e = next(epoch)
+        if compiled is None:
+            for x, y in s.stream.epoch(e):
+                step(x, y)
+        else:
+            for idx in s.stream.indices(e):
+                bool(torch.isfinite(compiled.indexed(s.stream.x_train, s.stream.y_train, idx, LR, alive)).all())
         return steps
 
     peak = gemm_peak(dtype)

@@ -141,3 +141,21 @@ def test_no_compiler_falls_back_with_a_reason(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no half-written library left behind
     monkeypatch.setenv("STUDENTSPEC_KERNEL", "torch")
     assert ckernel._load()[1] == "STUDENTSPEC_KERNEL=torch is set"
+
+
+@needs_kernel
+def test_indexed_step_gathers_the_same_batch_bitwise():
+    gen = torch.Generator().manual_seed(3)
+    a, b = _net(2, [6, 9, 3], "relu", gen), _net(2, [6, 9, 3], "relu", torch.Generator().manual_seed(3))
+    x_train = torch.randn(2, 40, 6, generator=gen, dtype=torch.float64)
+    y_train = torch.randn(2, 40, 3, generator=gen, dtype=torch.float64)
+    alive = torch.ones(2, dtype=torch.bool)
+    for _ in range(3):
+        idx = torch.randint(0, 40, (2, 16), generator=gen)
+        rows = torch.arange(2)[:, None]
+        ckernel.SGDStep(a, "mse")(x_train[rows, idx], y_train[rows, idx], 0.1, alive)
+        ckernel.SGDStep(b, "mse").indexed(x_train, y_train, idx, 0.1, alive)
+    for p, q in zip(a.weights + a.biases, b.weights + b.biases):
+        assert torch.equal(p, q)
+    with pytest.raises(IndexError, match=r"\[0, 40\)"):
+        ckernel.SGDStep.check_indices(torch.tensor([[0, 40]]), 40)

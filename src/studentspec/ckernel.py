@@ -74,7 +74,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         os.replace(tmp, lib)  # atomic: parallel workers compiling at once all end with a whole file
     dll = ctypes.CDLL(str(lib))
     p, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
-    dll.ss_sgd_step.argtypes = [i, i, p, i, p, p, p, p, i, d, i, d, p, p, p, i]
+    dll.ss_sgd_step.argtypes = [i, i, p, i, p, p, p, ctypes.c_long, p, p, i, d, i, d, p, p, p, i]
     dll.ss_sgd_step.restype = None
     dll.ss_workspace.argtypes = [i, p, i]
     dll.ss_workspace.restype = ctypes.c_long
@@ -117,18 +117,36 @@ class SGDStep:
 
     def __call__(self, x: Tensor, y: Tensor, lr: float, alive: Tensor) -> Tensor:
         """SGD step on (x [S, B, w0], y [S, B, wL]) for every alive seed; seeds whose loss is not finite keep their parameters."""
-        S, B, _ = x.shape
+        return self._run(x.contiguous(), y.contiguous(), None, lr, alive)
+
+    def indexed(self, x_train: Tensor, y_train: Tensor, idx: Tensor, lr: float, alive: Tensor) -> Tensor:
+        """The same step on the batch x_train[s, idx[s]], y_train[s, idx[s]], gathered inside the kernel.
+
+        idx [S, B] int64 must lie in [0, x_train.shape[1]): check_indices() once per epoch, not per step.
+        """
+        if x_train.dtype != torch.float64 or y_train.dtype != torch.float64 or not (x_train.is_contiguous() and y_train.is_contiguous()):
+            raise ValueError("the compiled step needs contiguous float64 training sets")
+        return self._run(x_train, y_train, idx.to(torch.int64).contiguous(), lr, alive)
+
+    @staticmethod
+    def check_indices(idx: Tensor, n_rows: int) -> None:
+        """IndexError unless every row number lies in [0, n_rows): the kernel reads memory unchecked."""
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n_rows):
+            raise IndexError(f"batch indices must lie in [0, {n_rows})")
+
+    def _run(self, x: Tensor, y: Tensor, idx: Tensor | None, lr: float, alive: Tensor) -> Tensor:
+        S = x.shape[0]
+        B = x.shape[1] if idx is None else idx.shape[1]
         threads = max(1, min(torch.get_num_threads(), S))  # seeds are shared out over torch's threads
         if self.workspace is None or self.workspace.shape[0] < threads * self._need(B):
             self.workspace = torch.empty(threads * self._need(B), dtype=torch.float64)
-        x, y = x.contiguous(), y.contiguous()
         alive_u8 = alive.to(torch.uint8).contiguous()
         ptrs = ctypes.c_void_p * self.depth  # looked up per call: cheap, and safe if a tensor is replaced
         w_ptrs = ptrs(*[w.data_ptr() for w in self.net.weights])
         b_ptrs = ptrs(*[b.data_ptr() for b in self.net.biases])
-        self.dll.ss_sgd_step(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), w_ptrs, b_ptrs,
-                             self.act, float(self.net.slope), self.ce, float(lr), alive_u8.data_ptr(),
-                             self.loss.data_ptr(), self.workspace.data_ptr(), threads)
+        self.dll.ss_sgd_step(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), None if idx is None else idx.data_ptr(),
+                             x.shape[1], w_ptrs, b_ptrs, self.act, float(self.net.slope), self.ce, float(lr),
+                             alive_u8.data_ptr(), self.loss.data_ptr(), self.workspace.data_ptr(), threads)
         return self.loss
 
     def _need(self, batch: int) -> int:

@@ -106,12 +106,26 @@ class BatchStream:
             return tc.steps_per_epoch
         return max(1, math.ceil(self.x_train.shape[1] / tc.batch_size))
 
+    def _new_epoch(self, epoch: int) -> None:
+        cfg = self.cfg
+        if cfg.data.regenerate and epoch > 0 and cfg.data.kind != "online":
+            self.set_training(make_inputs(cfg, self.teacher, self.data_gens, cfg.data.n_train, training=True))
+
+    def indices(self, epoch: int) -> Tensor | None:
+        """Row numbers [steps, S, B] of one epoch's batches in (x_train, y_train); None for online data and gd.
+
+        Use instead of epoch(), not beside it: both draw from the same generators, so
+        x_train[s, idx[t, s]] is exactly the batch epoch() would have given at step t.
+        """
+        if self.cfg.data.kind == "online" or self.cfg.train.optimizer == "gd":
+            return None
+        self._new_epoch(epoch)
+        return self._indices(self.steps_per_epoch(), self.cfg.train.batch_size)
+
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         """The batches of one epoch (0-based)."""
         cfg = self.cfg
-        if cfg.data.regenerate and epoch > 0 and cfg.data.kind != "online":
-            n = cfg.data.n_train
-            self.set_training(make_inputs(cfg, self.teacher, self.data_gens, n, training=True))
+        self._new_epoch(epoch)
         steps, batch = self.steps_per_epoch(), cfg.train.batch_size
         if cfg.train.optimizer == "gd":
             for _ in range(steps):

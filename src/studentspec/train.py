@@ -172,11 +172,12 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
     step = 0
     for epoch in range(tc.epochs):
         lr = lr_at(tc.lr, epoch)
-        for x, y in s.stream.epoch(epoch):
-            if compiled is not None:  # skips dead seeds and leaves a seed whose loss is not finite as it was
-                loss = compiled(x, y, lr, alive)
+        for item in s.stream.epoch(epoch) if compiled is None else _compiled_epoch(s, compiled, epoch, lr, alive):
+            if compiled is not None:  # the step ran; it skipped dead seeds and left a seed with a non-finite loss as it was
+                loss = item
                 _check(result, cfg.seeds, alive, loss, step)
             elif manual:
+                x, y = item
                 with torch.no_grad():
                     out, hs, zs = backprop.forward(s.student, x)
                     loss, g = backprop.output_grad(out, y, tc.loss)
@@ -187,6 +188,7 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
                         if grads:
                             opt.step(grads, lr)
             else:
+                x, y = item
                 out, _ = s.student.forward(x, training=True)
                 loss = per_seed_loss(out, y, tc.loss)
                 grads = list(torch.autograd.grad(loss.sum(), params))
@@ -215,6 +217,19 @@ def _compiled_step(cfg: Config, net: Net) -> ckernel.SGDStep | None:
     if why and tc.kernel == "c":
         raise ConfigError(f"train.kernel: c cannot run here: {why}")
     return None if why else ckernel.SGDStep(net, tc.loss)
+
+
+def _compiled_epoch(s: Setup, compiled: ckernel.SGDStep, epoch: int, lr: float, alive: Tensor) -> Iterator[Tensor]:
+    """One epoch of compiled steps, yielding each step's per-seed loss; batches of a fixed set are gathered in the kernel."""
+    idx_epoch = s.stream.indices(epoch)
+    if idx_epoch is None:
+        for x, y in s.stream.epoch(epoch):
+            yield compiled(x, y, lr, alive)
+        return
+    x, y = s.stream.x_train.contiguous(), s.stream.y_train.contiguous()
+    compiled.check_indices(idx_epoch, x.shape[1])
+    for idx in idx_epoch:
+        yield compiled.indexed(x, y, idx, lr, alive)
 
 
 def _check(result: TrainResult, seeds: list[int], alive: Tensor, loss: Tensor, step: int) -> bool:

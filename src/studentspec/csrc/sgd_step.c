@@ -150,19 +150,20 @@ long ss_workspace(int L, const int *widths, int B) {
     long total = 0, widest = 0;
     for (int l = 1; l <= L; l++) total += (long)B * widths[l];
     for (int l = 0; l <= L; l++) widest = widths[l] > widest ? widths[l] : widest;
-    return total + 4 * (long)B * widest;
+    return total + 4 * (long)B * widest + (long)B * (widths[0] + widths[L]);
 }
 
 /* The step of seed s (see ss_sgd_step), with its own workspace. */
-static void seed_step(int s, int S, int L, const int *widths, int B, const double *x, const double *y, double **W,
-                      double **bias, int act, double slope, int ce, double lr, const unsigned char *alive, double *loss,
-                      double *work) {
+static void seed_step(int s, int S, int L, const int *widths, int B, const double *x, const double *y,
+                      const long *idx, long n_rows, double **W, double **bias, int act, double slope, int ce, double lr,
+                      const unsigned char *alive, double *loss, double *work) {
     int widest = 0;
     for (int l = 0; l <= L; l++) widest = widths[l] > widest ? widths[l] : widest;
     double *h[64]; /* h[l]: input of layer l ([B, w_l]); h[L]: the output, then dLoss/dout */
     double *p = work;
     for (int l = 1; l <= L; l++, p += (long)B * widths[l - 1]) h[l] = p;
     double *gT = p, *belowT = gT + (long)B * widest, *ga = belowT + (long)B * widest, *gb = ga + (long)B * widest;
+    double *xb = gb + (long)B * widest, *yb = xb + (long)B * widths[0];
     int in = widths[0], out = widths[L];
     if (!alive[s]) {
         loss[s] = NAN;
@@ -173,7 +174,17 @@ static void seed_step(int s, int S, int L, const int *widths, int B, const doubl
             const char *w = (const char *)(W[l] + (long)(s + 1) * widths[l] * widths[l + 1]);
             for (long o = 0; o < (long)widths[l] * widths[l + 1] * 8; o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
         }
+    const double *ys = y + (long)s * B * out;
     h[0] = (double *)x + (long)s * B * in;
+    if (idx) { /* rows idx[s, :] of this seed's training set [n_rows, w]: gathered here, no batch tensor */
+        for (int r = 0; r < B; r++) {
+            long row = idx[(long)s * B + r];
+            memcpy(xb + (long)r * in, x + ((long)s * n_rows + row) * in, sizeof(double) * in);
+            memcpy(yb + (long)r * out, y + ((long)s * n_rows + row) * out, sizeof(double) * out);
+        }
+        h[0] = xb;
+        ys = yb;
+    }
     for (int l = 0; l < L; l++) {
         int a = widths[l], b = widths[l + 1];
         const double *w = W[l] + (long)s * a * b, *c = bias[l] + (long)s * b;
@@ -186,7 +197,7 @@ static void seed_step(int s, int S, int L, const int *widths, int B, const doubl
             }
     }
     double *g = h[L];
-    loss[s] = loss_and_grad(B, out, g, y + (long)s * B * out, ce);
+    loss[s] = loss_and_grad(B, out, g, ys, ce);
     if (!isfinite(loss[s])) return;
     for (int l = L - 1; l >= 0; l--) {
         int a = widths[l], b = widths[l + 1];
@@ -216,17 +227,20 @@ static void seed_step(int s, int S, int L, const int *widths, int B, const doubl
 /* One step for every seed with alive[s]: loss[s] is its loss on (x, y); if that is finite its
  * parameters take the SGD step W -= lr dW, b -= lr db, else they are left as they were.
  * Dead seeds are skipped (loss NaN). act: 0 ReLU, 1 Leaky ReLU; ce: 0 MSE (mean over B and C),
- * 1 cross-entropy on argmax(y) (mean over B). Seeds are shared out over `threads` threads, each
- * with its own ss_workspace() doubles of `work`; a seed's numbers do not depend on the split. */
-void ss_sgd_step(int S, int L, const int *widths, int B, const double *x, const double *y, double **W, double **bias,
-                 int act, double slope, int ce, double lr, const unsigned char *alive, double *loss, double *work,
-                 int threads) {
+ * 1 cross-entropy on argmax(y) (mean over B). With idx ([S, B] row numbers), x and y are whole
+ * training sets [S, n_rows, w] and the batch is gathered from them; else they are the batch.
+ * Seeds are shared out over `threads` threads, each with its own ss_workspace() doubles of
+ * `work`; a seed's numbers do not depend on the split. */
+void ss_sgd_step(int S, int L, const int *widths, int B, const double *x, const double *y, const long *idx, long n_rows,
+                 double **W, double **bias, int act, double slope, int ce, double lr, const unsigned char *alive,
+                 double *loss, double *work, int threads) {
     long ws = ss_workspace(L, widths, B);
     if (threads <= 1) { /* no thread team for the one-thread case (sweep workers) */
-        for (int s = 0; s < S; s++) seed_step(s, S, L, widths, B, x, y, W, bias, act, slope, ce, lr, alive, loss, work);
+        for (int s = 0; s < S; s++) seed_step(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, lr, alive, loss, work);
         return;
     }
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int s = 0; s < S; s++)
-        seed_step(s, S, L, widths, B, x, y, W, bias, act, slope, ce, lr, alive, loss, work + ws * omp_get_thread_num());
+        seed_step(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, lr, alive, loss,
+                  work + ws * omp_get_thread_num());
 }
