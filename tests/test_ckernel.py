@@ -54,7 +54,7 @@ def test_compiled_step_matches_autograd_per_seed(widths, batch, activation, loss
     net = _net(S, widths, activation, gen)
     oracles = [_module(net, s) for s in range(S)]
     opts = [torch.optim.SGD(m.parameters(), lr=lr) for m in oracles]
-    step = ckernel.SGDStep(net, loss)
+    step = ckernel.CompiledMLP(net, loss)
     for _ in range(steps):
         x = torch.randn(S, batch, widths[0], generator=gen, dtype=torch.float64)
         y = torch.randn(S, batch, widths[-1], generator=gen, dtype=torch.float64)
@@ -85,8 +85,8 @@ def test_seed_alone_equals_seed_inside_ensemble_bitwise(threads):
         x = torch.randn(5, 16, 10, generator=gen, dtype=torch.float64)
         y = torch.randn(5, 16, 4, generator=gen, dtype=torch.float64)
         for _ in range(3):
-            ckernel.SGDStep(big, "mse")(x, y, 0.1, torch.ones(5, dtype=torch.bool))
-            ckernel.SGDStep(alone, "mse")(x[2:3], y[2:3], 0.1, torch.ones(1, dtype=torch.bool))
+            ckernel.CompiledMLP(big, "mse")(x, y, 0.1, torch.ones(5, dtype=torch.bool))
+            ckernel.CompiledMLP(alone, "mse")(x[2:3], y[2:3], 0.1, torch.ones(1, dtype=torch.bool))
         for a, b in zip(alone.weights + alone.biases, big.weights + big.biases):
             assert torch.equal(a[0], b[2])
     finally:
@@ -102,7 +102,7 @@ def test_non_finite_and_dead_seeds_keep_their_parameters():
     y = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
     x[1, 0, 0] = float("inf")  # seed 1's loss is not finite
     alive = torch.tensor([True, True, False])  # seed 2 died earlier
-    loss = ckernel.SGDStep(net, "mse")(x, y, 0.1, alive)
+    loss = ckernel.CompiledMLP(net, "mse")(x, y, 0.1, alive)
     assert torch.isfinite(loss[0]) and not torch.isfinite(loss[1]) and torch.isnan(loss[2])
     for old, new in zip(before, net.weights + net.biases):
         assert not torch.equal(old[0], new[0])
@@ -153,9 +153,9 @@ def test_indexed_step_gathers_the_same_batch_bitwise():
     for _ in range(3):
         idx = torch.randint(0, 40, (2, 16), generator=gen)
         rows = torch.arange(2)[:, None]
-        ckernel.SGDStep(a, "mse")(x_train[rows, idx], y_train[rows, idx], 0.1, alive)
-        ckernel.SGDStep(b, "mse").indexed(x_train, y_train, idx, 0.1, alive)
+        ckernel.CompiledMLP(a, "mse")(x_train[rows, idx], y_train[rows, idx], 0.1, alive)
+        ckernel.CompiledMLP(b, "mse").indexed(x_train, y_train, idx, 0.1, alive)
     for p, q in zip(a.weights + a.biases, b.weights + b.biases):
         assert torch.equal(p, q)
     with pytest.raises(IndexError, match=r"\[0, 40\)"):
-        ckernel.SGDStep.check_indices(torch.tensor([[0, 40]]), 40)
+        ckernel.CompiledMLP.check_indices(torch.tensor([[0, 40]]), 40)

@@ -76,13 +76,15 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     p, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     dll.ss_sgd_step.argtypes = [i, i, p, i, p, p, p, ctypes.c_long, p, p, i, d, i, d, p, p, p, i]
     dll.ss_sgd_step.restype = None
+    dll.ss_forward_grad.argtypes = [i, i, p, i, p, p, ctypes.c_long, p, p, i, d, i, p, p, p, p, p, d, p, i]
+    dll.ss_forward_grad.restype = None
     dll.ss_workspace.argtypes = [i, p, i]
     dll.ss_workspace.restype = ctypes.c_long
     return dll, ""
 
 
-def unsupported(net: Net, loss: str, optimizer: str, momentum: float, weight_decay: float) -> str:
-    """Why the compiled step cannot train this setup ("" when it can)."""
+def unsupported(net: Net, loss: str, optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0) -> str:
+    """Why the compiled code cannot train (or evaluate) this setup ("" when it can)."""
     w = net.weights[0]
     if net.batchnorm != "none":
         return "BatchNorm students take the torch path"
@@ -97,8 +99,16 @@ def unsupported(net: Net, loss: str, optimizer: str, momentum: float, weight_dec
     return _load()[1]
 
 
-class SGDStep:
-    """The compiled step bound to one ensemble: call it with a batch, get the per-seed loss [S]."""
+def _seed_rows(t: Tensor) -> int | None:
+    """Rows from one seed's block to the next when t [S, B, w] has contiguous rows (a slice along B), else None."""
+    S, _, w = t.shape
+    if t.stride(2) != 1 or t.stride(1) != w or t.stride(0) % max(w, 1):
+        return None
+    return t.stride(0) // max(w, 1) if S > 1 else t.shape[1]
+
+
+class CompiledMLP:
+    """The compiled step and evaluation pass bound to one ensemble: call it with a batch, get the per-seed loss [S]."""
 
     def __init__(self, net: Net, loss: str) -> None:
         dll, why = _load()
@@ -127,6 +137,34 @@ class SGDStep:
         if x_train.dtype != torch.float64 or y_train.dtype != torch.float64 or not (x_train.is_contiguous() and y_train.is_contiguous()):
             raise ValueError("the compiled step needs contiguous float64 training sets")
         return self._run(x_train, y_train, idx.to(torch.int64).contiguous(), lr, alive)
+
+    def forward_grad(self, x: Tensor, y: Tensor, hidden: bool, grads: list[Tensor] | None, gscale: float) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Per-seed loss [S], sum of squared errors [S] and hidden activations ([S, B, w_l] each, if `hidden`) on (x, y).
+
+        With `grads` ([dW_1, db_1, ...] shaped like the parameters), adds gscale * the gradient to them.
+        Parameters are not touched.
+        """
+        S, B, _ = x.shape
+        seed_rows = _seed_rows(x)
+        if seed_rows is None or seed_rows != _seed_rows(y):  # else a slice of bigger [S, N, w] sets, read in place
+            x, y, seed_rows = x.contiguous(), y.contiguous(), B
+        net = self.net
+        hs = [torch.empty(S, B, w.shape[2], dtype=torch.float64) for w in net.weights[:-1]] if hidden else []
+        loss, sq = torch.empty(S, dtype=torch.float64), torch.empty(S, dtype=torch.float64)
+        threads = max(1, min(torch.get_num_threads(), S))
+        work = torch.empty(threads * self._need(B), dtype=torch.float64)
+        ptrs = ctypes.c_void_p * self.depth
+
+        def arr(ts: list[Tensor]) -> ctypes.Array | None:
+            return ptrs(*[t.data_ptr() for t in ts]) if ts else None
+
+        if grads is not None and not all(g.is_contiguous() and g.dtype == torch.float64 for g in grads):
+            raise ValueError("gradient buffers must be contiguous float64")
+        self.dll.ss_forward_grad(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), seed_rows, arr(net.weights), arr(net.biases),
+                                 self.act, float(net.slope), self.ce, arr(hs), loss.data_ptr(), sq.data_ptr(),
+                                 arr(grads[0::2]) if grads else None, arr(grads[1::2]) if grads else None, float(gscale),
+                                 work.data_ptr(), threads)
+        return loss, sq, hs
 
     @staticmethod
     def check_indices(idx: Tensor, n_rows: int) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import backprop
+from . import backprop, ckernel
 from .losses import per_seed_loss
 from .nets import Net, baddbmm
 
@@ -100,22 +100,32 @@ class SplitEval:
 
 
 @torch.no_grad()
-def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 256, with_grad: bool = False) -> SplitEval:
+def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 256, with_grad: bool = False,
+             kernel: str = "auto") -> SplitEval:
     """MSE, loss and per-layer correlation statistics over inputs x [S, N, d] with teacher outputs y.
 
     With `with_grad`, also the full-batch gradient norm per layer (see grad_norms), from the same
-    forward pass through the hand-derived backward when the net has no BatchNorm.
+    forward pass: through the compiled pass (ckernel, where it applies and `kernel` is not
+    "torch"), else the hand-derived backward when the net has no BatchNorm, else autograd.
     """
     depth = len(teacher.weights) - 1
-    fused = with_grad and backprop.supports(student)
+    compiled = ckernel.CompiledMLP(student, loss_kind) if kernel != "torch" and not ckernel.unsupported(student, loss_kind) else None
+    fused = with_grad and (compiled is not None or backprop.supports(student))
     accs = [CorrAccumulator() for _ in range(depth)]
     sq = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     loss = torch.zeros_like(sq)
-    grads: list[Tensor] = []
+    grads: list[Tensor] = [torch.zeros_like(p) for p in student.parameters()] if compiled is not None and with_grad else []
     n = x.shape[1]
     for i in range(0, n, chunk):
         xb, yb = x[:, i : i + chunk], y[:, i : i + chunk]
         _, t_hidden = teacher.forward(xb)
+        if compiled is not None:
+            chunk_loss, chunk_sq, s_hidden = compiled.forward_grad(xb, yb, True, grads if with_grad else None, xb.shape[1] / n)
+            for acc, th, sh in zip(accs, t_hidden, s_hidden):
+                acc.update(th, sh)
+            sq += chunk_sq
+            loss += chunk_loss * xb.shape[1]
+            continue
         if fused:
             out, hs, zs = backprop.forward(student, xb)
             s_hidden = hs[1:]

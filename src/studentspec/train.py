@@ -120,7 +120,8 @@ def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
         splits.insert(0, ("train", s.stream.x_train, s.stream.y_train))
     points = []
     for name, x, y in splits:
-        res = evaluate(s.teacher_run, s.student, x, y, cfg.train.loss, cfg.eval.batch_size, with_grad=cfg.eval.grad_norm and name == "train")
+        res = evaluate(s.teacher_run, s.student, x, y, cfg.train.loss, cfg.eval.batch_size, with_grad=cfg.eval.grad_norm and name == "train",
+                       kernel=cfg.train.kernel)
         points.append(EvalPoint(step, name, res, res.grad_norm, fanout_norms(s.student)))
     if cfg.theory.enabled:  # on the training data (the eval set for online data)
         th = cfg.theory
@@ -208,7 +209,7 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
     return result
 
 
-def _compiled_step(cfg: Config, net: Net) -> ckernel.SGDStep | None:
+def _compiled_step(cfg: Config, net: Net) -> ckernel.CompiledMLP | None:
     """The compiled SGD step where train.kernel allows it and it applies; ConfigError if `c` was asked for and cannot run."""
     tc = cfg.train
     if tc.kernel == "torch":
@@ -216,10 +217,10 @@ def _compiled_step(cfg: Config, net: Net) -> ckernel.SGDStep | None:
     why = ckernel.unsupported(net, tc.loss, tc.optimizer, tc.momentum, tc.weight_decay)
     if why and tc.kernel == "c":
         raise ConfigError(f"train.kernel: c cannot run here: {why}")
-    return None if why else ckernel.SGDStep(net, tc.loss)
+    return None if why else ckernel.CompiledMLP(net, tc.loss)
 
 
-def _compiled_epoch(s: Setup, compiled: ckernel.SGDStep, epoch: int, lr: float, alive: Tensor) -> Iterator[Tensor]:
+def _compiled_epoch(s: Setup, compiled: ckernel.CompiledMLP, epoch: int, lr: float, alive: Tensor) -> Iterator[Tensor]:
     """One epoch of compiled steps, yielding each step's per-seed loss; batches of a fixed set are gathered in the kernel."""
     idx_epoch = s.stream.indices(epoch)
     if idx_epoch is None:

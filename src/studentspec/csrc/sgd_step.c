@@ -114,9 +114,12 @@ static void transpose(int R, int Cn, const double *src, double *dst) {
         for (int j = 0; j < Cn; j++) dst[(long)j * R + i] = src[(long)i * Cn + j];
 }
 
-/* Loss of one seed's output [B, C] and its gradient written over `out`. */
-static double loss_and_grad(int B, int C, double *out, const double *y, int ce) {
+/* Loss of one seed's output [B, C] and its gradient written over `out`; *sq gets sum (out - y)^2. */
+static double loss_and_grad(int B, int C, double *out, const double *y, int ce, double *sq) {
     double total = 0.0;
+    *sq = 0.0;
+    if (ce)
+        for (long i = 0; i < (long)B * C; i++) *sq += (out[i] - y[i]) * (out[i] - y[i]);
     if (!ce) {
         double scale = 2.0 / ((double)B * C);
         for (long i = 0; i < (long)B * C; i++) {
@@ -124,6 +127,7 @@ static double loss_and_grad(int B, int C, double *out, const double *y, int ce) 
             total += diff * diff;
             out[i] = diff * scale;
         }
+        *sq = total;
         return total / ((double)B * C);
     }
     for (int b = 0; b < B; b++) {
@@ -153,19 +157,31 @@ long ss_workspace(int L, const int *widths, int B) {
     return total + 4 * (long)B * widest + (long)B * (widths[0] + widths[L]);
 }
 
-/* The step of seed s (see ss_sgd_step), with its own workspace. */
-static void seed_step(int s, int S, int L, const int *widths, int B, const double *x, const double *y,
-                      const long *idx, long n_rows, double **W, double **bias, int act, double slope, int ce, double lr,
-                      const unsigned char *alive, double *loss, double *work) {
+/* What a pass over one seed does besides forward and loss: an SGD update (gW == NULL), or
+ * adding gscale * the gradient to gW, gb without touching the parameters (evaluation). */
+typedef struct {
+    int backward;    /* 0: forward and loss only */
+    double lr, gscale;
+    double **gW, **gb;
+    double **hidden; /* if set, hidden layer l's activations go to hidden[l - 1] [S, B, w_l] */
+    double *sq;      /* if set, sq[s] = sum over the batch of (out - y)^2 */
+} Mode;
+
+/* One seed (see ss_sgd_step and ss_forward_grad), with its own workspace. */
+static void seed_pass(int s, int S, int L, const int *widths, int B, const double *x, const double *y,
+                      const long *idx, long n_rows, double **W, double **bias, int act, double slope, int ce,
+                      const Mode *mode, const unsigned char *alive, double *loss, double *work) {
     int widest = 0;
     for (int l = 0; l <= L; l++) widest = widths[l] > widest ? widths[l] : widest;
     double *h[64]; /* h[l]: input of layer l ([B, w_l]); h[L]: the output, then dLoss/dout */
     double *p = work;
     for (int l = 1; l <= L; l++, p += (long)B * widths[l - 1]) h[l] = p;
+    if (mode->hidden)
+        for (int l = 1; l < L; l++) h[l] = mode->hidden[l - 1] + (long)s * B * widths[l];
     double *gT = p, *belowT = gT + (long)B * widest, *ga = belowT + (long)B * widest, *gb = ga + (long)B * widest;
     double *xb = gb + (long)B * widest, *yb = xb + (long)B * widths[0];
     int in = widths[0], out = widths[L];
-    if (!alive[s]) {
+    if (alive && !alive[s]) {
         loss[s] = NAN;
         return;
     }
@@ -174,8 +190,9 @@ static void seed_step(int s, int S, int L, const int *widths, int B, const doubl
             const char *w = (const char *)(W[l] + (long)(s + 1) * widths[l] * widths[l + 1]);
             for (long o = 0; o < (long)widths[l] * widths[l + 1] * 8; o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
         }
-    const double *ys = y + (long)s * B * out;
-    h[0] = (double *)x + (long)s * B * in;
+    long rows = idx || !n_rows ? B : n_rows; /* rows between two seeds' batches */
+    const double *ys = y + (long)s * rows * out;
+    h[0] = (double *)x + (long)s * rows * in;
     if (idx) { /* rows idx[s, :] of this seed's training set [n_rows, w]: gathered here, no batch tensor */
         for (int r = 0; r < B; r++) {
             long row = idx[(long)s * B + r];
@@ -197,8 +214,11 @@ static void seed_step(int s, int S, int L, const int *widths, int B, const doubl
             }
     }
     double *g = h[L];
-    loss[s] = loss_and_grad(B, out, g, ys, ce);
-    if (!isfinite(loss[s])) return;
+    double sq;
+    loss[s] = loss_and_grad(B, out, g, ys, ce, &sq);
+    if (mode->sq) mode->sq[s] = sq;
+    if (!mode->backward) return;
+    if (!mode->gW && !isfinite(loss[s])) return; /* an update would spoil the parameters: keep them */
     for (int l = L - 1; l >= 0; l--) {
         int a = widths[l], b = widths[l + 1];
         double *w = W[l] + (long)s * a * b, *c = bias[l] + (long)s * b;
@@ -206,11 +226,13 @@ static void seed_step(int s, int S, int L, const int *widths, int B, const doubl
             transpose(B, b, g, gT);
             gemm(a, B, b, w, b, 1, gT, B, belowT, B, 1.0, 0);
         }
-        gemm(a, b, B, h[l], 1, a, g, b, w, b, -lr, 1); /* W -= lr h^T g */
+        double *dw = mode->gW ? mode->gW[l] + (long)s * a * b : w, *db = mode->gW ? mode->gb[l] + (long)s * b : c;
+        double scale = mode->gW ? mode->gscale : -mode->lr;
+        gemm(a, b, B, h[l], 1, a, g, b, dw, b, scale, 1); /* W -= lr h^T g, or gW += gscale h^T g */
         for (int j = 0; j < b; j++) {
             double sum = 0.0;
             for (int r = 0; r < B; r++) sum += g[(long)r * b + j];
-            c[j] -= lr * sum;
+            db[j] += scale * sum;
         }
         if (l > 0) { /* g <- (belowT)^T * psi'(z): h > 0 exactly where z > 0 (slope > 0) */
             double *next = g == ga ? gb : ga, *hl = h[l];
@@ -224,6 +246,20 @@ static void seed_step(int s, int S, int L, const int *widths, int B, const doubl
     }
 }
 
+static void all_seeds(int S, int L, const int *widths, int B, const double *x, const double *y, const long *idx,
+                      long n_rows, double **W, double **bias, int act, double slope, int ce, const Mode *mode,
+                      const unsigned char *alive, double *loss, double *work, int threads) {
+    long ws = ss_workspace(L, widths, B);
+    if (threads <= 1) { /* no thread team for the one-thread case (sweep workers) */
+        for (int s = 0; s < S; s++) seed_pass(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, mode, alive, loss, work);
+        return;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int s = 0; s < S; s++)
+        seed_pass(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, mode, alive, loss,
+                  work + ws * omp_get_thread_num());
+}
+
 /* One step for every seed with alive[s]: loss[s] is its loss on (x, y); if that is finite its
  * parameters take the SGD step W -= lr dW, b -= lr db, else they are left as they were.
  * Dead seeds are skipped (loss NaN). act: 0 ReLU, 1 Leaky ReLU; ce: 0 MSE (mean over B and C),
@@ -234,13 +270,18 @@ static void seed_step(int s, int S, int L, const int *widths, int B, const doubl
 void ss_sgd_step(int S, int L, const int *widths, int B, const double *x, const double *y, const long *idx, long n_rows,
                  double **W, double **bias, int act, double slope, int ce, double lr, const unsigned char *alive,
                  double *loss, double *work, int threads) {
-    long ws = ss_workspace(L, widths, B);
-    if (threads <= 1) { /* no thread team for the one-thread case (sweep workers) */
-        for (int s = 0; s < S; s++) seed_step(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, lr, alive, loss, work);
-        return;
-    }
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int s = 0; s < S; s++)
-        seed_step(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, lr, alive, loss,
-                  work + ws * omp_get_thread_num());
+    Mode mode = {1, lr, 0.0, NULL, NULL, NULL, NULL};
+    all_seeds(S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, &mode, alive, loss, work, threads);
+}
+
+/* Forward, loss and gradient of every seed on a batch, parameters untouched (evaluation):
+ * loss[s], sq[s] = sum (out - y)^2, hidden activations into hidden[l - 1] [S, B, w_l] (if
+ * hidden), and gW[l] += gscale dLoss/dW_l, gb[l] += gscale dLoss/db_l (if gW). Seed s's batch
+ * is the B rows from x + s * seed_rows * w0 (and likewise y): a slice of a bigger set, uncopied. */
+void ss_forward_grad(int S, int L, const int *widths, int B, const double *x, const double *y, long seed_rows, double **W,
+                     double **bias,
+                     int act, double slope, int ce, double **hidden, double *loss, double *sq, double **gW, double **gb,
+                     double gscale, double *work, int threads) {
+    Mode mode = {gW != NULL, 0.0, gscale, gW, gb, hidden, sq};
+    all_seeds(S, L, widths, B, x, y, NULL, seed_rows, W, bias, act, slope, ce, &mode, NULL, loss, work, threads);
 }
