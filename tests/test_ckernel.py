@@ -159,3 +159,49 @@ def test_indexed_step_gathers_the_same_batch_bitwise():
         assert torch.equal(p, q)
     with pytest.raises(IndexError, match=r"\[0, 40\)"):
         ckernel.CompiledMLP.check_indices(torch.tensor([[0, 40]]), 40)
+
+
+@needs_kernel
+@pytest.mark.parametrize("activation,loss", [("relu", "mse"), ("leaky_relu", "ce")])
+def test_forward_grad_matches_autograd_on_a_slice_without_touching_parameters(activation, loss):
+    gen = torch.Generator().manual_seed(4)
+    widths = [11, 26, 14, 7]
+    net = _net(3, widths, activation, gen)
+    before = [t.clone() for t in net.parameters()]
+    x_all = torch.randn(3, 90, 11, generator=gen, dtype=torch.float64)
+    y_all = torch.randn(3, 90, 7, generator=gen, dtype=torch.float64)
+    x, y = x_all[:, 20:57], y_all[:, 20:57]  # a slice along the samples: read in place
+    grads = [torch.zeros_like(p) for p in net.parameters()]
+    got_loss, got_sq, hidden = ckernel.CompiledMLP(net, loss).forward_grad(x, y, True, grads, 0.5)
+    for old, new in zip(before, net.parameters()):
+        assert torch.equal(old, new)
+    for s in range(3):
+        m = _module(net, s)
+        out = m(x[s])
+        value = _oracle_loss(out, y[s], loss)
+        value.backward()
+        torch.testing.assert_close(got_loss[s], value.detach(), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(got_sq[s], (out - y[s]).square().sum().detach(), rtol=1e-12, atol=1e-12)
+        h = x[s]
+        lins = [mod for mod in m if isinstance(mod, torch.nn.Linear)]
+        for l, lin in enumerate(lins):
+            torch.testing.assert_close(grads[2 * l][s], 0.5 * lin.weight.grad.T, rtol=1e-11, atol=1e-13)
+            torch.testing.assert_close(grads[2 * l + 1][s], 0.5 * lin.bias.grad, rtol=1e-11, atol=1e-13)
+            if l < len(lins) - 1:
+                h = m[2 * l + 1](lin(h))
+                torch.testing.assert_close(hidden[l][s], h.detach(), rtol=1e-12, atol=1e-13)
+
+
+@needs_kernel
+def test_evaluate_agrees_with_the_torch_path():
+    from studentspec.metrics import evaluate
+    from studentspec.train import build
+
+    s = build(load_config(None, [*TINY, "teacher.widths=[3,4]", "teacher.activation=leaky_relu"]))
+    x, y = s.stream.x_train, s.stream.y_train
+    a = evaluate(s.teacher_run, s.student, x, y, "mse", 64, with_grad=True, kernel="auto")
+    b = evaluate(s.teacher_run, s.student, x, y, "mse", 64, with_grad=True, kernel="torch")
+    for name in ("mse", "loss", "grad_norm"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-10, atol=1e-13)
+    for la, lb in zip(a.layers, b.layers):
+        torch.testing.assert_close(la.corr, lb.corr, rtol=1e-9, atol=1e-12)
