@@ -130,6 +130,7 @@ def summary(result: TrainResult, scalars: pd.DataFrame, teachers: pd.DataFrame) 
         "steps": result.steps,
         "n_train": int(result.setup.stream.x_train.shape[1]),
         "wall_time_s": round(result.wall_time, 3),
+        "eval_time_s": round(getattr(result, "eval_time", 0.0), 3),
         "kernel": getattr(result, "kernel", "torch"),
         "diverged": {str(k): v for k, v in result.diverged.items()},
         "per_seed": per_seed,

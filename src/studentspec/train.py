@@ -111,6 +111,7 @@ class TrainResult:
     steps: int = 0
     wall_time: float = 0.0
     kernel: str = "torch"  # which training step ran: "c" (ckernel) or "torch"
+    eval_time: float = 0.0  # seconds of wall_time spent evaluating
 
 
 def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
@@ -155,7 +156,9 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
     postfix: dict[str, str] = {}
 
     def record(step: int) -> None:
+        t0 = time.perf_counter()
         points = _evaluate_all(s, step)
+        result.eval_time += time.perf_counter() - t0
         result.evals += points
         if on_eval is not None:
             on_eval(points)
