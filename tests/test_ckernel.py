@@ -8,9 +8,9 @@ from studentspec.nets import Net
 
 
 
-def _net(S: int, widths: list[int], activation: str, gen: torch.Generator) -> Net:
-    weights = [torch.randn(S, a, b, generator=gen, dtype=torch.float64) / a**0.5 for a, b in zip(widths, widths[1:])]
-    biases = [0.1 * torch.randn(S, b, generator=gen, dtype=torch.float64) for b in widths[1:]]
+def _net(S: int, widths: list[int], activation: str, gen: torch.Generator, dtype: torch.dtype = torch.float64) -> Net:
+    weights = [torch.randn(S, a, b, generator=gen, dtype=dtype) / a**0.5 for a, b in zip(widths, widths[1:])]
+    biases = [0.1 * torch.randn(S, b, generator=gen, dtype=dtype) for b in widths[1:]]
     return Net(weights, biases, activation, 0.1, "none", [])
 
 
@@ -18,7 +18,7 @@ def _module(net: Net, s: int) -> torch.nn.Sequential:
     """Seed s of the ensemble as a plain nn.Sequential (nn.Linear keeps W transposed)."""
     layers: list[torch.nn.Module] = []
     for l, (w, b) in enumerate(zip(net.weights, net.biases)):
-        lin = torch.nn.Linear(w.shape[1], w.shape[2], dtype=torch.float64)
+        lin = torch.nn.Linear(w.shape[1], w.shape[2], dtype=w.dtype)
         with torch.no_grad():
             lin.weight.copy_(w[s].T)
             lin.bias.copy_(b[s])
@@ -37,53 +37,57 @@ def _oracle_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
 needs_kernel = pytest.mark.skipif(bool(ckernel._load()[1]), reason=f"compiled step unavailable: {ckernel._load()[1]}")
 
 
+CASES = [
+    ([100, 100, 50], 16, "relu", "mse"),  # the paper's two-layer shape: full tiles plus an edge
+    ([7, 13, 5], 5, "leaky_relu", "mse"),  # every dimension an edge case
+    ([9, 30, 21, 11, 6], 3, "relu", "ce"),  # deep, batch below one tile
+    ([5, 3], 7, "relu", "mse"),  # no hidden layer
+    ([20, 17, 19, 23], 24, "leaky_relu", "ce"),  # batch 24: the narrow 6 x 8 float64 tiles for the signal below
+    ([12, 40, 9], 32, "relu", "mse"),  # batch 32: the narrow 6 x 16 float32 tiles
+]
+TOL = {torch.float64: dict(rtol=1e-12, atol=1e-13), torch.float32: dict(rtol=2e-5, atol=2e-6)}
+
+
 @needs_kernel
-@pytest.mark.parametrize(
-    "widths,batch,activation,loss",
-    [
-        ([100, 100, 50], 16, "relu", "mse"),  # the paper's two-layer shape: full 4x12 tiles plus a 4-column edge
-        ([7, 13, 5], 5, "leaky_relu", "mse"),  # every dimension an edge case
-        ([9, 30, 21, 11, 6], 3, "relu", "ce"),  # deep, batch below one tile
-        ([5, 3], 7, "relu", "mse"),  # no hidden layer
-        ([20, 17, 19, 23], 24, "leaky_relu", "ce"),  # batch 24: the narrow 6x8 tiles for the signal below
-    ],
-)
-def test_compiled_step_matches_autograd_per_seed(widths, batch, activation, loss):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("widths,batch,activation,loss", CASES)
+def test_compiled_step_matches_autograd_per_seed(widths, batch, activation, loss, dtype):
     gen = torch.Generator().manual_seed(sum(widths) + batch)
     S, lr, steps = 3, 0.05, 4
-    net = _net(S, widths, activation, gen)
+    net = _net(S, widths, activation, gen, dtype)
     oracles = [_module(net, s) for s in range(S)]
     opts = [torch.optim.SGD(m.parameters(), lr=lr) for m in oracles]
     step = ckernel.CompiledMLP(net, loss)
     for _ in range(steps):
-        x = torch.randn(S, batch, widths[0], generator=gen, dtype=torch.float64)
-        y = torch.randn(S, batch, widths[-1], generator=gen, dtype=torch.float64)
+        x = torch.randn(S, batch, widths[0], generator=gen, dtype=dtype)
+        y = torch.randn(S, batch, widths[-1], generator=gen, dtype=dtype)
         got = step(x, y, lr, torch.ones(S, dtype=torch.bool)).clone()
         for s, (m, opt) in enumerate(zip(oracles, opts)):
             opt.zero_grad()
             value = _oracle_loss(m(x[s]), y[s], loss)
             value.backward()
             opt.step()
-            torch.testing.assert_close(got[s], value.detach(), rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(got[s], value.detach().double(), **TOL[dtype])
     for s, m in enumerate(oracles):
         lins = [mod for mod in m if isinstance(mod, torch.nn.Linear)]
         for l, lin in enumerate(lins):
-            torch.testing.assert_close(net.weights[l][s], lin.weight.detach().T, rtol=1e-12, atol=1e-13)
-            torch.testing.assert_close(net.biases[l][s], lin.bias.detach(), rtol=1e-12, atol=1e-13)
+            torch.testing.assert_close(net.weights[l][s], lin.weight.detach().T, **TOL[dtype])
+            torch.testing.assert_close(net.biases[l][s], lin.bias.detach(), **TOL[dtype])
 
 
 @needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_seed_alone_equals_seed_inside_ensemble_bitwise(threads):
+def test_seed_alone_equals_seed_inside_ensemble_bitwise(threads, dtype):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         gen = torch.Generator().manual_seed(1)
         widths = [10, 30, 4]
-        big = _net(5, widths, "relu", gen)
+        big = _net(5, widths, "relu", gen, dtype)
         alone = Net([w[2:3].clone() for w in big.weights], [b[2:3].clone() for b in big.biases], "relu", 0.1, "none", [])
-        x = torch.randn(5, 16, 10, generator=gen, dtype=torch.float64)
-        y = torch.randn(5, 16, 4, generator=gen, dtype=torch.float64)
+        x = torch.randn(5, 16, 10, generator=gen, dtype=dtype)
+        y = torch.randn(5, 16, 4, generator=gen, dtype=dtype)
         for _ in range(3):
             ckernel.CompiledMLP(big, "mse")(x, y, 0.1, torch.ones(5, dtype=torch.bool))
             ckernel.CompiledMLP(alone, "mse")(x[2:3], y[2:3], 0.1, torch.ones(1, dtype=torch.bool))
@@ -119,14 +123,15 @@ def test_train_uses_the_compiled_step_where_it_applies_and_agrees_with_torch():
     t = train(load_config(None, [*TINY, "train.kernel=torch"]), progress=False)
     f32 = train(load_config(None, [*TINY, "train.dtype=float32"]), progress=False)
     mom = train(load_config(None, [*TINY, "train.momentum=0.5"]), progress=False)
-    assert (c.kernel, t.kernel, f32.kernel, mom.kernel) == ("c", "torch", "torch", "torch")
+    bn = train(load_config(None, [*TINY, "teacher.batchnorm=before"]), progress=False)
+    assert (c.kernel, t.kernel, f32.kernel, mom.kernel, bn.kernel) == ("c", "torch", "c", "torch", "torch")
     for a, b in zip(c.setup.student.parameters(), t.setup.student.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_asking_for_the_compiled_step_where_it_cannot_run_is_a_config_error():
-    with pytest.raises(ConfigError, match="train.kernel: c cannot run here: only float64"):
-        train(load_config(None, [*TINY, "train.kernel=c", "train.dtype=float32"]), progress=False)
+    with pytest.raises(ConfigError, match="train.kernel: c cannot run here: only plain SGD"):
+        train(load_config(None, [*TINY, "train.kernel=c", "train.momentum=0.9"]), progress=False)
 
 
 def test_no_compiler_falls_back_with_a_reason(monkeypatch, tmp_path):

@@ -1,7 +1,7 @@
 """The compiled SGD step (csrc/sgd_step.c): built with the system C compiler on first use, cached.
 
-It covers the paper's hot loop (plain MLP, ReLU/Leaky ReLU, MSE/CE, plain SGD, float64 on the
-CPU) and needs AVX2 + FMA. Everywhere else, or with no compiler, training takes the torch path
+It covers the paper's hot loop (plain MLP, ReLU/Leaky ReLU, MSE/CE, plain SGD, float64 or
+float32 on the CPU) and needs AVX2 + FMA. Everywhere else, or with no compiler, training takes the torch path
 (backprop.py); `train.kernel: c` asks for this one and fails with a one-line reason instead.
 """
 
@@ -24,6 +24,8 @@ from torch import Tensor
 from .nets import Net
 
 SOURCE = Path(__file__).with_name("csrc") / "sgd_step.c"
+SOURCES = [SOURCE, SOURCE.with_name("sgd_step_impl.h")]  # the second is #included by the first
+SUFFIX = {torch.float64: "f64", torch.float32: "f32"}
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-std=c11", "-shared", "-fPIC"]
 MAX_LAYERS = 63  # the C side keeps one pointer per layer in a fixed array
 
@@ -60,7 +62,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     cc = _compiler()
     if cc is None:
         return None, "no C compiler found (set CC)"
-    source = SOURCE.read_bytes()
+    source = b"".join(f.read_bytes() for f in SOURCES)
     tag = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
     lib = cache_dir() / f"sgd_step-{tag}.so"
     if not lib.exists():
@@ -74,10 +76,11 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         os.replace(tmp, lib)  # atomic: parallel workers compiling at once all end with a whole file
     dll = ctypes.CDLL(str(lib))
     p, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
-    dll.ss_sgd_step.argtypes = [i, i, p, i, p, p, p, ctypes.c_long, p, p, i, d, i, d, p, p, p, i]
-    dll.ss_sgd_step.restype = None
-    dll.ss_forward_grad.argtypes = [i, i, p, i, p, p, ctypes.c_long, p, p, i, d, i, p, p, p, p, p, d, p, i]
-    dll.ss_forward_grad.restype = None
+    for sfx in SUFFIX.values():
+        step, fwd = getattr(dll, f"ss_sgd_step_{sfx}"), getattr(dll, f"ss_forward_grad_{sfx}")
+        step.argtypes = [i, i, p, i, p, p, p, ctypes.c_long, p, p, i, d, i, d, p, p, p, i]
+        fwd.argtypes = [i, i, p, i, p, p, ctypes.c_long, p, p, i, d, i, p, p, p, p, p, d, p, i]
+        step.restype = fwd.restype = None
     dll.ss_workspace.argtypes = [i, p, i]
     dll.ss_workspace.restype = ctypes.c_long
     return dll, ""
@@ -90,8 +93,8 @@ def unsupported(net: Net, loss: str, optimizer: str = "sgd", momentum: float = 0
         return "BatchNorm students take the torch path"
     if optimizer not in ("sgd", "gd") or momentum or weight_decay:
         return "only plain SGD (no momentum, no weight decay) is compiled"
-    if w.dtype != torch.float64 or w.device.type != "cpu":
-        return f"only float64 on the CPU is compiled (got {w.dtype} on {w.device})"
+    if w.dtype not in SUFFIX or w.device.type != "cpu":
+        return f"only float64/float32 on the CPU is compiled (got {w.dtype} on {w.device})"
     if loss not in ("mse", "ce"):
         return f"loss {loss!r} is not compiled"
     if len(net.weights) > MAX_LAYERS:
@@ -122,6 +125,9 @@ class CompiledMLP:
         self.depth = len(net.weights)
         self.widths = (ctypes.c_int * len(widths))(*widths)
         self.act = int(net.activation != "relu")
+        self.dtype = net.weights[0].dtype
+        sfx = SUFFIX[self.dtype]
+        self._step, self._forward_grad = getattr(dll, f"ss_sgd_step_{sfx}"), getattr(dll, f"ss_forward_grad_{sfx}")
         self.workspace: Tensor | None = None
         self.loss = torch.empty(net.weights[0].shape[0], dtype=torch.float64)
 
@@ -134,8 +140,8 @@ class CompiledMLP:
 
         idx [S, B] int64 must lie in [0, x_train.shape[1]): check_indices() once per epoch, not per step.
         """
-        if x_train.dtype != torch.float64 or y_train.dtype != torch.float64 or not (x_train.is_contiguous() and y_train.is_contiguous()):
-            raise ValueError("the compiled step needs contiguous float64 training sets")
+        if x_train.dtype != self.dtype or y_train.dtype != self.dtype or not (x_train.is_contiguous() and y_train.is_contiguous()):
+            raise ValueError(f"the compiled step needs contiguous {self.dtype} training sets")
         return self._run(x_train, y_train, idx.to(torch.int64).contiguous(), lr, alive)
 
     def forward_grad(self, x: Tensor, y: Tensor, hidden: bool, grads: list[Tensor] | None, gscale: float) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -149,18 +155,20 @@ class CompiledMLP:
         if seed_rows is None or seed_rows != _seed_rows(y):  # else a slice of bigger [S, N, w] sets, read in place
             x, y, seed_rows = x.contiguous(), y.contiguous(), B
         net = self.net
-        hs = [torch.empty(S, B, w.shape[2], dtype=torch.float64) for w in net.weights[:-1]] if hidden else []
+        if x.dtype != self.dtype or y.dtype != self.dtype:
+            raise ValueError(f"inputs must be {self.dtype} like the parameters")
+        hs = [torch.empty(S, B, w.shape[2], dtype=self.dtype) for w in net.weights[:-1]] if hidden else []
         loss, sq = torch.empty(S, dtype=torch.float64), torch.empty(S, dtype=torch.float64)
         threads = max(1, min(torch.get_num_threads(), S))
-        work = torch.empty(threads * self._need(B), dtype=torch.float64)
+        work = torch.empty(threads * self._need(B), dtype=self.dtype)
         ptrs = ctypes.c_void_p * self.depth
 
         def arr(ts: list[Tensor]) -> ctypes.Array | None:
             return ptrs(*[t.data_ptr() for t in ts]) if ts else None
 
-        if grads is not None and not all(g.is_contiguous() and g.dtype == torch.float64 for g in grads):
-            raise ValueError("gradient buffers must be contiguous float64")
-        self.dll.ss_forward_grad(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), seed_rows, arr(net.weights), arr(net.biases),
+        if grads is not None and not all(g.is_contiguous() and g.dtype == self.dtype for g in grads):
+            raise ValueError(f"gradient buffers must be contiguous {self.dtype}")
+        self._forward_grad(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), seed_rows, arr(net.weights), arr(net.biases),
                                  self.act, float(net.slope), self.ce, arr(hs), loss.data_ptr(), sq.data_ptr(),
                                  arr(grads[0::2]) if grads else None, arr(grads[1::2]) if grads else None, float(gscale),
                                  work.data_ptr(), threads)
@@ -177,12 +185,14 @@ class CompiledMLP:
         B = x.shape[1] if idx is None else idx.shape[1]
         threads = max(1, min(torch.get_num_threads(), S))  # seeds are shared out over torch's threads
         if self.workspace is None or self.workspace.shape[0] < threads * self._need(B):
-            self.workspace = torch.empty(threads * self._need(B), dtype=torch.float64)
+            self.workspace = torch.empty(threads * self._need(B), dtype=self.dtype)
         alive_u8 = alive.to(torch.uint8).contiguous()
         ptrs = ctypes.c_void_p * self.depth  # looked up per call: cheap, and safe if a tensor is replaced
         w_ptrs = ptrs(*[w.data_ptr() for w in self.net.weights])
         b_ptrs = ptrs(*[b.data_ptr() for b in self.net.biases])
-        self.dll.ss_sgd_step(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), None if idx is None else idx.data_ptr(),
+        if x.dtype != self.dtype or y.dtype != self.dtype:
+            raise ValueError(f"inputs must be {self.dtype} like the parameters")
+        self._step(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), None if idx is None else idx.data_ptr(),
                              x.shape[1], w_ptrs, b_ptrs, self.act, float(self.net.slope), self.ce, float(lr),
                              alive_u8.data_ptr(), self.loss.data_ptr(), self.workspace.data_ptr(), threads)
         return self.loss

@@ -1,0 +1,220 @@
+/* The type-generic body of sgd_step.c, included once per precision. Before including, define
+ * REAL (double/float), VEC (its 256-bit vector), VL (lanes), SUFFIX (f64/f32), the V_* vector
+ * operations and LANE_MASK(n). Tiles named 4x12 and 6x8 are 4 x 3VL and 6 x 2VL elements. */
+
+static MASKV SFX(lane_mask)(int n) { /* the first n (0..VL) lanes on */
+    return LANE_MASK(n);
+}
+
+static void SFX(store_rows)(const VEC *r, int nv, int rows, REAL *C, long ldc, int cols, double alpha, int acc_into) {
+    VEC al = V_SET1(alpha);
+    for (int i = 0; i < rows; i++, C += ldc)
+        for (int v = 0; v < nv; v++) {
+            int left = cols - VL * v;
+            if (left <= 0) break;
+            VEC t = V_MUL(al, r[i * nv + v]);
+            if (left >= VL) {
+                V_STORE(C + VL * v, acc_into ? V_ADD(V_LOAD(C + VL * v), t) : t);
+            } else {
+                MASKV m = SFX(lane_mask)(left);
+                if (acc_into) t = V_ADD(V_MASKLOAD(C + VL * v, m), t);
+                V_MASKSTORE(C + VL * v, m, t);
+            }
+        }
+}
+
+TILE_4x12(SFX(tile_4x12), PLAIN)
+TILE_4x12(SFX(tile_4x12_m), MASKED)
+TILE_6x8(SFX(tile_6x8), PLAIN)
+TILE_6x8(SFX(tile_6x8_m), MASKED)
+
+/* C[M, N] (=|+=) alpha * A @ B, A[m, k] = A[m*sam + k*sak], B row-major [K, N] (leading dim ldb). */
+static void SFX(gemm)(int M, int N, int K, const REAL *A, long sam, long sak, const REAL *B, long ldb, REAL *C,
+                 long ldc, double alpha, int acc_into) {
+    int narrow = N % (2 * VL) == 0 && N <= 8 * VL; /* [width, batch] products: 6 x 2VL tiles cover them exactly */
+    int MR = narrow ? 6 : 4, NR = narrow ? 2 * VL : 3 * VL;
+    for (int n0 = 0; n0 < N; n0 += NR) { /* a panel of B stays in L1 across the row blocks */
+        int cols = N - n0 < NR ? N - n0 : NR;
+        MASKV mk[3];
+        for (int v = 0; v < 3; v++) mk[v] = SFX(lane_mask)(cols - VL * v < 0 ? 0 : (cols - VL * v > VL ? VL : cols - VL * v));
+        for (int m0 = 0; m0 < M; m0 += MR) {
+            int rows = M - m0 < MR ? M - m0 : MR;
+            const REAL *a = A + m0 * sam;
+            REAL *c = C + (long)m0 * ldc + n0;
+            if (narrow)
+                (cols == 2 * VL ? SFX(tile_6x8) : SFX(tile_6x8_m))(K, a, sam, sak, rows, B + n0, ldb, c, ldc, cols, alpha, acc_into, mk);
+            else
+                (cols == 3 * VL ? SFX(tile_4x12) : SFX(tile_4x12_m))(K, a, sam, sak, rows, B + n0, ldb, c, ldc, cols, alpha, acc_into, mk);
+        }
+    }
+}
+
+static void SFX(transpose)(int R, int Cn, const REAL *src, REAL *dst) {
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < Cn; j++) dst[(long)j * R + i] = src[(long)i * Cn + j];
+}
+
+/* Loss of one seed's output [B, C] and its gradient written over `out`; *sq gets sum (out - y)^2. */
+static double SFX(loss_and_grad)(int B, int C, REAL *out, const REAL *y, int ce, double *sq) {
+    double total = 0.0;
+    *sq = 0.0;
+    if (ce)
+        for (long i = 0; i < (long)B * C; i++) *sq += ((double)out[i] - y[i]) * ((double)out[i] - y[i]);
+    if (!ce) {
+        double scale = 2.0 / ((double)B * C);
+        for (long i = 0; i < (long)B * C; i++) {
+            double diff = (double)out[i] - y[i];
+            total += diff * diff;
+            out[i] = (REAL)(diff * scale);
+        }
+        *sq = total;
+        return total / ((double)B * C);
+    }
+    for (int b = 0; b < B; b++) {
+        REAL *o = out + (long)b * C;
+        const REAL *t = y + (long)b * C;
+        int label = 0;
+        double top = o[0];
+        for (int c = 1; c < C; c++) {
+            if (t[c] > t[label]) label = c;
+            if (o[c] > top) top = o[c];
+        }
+        double sum = 0.0;
+        for (int c = 0; c < C; c++) sum += exp(o[c] - top);
+        double lse = top + log(sum);
+        total += lse - o[label];
+        for (int c = 0; c < C; c++) o[c] = (REAL)(exp(o[c] - lse) / B);
+        o[label] -= (REAL)(1.0 / B);
+    }
+    return total / B;
+}
+
+
+/* What a pass over one seed does besides forward and loss: an SGD update (gW == NULL), or
+ * adding gscale * the gradient to gW, gb without touching the parameters (evaluation). */
+typedef struct {
+    int backward;    /* 0: forward and loss only */
+    double lr, gscale;
+    REAL **gW, **gb;
+    REAL **hidden; /* if set, hidden layer l's activations go to hidden[l - 1] [S, B, w_l] */
+    double *sq;    /* if set, sq[s] = sum over the batch of (out - y)^2 */
+} SFX(Mode);
+
+/* One seed (see SFX(ss_sgd_step) and SFX(ss_forward_grad)), with its own workspace. */
+static void SFX(seed_pass)(int s, int S, int L, const int *widths, int B, const REAL *x, const REAL *y,
+                      const long *idx, long n_rows, REAL **W, REAL **bias, int act, double slope, int ce,
+                      const SFX(Mode) *mode, const unsigned char *alive, double *loss, REAL *work) {
+    int widest = 0;
+    for (int l = 0; l <= L; l++) widest = widths[l] > widest ? widths[l] : widest;
+    REAL *h[64]; /* h[l]: input of layer l ([B, w_l]); h[L]: the output, then dLoss/dout */
+    REAL *p = work;
+    for (int l = 1; l <= L; l++, p += (long)B * widths[l - 1]) h[l] = p;
+    if (mode->hidden)
+        for (int l = 1; l < L; l++) h[l] = mode->hidden[l - 1] + (long)s * B * widths[l];
+    REAL *gT = p, *belowT = gT + (long)B * widest, *ga = belowT + (long)B * widest, *gb = ga + (long)B * widest;
+    REAL *xb = gb + (long)B * widest, *yb = xb + (long)B * widths[0];
+    int in = widths[0], out = widths[L];
+    if (alive && !alive[s]) {
+        loss[s] = NAN;
+        return;
+    }
+    if (s + 1 < S) /* the next seed's parameters start moving towards L2 while this one computes */
+        for (int l = 0; l < L; l++) {
+            const char *w = (const char *)(W[l] + (long)(s + 1) * widths[l] * widths[l + 1]);
+            for (long o = 0; o < (long)widths[l] * widths[l + 1] * (long)sizeof(REAL); o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
+        }
+    long rows = idx || !n_rows ? B : n_rows; /* rows between two seeds' batches */
+    const REAL *ys = y + (long)s * rows * out;
+    h[0] = (REAL *)x + (long)s * rows * in;
+    if (idx) { /* rows idx[s, :] of this seed's training set [n_rows, w]: gathered here, no batch tensor */
+        for (int r = 0; r < B; r++) {
+            long row = idx[(long)s * B + r];
+            memcpy(xb + (long)r * in, x + ((long)s * n_rows + row) * in, sizeof(REAL) * in);
+            memcpy(yb + (long)r * out, y + ((long)s * n_rows + row) * out, sizeof(REAL) * out);
+        }
+        h[0] = xb;
+        ys = yb;
+    }
+    for (int l = 0; l < L; l++) {
+        int a = widths[l], b = widths[l + 1];
+        const REAL *w = W[l] + (long)s * a * b, *c = bias[l] + (long)s * b;
+        REAL *z = h[l + 1];
+        SFX(gemm)(B, b, a, h[l], a, 1, w, b, z, b, 1.0, 0);
+        for (int r = 0; r < B; r++)
+            for (int j = 0; j < b; j++) {
+                REAL v = z[(long)r * b + j] + c[j];
+                z[(long)r * b + j] = l == L - 1 || v > 0 ? v : (act ? (REAL)(slope * v) : 0);
+            }
+    }
+    REAL *g = h[L];
+    double sq;
+    loss[s] = SFX(loss_and_grad)(B, out, g, ys, ce, &sq);
+    if (mode->sq) mode->sq[s] = sq;
+    if (!mode->backward) return;
+    if (!mode->gW && !isfinite(loss[s])) return; /* an update would spoil the parameters: keep them */
+    for (int l = L - 1; l >= 0; l--) {
+        int a = widths[l], b = widths[l + 1];
+        REAL *w = W[l] + (long)s * a * b, *c = bias[l] + (long)s * b;
+        if (l > 0) { /* the signal below, through W before its update: belowT = W g^T */
+            SFX(transpose)(B, b, g, gT);
+            SFX(gemm)(a, B, b, w, b, 1, gT, B, belowT, B, 1.0, 0);
+        }
+        REAL *dw = mode->gW ? mode->gW[l] + (long)s * a * b : w, *db = mode->gW ? mode->gb[l] + (long)s * b : c;
+        double scale = mode->gW ? mode->gscale : -mode->lr;
+        SFX(gemm)(a, b, B, h[l], 1, a, g, b, dw, b, scale, 1); /* W -= lr h^T g, or gW += gscale h^T g */
+        for (int j = 0; j < b; j++) {
+            double sum = 0.0;
+            for (int r = 0; r < B; r++) sum += g[(long)r * b + j];
+            db[j] += (REAL)(scale * sum);
+        }
+        if (l > 0) { /* g <- (belowT)^T * psi'(z): h > 0 exactly where z > 0 (slope > 0) */
+            REAL *next = g == ga ? gb : ga, *hl = h[l];
+            for (int r = 0; r < B; r++)
+                for (int i = 0; i < a; i++) {
+                    REAL v = belowT[(long)i * B + r];
+                    next[(long)r * a + i] = hl[(long)r * a + i] > 0 ? v : (act ? (REAL)(slope * v) : 0);
+                }
+            g = next;
+        }
+    }
+}
+
+static void SFX(all_seeds)(int S, int L, const int *widths, int B, const REAL *x, const REAL *y, const long *idx,
+                      long n_rows, REAL **W, REAL **bias, int act, double slope, int ce, const SFX(Mode) *mode,
+                      const unsigned char *alive, double *loss, REAL *work, int threads) {
+    long ws = ss_workspace(L, widths, B);
+    if (threads <= 1) { /* no thread team for the one-thread case (sweep workers) */
+        for (int s = 0; s < S; s++) SFX(seed_pass)(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, mode, alive, loss, work);
+        return;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int s = 0; s < S; s++)
+        SFX(seed_pass)(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, mode, alive, loss,
+                  work + ws * omp_get_thread_num());
+}
+
+/* One step for every seed with alive[s]: loss[s] is its loss on (x, y); if that is finite its
+ * parameters take the SGD step W -= lr dW, b -= lr db, else they are left as they were.
+ * Dead seeds are skipped (loss NaN). act: 0 ReLU, 1 Leaky ReLU; ce: 0 MSE (mean over B and C),
+ * 1 cross-entropy on argmax(y) (mean over B). With idx ([S, B] row numbers), x and y are whole
+ * training sets [S, n_rows, w] and the batch is gathered from them; else they are the batch.
+ * Seeds are shared out over `threads` threads, each with its own ss_workspace() doubles of
+ * `work`; a seed's numbers do not depend on the split. */
+void SFX(ss_sgd_step)(int S, int L, const int *widths, int B, const REAL *x, const REAL *y, const long *idx, long n_rows,
+                 REAL **W, REAL **bias, int act, double slope, int ce, double lr, const unsigned char *alive,
+                 double *loss, REAL *work, int threads) {
+    SFX(Mode) mode = {1, lr, 0.0, NULL, NULL, NULL, NULL};
+    SFX(all_seeds)(S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, &mode, alive, loss, work, threads);
+}
+
+/* Forward, loss and gradient of every seed on a batch, parameters untouched (evaluation):
+ * loss[s], sq[s] = sum (out - y)^2, hidden activations into hidden[l - 1] [S, B, w_l] (if
+ * hidden), and gW[l] += gscale dLoss/dW_l, gb[l] += gscale dLoss/db_l (if gW). Seed s's batch
+ * is the B rows from x + s * seed_rows * w0 (and likewise y): a slice of a bigger set, uncopied. */
+void SFX(ss_forward_grad)(int S, int L, const int *widths, int B, const REAL *x, const REAL *y, long seed_rows, REAL **W,
+                     REAL **bias,
+                     int act, double slope, int ce, REAL **hidden, double *loss, double *sq, REAL **gW, REAL **gb,
+                     double gscale, REAL *work, int threads) {
+    SFX(Mode) mode = {gW != NULL, 0.0, gscale, gW, gb, hidden, sq};
+    SFX(all_seeds)(S, L, widths, B, x, y, NULL, seed_rows, W, bias, act, slope, ce, &mode, NULL, loss, work, threads);
+}
