@@ -3,7 +3,8 @@
 Reference (written from science.md 4.1, the original code's workload): one seed at a time, a
 plain float64 nn.Sequential(Linear(d, n), ReLU, Linear(n, C)) student, torch.optim.SGD(lr 0.01),
 nn.MSELoss, batches of 16 drawn with replacement from a fixed 10k training set every step.
-studentspec: the same workload for S seeds in one batched `train()` (float64, 1 thread).
+studentspec: the same workload for S seeds in one batched `train()` (float64); both at --threads
+torch threads (default 1).
 
 Printed, each a median over --repeats separate processes:
   - reference seed-steps/s, studentspec seed-steps/s and their ratio, for training alone (the
@@ -46,12 +47,12 @@ def reference(steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def studentspec_run(seeds: int, epochs: int, every: int) -> tuple[float, float, float]:
+def studentspec_run(seeds: int, epochs: int, every: int, threads: int) -> tuple[float, float, float]:
     """Seconds of build(), of the batched `train()` on that setup, and of its evaluations, for the 4.1 workload."""
     from studentspec import build, load_config, train
 
     cfg = load_config("configs/two_layer.yaml", [f"seeds={list(range(1, seeds + 1))}", f"train.epochs={epochs}", f"eval.every={every}",
-                                                 "train.threads=1", "student.multi=10"])
+                                                 f"train.threads={threads}", "student.multi=10"])
     t0 = time.perf_counter()
     s = build(cfg)
     t1 = time.perf_counter()
@@ -63,10 +64,10 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
     """One process: reference rate, and batched run times with and without per-epoch evaluation."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     ref = reference(args.ref_steps)
-    build_s, lean, lean_eval = studentspec_run(args.seeds, args.epochs, args.epochs)  # evaluates only before and after
-    _, full, full_eval = studentspec_run(args.seeds, args.epochs, 1)  # every 1000 steps, as in the paper
+    build_s, lean, lean_eval = studentspec_run(args.seeds, args.epochs, args.epochs, args.threads)  # evaluates only before and after
+    _, full, full_eval = studentspec_run(args.seeds, args.epochs, 1, args.threads)  # every 1000 steps, as in the paper
     seed_steps = args.seeds * args.epochs * 1000
     per_eval = full_eval / (args.epochs + 1)  # timed inside train()
     loop = lean - lean_eval
@@ -81,6 +82,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="epochs of 1000 steps per batched run")
     p.add_argument("--ref-steps", type=int, default=3000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch threads for both the reference and studentspec")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -88,7 +90,8 @@ def main() -> None:
         return
     rows = []
     for r in range(args.repeats):
-        cmd = [sys.executable, __file__, "--worker", "--seeds", str(args.seeds), "--epochs", str(args.epochs), "--ref-steps", str(args.ref_steps)]
+        cmd = [sys.executable, __file__, "--worker", "--seeds", str(args.seeds), "--epochs", str(args.epochs), "--ref-steps", str(args.ref_steps),
+               "--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         print(f"repeat {r + 1}: {rows[-1]}", file=sys.stderr)
@@ -101,10 +104,10 @@ def main() -> None:
 
     # paper cadence: the run evaluating every 1000 steps (epochs + 1 times) against its own step loop
     overhead = statistics.median(row["full_s"] / (row["full_s"] - (args.epochs + 1) * row["eval_s"]) for row in rows)
-    print(f"| reference seed-steps/s | studentspec S={args.seeds} training seed-steps/s | speed-up | whole run (build + 2 evaluations) seed-steps/s"
+    print(f"| threads | reference seed-steps/s | studentspec S={args.seeds} training seed-steps/s | speed-up | whole run (build + 2 evaluations) seed-steps/s"
           " | speed-up | build (s) | one evaluation (s) | time with an evaluation every 1000 steps / training only |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| {med('reference'):.0f} | {med('studentspec'):.0f} | {ratio('studentspec'):.1f}x | {med('studentspec_whole'):.0f} | {ratio('studentspec_whole'):.1f}x"
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {args.threads} | {med('reference'):.0f} | {med('studentspec'):.0f} | {ratio('studentspec'):.1f}x | {med('studentspec_whole'):.0f} | {ratio('studentspec_whole'):.1f}x"
           f" | {med('build_s'):.2f} | {med('eval_s'):.2f} | {overhead:.2f} |")
 
 

@@ -62,6 +62,17 @@ def test_optimizer_matches_torch_optim_per_seed(kind, extra):
         torch.testing.assert_close(mine.params[0][s], ref.detach(), rtol=1e-12, atol=1e-14)
 
 
+def test_cached_teacher_activations_change_no_number(monkeypatch):
+    import importlib
+
+    train_module = importlib.import_module("studentspec.train")  # the module: `studentspec.train` is the function
+    cached = tables(run([1, 2], "teacher.widths=[3,4]", "data.regenerate=true"))
+    monkeypatch.setattr(train_module, "CACHE_BYTES", 0)  # recomputed at every evaluation
+    fresh = tables(run([1, 2], "teacher.widths=[3,4]", "data.regenerate=true"))
+    for a, b in zip(cached, fresh):
+        assert a.equals(b)
+
+
 def test_lr_schedule():
     sched = {0: 0.2, 20: 0.1, 50: 0.05}
     assert [lr_at(sched, e) for e in (0, 19, 20, 49, 50, 99)] == [0.2, 0.2, 0.1, 0.1, 0.05, 0.05]

@@ -100,13 +100,25 @@ class SplitEval:
 
 
 @torch.no_grad()
+def teacher_hidden(teacher: Net, x: Tensor, chunk: int, max_bytes: int) -> list[Tensor] | None:
+    """The teacher's hidden activations on x [S, N, d], one [S, N, m_l] per layer, computed chunk by chunk
+    exactly as evaluate() would; None if they would take more than max_bytes."""
+    size = x.shape[0] * x.shape[1] * sum(w.shape[2] for w in teacher.weights[:-1]) * x.element_size()
+    if size > max_bytes:
+        return None
+    parts = [teacher.forward(x[:, i : i + chunk])[1] for i in range(0, x.shape[1], chunk)]
+    return [torch.cat(layer, dim=1) for layer in zip(*parts)]
+
+
+@torch.no_grad()
 def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 256, with_grad: bool = False,
-             kernel: str = "auto") -> SplitEval:
+             kernel: str = "auto", teacher_acts: list[Tensor] | None = None) -> SplitEval:
     """MSE, loss and per-layer correlation statistics over inputs x [S, N, d] with teacher outputs y.
 
     With `with_grad`, also the full-batch gradient norm per layer (see grad_norms), from the same
     forward pass: through the compiled pass (ckernel, where it applies and `kernel` is not
     "torch"), else the hand-derived backward when the net has no BatchNorm, else autograd.
+    `teacher_acts` (from teacher_hidden() on the same x and chunk) saves the teacher's forward.
     """
     depth = len(teacher.weights) - 1
     compiled = ckernel.CompiledMLP(student, loss_kind) if kernel != "torch" and not ckernel.unsupported(student, loss_kind) else None
@@ -118,7 +130,7 @@ def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, c
     n = x.shape[1]
     for i in range(0, n, chunk):
         xb, yb = x[:, i : i + chunk], y[:, i : i + chunk]
-        _, t_hidden = teacher.forward(xb)
+        t_hidden = [h[:, i : i + chunk] for h in teacher_acts] if teacher_acts is not None else teacher.forward(xb)[1]
         if compiled is not None:
             chunk_loss, chunk_sq, s_hidden = compiled.forward_grad(xb, yb, True, grads if with_grad else None, xb.shape[1] / n)
             for acc, th, sh in zip(accs, t_hidden, s_hidden):

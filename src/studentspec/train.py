@@ -16,13 +16,14 @@ from . import backprop, ckernel, seeding
 from .config import IMAGE_KINDS, Config, ConfigError
 from .data import BatchStream, label, make_inputs
 from .losses import per_seed_loss
-from .metrics import SplitEval, evaluate, fanout_norms
+from .metrics import SplitEval, evaluate, fanout_norms, teacher_hidden
 from .nets import Net, make_batchnorms
 from .optim import Optimizer
 from .teacher import build_teacher, fit_teacher
 from .theory import Diagnostics, diagnose
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+CACHE_BYTES = 256 * 2**20  # per split: above this the teacher's hidden activations are recomputed at every evaluation
 
 
 @dataclass
@@ -38,6 +39,9 @@ class Setup:
     y_eval: Tensor
     dtype: torch.dtype
     device: torch.device
+    # split -> (its inputs, the teacher's hidden activations on them): the teacher is fixed, so
+    # evaluations reuse them for as long as the split's tensor is the same object
+    teacher_cache: dict[str, tuple[Tensor, list[Tensor]]] = field(default_factory=dict)
 
 
 def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, device: torch.device) -> Net:
@@ -121,8 +125,13 @@ def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
         splits.insert(0, ("train", s.stream.x_train, s.stream.y_train))
     points = []
     for name, x, y in splits:
+        cached = s.teacher_cache.get(name)
+        if cached is None or cached[0] is not x:
+            hidden = teacher_hidden(s.teacher_run, x, cfg.eval.batch_size, CACHE_BYTES)
+            if hidden is not None:
+                s.teacher_cache[name] = cached = (x, hidden)
         res = evaluate(s.teacher_run, s.student, x, y, cfg.train.loss, cfg.eval.batch_size, with_grad=cfg.eval.grad_norm and name == "train",
-                       kernel=cfg.train.kernel)
+                       kernel=cfg.train.kernel, teacher_acts=None if cached is None or cached[0] is not x else cached[1])
         points.append(EvalPoint(step, name, res, res.grad_norm, fanout_norms(s.student)))
     if cfg.theory.enabled:  # on the training data (the eval set for online data)
         th = cfg.theory
