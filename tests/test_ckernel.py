@@ -210,3 +210,13 @@ def test_evaluate_agrees_with_the_torch_path():
         torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-10, atol=1e-13)
     for la, lb in zip(a.layers, b.layers):
         torch.testing.assert_close(la.corr, lb.corr, rtol=1e-9, atol=1e-12)
+
+
+def test_unwritable_cache_falls_back_with_a_reason(monkeypatch, tmp_path):
+    monkeypatch.setattr(ckernel, "_load", ckernel._load.__wrapped__)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("STUDENTSPEC_CACHE", str(blocker / "cache"))  # under a file: cannot be created
+    dll, why = ckernel._load()
+    assert dll is None
+    assert why if not ckernel._cpu_ok() else why.startswith("cannot write the compiled step")

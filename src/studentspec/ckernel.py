@@ -66,15 +66,21 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     tag = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
     lib = cache_dir() / f"sgd_step-{tag}.so"
     if not lib.exists():
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+        try:
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+        except OSError as e:
+            return None, f"cannot write the compiled step to {lib.parent} ({e.strerror}; set STUDENTSPEC_CACHE)"
         os.close(fd)
         proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True)
         if proc.returncode != 0:
             os.unlink(tmp)
             return None, f"compiling {SOURCE.name} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
         os.replace(tmp, lib)  # atomic: parallel workers compiling at once all end with a whole file
-    dll = ctypes.CDLL(str(lib))
+    try:
+        dll = ctypes.CDLL(str(lib))
+    except OSError as e:
+        return None, f"cannot load {lib}: {e}"
     p, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     for sfx in SUFFIX.values():
         step, fwd = getattr(dll, f"ss_sgd_step_{sfx}"), getattr(dll, f"ss_forward_grad_{sfx}")
