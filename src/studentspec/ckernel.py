@@ -160,24 +160,17 @@ class CompiledMLP:
         seed_rows = _seed_rows(x)
         if seed_rows is None or seed_rows != _seed_rows(y):  # else a slice of bigger [S, N, w] sets, read in place
             x, y, seed_rows = x.contiguous(), y.contiguous(), B
+        self._check_dtype(x, y)
         net = self.net
-        if x.dtype != self.dtype or y.dtype != self.dtype:
-            raise ValueError(f"inputs must be {self.dtype} like the parameters")
         hs = [torch.empty(S, B, w.shape[2], dtype=self.dtype) for w in net.weights[:-1]] if hidden else []
         loss, sq = torch.empty(S, dtype=torch.float64), torch.empty(S, dtype=torch.float64)
-        threads = max(1, min(torch.get_num_threads(), S))
-        work = torch.empty(threads * self._need(B), dtype=self.dtype)
-        ptrs = ctypes.c_void_p * self.depth
-
-        def arr(ts: list[Tensor]) -> ctypes.Array | None:
-            return ptrs(*[t.data_ptr() for t in ts]) if ts else None
-
+        threads, work = self._workspace(S, B)
         if grads is not None and not all(g.is_contiguous() and g.dtype == self.dtype for g in grads):
             raise ValueError(f"gradient buffers must be contiguous {self.dtype}")
-        self._forward_grad(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), seed_rows, arr(net.weights), arr(net.biases),
-                                 self.act, float(net.slope), self.ce, arr(hs), loss.data_ptr(), sq.data_ptr(),
-                                 arr(grads[0::2]) if grads else None, arr(grads[1::2]) if grads else None, float(gscale),
-                                 work.data_ptr(), threads)
+        self._forward_grad(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), seed_rows, self._ptrs(net.weights),
+                           self._ptrs(net.biases), self.act, float(net.slope), self.ce, self._ptrs(hs), loss.data_ptr(),
+                           sq.data_ptr(), self._ptrs(grads[0::2] if grads else []), self._ptrs(grads[1::2] if grads else []),
+                           float(gscale), work.data_ptr(), threads)
         return loss, sq, hs
 
     @staticmethod
@@ -187,21 +180,28 @@ class CompiledMLP:
             raise IndexError(f"batch indices must lie in [0, {n_rows})")
 
     def _run(self, x: Tensor, y: Tensor, idx: Tensor | None, lr: float, alive: Tensor) -> Tensor:
+        self._check_dtype(x, y)
         S = x.shape[0]
         B = x.shape[1] if idx is None else idx.shape[1]
-        threads = max(1, min(torch.get_num_threads(), S))  # seeds are shared out over torch's threads
-        if self.workspace is None or self.workspace.shape[0] < threads * self._need(B):
-            self.workspace = torch.empty(threads * self._need(B), dtype=self.dtype)
+        threads, work = self._workspace(S, B)
         alive_u8 = alive.to(torch.uint8).contiguous()
-        ptrs = ctypes.c_void_p * self.depth  # looked up per call: cheap, and safe if a tensor is replaced
-        w_ptrs = ptrs(*[w.data_ptr() for w in self.net.weights])
-        b_ptrs = ptrs(*[b.data_ptr() for b in self.net.biases])
-        if x.dtype != self.dtype or y.dtype != self.dtype:
-            raise ValueError(f"inputs must be {self.dtype} like the parameters")
         self._step(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), None if idx is None else idx.data_ptr(),
-                             x.shape[1], w_ptrs, b_ptrs, self.act, float(self.net.slope), self.ce, float(lr),
-                             alive_u8.data_ptr(), self.loss.data_ptr(), self.workspace.data_ptr(), threads)
+                   x.shape[1], self._ptrs(self.net.weights), self._ptrs(self.net.biases), self.act, float(self.net.slope),
+                   self.ce, float(lr), alive_u8.data_ptr(), self.loss.data_ptr(), work.data_ptr(), threads)
         return self.loss
 
-    def _need(self, batch: int) -> int:
-        return int(self.dll.ss_workspace(self.depth, self.widths, batch))
+    def _check_dtype(self, x: Tensor, y: Tensor) -> None:
+        if x.dtype != self.dtype or y.dtype != self.dtype:
+            raise ValueError(f"inputs must be {self.dtype} like the parameters")
+
+    def _ptrs(self, ts: list[Tensor]) -> ctypes.Array | None:
+        """A C array of the tensors' data pointers, looked up per call (safe if a tensor is replaced); None for none."""
+        return (ctypes.c_void_p * len(ts))(*[t.data_ptr() for t in ts]) if ts else None
+
+    def _workspace(self, S: int, batch: int) -> tuple[int, Tensor]:
+        """Threads to share the seeds over (torch's, at most S) and a workspace for them, grown as needed and reused."""
+        threads = max(1, min(torch.get_num_threads(), S))
+        need = threads * int(self.dll.ss_workspace(self.depth, self.widths, batch))
+        if self.workspace is None or self.workspace.shape[0] < need:
+            self.workspace = torch.empty(need, dtype=self.dtype)
+        return threads, self.workspace

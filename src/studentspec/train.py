@@ -126,12 +126,11 @@ def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
     points = []
     for name, x, y in splits:
         cached = s.teacher_cache.get(name)
-        if cached is None or cached[0] is not x:
-            hidden = teacher_hidden(s.teacher_run, x, cfg.eval.batch_size, CACHE_BYTES)
-            if hidden is not None:
-                s.teacher_cache[name] = cached = (x, hidden)
+        acts = cached[1] if cached is not None and cached[0] is x else teacher_hidden(s.teacher_run, x, cfg.eval.batch_size, CACHE_BYTES)
+        if acts is not None:
+            s.teacher_cache[name] = (x, acts)
         res = evaluate(s.teacher_run, s.student, x, y, cfg.train.loss, cfg.eval.batch_size, with_grad=cfg.eval.grad_norm and name == "train",
-                       kernel=cfg.train.kernel, teacher_acts=None if cached is None or cached[0] is not x else cached[1])
+                       kernel=cfg.train.kernel, teacher_acts=acts)
         points.append(EvalPoint(step, name, res, res.grad_norm, fanout_norms(s.student)))
     if cfg.theory.enabled:  # on the training data (the eval set for online data)
         th = cfg.theory
