@@ -79,7 +79,7 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
     def torch_step(x: torch.Tensor, y: torch.Tensor) -> None:  # the trainer's fused SGD step on the torch path
         with torch.no_grad():
             out, hs, zs = backprop.forward(net, x)
-            loss, g = backprop.output_grad(out, y, "mse")
+            loss, g = losses.output_grad(out, y, "mse")
             healthy = bool(torch.isfinite(loss).all())
             backprop.backward(net, hs, zs, g, sgd_lr=LR if healthy else None)
 

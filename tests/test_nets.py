@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from studentspec import backprop
+from studentspec import backprop, losses
 from studentspec.losses import per_seed_loss
 from studentspec.nets import Net, make_batchnorms
 
@@ -125,7 +125,7 @@ def test_fused_sgd_update_equals_gradient_step():
     _, grads = backprop.loss_and_grads(net, x, y, "mse")
     expected = [p - 0.05 * g for p, g in zip(net.parameters(), grads)]
     out, hs, zs = backprop.forward(net, x)
-    _, gout = backprop.output_grad(out, y, "mse")
+    _, gout = losses.output_grad(out, y, "mse")
     assert backprop.backward(net, hs, zs, gout, sgd_lr=0.05) == []
     for p, e in zip(net.parameters(), expected):
         torch.testing.assert_close(p, e, rtol=1e-12, atol=1e-14)

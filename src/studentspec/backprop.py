@@ -10,26 +10,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .losses import output_grad
 from .nets import Net, baddbmm, bmm
 
 
 def supports(net: Net) -> bool:
     """Whether the hand-derived backward applies (no BatchNorm)."""
     return net.batchnorm == "none"
-
-
-def output_grad(out: Tensor, target: Tensor, kind: str) -> tuple[Tensor, Tensor]:
-    """Per-seed loss [S] and dLoss/dout [S, B, C] for MSE (mean over B and C) or cross-entropy."""
-    S, B, C = out.shape
-    if kind == "mse":
-        diff = out - target
-        return diff.square().mean(dim=(1, 2)), diff.mul_(2.0 / (B * C))
-    logp = torch.log_softmax(out, dim=2)
-    labels = target.argmax(dim=2, keepdim=True)
-    loss = -logp.gather(2, labels).squeeze(2).mean(dim=1)
-    grad = logp.exp_()
-    grad.scatter_add_(2, labels, torch.full_like(labels, -1, dtype=grad.dtype))
-    return loss, grad.div_(B)
 
 
 def forward(net: Net, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .losses import KERNEL_IDS
 from .nets import Net
 
 SOURCE = Path(__file__).with_name("csrc") / "sgd_step.c"
@@ -101,7 +102,7 @@ def unsupported(net: Net, loss: str, optimizer: str = "sgd", momentum: float = 0
         return "only plain SGD (no momentum, no weight decay) is compiled"
     if w.dtype not in SUFFIX or w.device.type != "cpu":
         return f"only float64/float32 on the CPU is compiled (got {w.dtype} on {w.device})"
-    if loss not in ("mse", "ce"):
+    if loss not in KERNEL_IDS:
         return f"loss {loss!r} is not compiled"
     if len(net.weights) > MAX_LAYERS:
         return f"more than {MAX_LAYERS} layers"
@@ -123,7 +124,7 @@ class CompiledMLP:
         dll, why = _load()
         if dll is None:
             raise RuntimeError(why)
-        self.dll, self.net, self.ce = dll, net, int(loss == "ce")
+        self.dll, self.net, self.obj = dll, net, KERNEL_IDS[loss]
         for t in (*net.weights, *net.biases):
             if not t.is_contiguous():
                 raise ValueError("the compiled step needs contiguous parameters")
@@ -168,7 +169,7 @@ class CompiledMLP:
         if grads is not None and not all(g.is_contiguous() and g.dtype == self.dtype for g in grads):
             raise ValueError(f"gradient buffers must be contiguous {self.dtype}")
         self._forward_grad(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), seed_rows, self._ptrs(net.weights),
-                           self._ptrs(net.biases), self.act, float(net.slope), self.ce, self._ptrs(hs), loss.data_ptr(),
+                           self._ptrs(net.biases), self.act, float(net.slope), self.obj, self._ptrs(hs), loss.data_ptr(),
                            sq.data_ptr(), self._ptrs(grads[0::2] if grads else []), self._ptrs(grads[1::2] if grads else []),
                            float(gscale), work.data_ptr(), threads)
         return loss, sq, hs
@@ -187,7 +188,7 @@ class CompiledMLP:
         alive_u8 = alive.to(torch.uint8).contiguous()
         self._step(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), None if idx is None else idx.data_ptr(),
                    x.shape[1], self._ptrs(self.net.weights), self._ptrs(self.net.biases), self.act, float(self.net.slope),
-                   self.ce, float(lr), alive_u8.data_ptr(), self.loss.data_ptr(), work.data_ptr(), threads)
+                   self.obj, float(lr), alive_u8.data_ptr(), self.loss.data_ptr(), work.data_ptr(), threads)
         return self.loss
 
     def _check_dtype(self, x: Tensor, y: Tensor) -> None:

@@ -69,7 +69,7 @@ class TrainConfig(_Section):
     sampling: Literal["replacement", "shuffle"] = "replacement"
     steps_per_epoch: int | None = Field(1000, ge=1)
     epochs: int = Field(100, ge=0)
-    loss: Literal["mse", "ce"] = "mse"
+    loss: Literal["half_sse", "mse", "ce"] = "half_sse"  # losses.py: half_sse = the paper's J, mse = (2/C) J
     dtype: Literal["float32", "float64"] = "float64"
     device: str = "cpu"
     threads: int | None = Field(None, ge=1)

@@ -20,9 +20,10 @@ teacher with the same gate pattern on every training sample (no sample between t
 boundaries); the fit is then exact, the per-sample gradient zero, and conclusion 3 fails at
 a 1 degree tolerance. Teacher-aware boundary data (science.md 4.2) removes that freedom.
 
-The objective is the full-batch loss 1/2 mean_x ||f*(x) - f(x)||^2 (sum over outputs, mean
-over samples): exactly the mean of the per-sample losses whose gradients theory measures, and
-(2/C) times the MSE the trainer reports. Seeds are independent problems and are solved one
+The objective is the run's training objective on the full training set (losses.py): for
+train.loss=half_sse the paper's J = 1/2 mean_x ||f*(x) - f(x)||^2, for mse (2/C) J (same
+critical points); a cross-entropy run is converged on J, with a note. It is exactly the mean of
+the per-sample losses whose gradients theory measures and `tol` bounds. Seeds are independent problems and are solved one
 after the other (a post-processing step; no ensemble batching needed).
 
 Methods. "lbfgs": torch.optim.LBFGS with strong-Wolfe line search, restarted every
@@ -55,6 +56,7 @@ from torch import Tensor
 from . import theory
 from .config import Config, ConfigError
 from .data import label
+from .losses import per_seed_loss
 from .nets import Net, baddbmm
 from .store import StoreError, load_run, write_all
 from .train import build
@@ -62,7 +64,8 @@ from .train import build
 METHODS = ("auto", "lbfgs", "newton")  # auto: newton up to NEWTON_MAX_PARAMS parameters per seed, else lbfgs
 DEFAULT_MAX_ITER = {"lbfgs": 20000, "newton": 300}  # LBFGS iterations / Newton steps per seed
 NEWTON_MAX_PARAMS = 4000  # a dense P x P Hessian is built and eigendecomposed every Newton step
-LOSS_DESCRIPTION = "1/2 mean_x ||f*(x) - f(x)||^2 (sum over outputs, mean over training samples) = (C/2) * MSE"
+OBJECTIVES = {"half_sse": "J = 1/2 mean_x ||f*(x) - f(x)||^2 (sum over outputs, mean over training samples): train.loss=half_sse",
+              "mse": "(2/C) J = mean over training samples and outputs of (f*(x) - f(x))^2: train.loss=mse"}
 
 
 @dataclass
@@ -106,6 +109,7 @@ class ConvergeResult:
     depth: int
     wall_time: float = 0.0
     notes: list[str] = field(default_factory=list)
+    objective: str = "half_sse"  # the losses.py objective minimized (and whose per-sample gradients tol bounds)
 
     @property
     def reached(self) -> bool:
@@ -131,7 +135,7 @@ class ConvergeResult:
             "fanout_rtol": self.fanout_rtol,
             "fanout_tol": self.fanout_tol,
             "flat_rtol": self.flat_rtol,
-            "loss": LOSS_DESCRIPTION,
+            "loss": OBJECTIVES[self.objective],
             "grad_measure": "max over training samples and layers of per-sample gradient norms (theory.per_sample_grad_norms)",
             "depth": self.depth,
             "reached": self.reached,
@@ -157,7 +161,8 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 class _Problem:
     """One seed: the flat parameter vector theta (W_1, b_1, ..., W_L, b_L) and its loss."""
 
-    def __init__(self, student: Net, x: Tensor, y: Tensor):
+    def __init__(self, student: Net, x: Tensor, y: Tensor, objective: str):
+        self.objective = objective
         self.shapes = [tuple(p.shape[1:]) for p in student.parameters()]
         self.sizes = [math.prod(s) for s in self.shapes]
         self.activation, self.slope = student.activation, student.slope
@@ -181,11 +186,11 @@ class _Problem:
             z = torch.addmm(parts[2 * l + 1], h, parts[2 * l])
             if l < depth - 1:
                 h = torch.relu(z) if self.activation == "relu" else torch.nn.functional.leaky_relu(z, self.slope)
-        return 0.5 * (z - self.y).square().sum() / self.x.shape[0]
+        return per_seed_loss(z[None], self.y[None], self.objective)[0]
 
     def grad_max(self, theta: Tensor) -> float:
         """Max over samples and layers of the per-sample gradient norm (theory's measure)."""
-        g = theory.per_sample_grad_norms(self.net(theta), self.x[None], self.y[None])
+        g = theory.per_sample_grad_norms(self.net(theta), self.x[None], self.y[None], self.objective)
         return float(g.max()) if g.numel() else 0.0
 
 
@@ -355,6 +360,7 @@ def converge(
     fanout_tol: float | None = None,
     flat_rtol: float = 1e-6,
     check_every: int = 100,
+    objective: str | None = None,
 ) -> ConvergeResult:
     """Minimize each seed's full-batch loss from `student` until the max per-sample gradient < tol.
 
@@ -367,8 +373,13 @@ def converge(
     A student is "constant" when the standard deviation of its output over the training set is
     at most `flat_rtol` times the seed's largest. `cfg` only supplies the seed labels
     (positions 0..S-1 without it). `check_every`: LBFGS iterations between restarts/checks.
+    `objective`: "half_sse" or "mse" (None: cfg.train.loss where it is one of them, else half_sse).
     """
     _check_args(tol, max_iter, method, angle_tol, fanout_rtol, fanout_tol, flat_rtol)
+    if objective is None:
+        objective = cfg.train.loss if cfg is not None and cfg.train.loss in OBJECTIVES else "half_sse"
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective: converge minimizes one of {', '.join(OBJECTIVES)}, got {objective!r}")
     if student.batchnorm != "none" or teacher.batchnorm != "none":
         raise ConfigError("converge supports nets without BatchNorm")
     if len(student.weights) < 2 or len(student.weights) != len(teacher.weights):
@@ -400,7 +411,7 @@ def converge(
     finals: list[list[Tensor]] = []
     for s in range(S):
         one = student64.select([s])
-        p = _Problem(one, x[s], y[s])
+        p = _Problem(one, x[s], y[s], objective)
         theta0 = p.flatten(one)
         g0, l0 = p.grad_max(theta0), float(p.loss(theta0))
         if method == "lbfgs":
@@ -425,7 +436,7 @@ def converge(
     if len(student64.weights) > 2:
         notes.append("conclusion_3 is claimed for two-layer nets only; it is null here (lowest-layer fan-outs are still in the students table)")
     return ConvergeResult(method, float(tol), max_iter, float(angle_tol), float(fanout_rtol), fanout_tol, float(flat_rtol), per_seed,
-                          teachers, students, out, len(student64.weights), time.perf_counter() - start, notes)
+                          teachers, students, out, len(student64.weights), time.perf_counter() - start, notes, objective)
 
 
 # ---------------------------------------------------------------------------- stored runs
@@ -459,8 +470,8 @@ def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int | None =
     notes = []
     if cfg.data.regenerate:
         notes.append("data.regenerate=true: converged on the first epoch's training set")
-    if cfg.train.loss != "mse":
-        notes.append(f"the run was trained with train.loss={cfg.train.loss}; converge minimizes the squared loss")
+    if cfg.train.loss not in OBJECTIVES:
+        notes.append(f"the run was trained with train.loss={cfg.train.loss}; converge minimizes J = 1/2 mean_x ||f*(x) - f(x)||^2")
     arrays = run.weights()
     depth = len(cfg.teacher.widths) + 1
     stored_teacher = _stored_net(arrays, "teacher", depth, cfg, path)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import backprop, ckernel
-from .losses import per_seed_loss
+from .losses import output_grad, per_seed_loss
 from .nets import Net, baddbmm
 
 COUNT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -147,7 +147,7 @@ def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, c
             acc.update(th, sh)
         sq += (out - yb).double().square().sum(dim=(1, 2))
         if fused:
-            chunk_loss, g = backprop.output_grad(out, yb, loss_kind)
+            chunk_loss, g = output_grad(out, yb, loss_kind)
             part = backprop.backward(student, hs, zs, g.mul_(xb.shape[1] / n))
             grads = part if not grads else [a.add_(b) for a, b in zip(grads, part)]
         else:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .config import Config, ConfigError
+from .losses import j_scale
 
 
 class _ArcH(torch.autograd.Function):
@@ -93,8 +94,19 @@ def _tr(A: Tensor, K: Tensor, B: Tensor) -> Tensor:
     return (A * (K @ B)).sum((-2, -1))
 
 
-def population_loss(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float = 1.0, slope: float = 0.0) -> Tensor:
-    """J = 1/2 E_x ||f*(x) - f(x)||^2 in closed form; a scalar, or [S] with a seed axis."""
+def _scale(loss: str, V_t: Tensor) -> float:
+    """The training objective `loss` as a multiple of J (losses.j_scale); cross-entropy has no closed form here."""
+    scale = j_scale(loss, V_t.shape[-1])
+    if scale is None:
+        raise ValueError(f"population loss has a closed form for half_sse and mse, not {loss}")
+    return scale
+
+
+def population_loss(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float = 1.0, slope: float = 0.0, loss: str = "half_sse") -> Tensor:
+    """E_x of the training objective `loss` (losses.py) in closed form: half_sse gives J = 1/2 E_x ||f*(x) - f(x)||^2,
+    mse (2/C) J; a scalar, or [S] with a seed axis."""
+    if loss != "half_sse":
+        return _scale(loss, V_t) * population_loss(W_t, V_t, W_s, V_s, sigma, slope)
     k = dict(sigma=sigma, slope=slope)
     tt = _tr(V_t, relu_kernel(W_t, W_t, **k), V_t)
     ts = _tr(V_t, relu_kernel(W_t, W_s, **k), V_s)
@@ -116,17 +128,21 @@ def _analytic_grad(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: fl
 
 def population_grad(
     W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float = 1.0, slope: float = 0.0,
-    method: Literal["analytic", "autograd"] = "analytic",
+    method: Literal["analytic", "autograd"] = "analytic", loss: str = "half_sse",
 ) -> tuple[Tensor, Tensor]:
-    """(dJ/dW_s, dJ/dV_s) of the closed-form loss, per seed when batched."""
+    """Gradient (d/dW_s, d/dV_s) of population_loss(..., loss), per seed when batched."""
     if method == "analytic":
-        return _analytic_grad(W_t, V_t, W_s, V_s, sigma, slope)
+        gW, gV = _analytic_grad(W_t, V_t, W_s, V_s, sigma, slope)
+        if loss == "half_sse":
+            return gW, gV
+        scale = _scale(loss, V_t)
+        return scale * gW, scale * gV
     with torch.enable_grad():
         W = W_s.detach().requires_grad_(True)
         V = V_s.detach().requires_grad_(True)
         # Seeds are independent, so the gradient of the sum is each seed's own gradient.
-        loss = population_loss(W_t.detach(), V_t.detach(), W, V, sigma, slope).sum()
-        gW, gV = torch.autograd.grad(loss, (W, V))
+        total = population_loss(W_t.detach(), V_t.detach(), W, V, sigma, slope, loss).sum()
+        gW, gV = torch.autograd.grad(total, (W, V))
     return gW, gV
 
 
@@ -142,18 +158,21 @@ class Flow(NamedTuple):
 @torch.no_grad()
 def gradient_flow(
     W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, steps: int, lr: float,
-    sigma: float = 1.0, slope: float = 0.0, record_every: int = 100,
+    sigma: float = 1.0, slope: float = 0.0, record_every: int = 100, loss: str = "half_sse",
 ) -> Flow:
-    """Full-batch gradient descent on the closed-form loss (infinite data); small lr approximates the flow."""
+    """Full-batch gradient descent on population_loss(..., loss) (infinite data); small lr approximates the flow.
+
+    With the run's train.loss, `lr` means what train.lr means: the step is the expected SGD step.
+    """
     W, V = W_s.clone(), V_s.clone()
     losses, at = [], []
     for step in range(steps + 1):
         if step % record_every == 0 or step == steps:
-            losses.append(population_loss(W_t, V_t, W, V, sigma, slope))
+            losses.append(population_loss(W_t, V_t, W, V, sigma, slope, loss))
             at.append(step)
         if step == steps:
             break
-        gW, gV = _analytic_grad(W_t, V_t, W, V, sigma, slope)
+        gW, gV = population_grad(W_t, V_t, W, V, sigma, slope, loss=loss)
         W -= lr * gW
         V -= lr * gV
     return Flow(W, V, torch.stack(losses), torch.tensor(at))
@@ -180,6 +199,8 @@ def check_supported(cfg: Config) -> None:
         raise ConfigError("teacher.tune: population loss needs bias-free nets: set teacher.tune=false (tuning shifts the biases)")
     if cfg.data.kind != "gaussian":
         raise ConfigError(f"data.kind: population loss needs Gaussian inputs: set data.kind=gaussian, got {cfg.data.kind}")
+    if j_scale(cfg.train.loss, cfg.output_dim) is None:
+        raise ConfigError(f"train.loss: population loss has a closed form for half_sse and mse, not {cfg.train.loss}")
     if t.batchnorm != "none":
         raise ConfigError(f"teacher.batchnorm: population loss supports nets without BatchNorm: set teacher.batchnorm=none, got {t.batchnorm}")
 
@@ -205,7 +226,9 @@ def flow_from_config(cfg: Config, steps: int | None = None, record_every: int = 
     """Gradient flow on the closed-form loss for every seed of a supported config; a JSON-ready summary.
 
     Teacher and initial student are the ones `studentspec run` would build (bias-free), in float64;
-    the lr is train.lr (a constant) and the default step count train.epochs x train.steps_per_epoch.
+    the objective is train.loss's population version (losses.j_scale x J; cross-entropy has no
+    closed form here), the lr train.lr (a constant), the default step count train.epochs x
+    train.steps_per_epoch.
     """
     from . import seeding
     from .teacher import build_teacher
@@ -219,7 +242,7 @@ def flow_from_config(cfg: Config, steps: int | None = None, record_every: int = 
     teacher = build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
     student = init_student(cfg, seeding.generators(cfg.seeds, "student"), torch.float64, torch.device("cpu"))
     W_t, V_t = teacher.weights[0], teacher.weights[1]
-    flow = gradient_flow(W_t, V_t, student.weights[0].detach(), student.weights[1].detach(), steps, cfg.train.lr, record_every=record_every, **args)
+    flow = gradient_flow(W_t, V_t, student.weights[0].detach(), student.weights[1].detach(), steps, cfg.train.lr, record_every=record_every, loss=cfg.train.loss, **args)
     angles = specialization_angles(W_t, flow.W)
     return {
         "seeds": cfg.seeds,
@@ -230,4 +253,5 @@ def flow_from_config(cfg: Config, steps: int | None = None, record_every: int = 
         "sigma": args["sigma"],
         "slope": args["slope"],
         "lr": cfg.train.lr,
+        "objective": cfg.train.loss,  # the recorded loss is this objective's population value
     }

@@ -67,7 +67,7 @@ TWO_LAYER = {  # 4.1
     "student": {"multi": 5.0, "init_std": 0.005},
     "data": {"kind": "gaussian", "std": 1.5, "n_train": 10000, "n_eval": 10000},
     "train": {"optimizer": "sgd", "lr": 0.01, "batch_size": 16, "sampling": "replacement", "steps_per_epoch": 1000, "epochs": 100,
-              "loss": "mse", "dtype": "float64", "threads": 1},
+              "loss": "half_sse", "dtype": "float64", "threads": 1},
     "eval": {"every": 1, "threshold": 0.95, "grad_norm": False},  # gradient norms are not used by any figure or claim
 }
 MULTIS = [1.0, 2.0, 5.0, 10.0]
@@ -101,7 +101,7 @@ def parts(experiment: str, scale: str) -> list[Part]:
             lshape, success = {"teacher": {"widths": [5]}, "eval": {"every": 5}}, {"teacher": {"widths": [10]}}
         elif scale == "tiny":
             base = _merge(TWO_LAYER, {"seeds": [1, 2], "input_dim": 8, "output_dim": 4, "data": {"n_train": 300, "n_eval": 200},
-                                      "train": {"epochs": 6, "steps_per_epoch": 100, "lr": 0.05}})
+                                      "train": {"epochs": 6, "steps_per_epoch": 100}})
             lshape, success = {"teacher": {"widths": [3]}}, {"teacher": {"widths": [4]}}
             multis, lshape_decays, decays = [1.0, 2.0], [0.0, 1.0], [0.0, 1.0, 2.0]
         return [Part("lshape", _merge(base, lshape), {"teacher.decay": lshape_decays, "student.multi": multis}),

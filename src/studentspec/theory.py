@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .losses import sample_grad
 from .nets import Net, activation_grad, baddbmm
 
 
@@ -97,8 +98,8 @@ def expected_beta_diag(student: Net, x: Tensor, chunk: int = 256) -> list[Tensor
 
 
 @torch.no_grad()
-def per_sample_grad_norms(student: Net, x: Tensor, y: Tensor, chunk: int = 1024) -> Tensor:
-    """Norm of each sample's gradient of 1/2 ||f*(x) - f(x)||^2 w.r.t. each layer's augmented weights, [S, N, L].
+def per_sample_grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str = "half_sse", chunk: int = 1024) -> Tensor:
+    """Norm of each sample's gradient of its loss (losses.py; half_sse: 1/2 ||f*(x) - f(x)||^2) w.r.t. each layer's augmented weights, [S, N, L].
 
     The gradient of layer l at one sample is the outer product [h_{l-1}; 1] g_l^T, so its
     Frobenius norm is ||[h_{l-1}; 1]|| ||g_l|| with g_l = dLoss/dz_l.
@@ -108,7 +109,7 @@ def per_sample_grad_norms(student: Net, x: Tensor, y: Tensor, chunk: int = 1024)
     for i in range(0, x.shape[1], chunk):
         xb = x[:, i : i + chunk]
         p = trace(student, xb)
-        g = p.out - y[:, i : i + chunk]  # dLoss/df
+        g = sample_grad(p.out, y[:, i : i + chunk], loss_kind)
         inputs = [xb, *p.hidden]
         norms = [torch.empty(0)] * depth
         for l in range(depth - 1, -1, -1):
@@ -180,14 +181,15 @@ class Diagnostics:
 
 
 @torch.no_grad()
-def diagnose(teacher: Net, student: Net, x: Tensor, y: Tensor, corr: list[Tensor], near: float, quantiles: list[float]) -> Diagnostics:
-    """Every diagnostic on inputs x [S, N, d] with teacher outputs y; corr[l] is layer l's [S, m, n]."""
+def diagnose(teacher: Net, student: Net, x: Tensor, y: Tensor, corr: list[Tensor], near: float, quantiles: list[float],
+             loss_kind: str = "half_sse") -> Diagnostics:
+    """Every diagnostic on inputs x [S, N, d] with teacher outputs y; corr[l] is layer l's [S, m, n]; gradients of `loss_kind`."""
     obs, near_frac = observation(teacher, student, x, near)
     angle = alignment(teacher, student).to(x.device)
     best = angle.min(dim=2)
     return Diagnostics(
         beta_norm=expected_beta_diag(student, x),
-        grad=grad_norm_summary(per_sample_grad_norms(student, x, y), tuple(quantiles)),
+        grad=grad_norm_summary(per_sample_grad_norms(student, x, y, loss_kind), tuple(quantiles)),
         observed=(obs > 0).any(dim=2),
         near_boundary=near_frac,
         min_angle=best.values,

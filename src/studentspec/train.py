@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from . import backprop, ckernel, seeding
 from .config import IMAGE_KINDS, Config, ConfigError
 from .data import BatchStream, label, make_inputs
-from .losses import per_seed_loss
+from .losses import output_grad, per_seed_loss
 from .metrics import SplitEval, evaluate, fanout_norms, teacher_hidden
 from .nets import Net, make_batchnorms
 from .optim import Optimizer
@@ -136,7 +136,7 @@ def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
         th = cfg.theory
         x, y = splits[0][1][:, : th.samples], splits[0][2][:, : th.samples]
         corr = [ls.corr for ls in points[0].result.layers]
-        points[0].theory = diagnose(s.teacher_run, s.student, x, y, corr, th.near, th.quantiles)
+        points[0].theory = diagnose(s.teacher_run, s.student, x, y, corr, th.near, th.quantiles, cfg.train.loss)
     return points
 
 
@@ -192,7 +192,7 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
                 x, y = item
                 with torch.no_grad():
                     out, hs, zs = backprop.forward(s.student, x)
-                    loss, g = backprop.output_grad(out, y, tc.loss)
+                    loss, g = output_grad(out, y, tc.loss)
                     ok = _check(result, cfg.seeds, alive, loss, step)
                     with nullcontext() if ok else _frozen(alive, opt):
                         g = g if ok else torch.where(_bcast(alive, g), g, 0.0)

@@ -56,21 +56,23 @@ static void SFX(transpose)(int R, int Cn, const REAL *src, REAL *dst) {
         for (int j = 0; j < Cn; j++) dst[(long)j * R + i] = src[(long)i * Cn + j];
 }
 
-/* Loss of one seed's output [B, C] and its gradient written over `out`; *sq gets sum (out - y)^2. */
-static double SFX(loss_and_grad)(int B, int C, REAL *out, const REAL *y, int ce, double *sq) {
+/* Objective of one seed's output [B, C] and its gradient written over `out`; *sq gets sum (out - y)^2.
+ * obj (losses.KERNEL_IDS): 0 mse = mean over B and C, 2 half_sse = 1/2 sum over C, mean over B
+ * (the paper's J), 1 cross-entropy to the argmax of y, mean over B. */
+static double SFX(loss_and_grad)(int B, int C, REAL *out, const REAL *y, int obj, double *sq) {
     double total = 0.0;
     *sq = 0.0;
-    if (ce)
+    if (obj == 1)
         for (long i = 0; i < (long)B * C; i++) *sq += ((double)out[i] - y[i]) * ((double)out[i] - y[i]);
-    if (!ce) {
-        double scale = 2.0 / ((double)B * C);
+    if (obj != 1) {
+        double scale = obj == 0 ? 2.0 / ((double)B * C) : 1.0 / (double)B;
         for (long i = 0; i < (long)B * C; i++) {
             double diff = (double)out[i] - y[i];
             total += diff * diff;
             out[i] = (REAL)(diff * scale);
         }
         *sq = total;
-        return total / ((double)B * C);
+        return obj == 0 ? total / ((double)B * C) : total * (0.5 / (double)B);
     }
     for (int b = 0; b < B; b++) {
         REAL *o = out + (long)b * C;
@@ -104,7 +106,7 @@ typedef struct {
 
 /* One seed (see SFX(ss_sgd_step) and SFX(ss_forward_grad)), with its own workspace. */
 static void SFX(seed_pass)(int s, int S, int L, const int *widths, int B, const REAL *x, const REAL *y,
-                      const long *idx, long n_rows, REAL **W, REAL **bias, int act, double slope, int ce,
+                      const long *idx, long n_rows, REAL **W, REAL **bias, int act, double slope, int obj,
                       const SFX(Mode) *mode, const unsigned char *alive, double *loss, REAL *work) {
     int widest = 0;
     for (int l = 0; l <= L; l++) widest = widths[l] > widest ? widths[l] : widest;
@@ -150,7 +152,7 @@ static void SFX(seed_pass)(int s, int S, int L, const int *widths, int B, const 
     }
     REAL *g = h[L];
     double sq;
-    loss[s] = SFX(loss_and_grad)(B, out, g, ys, ce, &sq);
+    loss[s] = SFX(loss_and_grad)(B, out, g, ys, obj, &sq);
     if (mode->sq) mode->sq[s] = sq;
     if (!mode->backward) return;
     if (!mode->gW && !isfinite(loss[s])) return; /* an update would spoil the parameters: keep them */
@@ -182,31 +184,31 @@ static void SFX(seed_pass)(int s, int S, int L, const int *widths, int B, const 
 }
 
 static void SFX(all_seeds)(int S, int L, const int *widths, int B, const REAL *x, const REAL *y, const long *idx,
-                      long n_rows, REAL **W, REAL **bias, int act, double slope, int ce, const SFX(Mode) *mode,
+                      long n_rows, REAL **W, REAL **bias, int act, double slope, int obj, const SFX(Mode) *mode,
                       const unsigned char *alive, double *loss, REAL *work, int threads) {
     long ws = ss_workspace(L, widths, B);
     if (threads <= 1) { /* no thread team for the one-thread case (sweep workers) */
-        for (int s = 0; s < S; s++) SFX(seed_pass)(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, mode, alive, loss, work);
+        for (int s = 0; s < S; s++) SFX(seed_pass)(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, obj, mode, alive, loss, work);
         return;
     }
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int s = 0; s < S; s++)
-        SFX(seed_pass)(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, mode, alive, loss,
+        SFX(seed_pass)(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, obj, mode, alive, loss,
                   work + ws * omp_get_thread_num());
 }
 
 /* One step for every seed with alive[s]: loss[s] is its loss on (x, y); if that is finite its
  * parameters take the SGD step W -= lr dW, b -= lr db, else they are left as they were.
- * Dead seeds are skipped (loss NaN). act: 0 ReLU, 1 Leaky ReLU; ce: 0 MSE (mean over B and C),
- * 1 cross-entropy on argmax(y) (mean over B). With idx ([S, B] row numbers), x and y are whole
+ * Dead seeds are skipped (loss NaN). act: 0 ReLU, 1 Leaky ReLU; obj: the objective (see
+ * loss_and_grad). With idx ([S, B] row numbers), x and y are whole
  * training sets [S, n_rows, w] and the batch is gathered from them; else they are the batch.
  * Seeds are shared out over `threads` threads, each with its own ss_workspace() doubles of
  * `work`; a seed's numbers do not depend on the split. */
 void SFX(ss_sgd_step)(int S, int L, const int *widths, int B, const REAL *x, const REAL *y, const long *idx, long n_rows,
-                 REAL **W, REAL **bias, int act, double slope, int ce, double lr, const unsigned char *alive,
+                 REAL **W, REAL **bias, int act, double slope, int obj, double lr, const unsigned char *alive,
                  double *loss, REAL *work, int threads) {
     SFX(Mode) mode = {1, lr, 0.0, NULL, NULL, NULL, NULL};
-    SFX(all_seeds)(S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, ce, &mode, alive, loss, work, threads);
+    SFX(all_seeds)(S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, obj, &mode, alive, loss, work, threads);
 }
 
 /* Forward, loss and gradient of every seed on a batch, parameters untouched (evaluation):
@@ -215,8 +217,8 @@ void SFX(ss_sgd_step)(int S, int L, const int *widths, int B, const REAL *x, con
  * is the B rows from x + s * seed_rows * w0 (and likewise y): a slice of a bigger set, uncopied. */
 void SFX(ss_forward_grad)(int S, int L, const int *widths, int B, const REAL *x, const REAL *y, long seed_rows, REAL **W,
                      REAL **bias,
-                     int act, double slope, int ce, REAL **hidden, double *loss, double *sq, REAL **gW, REAL **gb,
+                     int act, double slope, int obj, REAL **hidden, double *loss, double *sq, REAL **gW, REAL **gb,
                      double gscale, REAL *work, int threads) {
     SFX(Mode) mode = {gW != NULL, 0.0, gscale, gW, gb, hidden, sq};
-    SFX(all_seeds)(S, L, widths, B, x, y, NULL, seed_rows, W, bias, act, slope, ce, &mode, NULL, loss, work, threads);
+    SFX(all_seeds)(S, L, widths, B, x, y, NULL, seed_rows, W, bias, act, slope, obj, &mode, NULL, loss, work, threads);
 }
