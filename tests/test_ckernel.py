@@ -29,7 +29,10 @@ def _module(net: Net, s: int) -> torch.nn.Sequential:
 
 
 def _oracle_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    if loss == "mse":
+    """One seed's objective on a batch [B, C], written out (science.md section 1)."""
+    if loss == "half_sse":  # the paper's J: 1/2 sum over outputs, mean over the batch
+        return 0.5 * (out - y).square().sum(dim=1).mean()
+    if loss == "mse":  # nn.MSELoss: mean over batch and outputs = (2/C) J
         return torch.nn.functional.mse_loss(out, y)
     return torch.nn.functional.cross_entropy(out, y.argmax(dim=1))
 
@@ -38,10 +41,12 @@ needs_kernel = pytest.mark.skipif(bool(ckernel._load()[1]), reason=f"compiled st
 
 
 CASES = [
-    ([100, 100, 50], 16, "relu", "mse"),  # the paper's two-layer shape: full tiles plus an edge
+    ([100, 100, 50], 16, "relu", "half_sse"),  # the paper's two-layer shape and objective: full tiles plus an edge
+    ([100, 100, 50], 16, "relu", "mse"),
     ([7, 13, 5], 5, "leaky_relu", "mse"),  # every dimension an edge case
     ([9, 30, 21, 11, 6], 3, "relu", "ce"),  # deep, batch below one tile
     ([5, 3], 7, "relu", "mse"),  # no hidden layer
+    ([8, 11, 6, 9, 4], 5, "leaky_relu", "half_sse"),  # three hidden layers
     ([20, 17, 19, 23], 24, "leaky_relu", "ce"),  # batch 24: the narrow 6 x 8 float64 tiles for the signal below
     ([12, 40, 9], 32, "relu", "mse"),  # batch 32: the narrow 6 x 16 float32 tiles
 ]

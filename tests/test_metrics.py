@@ -65,8 +65,10 @@ def test_layer_stats_brute_force():
     assert rm[1] == pytest.approx(corr[1].max(1).values[[0, 1, 3, 4]].mean().item())
 
 
+@pytest.mark.parametrize("loss", ["half_sse", "mse"])
 @pytest.mark.parametrize("batchnorm", ["none", "before"])
-def test_full_batch_grad_norms_match_per_seed_autograd(batchnorm):
+def test_full_batch_grad_norms_match_per_seed_autograd(batchnorm, loss):
+    """grad_norm_l is of the training objective: half_sse = 1/2 sum over outputs, mean over samples; mse = (2/C) of it."""
     from studentspec.metrics import evaluate, grad_norms
     from studentspec.nets import Net, make_batchnorms
 
@@ -77,7 +79,7 @@ def test_full_batch_grad_norms_match_per_seed_autograd(batchnorm):
     norms = make_batchnorms(2, [5, 3], False, torch.float64) if batchnorm != "none" else []
     net = Net(W, b, "leaky_relu", 0.1, batchnorm, norms)
     x, y = torch.randn(2, 37, 4, generator=g, dtype=torch.float64), torch.randn(2, 37, 2, generator=g, dtype=torch.float64)
-    got = grad_norms(net, x, y, "mse", chunk=10)
+    got = grad_norms(net, x, y, loss, chunk=10)
     for s in range(2):
         params = [p[s].clone().requires_grad_(True) for p in net.parameters()]
         h = x[s]
@@ -87,11 +89,12 @@ def test_full_batch_grad_norms_match_per_seed_autograd(batchnorm):
                 if batchnorm == "before":
                     h = (h - norms[l].running_mean[s]) / torch.sqrt(norms[l].running_var[s] + 1e-5)
                 h = torch.nn.functional.leaky_relu(h, 0.1)
-        grads = torch.autograd.grad(torch.nn.functional.mse_loss(h, y[s]), params)
+        objective = 0.5 * (h - y[s]).square().sum(1).mean() if loss == "half_sse" else torch.nn.functional.mse_loss(h, y[s])
+        grads = torch.autograd.grad(objective, params)
         for l in range(3):
             ref = (grads[2 * l].square().sum() + grads[2 * l + 1].square().sum()).sqrt()
             assert got[s, l].item() == pytest.approx(ref.item(), rel=1e-10)
     if batchnorm == "none":
         teacher = Net([w.clone() for w in W], [v + 0.1 for v in b], "leaky_relu", 0.1)
-        res = evaluate(teacher, net, x, y, "mse", chunk=10, with_grad=True)
+        res = evaluate(teacher, net, x, y, loss, chunk=10, with_grad=True)
         torch.testing.assert_close(res.grad_norm, got, rtol=1e-10, atol=0)

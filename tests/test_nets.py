@@ -57,7 +57,9 @@ def per_seed_reference_grads(net, x, y, kind):
     for s in range(net.n_seeds):
         mod = reference_module(net, s)
         f = mod(x[s])
-        if kind == "mse":
+        if kind == "half_sse":  # the paper's J: 1/2 sum over outputs, mean over the batch
+            loss = 0.5 * (f - y[s]).square().sum(dim=1).mean()
+        elif kind == "mse":  # nn.MSELoss: mean over batch and outputs = (2/C) J
             loss = torch.nn.functional.mse_loss(f, y[s])
         else:
             loss = torch.nn.functional.cross_entropy(f, y[s].argmax(1))
@@ -82,7 +84,7 @@ def test_forward_matches_per_seed_module(activation, widths):
         torch.testing.assert_close(out[s], reference_module(net, s)(x[s]), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["mse", "ce"])
+@pytest.mark.parametrize("kind", ["half_sse", "mse", "ce"])
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
 @pytest.mark.parametrize("widths", [[5], [5, 7, 6, 4]])
 def test_hand_backward_matches_per_seed_autograd(kind, activation, widths):
