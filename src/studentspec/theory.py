@@ -66,11 +66,18 @@ def mixing(student: Pass, teacher: Pass, layer: int) -> tuple[Tensor, Tensor]:
     return A, B
 
 
-def backprop_signal(student: Pass, teacher: Pass, layer: int) -> Tensor:
-    """The Lemma's D_l [A_l f*~_l - B_l f~_l], [S, N, n_l]: equals -dLoss/dz_l for 1/2 ||f* - f||^2."""
+def backprop_terms(student: Pass, teacher: Pass, layer: int) -> tuple[Tensor, Tensor]:
+    """The Lemma's two terms D_l A_l f*~_l and D_l B_l f~_l, each [S, N, n_l]."""
     A, B = mixing(student, teacher, layer)
     fs, f = _augment(teacher.hidden[layer - 1]), _augment(student.hidden[layer - 1])
-    return student.gates[layer - 1] * (torch.einsum("snkj,snj->snk", A, fs) - torch.einsum("snkj,snj->snk", B, f))
+    gate = student.gates[layer - 1]
+    return gate * torch.einsum("snkj,snj->snk", A, fs), gate * torch.einsum("snkj,snj->snk", B, f)
+
+
+def backprop_signal(student: Pass, teacher: Pass, layer: int) -> Tensor:
+    """The Lemma's D_l [A_l f*~_l - B_l f~_l], [S, N, n_l]: equals -dJ/dz_l for J = 1/2 ||f* - f||^2."""
+    a, b = backprop_terms(student, teacher, layer)
+    return a - b
 
 
 @torch.no_grad()
