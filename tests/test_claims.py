@@ -112,25 +112,33 @@ def test_converges_lower_with_multi_pass_and_fail():
     assert not bad["passed"] and bad["value"] == pytest.approx(1.0)
 
 
-def sample_teachers(ta_curve: dict[int, float], g_curve: dict[int, float]) -> pd.DataFrame:
+def sample_teachers(ta_curve: dict[int, float], g_curve: dict[int, float], multi: float = 2.0) -> pd.DataFrame:
     rows = []
     for kind, curve in (("teacher_aware", ta_curve), ("gaussian", g_curve)):
         for n, corr in curve.items():
             for seed, step, j in itertools.product(range(2), (0, 10), range(3)):
-                rows.append({"job": f"{kind}{n}", "data.kind": kind, "data.n_train": n, "student.multi": 2.0, "seed": seed, "step": step,
-                             "split": "eval", "layer": 1, "teacher": j, "best_corr": corr if step == 10 else 0.0})
+                rows.append({"job": f"{kind}{n}-{multi}", "data.kind": kind, "data.n_train": n, "student.multi": multi, "seed": seed,
+                             "step": step, "split": "eval", "layer": 1, "teacher": j, "best_corr": corr if step == 10 else 0.0})
     return pd.DataFrame(rows)
 
 
 def test_teacher_aware_fewer_samples_pass_and_fail():
     ns = [30, 60, 120, 240, 480, 960]
-    ok = C.teacher_aware_fewer_samples(sample_teachers(dict(zip(ns, [0.90, 0.93, 0.95, 0.96, 0.97, 0.97])),
-                                                       dict(zip(ns, [0.3, 0.4, 0.6, 0.8, 0.85, 0.905]))))
-    assert ok["passed"] and ok["value"] == pytest.approx(960 / 30)
-    same = dict(zip(ns, [0.3, 0.5, 0.9, 0.95, 0.95, 0.95]))
+    ta, g = dict(zip(ns, [0.90, 0.93, 0.951, 0.96, 0.97, 0.97])), dict(zip(ns, [0.3, 0.4, 0.6, 0.8, 0.85, 0.96]))
+    ok = C.teacher_aware_fewer_samples(sample_teachers(ta, g))
+    assert ok["passed"] and ok["value"] == pytest.approx(960 / 120)  # the first N at mean best corr >= 0.95
+    never = C.teacher_aware_fewer_samples(sample_teachers(ta, dict(zip(ns, [0.3, 0.4, 0.6, 0.8, 0.85, 0.9]))))
+    assert never["passed"] and never["value"] == pytest.approx(960 / 120) and "never" in never["detail"]  # censored: a lower bound
+    same = dict(zip(ns, [0.3, 0.5, 0.9, 0.951, 0.96, 0.96]))
     bad = C.teacher_aware_fewer_samples(sample_teachers(same, same))
     assert not bad["passed"] and bad["value"] == pytest.approx(1.0)
     assert not C.teacher_aware_fewer_samples(sample_teachers(same, {}))["passed"]  # one kind missing
+    assert not C.teacher_aware_fewer_samples(sample_teachers(ta, g, multi=1.0))["passed"]  # no over-realized student
+    # median over multis: 8 (multi 2), 1 (multi 5), 16 (multi 10) -> 8; multi 1 (ratio 1/32) is left out
+    early = dict(zip(ns, [0.96] * 6))
+    mixed = pd.concat([sample_teachers(ta, g), sample_teachers(same, same, multi=5.0), sample_teachers(early, dict(zip(ns, [0.5] * 4 + [0.96] * 2)), multi=10.0),
+                       sample_teachers(dict(zip(ns, [0.5] * 5 + [0.96])), early, multi=1.0)])
+    assert C.teacher_aware_fewer_samples(mixed)["value"] == pytest.approx(8.0)
 
 
 def deep_scalars(rhos: list[list[float]], mses: list[float], loss: str = "mse") -> pd.DataFrame:

@@ -201,37 +201,49 @@ def strong_first(teachers: pd.DataFrame, min_decay: float = 0.5, max_rho: float 
 # ---------------------------------------------------------------- sample complexity (4.2)
 
 FEWER_MIN_RATIO = 3.0
-FEWER_TOL = 0.01
+FEWER_LEVEL = 0.95
 
 
 def correlation_by_n(teachers: pd.DataFrame) -> pd.DataFrame:
-    """Mean over teachers, seeds and multis of the final best eval correlation, per data kind and N."""
+    """Mean over teachers and seeds of the final best eval correlation, per data kind, multi (when swept) and N."""
     df = final(teachers, "eval")
     df = df[df["layer"] == 1]
-    return df.groupby(["data.kind", "data.n_train"])["best_corr"].mean().rename("corr").reset_index()
+    keys = ["data.kind", *([MULTI] if MULTI in df.columns else []), "data.n_train"]
+    return df.groupby(keys)["best_corr"].mean().rename("corr").reset_index()
 
 
-def teacher_aware_fewer_samples(teachers: pd.DataFrame, min_ratio: float = FEWER_MIN_RATIO, tol: float = FEWER_TOL) -> dict[str, Any]:
-    """Teacher-aware data reaches the Gaussian data's correlation with several times fewer samples (claim 4, 4.2)."""
+def teacher_aware_fewer_samples(teachers: pd.DataFrame, min_ratio: float = FEWER_MIN_RATIO, level: float = FEWER_LEVEL) -> dict[str, Any]:
+    """Teacher-aware data brings over-realized students to a high correlation with several times fewer samples (claim 4, 4.2).
+
+    Per multi > 1: N_gaussian / N_teacher_aware, each the smallest N whose mean final best eval
+    correlation reaches `level` (the specialization threshold); a kind that never does counts as
+    the largest N of the grid (so a Gaussian curve that never gets there gives a lower bound).
+    The value is the median over multis.
+    """
     table = correlation_by_n(teachers)
-    curves = {k: g.set_index("data.n_train")["corr"].sort_index() for k, g in table.groupby("data.kind")}
-    if set(curves) != {"teacher_aware", "gaussian"}:
-        return claim("teacher-aware needs fewer samples", "N_gaussian / N_teacher_aware", math.nan, f">= {min_ratio:g}", False,
-                     "needs both data kinds", f"kinds found: {sorted(curves)}")
-    level = min(curves["gaussian"].max(), curves["teacher_aware"].max())
-
-    def first_n(curve: pd.Series) -> float:
-        return float(curve[curve >= level - tol].index.min())
-
-    n_g, n_t = first_n(curves["gaussian"]), first_n(curves["teacher_aware"])
-    value = n_g / n_t
+    if MULTI in table.columns:
+        table = table[table[MULTI] > 1]  # multi 1: no spare students, the over-realized setting of the theorem does not apply
+    name, stat = "teacher-aware needs fewer samples", f"median over multi > 1 of N_gaussian / N_teacher_aware reaching mean best corr {level:g}"
+    if set(table["data.kind"]) != {"teacher_aware", "gaussian"}:
+        return claim(name, stat, math.nan, f">= {min_ratio:g}", False, "needs both data kinds and a multi > 1",
+                     f"kinds found: {sorted(set(table['data.kind']))}")
+    ratios, details = [], []
+    groups = table.groupby(MULTI) if MULTI in table.columns else [(None, table)]
+    for multi, g in groups:
+        first = {}
+        for kind, curve in g.groupby("data.kind"):
+            curve = curve.set_index("data.n_train")["corr"].sort_index()
+            reached = curve[curve >= level]
+            first[kind] = float(reached.index.min()) if len(reached) else float(curve.index.max())
+            details.append(f"multi {multi:g} {kind}: " + (f"N={first[kind]:g}" if len(reached) else f"never (max {curve.max():.3f})")
+                           if multi is not None else f"{kind}: N={first[kind]:g}")
+        ratios.append(first.get("gaussian", math.nan) / first.get("teacher_aware", math.nan))
+    value = float(np.median(ratios)) if ratios else math.nan
     return claim(
-        "teacher-aware needs fewer samples", f"N_gaussian / N_teacher_aware, each the smallest N whose mean final best eval correlation "
-        f"reaches (within {tol:g}) the level both kinds attain: min(best Gaussian, best teacher-aware)", value, f">= {min_ratio:g}",
-        value >= min_ratio,
+        name, stat, value, f">= {min_ratio:g}", value >= min_ratio,
         f"'Several times fewer' read as at least {min_ratio:g}x; the paper reports tens to a few hundred samples against about a "
-        f"thousand. The tolerance {tol:g} keeps seed noise at the plateau from picking a later N.",
-        f"level {level:.3f}: Gaussian at N={n_g:g}, teacher-aware at N={n_t:g}")
+        f"thousand. {level:g} is the specialization threshold used everywhere. With the paper's objective both kinds reach ~1 "
+        "with enough data, so a level set by their plateaus would compare the largest N of both.", "; ".join(details))
 
 
 # ---------------------------------------------------------------- deep (4.3)
