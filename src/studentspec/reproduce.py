@@ -107,10 +107,10 @@ def parts(experiment: str, scale: str) -> list[Part]:
                 Part("success", _merge(base, success), {"teacher.decay": decays, "student.multi": multis})]
     if experiment == "sample-complexity":
         base, multis, ns = SAMPLE, MULTIS, SAMPLE_NS
-        if scale == "quick":  # paper d, m, C; 4 seeds, 2e4 steps, 6 sizes, 3 multis
+        if scale == "quick":  # paper d, m, C and multis; 4 seeds, 2e4 steps, 9 sizes
             base = _merge(SAMPLE, {"seeds": [1, 2, 3, 4], "data": {"n_eval": 2000}, "train": {"steps_per_epoch": 2000, "epochs": 10},
                                    "eval": {"every": 5}})
-            multis, ns = [1.0, 2.0, 5.0], [30, 60, 120, 240, 480, 960]
+            multis, ns = MULTIS, [30, 60, 90, 120, 180, 270, 390, 630, 1110]  # 9 of the paper's 19 sizes
         elif scale == "tiny":
             base = _merge(SAMPLE, {"seeds": [1, 2], "input_dim": 8, "output_dim": 4, "teacher": {"widths": [2]}, "data": {"n_eval": 200},
                                    "train": {"steps_per_epoch": 100, "epochs": 2}})
