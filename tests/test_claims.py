@@ -98,11 +98,13 @@ def test_strong_first_pass_and_fail():
     assert not bad["passed"] and bad["value"] > 0.8
 
 
-def scalars_multi(sign: float) -> pd.DataFrame:
+def scalars_multi(sign: float, early_sign: float = 0.0) -> pd.DataFrame:
+    """Eval MSE 1 at step 0, 10^(early_sign log multi - 1) at step 5, 10^(sign log multi - 2) at step 10, two decay panels."""
     rows = []
-    for multi, seed, step in itertools.product((1.0, 2.0, 5.0, 10.0), range(3), (0, 10)):
-        rows.append({"job": f"m{multi}", "student.multi": multi, "seed": seed, "step": step, "split": "eval",
-                     "mse": 10.0 ** (sign * np.log(multi) - 2) if step == 10 else 1.0})
+    for multi, decay, seed, step in itertools.product((1.0, 2.0, 5.0, 10.0), (0.0, 1.0), range(3), (0, 5, 10)):
+        mse = {0: 1.0, 5: 10.0 ** (early_sign * np.log(multi) - 1), 10: 10.0 ** (sign * np.log(multi) - 2)}[step]
+        rows.append({"job": f"m{multi}p{decay}", "student.multi": multi, "teacher.decay": decay, "seed": seed, "step": step,
+                     "split": "eval", "mse": mse})
     return pd.DataFrame(rows)
 
 
@@ -110,6 +112,15 @@ def test_converges_lower_with_multi_pass_and_fail():
     assert C.converges_lower_with_multi(scalars_multi(-1.0))["passed"]
     bad = C.converges_lower_with_multi(scalars_multi(+1.0))
     assert not bad["passed"] and bad["value"] == pytest.approx(1.0)
+    assert "p=0: +1.00, p=1: +1.00" in bad["detail"]
+
+
+def test_converges_faster_with_multi_reads_the_early_step_only():
+    fast = C.converges_faster_with_multi(scalars_multi(+1.0, early_sign=-1.0), early_step=5)
+    assert fast["passed"] and fast["value"] == pytest.approx(-1.0)  # the final step's opposite order does not matter
+    slow = C.converges_faster_with_multi(scalars_multi(-1.0, early_sign=+1.0), early_step=5)
+    assert not slow["passed"] and slow["value"] == pytest.approx(1.0)
+    assert not C.converges_faster_with_multi(scalars_multi(-1.0), early_step=5)["passed"]  # no trend early: a constant series fails
 
 
 def sample_teachers(ta_curve: dict[int, float], g_curve: dict[int, float], multi: float = 2.0) -> pd.DataFrame:
