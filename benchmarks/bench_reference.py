@@ -1,8 +1,8 @@
 """studentspec against a reference of the original per-seed loop, and the cost of evaluation.
 
 Reference (written from science.md 4.1, the original code's workload): one seed at a time, a
-plain float64 nn.Sequential(Linear(d, n), ReLU, Linear(n, C)) student, torch.optim.SGD(lr 0.01),
-nn.MSELoss, batches of 16 drawn with replacement from a fixed 10k training set every step.
+plain float64 nn.Sequential(Linear(d, n), ReLU, Linear(n, C)) student, torch.optim.SGD(lr 0.01)
+on the paper's J (1/2 sum over outputs, mean over the batch, as the original two-layer code), batches of 16 drawn with replacement from a fixed 10k training set every step.
 studentspec: the same workload for S seeds in one batched `train()` (float64); both at --threads
 torch threads (default 1).
 
@@ -37,7 +37,10 @@ def reference(steps: int) -> float:
         y = teacher(x)
     student = torch.nn.Sequential(torch.nn.Linear(D, M * MULTI), torch.nn.ReLU(), torch.nn.Linear(M * MULTI, C)).double()
     opt = torch.optim.SGD(student.parameters(), lr=LR)
-    loss_fn = torch.nn.MSELoss()
+
+    def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # J: train.loss=half_sse
+        return 0.5 * (out - target).square().sum(dim=1).mean()
+
     t0 = time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(0, N_TRAIN, (B,))

@@ -63,7 +63,7 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
     import torch
 
     torch.set_num_threads(threads)
-    from studentspec import backprop, ckernel
+    from studentspec import backprop, ckernel, losses
     from studentspec.config import load_config
     from studentspec.losses import per_seed_loss
     from studentspec.optim import Optimizer
@@ -79,11 +79,11 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
     def torch_step(x: torch.Tensor, y: torch.Tensor) -> None:  # the trainer's fused SGD step on the torch path
         with torch.no_grad():
             out, hs, zs = backprop.forward(net, x)
-            loss, g = losses.output_grad(out, y, "mse")
+            loss, g = losses.output_grad(out, y, "half_sse")
             healthy = bool(torch.isfinite(loss).all())
             backprop.backward(net, hs, zs, g, sgd_lr=LR if healthy else None)
 
-    compiled = None if ckernel.unsupported(net, "mse", "sgd", 0.0, 0.0) else ckernel.CompiledMLP(net, "mse")
+    compiled = None if ckernel.unsupported(net, "half_sse", "sgd", 0.0, 0.0) else ckernel.CompiledMLP(net, "half_sse")
     alive = torch.ones(size, dtype=torch.bool)
 
     def c_step(x: torch.Tensor, y: torch.Tensor) -> None:  # the compiled step with the trainer's finiteness check
@@ -129,7 +129,7 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
         def pass_autograd() -> int:  # the trainer's autograd path, same step otherwise
             for x, y in batches:
                 out, _ = net.forward(x, training=True)
-                loss = per_seed_loss(out, y, "mse")
+                loss = per_seed_loss(out, y, "half_sse")
                 grads = list(torch.autograd.grad(loss.sum(), params))
                 if bool(torch.isfinite(loss).all()):
                     opt.step(grads, LR)
