@@ -18,7 +18,7 @@ from studentspec.sweep import run_sweep
 EXPECTED = {
     "two-layer": ({"lshape", "success_rate", "convergence", "teacher_curves"},
                   {"L-shape", "success falls with teacher index", "success rises with multi", "success falls with decay p", "success lower early than at the end",
-                   "strong teacher nodes first", "larger multi converges lower", "Lemma identity"}),
+                   "strong teacher nodes first", "larger multi converges faster", "larger multi converges lower", "Lemma identity"}),
     "sample-complexity": ({"sample_complexity"}, {"teacher-aware needs fewer samples"}),
     "deep": ({"deep_lshape", "deep_rho_vs_n"}, {"deep: lowest layer specializes most", "deep: lowest layer -> 1 as loss -> 0", "Lemma identity"}),
 }
