@@ -152,3 +152,14 @@ def test_regenerate_draws_a_new_training_set_each_epoch():
     list(s.stream.epoch(1))
     assert not torch.equal(first, s.stream.x_train)
     torch.testing.assert_close(s.stream.y_train, s.teacher_run.forward(s.stream.x_train)[0])
+
+
+@pytest.mark.parametrize("recipe", ["two_layer", "deep"])
+def test_real_sizes_build_mnist_sized_inputs_and_wide_layers(recipe):
+    """d=784 (MNIST-sized) and a width of 1000: 9**length is far beyond a float (it overflowed at length 324)."""
+    cfg = load_config(None, ["seeds=[1]", "input_dim=784", "output_dim=10", "teacher.widths=[1000]", f"teacher.recipe={recipe}"])
+    teacher = build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
+    w = teacher.weights[0][0]
+    assert w.shape == (784, 1000) and torch.isfinite(w).all()
+    assert len({tuple(c) for c in w.T.tolist()}) == 1000  # distinct rows
+    assert teacher.weights[1].shape == (1, 1000, 10)

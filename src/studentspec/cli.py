@@ -14,13 +14,12 @@ EXIT_BAD_INPUT = 2
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .store import StoreError, write_run
+    from .store import check_out, write_run
     from .train import train
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_out(out, args.overwrite)  # before any work
     result = train(cfg, progress=not args.quiet)
     write_run(result, out, overwrite=args.overwrite)
     for seed, step in result.diverged.items():
@@ -113,13 +112,26 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _teacher_train(args: argparse.Namespace) -> int:
-    from .conv_teacher import describe, save_checkpoint, teacher_config, train_teacher
+def _check_checkpoint_out(out: Path, overwrite: bool) -> None:
+    """Refuse (one line) an existing `out` unless overwrite and it is a teacher checkpoint studentspec wrote."""
+    from .conv_teacher import load_checkpoint
     from .store import StoreError
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not overwrite:
         raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+    try:
+        load_checkpoint(out)
+    except ConfigError:
+        raise StoreError(f"{out}: --overwrite refuses to replace it: it is not a studentspec teacher checkpoint") from None
+
+
+def _teacher_train(args: argparse.Namespace) -> int:
+    from .conv_teacher import describe, save_checkpoint, teacher_config, train_teacher
+
+    out = Path(args.out)
+    _check_checkpoint_out(out, args.overwrite)
     cfg = teacher_config(args.dataset, args.config, args.overrides, args.root, args.epochs)
     ckpt = train_teacher(cfg, progress=not args.quiet)
     save_checkpoint(ckpt, out)
@@ -129,11 +141,9 @@ def _teacher_train(args: argparse.Namespace) -> int:
 
 def _teacher_prune(args: argparse.Namespace) -> int:
     from .conv_teacher import describe, file_digest, load_checkpoint, parse_ratios, prune_config, prune_teacher, save_checkpoint
-    from .store import StoreError
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+    _check_checkpoint_out(out, args.overwrite)
     ratios = parse_ratios(args.ratios)
     src = load_checkpoint(args.checkpoint)
     cfg = prune_config(src, args.config, args.overrides, args.root, args.epochs, args.lr)

@@ -198,16 +198,92 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+# What a run dir written by studentspec may hold: its files, `plot`'s figures, `converge`'s results.
+RUN_ENTRIES = frozenset({"config.yaml", "scalars.parquet", "teachers.parquet", "students.parquet", "summary.json", "weights.npz",
+                         "figures", "converge.json", "converge_teachers.parquet", "converge_students.parquet"})
+FIGURE_SUFFIXES = frozenset({".png", ".pdf"})
+STAGE_SUFFIX = ".partial-XXXXXXXX"  # tempfile's 8 random characters
+
+
+def _protected(path: Path) -> str:
+    """Why `path` must never be replaced ("" when it may be): the working directory, a parent of it, home, a root."""
+    p, cwd = path.resolve(), Path.cwd().resolve()
+    if p == cwd or p in cwd.parents:
+        return "it is the working directory or one of its parents"
+    if p == Path.home().resolve():
+        return "it is the home directory"
+    if p == Path(p.anchor):
+        return "it is a file-system root"
+    return ""
+
+
+def _not_ours(path: Path) -> str:
+    """Why `path` is not a complete run dir studentspec wrote ("" when it is)."""
+    if path.is_symlink() or not path.is_dir():
+        return "it is not a run directory"
+    if not (path / "summary.json").is_file() or not (path / "config.yaml").is_file():
+        return "it is not a complete studentspec run dir (no summary.json and config.yaml)"
+    foreign = sorted(e.name for e in path.iterdir() if e.name not in RUN_ENTRIES)
+    figures = path / "figures"
+    if figures.is_dir():
+        foreign += sorted(f"figures/{e.name}" for e in figures.iterdir() if e.suffix not in FIGURE_SUFFIXES or not e.is_file())
+    if foreign:
+        return f"it holds files studentspec did not write ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
+    return ""
+
+
+def check_out(out: str | Path, overwrite: bool) -> None:
+    """Raise StoreError (one line) unless a run dir can be written at `out`: call before any work.
+
+    An existing `out` is replaced only with `overwrite`, and only when it is a complete run dir
+    studentspec wrote (nothing else in it) and not the working directory, a parent of it, home
+    or a root. The parent must be (or be creatable as) a writable directory.
+    """
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+        why = _protected(out) or _not_ours(out)
+        if why:
+            raise StoreError(f"{out}: --overwrite refuses to replace it: {why}")
+    if len(f".{out.name}{STAGE_SUFFIX}".encode()) > 255:
+        raise StoreError(f"{out}: name too long ({len(out.name.encode())} bytes; its staging name must fit in 255)")
+    parent = out.absolute().parent
+    while not parent.exists() and not parent.is_symlink():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise StoreError(f"{out}: cannot be created: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(f"{out}: cannot be created: {parent} is not writable")
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Move the complete `stage` onto `out`: the old dir is renamed aside first and deleted last,
+    so at every instant `out` is a complete run dir (old or new) or, for an instant, absent."""
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    aside = old / out.name
+    os.replace(out, aside)
+    try:
+        os.replace(stage, out)
+    except BaseException:
+        os.replace(aside, out)  # put the old run back
+        os.rmdir(old)
+        raise
+    shutil.rmtree(old)
+
+
 def write_run_dir(out: str | Path, overwrite: bool, cfg: Config, tables3: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
                   arrays: dict[str, np.ndarray], info: dict[str, Any]) -> Path:
     """Write a run dir (config.yaml, scalars/teachers/students.parquet, weights.npz, summary.json) atomically.
 
-    Everything goes into a staging dir next to `out`, renamed onto it at the end; summary.json is
-    written last, so a run dir with a summary is complete. Refuses an existing dir unless overwrite.
+    Everything goes into a staging dir next to `out`, swapped onto it at the end (see check_out for
+    what may be replaced); summary.json is written last, so a run dir with a summary is complete.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     scalars, teachers, students = tables3
@@ -220,9 +296,7 @@ def write_run_dir(out: str | Path, overwrite: bool, cfg: Config, tables3: tuple[
             "weights.npz": lambda p: _savez(p, arrays),
         })
         write_json(stage / "summary.json", info)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage, out)
+        _swap_in(stage, out)
     finally:
         if stage.exists():
             shutil.rmtree(stage)

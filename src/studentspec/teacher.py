@@ -13,7 +13,7 @@ GRID = torch.linspace(-1.0, 1.0, 9, dtype=torch.float64)  # {-1, -0.75, ..., 1}
 
 def distinct_grid_vectors(g: torch.Generator, count: int, length: int, what: str) -> Tensor:
     """`count` distinct, non-zero vectors of `length` entries from the 9-value grid, [count, length]."""
-    if 9.0**length - 1 < count:
+    if 9**length - 1 < count:  # Python ints: 9.0**length overflows a float once length reaches 324
         raise ConfigError(f"teacher.widths: {what} needs {count} distinct non-zero vectors of length {length}, only {9**length - 1} exist")
     rows: list[Tensor] = []
     seen: set[bytes] = set()
