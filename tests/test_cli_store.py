@@ -145,3 +145,14 @@ def test_write_run_refuses_existing_dir_and_leaves_no_partial_files(stored):
     with pytest.raises(StoreError, match="already exists"):
         write_run(result, path)
     assert not [p for p in path.parent.iterdir() if ".partial-" in p.name]
+
+
+def test_json_files_are_strict_json(tmp_path):
+    """summary.json, reproduce.json, ... (store.write_json): NaN and +-inf are written as null (RFC 8259 JSON)."""
+    from studentspec.store import write_json
+
+    path = tmp_path / "s.json"
+    write_json(path, {"a": float("nan"), "b": [1.5, float("inf")], "c": {"d": np.float64("-inf"), "e": 2}})
+    text = path.read_text()
+    loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert loaded == {"a": None, "b": [1.5, None], "c": {"d": None, "e": 2}}

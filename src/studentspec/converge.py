@@ -58,7 +58,7 @@ from .config import Config, ConfigError
 from .data import label
 from .losses import per_seed_loss
 from .nets import Net, baddbmm
-from .store import StoreError, load_run, write_all
+from .store import StoreError, load_run, strict_json, write_all
 from .train import build
 
 METHODS = ("auto", "lbfgs", "newton")  # auto: newton up to NEWTON_MAX_PARAMS parameters per seed, else lbfgs
@@ -496,5 +496,5 @@ def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int | None =
     info = result.to_json() | {"run": str(path), "n_train": int(x.shape[1]), "seeds": list(cfg.seeds)}
     write_all(path, {"converge_teachers.parquet": lambda p: teachers.to_parquet(p, index=False),
                       "converge_students.parquet": lambda p: students.to_parquet(p, index=False),
-                      "converge.json": lambda p: p.write_text(json.dumps(info, indent=1))})
+                      "converge.json": lambda p: p.write_text(json.dumps(strict_json(info), indent=1, allow_nan=False))})
     return result

@@ -182,9 +182,20 @@ def write_all(folder: Path, writers: dict[str, Callable[[Path], Any]]) -> None:
                 tmp.unlink()
 
 
+def strict_json(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, +-inf) as None: strict JSON that any reader accepts."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write a JSON file atomically."""
-    _atomic(path, lambda p: p.write_text(json.dumps(data, indent=1, default=str)))
+    """Write a JSON file atomically, strict (NaN and inf become null)."""
+    _atomic(path, lambda p: p.write_text(json.dumps(strict_json(data), indent=1, default=str, allow_nan=False)))
 
 
 def read_json(path: Path) -> dict[str, Any]:
