@@ -1,6 +1,7 @@
 """Sweeps: grid grammar, local execution, resume, one store over all jobs."""
 
 import pytest
+import yaml
 
 from studentspec import ConfigError, load_config, load_run
 from studentspec.cli import main
@@ -135,3 +136,19 @@ def test_yaml_sweep_section_grid_and_zip(tmp_path):
     bad.write_text("sweep:\n  zip:\n    student.multi: [1, 2]\n    train.lr: [0.1]\n")
     with pytest.raises(ConfigError, match="same length"):
         run_sweep(str(bad), [], tmp_path / "sw3", dry_run=True)
+
+
+def test_dict_and_list_valued_swept_keys_round_trip_exactly(tmp_path):
+    """lr schedules swept as dicts: each row carries its own job's schedule (pandas once aligned the dict with the index)."""
+    import studentspec
+
+    out = tmp_path / "sw"
+    items = ["train.lr={0: 0.1, 1: 0.05},{0: 0.2}", "teacher.widths=[2],[3]", "seeds=[1]", *BASE]
+    assert not run_sweep(None, items, out, progress=False)["failed"]
+    sc = studentspec.load_sweep(out)["scalars"]  # exported at the top level
+    for job, rows in sc.groupby("job"):
+        cfg = load_run(out / "jobs" / job).config
+        lr, widths = rows["train.lr"].unique(), rows["teacher.widths"].unique()
+        assert len(lr) == 1 and yaml.safe_load(lr[0]) == cfg.train.lr
+        assert len(widths) == 1 and yaml.safe_load(widths[0]) == cfg.teacher.widths
+    assert {yaml.safe_load(v)[0] for v in sc["train.lr"]} == {0.1, 0.2}

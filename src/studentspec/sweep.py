@@ -194,7 +194,8 @@ def summary_table(result: dict[str, Any]) -> str:
 
 
 def load_sweep(path: str | Path) -> dict[str, pd.DataFrame]:
-    """DataFrames 'scalars', 'teachers', 'students' over all finished jobs, with the swept keys as columns."""
+    """DataFrames 'scalars', 'teachers', 'students' over all finished jobs, with the swept keys as columns
+    (list- and dict-valued keys as their override text: yaml.safe_load gives the value back)."""
     path = Path(path)
     manifest = read_json(path / MANIFEST)
     frames: dict[str, list[pd.DataFrame]] = {"scalars": [], "teachers": [], "students": []}
@@ -206,7 +207,10 @@ def load_sweep(path: str | Path) -> dict[str, pd.DataFrame]:
         for name, df in (("scalars", run.scalars), ("teachers", run.teachers), ("students", run.students)):
             df = df.copy()
             for key, raw in job["point"].items():
-                df[key] = yaml.safe_load(raw) if not raw.startswith("[") else raw
+                value = yaml.safe_load(raw)
+                # lists and dicts (lr schedules) stay their override text, which yaml.safe_load turns back into the value:
+                # assigning a dict would make pandas align its keys with the row index
+                df[key] = raw if isinstance(value, (list, dict)) else value
             df["job"] = job["id"]
             frames[name].append(df)
     return {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in frames.items()}
