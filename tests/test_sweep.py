@@ -152,3 +152,26 @@ def test_dict_and_list_valued_swept_keys_round_trip_exactly(tmp_path):
         assert len(lr) == 1 and yaml.safe_load(lr[0]) == cfg.train.lr
         assert len(widths) == 1 and yaml.safe_load(widths[0]) == cfg.teacher.widths
     assert {yaml.safe_load(v)[0] for v in sc["train.lr"]} == {0.1, 0.2}
+
+
+def test_query_reads_only_the_sweep(tmp_path, capsys):
+    """The query's SQL cannot read or write files, nor switch that off again; an empty sweep says so."""
+    out = tmp_path / "sw"
+    run_sweep(None, ["student.multi=1,2", "seeds=[1]", *BASE], out, progress=False)
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    for sql in (f"COPY scalars TO '{tmp_path / 'leak.csv'}'", f"SELECT * FROM read_csv('{secret}')",
+                f"SELECT * FROM read_parquet('{next((out / 'jobs').iterdir()) / 'scalars.parquet'}')",
+                "SET enable_external_access = true"):
+        assert main(["query", str(out), sql]) == 2, sql
+        err = capsys.readouterr().err
+        assert err.startswith("studentspec: error: query:") and err.count("\n") == 1, err
+    assert not (tmp_path / "leak.csv").exists()
+    assert main(["query", str(out), 'SELECT count(DISTINCT job) AS n FROM students']) == 0
+    assert capsys.readouterr().out.split()[-1] == "2"
+    empty = tmp_path / "empty"
+    run_sweep(None, ["student.multi=1", "seeds=[1]", *BASE], empty, progress=False)
+    for job in (empty / "jobs").iterdir():
+        (job / "summary.json").unlink()
+    assert main(["query", str(empty), "SELECT 1"]) == 2
+    assert "no finished job" in capsys.readouterr().err

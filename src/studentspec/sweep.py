@@ -197,12 +197,8 @@ def load_sweep(path: str | Path) -> dict[str, pd.DataFrame]:
     """DataFrames 'scalars', 'teachers', 'students' over all finished jobs, with the swept keys as columns
     (list- and dict-valued keys as their override text: yaml.safe_load gives the value back)."""
     path = Path(path)
-    manifest = read_json(path / MANIFEST)
     frames: dict[str, list[pd.DataFrame]] = {"scalars": [], "teachers": [], "students": []}
-    for job in manifest["jobs"]:
-        run_dir = path / "jobs" / job["id"]
-        if not (run_dir / "summary.json").is_file():
-            continue
+    for job, run_dir in _finished_jobs(path):
         run = load_run(run_dir)
         for name, df in (("scalars", run.scalars), ("teachers", run.teachers), ("students", run.students)):
             df = df.copy()
@@ -216,14 +212,44 @@ def load_sweep(path: str | Path) -> dict[str, pd.DataFrame]:
     return {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in frames.items()}
 
 
+def _finished_jobs(path: Path) -> list[tuple[dict[str, Any], Path]]:
+    """(job record, run dir) of every finished job of a sweep, in manifest order."""
+    manifest = read_json(path / MANIFEST)
+    return [(job, path / "jobs" / job["id"]) for job in manifest["jobs"] if (path / "jobs" / job["id"] / "summary.json").is_file()]
+
+
 def query(path: str | Path, sql: str) -> pd.DataFrame:
-    """Run SQL (DuckDB, embedded) over a sweep's tables `scalars`, `teachers`, `students` (swept keys as columns)."""
+    """Run SQL (DuckDB, embedded) over a sweep's tables `scalars`, `teachers`, `students` (swept keys as columns).
+
+    DuckDB reads the jobs' Parquet files into these tables, then external access is switched off
+    and the configuration locked: the query sees only the sweep and can read or write no file.
+    """
     import duckdb
 
-    tables = load_sweep(path)
-    con = duckdb.connect()
-    for name, df in tables.items():
-        con.register(name, df)
+    path = Path(path)
+    jobs = _finished_jobs(path)
+    if not jobs:
+        raise StoreError(f"{path}: the sweep has no finished job to query yet")
+    con = duckdb.connect(":memory:")
+    for name in ("scalars", "teachers", "students"):
+        parts, params = [], []
+        for job, run_dir in jobs:
+            file = run_dir / f"{name}.parquet"
+            if not file.is_file():
+                raise StoreError(f"{file}: missing")
+            cols = []
+            for key, raw in job["point"].items():
+                value = yaml.safe_load(raw)
+                cols.append(f'? AS "{key.replace(chr(34), chr(34) * 2)}"')
+                params.append(raw if isinstance(value, (list, dict)) else value)
+            parts.append(f"SELECT *, {', '.join([*cols, '? AS job'])} FROM read_parquet(?)")
+            params += [job["id"], str(file)]
+        try:
+            con.execute(f"CREATE TABLE {name} AS " + " UNION ALL BY NAME ".join(parts), params)
+        except duckdb.Error as err:
+            raise StoreError(f"{path}: cannot read the {name} tables ({str(err).splitlines()[0]})") from None
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     try:
         return con.execute(sql).df()
     except duckdb.Error as err:
