@@ -175,3 +175,39 @@ def test_query_reads_only_the_sweep(tmp_path, capsys):
         (job / "summary.json").unlink()
     assert main(["query", str(empty), "SELECT 1"]) == 2
     assert "no finished job" in capsys.readouterr().err
+
+
+def test_a_second_sweep_into_a_locked_dir_exits_2_naming_the_holder(tmp_path, capsys):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sw"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from studentspec.sweep import _lock\n"
+        f"out = Path({str(out)!r}); out.mkdir()\n"
+        "with _lock(out):\n    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["sweep", "configs/two_layer_quick.yaml", "student.multi=1", "seeds=[1]", *BASE, "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "another sweep is running" in err and f"pid {holder.pid}" in err and err.count("\n") == 1
+        assert not (out / "sweep.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)  # the OS releases a killed holder's lock: the sweep now runs
+    assert main(["sweep", "configs/two_layer_quick.yaml", "student.multi=1", "seeds=[1]", *BASE, "--out", str(out), "--quiet"]) == 0
+
+
+def test_the_same_config_by_another_path_is_the_same_sweep(tmp_path, monkeypatch):
+    import shutil
+
+    cfg = tmp_path / "c.yaml"
+    shutil.copy("configs/two_layer_quick.yaml", cfg)
+    out = tmp_path / "sw"
+    items = ["student.multi=1", "seeds=[1]", *BASE]
+    assert len(run_sweep(str(cfg), items, out, progress=False)["done"]) == 1
+    monkeypatch.chdir(tmp_path)
+    again = run_sweep("./c.yaml", items, out, progress=False)
+    assert again["done"] == [] and len(again["skipped"]) == 1

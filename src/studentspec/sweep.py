@@ -13,12 +13,17 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import shutil
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import pandas as pd
 import yaml
 from tqdm.auto import tqdm
@@ -28,6 +33,7 @@ from .config import ConfigError, load_config
 from .store import StoreError, load_run, read_json, write_json
 
 MANIFEST = "sweep.json"
+LOCK = ".sweep.lock"
 
 
 def split_values(raw: str) -> list[str]:
@@ -118,7 +124,7 @@ def _manifest(out: Path, config: str | None, grid: dict[str, list[str]], jobs: l
     path = out / MANIFEST
     if path.exists():
         old = read_json(path)
-        if {k: old.get(k) for k in info} != info:
+        if {k: old.get(k) for k in info if k != "config"} != {k: v for k, v in info.items() if k != "config"}:  # any path to the same config
             raise StoreError(f"{path}: this directory holds another sweep (different config or grid); choose another --out")
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -153,6 +159,36 @@ def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_si
     if dry_run:
         return {"jobs": jobs}
     executors.preflight(executor, address, slurm or {})  # before anything is written
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"{out}: exists and is not a directory; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out):
+        return _execute(out, config, grid, jobs, workers, threads, progress, executor, address, gpus_per_job, slurm)
+
+
+@contextmanager
+def _lock(out: Path) -> Iterator[None]:
+    """Hold DIR/.sweep.lock while a sweep runs: a second sweep into DIR exits 2 naming the holder.
+
+    An OS file lock (flock): it goes with the process, so a killed sweep leaves no stale lock.
+    """
+    lock, holder = filelock.FileLock(str(out / LOCK), timeout=0), out / f"{LOCK}.holder"
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        who = holder.read_text().strip() if holder.is_file() else "another process"
+        raise StoreError(f"{out}: another sweep is running into this directory ({who}); wait for it or choose another --out") from None
+    try:
+        holder.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+
+
+def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: list[Job], workers: int, threads: int, progress: bool,
+             executor: str, address: str | None, gpus_per_job: float | None, slurm: dict[str, Any] | None) -> dict[str, Any]:
+    """run_sweep's part under the lock: manifest, stale staging dirs, then the unfinished jobs."""
     _manifest(out, config, grid, jobs)
     for stale in (out / "jobs").glob(".*.partial-*"):  # staging dirs of jobs killed mid-write
         shutil.rmtree(stale, ignore_errors=True)
