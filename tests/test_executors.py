@@ -177,3 +177,46 @@ def test_dry_run_estimate_scales_with_steps():
     longer = estimate(None, [[*ITEMS[2:], "train.epochs=20"]], [[1]], workers=1, threads=1)
     assert small["seed_steps"] == 40 and longer["seed_steps"] == 400
     assert longer["gflop"] > small["gflop"] > 0 and longer["seconds"] > small["seconds"] > 0
+
+
+def _tasks(*ids, out="unused"):
+    from studentspec.executors import Task
+
+    return [Task(i, None, (), (1,), out, 1) for i in ids]
+
+
+def test_a_killed_worker_fails_only_its_own_job():
+    """One worker SIGKILLed (as by the OOM killer) breaks the pool; the pool is rebuilt, its siblings finish."""
+    import fault_jobs
+    from studentspec.executors import DIED, local
+
+    got = dict((t.job_id, err) for t, err in local(_tasks("a", "kill", "b", "c", "d"), 2, fn=fault_jobs.run))
+    assert got == {"a": None, "b": None, "c": None, "d": None, "kill": DIED}
+
+
+def test_workers_die_with_their_parent(tmp_path):
+    """SIGKILL the sweep's process: its workers go too, instead of writing on into the sweep dir as orphans."""
+    pid_file = tmp_path / "worker.pid"
+    here = Path(__file__).parent
+    parent = subprocess.Popen([sys.executable, "-c", (
+        f"import sys; sys.path.insert(0, {str(here)!r}); import fault_jobs\n"
+        "from studentspec.executors import Task, local\n"
+        f"list(local([Task('sleep', None, (), (1,), {str(pid_file)!r}, 1)], 1, fn=fault_jobs.run))")])
+    try:
+        deadline = time.time() + 60
+        while not (pid_file.is_file() and pid_file.read_text()) and time.time() < deadline:
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        os.kill(worker, 0)  # alive
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail(f"worker {worker} outlived its parent")

@@ -9,12 +9,16 @@ that dir on a file system the workers share.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import multiprocessing
 import os
+import signal
 import socket
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,14 +66,50 @@ def machine_workers(threads: int) -> int:
     return max(1, cores // max(1, threads))
 
 
-def local(tasks: list[Task], workers: int) -> Iterator[tuple[Task, str | None]]:
-    """Run tasks in a pool of fresh (spawned) worker processes."""
+DIED = "its worker process died (killed by the OS, e.g. out of memory, or by a signal)"
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: on Linux, SIGKILL this worker when the sweep process ends, however it ends."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _pool(queue: list[Task], workers: int, fn: Callable[[Task], str]) -> Generator[tuple[Task, str | None], None, list[Task]]:
+    """Run the tasks of `queue` (consumed) in one pool, at most `workers` in flight; yield (task, error) as they finish.
+
+    Returns the tasks in flight when a worker died (the pool is then broken), else [].
+    """
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
-    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
-        futures = {pool.submit(run_job, t): t for t in tasks}
-        for fut in cf.as_completed(futures):
-            err = fut.exception()
-            yield futures[fut], None if err is None else _error(err)
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        running: dict[cf.Future[str], Task] = {}
+        while queue or running:
+            while queue and len(running) < workers:
+                task = queue.pop(0)
+                running[pool.submit(fn, task)] = task
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                err = fut.exception()
+                if isinstance(err, BrokenProcessPool):
+                    return list(running.values())
+                yield running.pop(fut), None if err is None else _error(err)
+    return []
+
+
+def local(tasks: list[Task], workers: int, fn: Callable[[Task], str] = run_job) -> Iterator[tuple[Task, str | None]]:
+    """Run tasks in a pool of spawned worker processes that die with this process.
+
+    A worker killed from outside (OOM killer, SIGKILL) breaks its pool: the tasks then in flight
+    are each retried alone in a fresh pool, so only one that kills its worker again fails; the
+    pending tasks go on in a new pool.
+    """
+    queue = list(tasks)
+    while queue:
+        for task in (yield from _pool(queue, max(1, workers), fn)):
+            if (yield from _pool([task], 1, fn)):
+                yield task, DIED
 
 
 def check_address(address: str, timeout: float = 3.0) -> None:
