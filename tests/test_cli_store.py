@@ -156,3 +156,24 @@ def test_json_files_are_strict_json(tmp_path):
     text = path.read_text()
     loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert loaded == {"a": None, "b": [1.5, None], "c": {"d": None, "e": 2}}
+
+
+@pytest.mark.parametrize("override,key,word", [
+    ("train.lr=.nan", "train.lr", "finite"), ("teacher.bias=.inf", "teacher.bias", "finite"), ("data.std=-.inf", "data.std", "finite"),
+    ("train.lr={0: .nan}", "train.lr.0", "finite"), ("teacher.leaky_slope=.nan", "teacher.leaky_slope", "finite"),
+])
+def test_non_finite_values_exit_2_naming_the_key(tmp_path, capsys, override, key, word):
+    assert main(["run", "configs/two_layer_quick.yaml", override, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"studentspec: error: {key}:") and word in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args,word", [
+    (["sweep", "configs/two_layer_quick.yaml", "student.multi=1", "--ensemble-size", "0", "--dry-run"], "--ensemble-size"),
+    (["population", "configs/two_layer_quick.yaml", "teacher.bias=0", "--steps", "0"], "--steps"),
+])
+def test_counts_below_one_exit_2(tmp_path, capsys, args, word):
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and word in err and list(tmp_path.iterdir()) == []

@@ -14,7 +14,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True, allow_inf_nan=False)
 
 
 class TeacherConfig(_Section):
@@ -220,8 +220,11 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def _first_error(err: ValidationError) -> str:
-    e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+    errors = err.errors()
+    # a union (train.lr: float | dict) reports every member; a member whose type did not even match says least
+    e = next((x for x in errors if not x["type"].endswith("_type")), errors[0])
+    # union members (train.lr: float | dict) name their type in the location: keep only real keys
+    loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after", "float", "int", "dict[")))
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         msg = "unknown key"

@@ -237,6 +237,8 @@ def flow_from_config(cfg: Config, steps: int | None = None, record_every: int = 
     args = kernel_args(cfg)
     if isinstance(cfg.train.lr, dict):
         raise ConfigError("train.lr: gradient flow on the population loss needs a constant lr")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps: must be >= 1, got {steps}")
     if steps is None:
         steps = cfg.train.epochs * (cfg.train.steps_per_epoch or 1000)
     teacher = build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))

@@ -151,6 +151,8 @@ def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_si
         raise ConfigError(f"--executor: must be one of {executors.EXECUTORS}, got {executor!r}")
     if threads < 1 or (workers is not None and workers < 1) or (gpus_per_job is not None and gpus_per_job < 0):
         raise ConfigError("--threads and --workers must be >= 1, --gpus-per-job >= 0")
+    if ensemble_size is not None and ensemble_size < 1:
+        raise ConfigError(f"--ensemble-size: must be >= 1, got {ensemble_size}")
     out = Path(out)
     workers = workers or executors.machine_workers(threads)
     file_grid, zipped = yaml_section(config)
