@@ -1,5 +1,6 @@
 """Sweeps: grid grammar, local execution, resume, one store over all jobs."""
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -211,3 +212,16 @@ def test_the_same_config_by_another_path_is_the_same_sweep(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     again = run_sweep("./c.yaml", items, out, progress=False)
     assert again["done"] == [] and len(again["skipped"]) == 1
+
+
+def test_a_corrupt_job_is_redone_and_the_rest_kept(tmp_path):
+    out = tmp_path / "sw"
+    items = ["student.multi=1,2", "seeds=[1]", *BASE]
+    first = run_sweep(None, items, out, progress=False)
+    ref = load_sweep(out)["scalars"].sort_values(["job", "step", "split"]).reset_index(drop=True)
+    broken = out / "jobs" / first["done"][0] / "scalars.parquet"
+    broken.write_bytes(broken.read_bytes()[:50])  # truncated
+    again = run_sweep(None, items, out, progress=False)
+    assert again["done"] == [first["done"][0]] and again["skipped"] == [first["done"][1]]
+    got = load_sweep(out)["scalars"].sort_values(["job", "step", "split"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, ref)

@@ -194,7 +194,7 @@ def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: li
     _manifest(out, config, grid, jobs)
     for stale in (out / "jobs").glob(".*.partial-*"):  # staging dirs of jobs killed mid-write
         shutil.rmtree(stale, ignore_errors=True)
-    todo = [j for j in jobs if not (out / "jobs" / j.id / "summary.json").is_file()]
+    todo = [j for j in jobs if not _finished(out / "jobs" / j.id)]
     tasks = [executors.Task(j.id, config, tuple(j.overrides), tuple(j.seeds), str(out / "jobs" / j.id), threads, _gpus(config, j, gpus_per_job))
              for j in todo]
     if executor == "local":
@@ -248,6 +248,17 @@ def load_sweep(path: str | Path) -> dict[str, pd.DataFrame]:
             df["job"] = job["id"]
             frames[name].append(df)
     return {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in frames.items()}
+
+
+def _finished(run_dir: Path) -> bool:
+    """A job is finished when its run dir loads; a corrupt one is redone (and replaced: it is ours)."""
+    if not (run_dir / "summary.json").is_file():
+        return False
+    try:
+        load_run(run_dir)
+    except StoreError:
+        return False
+    return True
 
 
 def _finished_jobs(path: Path) -> list[tuple[dict[str, Any], Path]]:
