@@ -124,3 +124,21 @@ def test_teacher_overwrite_refuses_a_file_that_is_not_a_checkpoint(tmp_path, cap
     assert main(["teacher", "train", "cifar10", "--root", str(tmp_path / "nope"), "--out", str(mine), "--overwrite"]) == 2
     one_line_error(capsys, "not a studentspec teacher checkpoint")
     assert mine.read_bytes() == b"%PDF-1.4 mine"
+
+
+def test_leftovers_of_killed_writers_are_cleaned_only_when_their_process_is_gone(tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".a.partial-{dead.pid}-abcdefgh"
+    live = tmp_path / f".b.partial-{os.getpid()}-abcdefgh"  # a writer that is still running
+    aside = tmp_path / f".c.old-{dead.pid}-abcdefgh"  # killed between its two renames: c's old run waits here
+    for d in (stale, live, aside / "c"):
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text("{}")
+    (tmp_path / ".d.partial-notapid-abcdefgh").mkdir()  # not our naming: untouched
+    assert run(tmp_path / "new") == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["new", live.name, "c", ".d.partial-notapid-abcdefgh"])
+    assert (tmp_path / "c" / "summary.json").is_file()  # the old run is back in place

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -213,7 +214,34 @@ def read_json(path: Path) -> dict[str, Any]:
 RUN_ENTRIES = frozenset({"config.yaml", "scalars.parquet", "teachers.parquet", "students.parquet", "summary.json", "weights.npz",
                          "figures", "converge.json", "converge_teachers.parquet", "converge_students.parquet"})
 FIGURE_SUFFIXES = frozenset({".png", ".pdf"})
-STAGE_SUFFIX = ".partial-XXXXXXXX"  # tempfile's 8 random characters
+STAGE_SUFFIX = ".partial-4194304-XXXXXXXX"  # the longest pid, tempfile's 8 random characters
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)-[^.]{8}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_leftovers(parent: Path) -> None:
+    """Clean up after killed writers in `parent`: a staging dir (`.NAME.partial-PID-*`) whose process is gone is
+    deleted; a set-aside old run (`.NAME.old-PID-*`) is put back where its replacement never arrived, else deleted.
+    Only dirs of studentspec's naming whose pid is not alive are touched."""
+    if not parent.is_dir():
+        return
+    for d in parent.iterdir():
+        m = _LEFTOVER.fullmatch(d.name)
+        if m is None or not d.is_dir() or d.is_symlink() or _alive(int(m["pid"])):
+            continue
+        target, aside = parent / m["name"], d / m["name"]
+        if m["kind"] == "old" and aside.is_dir() and not (target.exists() or target.is_symlink()):
+            os.replace(aside, target)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _protected(path: Path) -> str:
@@ -274,7 +302,7 @@ def _swap_in(stage: Path, out: Path) -> None:
     if not out.exists():
         os.replace(stage, out)
         return
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-{os.getpid()}-"))
     aside = old / out.name
     os.replace(out, aside)
     try:
@@ -296,7 +324,8 @@ def write_run_dir(out: str | Path, overwrite: bool, cfg: Config, tables3: tuple[
     out = Path(out)
     check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    remove_leftovers(out.parent)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
     scalars, teachers, students = tables3
     try:
         write_all(stage, {

@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import json
 import os
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import executors
 from .config import ConfigError, load_config
-from .store import StoreError, load_run, read_json, write_json
+from .store import StoreError, load_run, read_json, remove_leftovers, write_json
 
 MANIFEST = "sweep.json"
 LOCK = ".sweep.lock"
@@ -192,8 +191,7 @@ def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: li
              executor: str, address: str | None, gpus_per_job: float | None, slurm: dict[str, Any] | None) -> dict[str, Any]:
     """run_sweep's part under the lock: manifest, stale staging dirs, then the unfinished jobs."""
     _manifest(out, config, grid, jobs)
-    for stale in (out / "jobs").glob(".*.partial-*"):  # staging dirs of jobs killed mid-write
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_leftovers(out / "jobs")  # staging dirs of jobs killed mid-write
     todo = [j for j in jobs if not _finished(out / "jobs" / j.id)]
     tasks = [executors.Task(j.id, config, tuple(j.overrides), tuple(j.seeds), str(out / "jobs" / j.id), threads, _gpus(config, j, gpus_per_job))
              for j in todo]
