@@ -177,3 +177,29 @@ def test_counts_below_one_exit_2(tmp_path, capsys, args, word):
     assert main([*args, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and word in err and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("override,words", [
+    ("train.device=banana", ["train.device", "not a torch device"]),
+    ("seeds=[99999999999999999999]", ["seeds", "2**63"]),
+])
+def test_bad_device_and_seed_exit_2(tmp_path, capsys, override, words):
+    assert main(["run", "configs/two_layer_quick.yaml", *TINY, override, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and all(w in err for w in words) and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_cuda_exits_2_before_work_but_its_config_still_loads(tmp_path, capsys):
+    assert main(["run", "configs/two_layer_quick.yaml", *TINY, "train.device=cuda", "--out", str(tmp_path / "r")]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+    assert load_config(None, ["train.device=cuda:1"]).train.device == "cuda:1"  # a GPU run's stored config loads anywhere
+
+
+@pytest.mark.parametrize("text,words", [("- a\n", "top level must be a mapping"), ("a: [\n", "not valid YAML")])
+def test_sweep_config_that_is_a_list_or_broken_yaml_exits_2(tmp_path, capsys, text, words):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    assert main(["sweep", str(cfg), "student.multi=1", "--out", str(tmp_path / "sw")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and words in err and not (tmp_path / "sw").exists()

@@ -75,6 +75,19 @@ class TrainConfig(_Section):
     threads: int | None = Field(None, ge=1)
     kernel: Literal["auto", "c", "torch"] = "auto"  # the compiled SGD step (ckernel.py) where it applies
 
+    @field_validator("device")
+    @classmethod
+    def _device_syntax(cls, v: str) -> str:
+        import torch  # here, not at import: the config layer stays light
+
+        try:
+            dev = torch.device(v)
+        except RuntimeError:
+            raise ValueError("not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+        if dev.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device type {dev.type!r} is not supported (cpu, cuda, mps)")
+        return v
+
     @field_validator("lr")
     @classmethod
     def _lr_positive(cls, v: float | dict[int, float]) -> float | dict[int, float]:
@@ -152,8 +165,8 @@ class Config(_Section):
     def _distinct(cls, v: list[int]) -> list[int]:
         if len(set(v)) != len(v):
             raise ValueError("seeds must be distinct")
-        if any(s < 0 for s in v):
-            raise ValueError("seeds must be >= 0")
+        if any(s < 0 or s >= 2**63 for s in v):
+            raise ValueError("seeds must lie in [0, 2**63 - 1] (they are stored as int64)")
         return v
 
     @model_validator(mode="after")
@@ -181,6 +194,20 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-ready dict of every resolved value."""
         return self.model_dump(mode="python")
+
+
+def check_device(device: str) -> None:
+    """Raise ConfigError unless `device` (valid syntax) exists on this machine: checked when training starts,
+    not when a config loads, so a GPU run's stored config still loads on a laptop."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {device}: CUDA is not available on this machine (torch {torch.__version__} sees no CUDA device)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device: {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device: {device}: MPS is not available on this machine")
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import seeding
-from .config import Config, ConfigError
+from .config import Config, ConfigError, check_device
 from .conv import ConvNet, fanout_norms, init_conv_net
 from .conv_metrics import ConvEval, evaluate_conv
 from .conv_teacher import DTYPES, TeacherCheckpoint, file_digest, load_checkpoint
@@ -91,6 +91,7 @@ def student_widths(cfg: Config, ckpt: TeacherCheckpoint) -> list[int]:
 
 def build_conv(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
     """Load the teacher checkpoint and the images, and initialize one student per seed."""
+    check_device(cfg.train.device)
     if cfg.teacher.checkpoint is None:
         raise ConfigError(f"teacher.checkpoint: data.kind={cfg.data.kind} needs a trained conv teacher "
                           f"(`studentspec teacher train {cfg.data.kind} --out T.pt`)")

@@ -82,7 +82,13 @@ def yaml_section(config: str | None) -> tuple[dict[str, list[str]], dict[str, li
     """The config file's optional `sweep:` section: {grid: {key: [values]}, zip: {key: [values], ...}}."""
     if config is None or not Path(config).is_file():
         return {}, {}
-    section = (yaml.safe_load(Path(config).read_text()) or {}).get("sweep") or {}
+    try:
+        tree = yaml.safe_load(Path(config).read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{config}: not valid YAML ({err.__class__.__name__})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{config}: top level must be a mapping of keys")
+    section = tree.get("sweep") or {}
     if not isinstance(section, dict) or set(section) - {"grid", "zip"}:
         raise ConfigError("sweep: must be a mapping with 'grid' and/or 'zip' sections")
     out = []

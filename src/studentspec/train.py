@@ -13,7 +13,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import backprop, ckernel, seeding
-from .config import IMAGE_KINDS, Config, ConfigError
+from .config import IMAGE_KINDS, Config, ConfigError, check_device
 from .data import BatchStream, label, make_inputs
 from .losses import output_grad, per_seed_loss
 from .metrics import SplitEval, evaluate, fanout_norms, teacher_hidden
@@ -72,6 +72,7 @@ def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, d
 
 def build(cfg: Config) -> Setup:
     """Construct teacher, evaluation set, training stream and student for every seed."""
+    check_device(cfg.train.device)
     dtype, device = DTYPES[cfg.train.dtype], torch.device(cfg.train.device)
     data_gens = seeding.generators(cfg.seeds, "data")
     teacher = build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
