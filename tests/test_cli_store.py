@@ -203,3 +203,14 @@ def test_sweep_config_that_is_a_list_or_broken_yaml_exits_2(tmp_path, capsys, te
     assert main(["sweep", str(cfg), "student.multi=1", "--out", str(tmp_path / "sw")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and words in err and not (tmp_path / "sw").exists()
+
+
+@pytest.mark.parametrize("text", ["a: [\n  b: {\n", "- 1\n- 2\n", "input_dim: -3\n"])
+def test_corrupt_config_yaml_of_a_run_is_one_line(tmp_path, capsys, text):
+    out = tmp_path / "run"
+    assert main(["run", "configs/two_layer_quick.yaml", *TINY, "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    (out / "config.yaml").write_text(text)
+    assert main(["plot", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "config.yaml" in err and "Traceback" not in err

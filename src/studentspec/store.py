@@ -392,8 +392,14 @@ def load_run(path: str | Path) -> Run:
         if not (path / name).is_file():
             raise StoreError(f"{path / name}: missing (incomplete run directory?)")
     try:
-        cfg = build_config(yaml.safe_load((path / "config.yaml").read_text()) or {})
-    except (yaml.YAMLError, ConfigError) as err:
+        tree = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise StoreError(f"{path / 'config.yaml'}: corrupt, not valid YAML ({err.__class__.__name__})") from None
+    if not isinstance(tree, dict):
+        raise StoreError(f"{path / 'config.yaml'}: corrupt, top level is not a mapping of keys")
+    try:
+        cfg = build_config(tree)
+    except ConfigError as err:
         raise StoreError(f"{path / 'config.yaml'}: invalid ({err})") from None
     frames = {}
     for name in ("scalars", "teachers", "students"):
