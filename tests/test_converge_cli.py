@@ -35,3 +35,26 @@ def test_converge_rejects_bad_input(tmp_path, capsys):
     assert main(["converge", str(run)]) == 2
     assert "BatchNorm" in capsys.readouterr().err
     assert main(["converge", str(run), "--tol", "-1"]) == 2
+
+
+def test_converge_skips_diverged_seeds_and_reports_a_non_finite_start(tmp_path, capsys):
+    from studentspec import load_config, train, write_run
+
+    tiny = ["seeds=[1,2]", "input_dim=4", "output_dim=3", "teacher.widths=[2]", "data.n_train=40", "data.n_eval=20",
+            "train.steps_per_epoch=5", "train.epochs=1"]
+    result = train(load_config(None, tiny), progress=False)
+    result.diverged[2] = 3  # as the trainer records a seed whose loss went non-finite
+    write_run(result, tmp_path / "one")
+    assert main(["converge", str(tmp_path / "one"), "--max-iter", "5"]) == 0
+    info = json.loads((tmp_path / "one" / "converge.json").read_text())
+    assert list(info["per_seed"]) == ["1"] and any("[2] diverged" in n for n in info["notes"])
+    result.diverged[1] = 2
+    write_run(result, tmp_path / "all")
+    capsys.readouterr()
+    assert main(["converge", str(tmp_path / "all")]) == 2
+    assert "every seed" in capsys.readouterr().err
+    # an lr so large that the trained weights overflow the float64 objective: reported per seed, no traceback
+    assert main(["run", "configs/two_layer_quick.yaml", *tiny, "train.lr=1000.0", "--out", str(tmp_path / "huge"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["converge", str(tmp_path / "huge")]) == 0
+    assert "not finite" in capsys.readouterr().out

@@ -49,7 +49,8 @@ def _converge(args: argparse.Namespace) -> int:
     info = converge_run(args.run_dir, tol=args.tol, max_iter=args.max_iter, method=args.method).to_json()
     for seed, r in info["per_seed"].items():
         verdict = ", ".join(f"{k} {'holds' if v else 'FAILS' if v is not None else 'n/a'}" for k, v in r["conclusions"].items())
-        print(f"seed {seed}: max per-sample gradient {r['grad_max']:.2e} after {r['iterations']} iterations ({r['stop']}); {verdict}")
+        grad = f"{r['grad_max']:.2e}" if isinstance(r["grad_max"], (int, float)) else "not finite"
+        print(f"seed {seed}: max per-sample gradient {grad} after {r['iterations']} iterations ({r['stop']}); {verdict}")
     print(f"wrote {Path(args.run_dir) / 'converge.json'} (gradient target reached: {info['reached']}, all conclusions hold: {info['all_conclusions_hold']})")
     return 0
 

@@ -490,6 +490,15 @@ def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int | None =
             if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-12, atol=1e-12):
                 raise StoreError(f"{path / 'weights.npz'}: teacher.{name} differs from the teacher rebuilt from config.yaml")
     x = setup.stream.x_train.to("cpu", torch.float64)
+    per_seed = run.summary.get("per_seed", {})
+    diverged = [s for s in cfg.seeds if (per_seed.get(str(s)) or {}).get("diverged_at_step") is not None]
+    if diverged:
+        keep = [i for i, s in enumerate(cfg.seeds) if s not in diverged]
+        if not keep:
+            raise ConfigError(f"converge: every seed of {path} diverged during training; nothing to converge")
+        notes.append(f"seeds {diverged} diverged during training and are skipped")
+        student, teacher, x = student.select(keep), teacher.select(keep), x[keep]
+        cfg = cfg.model_copy(update={"seeds": [cfg.seeds[i] for i in keep]})
     result = converge(cfg, student, teacher, x, None, tol, max_iter, method, angle_tol, fanout_rtol, fanout_tol, flat_rtol)
     result.notes += notes
     teachers, students = result.to_frames()
