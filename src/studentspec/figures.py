@@ -13,7 +13,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .store import Run, read_json
+from .store import Run, StoreError, atomic_write, read_json
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -163,12 +163,12 @@ def population_figure(info: dict[str, Any]) -> Figure:
 
 
 def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """Save a figure as PNG and PDF in out_dir and close it."""
+    """Save a figure as PNG and PDF in out_dir (each file written atomically) and close it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         paths = [out_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
         for path in paths:
-            fig.savefig(path, dpi=DPI)
+            atomic_write(path, lambda tmp, ext=path.suffix[1:]: fig.savefig(tmp, dpi=DPI, format=ext))
         return paths
     finally:
         plt.close(fig)
@@ -183,6 +183,17 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
         figures.append(("theory", theory_figure))
     if (run.path / "converge.json").is_file():
         figures.append(("converge", converge_figure))
-    for name, make in figures:
-        paths += save(make(run), out_dir, name)
+    made: list[tuple[str, Figure]] = []
+    try:  # every figure is drawn before any is written: a run that cannot be drawn leaves no partial set
+        for name, make in figures:
+            try:
+                made.append((name, make(run)))
+            except (KeyError, ValueError, TypeError) as err:  # loadable tables that lack what a figure reads
+                raise StoreError(f"{run.path}: cannot draw {name} from its tables ({err.__class__.__name__}: {err})") from None
+    except BaseException:
+        for _, fig in made:
+            plt.close(fig)
+        raise
+    for name, fig in made:
+        paths += save(fig, out_dir, name)
     return paths

@@ -150,8 +150,8 @@ def _net_arrays(prefix: str, net: Net) -> dict[str, np.ndarray]:
     return out
 
 
-def _atomic(path: Path, write: Any) -> None:
-    """Call write(tmp_path) then rename onto path."""
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call write(tmp_path) on a temporary name beside `path`, then rename it onto `path`: the one atomic file write."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -196,7 +196,7 @@ def strict_json(value: Any) -> Any:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write a JSON file atomically, strict (NaN and inf become null)."""
-    _atomic(path, lambda p: p.write_text(json.dumps(strict_json(data), indent=1, default=str, allow_nan=False)))
+    atomic_write(path, lambda p: p.write_text(json.dumps(strict_json(data), indent=1, default=str, allow_nan=False)))
 
 
 def read_json(path: Path) -> dict[str, Any]:
