@@ -226,3 +226,13 @@ def test_plot_of_tables_it_cannot_draw_writes_no_figure(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot draw" in err
     assert not (out / "figures").exists()  # all or nothing
+
+
+@pytest.mark.parametrize("overrides,start", [
+    (["train.loss=ce", "output_dim=1"], "train.loss=ce needs output_dim >= 2"),
+    (["data.kind=online", "train.optimizer=gd"], "train.optimizer=gd needs a fixed training set"),
+])
+def test_whole_config_errors_name_the_keys_not_the_config(tmp_path, capsys, overrides, start):
+    assert main(["run", "configs/two_layer_quick.yaml", *overrides, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"studentspec: error: {start}" or (err.startswith(f"studentspec: error: {start}") and "{" not in err)

@@ -257,7 +257,7 @@ def _first_error(err: ValidationError) -> str:
         msg = "unknown key"
     elif e["type"] == "literal_error":
         msg = f"must be one of {e['ctx']['expected']}, got {e['input']!r}"
-    elif "input" in e and e["type"] not in ("missing",):
+    elif "input" in e and e["type"] not in ("missing",) and loc:  # a whole-config check names its keys itself
         msg = f"{msg} (got {e['input']!r})"
     return f"{loc}: {msg}" if loc else msg
 
