@@ -270,22 +270,27 @@ def build_config(tree: dict[str, Any]) -> Config:
         raise ConfigError(_first_error(err)) from None
 
 
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty file: {}); ConfigError (one line, naming the file) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or start from defaults), apply dotted overrides, validate."""
     tree: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of keys")
-        loaded.pop("sweep", None)  # read by `studentspec sweep` (sweep.py), not part of a run's config
-        tree = loaded
+        tree = read_mapping(path)
+        tree.pop("sweep", None)  # read by `studentspec sweep` (sweep.py), not part of a run's config
     tree = _merge(tree, parse_overrides(overrides or []))
     return build_config(tree)

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 import yaml
 
-from .config import Config, ConfigError, build_config
+from .config import Config, ConfigError, build_config, read_mapping
 from .metrics import COUNT_THRESHOLDS, fanout_norms, rho_mean
 from .nets import Net
 from .train import EvalPoint, TrainResult
@@ -392,11 +392,9 @@ def load_run(path: str | Path) -> Run:
         if not (path / name).is_file():
             raise StoreError(f"{path / name}: missing (incomplete run directory?)")
     try:
-        tree = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise StoreError(f"{path / 'config.yaml'}: corrupt, not valid YAML ({err.__class__.__name__})") from None
-    if not isinstance(tree, dict):
-        raise StoreError(f"{path / 'config.yaml'}: corrupt, top level is not a mapping of keys")
+        tree = read_mapping(path / "config.yaml")
+    except ConfigError as err:
+        raise StoreError(f"corrupt run dir: {err}") from None
     try:
         cfg = build_config(tree)
     except ConfigError as err:

@@ -28,7 +28,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import executors
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, read_mapping
 from .store import StoreError, load_run, read_json, remove_leftovers, write_json
 
 MANIFEST = "sweep.json"
@@ -82,13 +82,7 @@ def yaml_section(config: str | None) -> tuple[dict[str, list[str]], dict[str, li
     """The config file's optional `sweep:` section: {grid: {key: [values]}, zip: {key: [values], ...}}."""
     if config is None or not Path(config).is_file():
         return {}, {}
-    try:
-        tree = yaml.safe_load(Path(config).read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{config}: not valid YAML ({err.__class__.__name__})") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{config}: top level must be a mapping of keys")
-    section = tree.get("sweep") or {}
+    section = read_mapping(config).get("sweep") or {}
     if not isinstance(section, dict) or set(section) - {"grid", "zip"}:
         raise ConfigError("sweep: must be a mapping with 'grid' and/or 'zip' sections")
     out = []
@@ -245,13 +239,17 @@ def load_sweep(path: str | Path) -> dict[str, pd.DataFrame]:
         for name, df in (("scalars", run.scalars), ("teachers", run.teachers), ("students", run.students)):
             df = df.copy()
             for key, raw in job["point"].items():
-                value = yaml.safe_load(raw)
-                # lists and dicts (lr schedules) stay their override text, which yaml.safe_load turns back into the value:
-                # assigning a dict would make pandas align its keys with the row index
-                df[key] = raw if isinstance(value, (list, dict)) else value
+                df[key] = _column_value(raw)
             df["job"] = job["id"]
             frames[name].append(df)
     return {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in frames.items()}
+
+
+def _column_value(raw: str) -> Any:
+    """A swept value as a table cell: scalars parsed, lists and dicts (lr schedules) kept as their override
+    text, which yaml.safe_load turns back into the value (pandas would align a dict's keys with the row index)."""
+    value = yaml.safe_load(raw)
+    return raw if isinstance(value, (list, dict)) else value
 
 
 def _finished(run_dir: Path) -> bool:
@@ -292,9 +290,8 @@ def query(path: str | Path, sql: str) -> pd.DataFrame:
                 raise StoreError(f"{file}: missing")
             cols = []
             for key, raw in job["point"].items():
-                value = yaml.safe_load(raw)
                 cols.append(f'? AS "{key.replace(chr(34), chr(34) * 2)}"')
-                params.append(raw if isinstance(value, (list, dict)) else value)
+                params.append(_column_value(raw))
             parts.append(f"SELECT *, {', '.join([*cols, '? AS job'])} FROM read_parquet(?)")
             params += [job["id"], str(file)]
         try:
