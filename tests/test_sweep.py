@@ -84,7 +84,8 @@ def test_sweep_killed_repeatedly_resumes_to_identical_results(tmp_path):
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        done = {p.name for p in (out / "jobs").glob("*") if (p / "summary.json").is_file()} if (out / "jobs").exists() else set()
+        # pathlib's glob matches dot names too: a staging dir (.ID.partial-*) with its summary is not a finished job
+        done = {p.name for p in (out / "jobs").glob("*") if not p.name.startswith(".") and (p / "summary.json").is_file()} if (out / "jobs").exists() else set()
         assert finished_before <= done  # nothing finished is lost
         mtimes = {name: (out / "jobs" / name / "summary.json").stat().st_mtime for name in done}
         finished_before = done

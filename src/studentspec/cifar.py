@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, read_mapping
 from .images import how_to_get, load_images
 
 SCALES = {"quick": "cifar10_quick.yaml", "paper": "cifar10.yaml"}
@@ -36,8 +35,7 @@ def config_path(scale: str) -> Path:
 
 def _multis(path: Path) -> list[float]:
     """student.multi values of the preset's sweep grid (science.md: 1, 2, 5)."""
-    raw = yaml.safe_load(path.read_text()) or {}
-    grid = ((raw.get("sweep") or {}).get("grid") or {}) if isinstance(raw, dict) else {}
+    grid = (read_mapping(path).get("sweep") or {}).get("grid") or {}
     values = grid.get("student.multi", DEFAULT_MULTIS)
     return [float(v) for v in (values if isinstance(values, list) else [values])]
 

@@ -6,9 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, parse_yaml
 
 EXIT_BAD_INPUT = 2
 
@@ -57,15 +55,13 @@ def _converge(args: argparse.Namespace) -> int:
 
 def _population(args: argparse.Namespace) -> int:
     from .population import flow_from_config
-    from .store import StoreError, write_json
+    from .store import check_out, write_dir, write_json
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_out(out, args.overwrite, "population")  # before any work
     info = flow_from_config(cfg, steps=args.steps)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "population.json", info | {"config": cfg.to_dict()})
+    write_dir(out, args.overwrite, lambda stage: write_json(stage / "population.json", info | {"config": cfg.to_dict()}), "population")
     final = [round(l[-1], 6) for l in info["loss"]]
     print(f"wrote {out / 'population.json'} (final population loss per seed: {final})")
     return 0
@@ -76,19 +72,24 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
+def _slurm(items: list[str]) -> dict[str, object]:
+    """--slurm KEY=VALUE items as submitit parameters, values parsed as YAML."""
+    params = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--slurm {item}: must look like key=value")
+        params[key] = parse_yaml(raw)
+    return params
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from .cost import estimate
     from .executors import machine_workers
     from .sweep import job_table, run_sweep, summary_table
 
-    slurm = {}
-    for item in args.slurm:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--slurm {item}: must look like key=value")
-        slurm[key] = yaml.safe_load(raw)
     result = run_sweep(args.config, args.grid, args.out, args.ensemble_size, args.workers, args.threads, args.dry_run, not args.quiet,
-                       executor=args.executor, address=args.address, gpus_per_job=args.gpus_per_job, slurm=slurm)
+                       executor=args.executor, address=args.address, gpus_per_job=args.gpus_per_job, slurm=_slurm(args.slurm))
     if args.dry_run:
         jobs = result["jobs"]
         print(job_table(jobs))
@@ -160,12 +161,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     out = args.out or f"runs/reproduce/{args.name}-{args.scale}"
     options: dict[str, object] = {"address": args.address} if args.address else {}
     if args.slurm:
-        options["slurm"] = {}
-        for item in args.slurm:
-            key, sep, raw = item.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"--slurm {item}: must look like key=value")
-            options["slurm"][key] = yaml.safe_load(raw)  # type: ignore[index]
+        options["slurm"] = _slurm(args.slurm)
     return reproduce(args.name, args.scale, out, workers=args.workers, progress=not args.quiet, overrides=args.overrides,
                      executor=args.executor, executor_options=options)
 

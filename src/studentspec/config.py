@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 class ConfigError(ValueError):
     """A bad configuration; the message is one line naming the key and the problem."""
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML, except that 1e-3 and 2E6 are floats (YAML 1.1 reads them as strings without a dot)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text safely, exponent floats without a dot included: the one YAML reader of configs and overrides."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 class _Section(BaseModel):
@@ -229,7 +242,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"{item}: override must look like key=value")
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = parse_yaml(raw) if raw != "" else None
         except yaml.YAMLError as err:
             raise ConfigError(f"{key}: cannot parse value {raw!r} ({err.__class__.__name__})") from None
         _set_dotted(tree, key.strip(), value)
@@ -276,7 +289,7 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = parse_yaml(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
     if loaded is None:

@@ -213,6 +213,11 @@ def read_json(path: Path) -> dict[str, Any]:
 # What a run dir written by studentspec may hold: its files, `plot`'s figures, `converge`'s results.
 RUN_ENTRIES = frozenset({"config.yaml", "scalars.parquet", "teachers.parquet", "students.parquet", "summary.json", "weights.npz",
                          "figures", "converge.json", "converge_teachers.parquet", "converge_students.parquet"})
+# Kinds of output dir: the files that mark a complete one (written last) and every entry it may hold.
+DIR_KINDS = {
+    "run": (("summary.json", "config.yaml"), RUN_ENTRIES),
+    "population": (("population.json",), frozenset({"population.json", "figures"})),
+}
 FIGURE_SUFFIXES = frozenset({".png", ".pdf"})
 STAGE_SUFFIX = ".partial-4194304-XXXXXXXX"  # the longest pid, tempfile's 8 random characters
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)-[^.]{8}")
@@ -256,13 +261,14 @@ def _protected(path: Path) -> str:
     return ""
 
 
-def _not_ours(path: Path) -> str:
-    """Why `path` is not a complete run dir studentspec wrote ("" when it is)."""
+def _not_ours(path: Path, kind: str = "run") -> str:
+    """Why `path` is not a complete `kind` dir (see DIR_KINDS) studentspec wrote ("" when it is)."""
+    markers, entries = DIR_KINDS[kind]
     if path.is_symlink() or not path.is_dir():
-        return "it is not a run directory"
-    if not (path / "summary.json").is_file() or not (path / "config.yaml").is_file():
-        return "it is not a complete studentspec run dir (no summary.json and config.yaml)"
-    foreign = sorted(e.name for e in path.iterdir() if e.name not in RUN_ENTRIES)
+        return f"it is not a {kind} directory"
+    if not all((path / m).is_file() for m in markers):
+        return f"it is not a complete studentspec {kind} dir (no {' and '.join(markers)})"
+    foreign = sorted(e.name for e in path.iterdir() if e.name not in entries)
     figures = path / "figures"
     if figures.is_dir():
         foreign += sorted(f"figures/{e.name}" for e in figures.iterdir() if e.suffix not in FIGURE_SUFFIXES or not e.is_file())
@@ -271,18 +277,18 @@ def _not_ours(path: Path) -> str:
     return ""
 
 
-def check_out(out: str | Path, overwrite: bool) -> None:
-    """Raise StoreError (one line) unless a run dir can be written at `out`: call before any work.
+def check_out(out: str | Path, overwrite: bool, kind: str = "run") -> None:
+    """Raise StoreError (one line) unless a `kind` dir (DIR_KINDS) can be written at `out`: call before any work.
 
-    An existing `out` is replaced only with `overwrite`, and only when it is a complete run dir
-    studentspec wrote (nothing else in it) and not the working directory, a parent of it, home
+    An existing `out` is replaced only with `overwrite`, and only when it is a complete dir of that
+    kind studentspec wrote (nothing else in it) and not the working directory, a parent of it, home
     or a root. The parent must be (or be creatable as) a writable directory.
     """
     out = Path(out)
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise StoreError(f"{out}: already exists (pass --overwrite to replace it)")
-        why = _protected(out) or _not_ours(out)
+        why = _protected(out) or _not_ours(out, kind)
         if why:
             raise StoreError(f"{out}: --overwrite refuses to replace it: {why}")
     if len(f".{out.name}{STAGE_SUFFIX}".encode()) > 255:
@@ -314,20 +320,30 @@ def _swap_in(stage: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
-def write_run_dir(out: str | Path, overwrite: bool, cfg: Config, tables3: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
-                  arrays: dict[str, np.ndarray], info: dict[str, Any]) -> Path:
-    """Write a run dir (config.yaml, scalars/teachers/students.parquet, weights.npz, summary.json) atomically.
-
-    Everything goes into a staging dir next to `out`, swapped onto it at the end (see check_out for
-    what may be replaced); summary.json is written last, so a run dir with a summary is complete.
-    """
+def write_dir(out: str | Path, overwrite: bool, fill: Callable[[Path], Any], kind: str = "run") -> Path:
+    """Write a `kind` dir atomically: `fill(stage)` writes everything into a staging dir next to `out`
+    (its marker files last), which is then swapped onto `out` (see check_out for what may be replaced)."""
     out = Path(out)
-    check_out(out, overwrite)
+    check_out(out, overwrite, kind)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out.parent)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
-    scalars, teachers, students = tables3
     try:
+        fill(stage)
+        _swap_in(stage, out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage)
+    return out
+
+
+def write_run_dir(out: str | Path, overwrite: bool, cfg: Config, tables3: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+                  arrays: dict[str, np.ndarray], info: dict[str, Any]) -> Path:
+    """Write a run dir (config.yaml, scalars/teachers/students.parquet, weights.npz, summary.json) atomically;
+    summary.json is written last, so a run dir with a summary is complete."""
+    scalars, teachers, students = tables3
+
+    def fill(stage: Path) -> None:
         write_all(stage, {
             "config.yaml": lambda p: p.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False)),
             "scalars.parquet": lambda p: scalars.to_parquet(p, index=False),
@@ -336,11 +352,8 @@ def write_run_dir(out: str | Path, overwrite: bool, cfg: Config, tables3: tuple[
             "weights.npz": lambda p: _savez(p, arrays),
         })
         write_json(stage / "summary.json", info)
-        _swap_in(stage, out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage)
-    return out
+
+    return write_dir(out, overwrite, fill)
 
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:

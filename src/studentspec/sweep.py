@@ -28,7 +28,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import executors
-from .config import ConfigError, load_config, read_mapping
+from .config import IMAGE_KINDS, ConfigError, load_config, parse_yaml, read_mapping
+from .memory import check_fits
 from .store import StoreError, load_run, read_json, remove_leftovers, write_json
 
 MANIFEST = "sweep.json"
@@ -112,6 +113,8 @@ def expand(config: str | None, grid: dict[str, list[str]], ensemble_size: int | 
         size = ensemble_size or len(cfg.seeds)
         for i in range(0, len(cfg.seeds), size):
             seeds = cfg.seeds[i : i + size]
+            if cfg.data.kind not in IMAGE_KINDS and cfg.train.device == "cpu":  # a job that cannot fit fails the sweep up front
+                check_fits(cfg.model_copy(update={"seeds": seeds}))
             key = json.dumps({"point": point, "seeds": seeds}, sort_keys=True)
             jobs.append(Job(f"{len(jobs):04d}-{hashlib.sha1(key.encode()).hexdigest()[:8]}", overrides, point, seeds))
     return jobs
@@ -231,7 +234,7 @@ def summary_table(result: dict[str, Any]) -> str:
 
 def load_sweep(path: str | Path) -> dict[str, pd.DataFrame]:
     """DataFrames 'scalars', 'teachers', 'students' over all finished jobs, with the swept keys as columns
-    (list- and dict-valued keys as their override text: yaml.safe_load gives the value back)."""
+    (list- and dict-valued keys as their override text: config.parse_yaml gives the value back)."""
     path = Path(path)
     frames: dict[str, list[pd.DataFrame]] = {"scalars": [], "teachers": [], "students": []}
     for job, run_dir in _finished_jobs(path):
@@ -248,7 +251,7 @@ def load_sweep(path: str | Path) -> dict[str, pd.DataFrame]:
 def _column_value(raw: str) -> Any:
     """A swept value as a table cell: scalars parsed, lists and dicts (lr schedules) kept as their override
     text, which yaml.safe_load turns back into the value (pandas would align a dict's keys with the row index)."""
-    value = yaml.safe_load(raw)
+    value = parse_yaml(raw)
     return raw if isinstance(value, (list, dict)) else value
 
 

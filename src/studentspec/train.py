@@ -16,6 +16,7 @@ from . import backprop, ckernel, seeding
 from .config import IMAGE_KINDS, Config, ConfigError, check_device
 from .data import BatchStream, label, make_inputs
 from .losses import output_grad, per_seed_loss
+from .memory import CACHE_BYTES, check_fits
 from .metrics import SplitEval, evaluate, fanout_norms, teacher_hidden
 from .nets import Net, make_batchnorms
 from .optim import Optimizer
@@ -23,7 +24,6 @@ from .teacher import build_teacher, fit_teacher
 from .theory import Diagnostics, diagnose
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-CACHE_BYTES = 256 * 2**20  # per split: above this the teacher's hidden activations are recomputed at every evaluation
 
 
 @dataclass
@@ -73,6 +73,7 @@ def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, d
 def build(cfg: Config) -> Setup:
     """Construct teacher, evaluation set, training stream and student for every seed."""
     check_device(cfg.train.device)
+    check_fits(cfg)
     dtype, device = DTYPES[cfg.train.dtype], torch.device(cfg.train.device)
     data_gens = seeding.generators(cfg.seeds, "data")
     teacher = build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
