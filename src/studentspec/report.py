@@ -151,7 +151,7 @@ def write_report(out: str | Path, reanalyze: bool = False) -> Path:
     """Write OUT/report.html (recomputing claims and figures from stored runs when missing or asked)."""
     out = Path(out)
     if not (out / "reproduce.json").is_file():
-        raise StoreError(f"{out}: not a reproduce dir (reproduce.json missing; run `studentspec reproduce` first)")
+        raise StoreError(f"{out}: directory not found" if not out.is_dir() else f"{out}: not a reproduce dir (reproduce.json missing; run `studentspec reproduce` first)")
     if reanalyze or not (out / "claims.json").is_file():
         from .reproduce import ANALYSES, analyze
 

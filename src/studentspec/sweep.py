@@ -268,6 +268,8 @@ def _finished(run_dir: Path) -> bool:
 
 def _finished_jobs(path: Path) -> list[tuple[dict[str, Any], Path]]:
     """(job record, run dir) of every finished job of a sweep, in manifest order."""
+    if not (path / MANIFEST).is_file():
+        raise StoreError(f"{path}: not a sweep directory (no {MANIFEST}; create one with `studentspec sweep`)")
     manifest = read_json(path / MANIFEST)
     return [(job, path / "jobs" / job["id"]) for job in manifest["jobs"] if (path / "jobs" / job["id"] / "summary.json").is_file()]
 
