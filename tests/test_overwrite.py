@@ -142,3 +142,19 @@ def test_leftovers_of_killed_writers_are_cleaned_only_when_their_process_is_gone
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(["new", live.name, "c", ".d.partial-notapid-abcdefgh"])
     assert (tmp_path / "c" / "summary.json").is_file()  # the old run is back in place
+
+
+def test_resumable_commands_accept_their_own_unfinished_start_and_refuse_other_folders(tmp_path):
+    """sweep / reproduce add to a dir only when it is theirs: its marker, or nothing but their own entries so far."""
+    own = frozenset({".sweep.lock", ".sweep.lock.holder", "sweep.json"})
+    d = tmp_path / "sw"
+    d.mkdir()
+    store.check_resumable(d, "sweep.json", "sweep", own)  # empty
+    (d / ".sweep.lock").write_text("")
+    (d / ".sweep.json.abcd1234.tmp").write_text("{")  # killed while atomic_write wrote the manifest
+    store.check_resumable(d, "sweep.json", "sweep", own)
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(store.StoreError, match="holds other files and is not a sweep dir"):
+        store.check_resumable(d, "sweep.json", "sweep", own)
+    (d / "sweep.json").write_text("{}")  # a sweep dir: the user's extra file is left alone, not a reason to refuse
+    store.check_resumable(d, "sweep.json", "sweep", own)

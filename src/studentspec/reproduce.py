@@ -30,7 +30,7 @@ import yaml
 from . import claims as C
 from . import paperfigs as F
 from .config import Config, ConfigError, build_config, load_config
-from .store import StoreError, load_run, read_json, write_json
+from .store import StoreError, check_resumable, load_run, read_json, write_json
 
 EXPERIMENTS = ("two-layer", "sample-complexity", "deep", "cifar10")
 SCALES = ("tiny", "quick", "paper")
@@ -183,6 +183,7 @@ def reproduce(experiment: str, scale: str, out: str | Path, workers: int | None 
 
     `executor` and `executor_options` (address, gpus_per_job, slurm) go to `sweep.run_sweep`: paper scale on Ray or SLURM.
     """
+    check_resumable(out, "reproduce.json", "reproduce", CIFAR_ENTRIES if experiment == "cifar10" else frozenset({"reproduce.json"}))
     if experiment == "cifar10":
         return cifar_handover(out, scale, overrides or [], progress)
     if overrides:
@@ -223,6 +224,9 @@ def reproduce(experiment: str, scale: str, out: str | Path, workers: int | None 
         print(f"{experiment} ({scale}): {analyzed['summary']['passed']}/{analyzed['summary']['total']} claims pass; "
               f"wall time {record['wall_time_s']:.0f} s; wrote {path}")
     return 1 if failed else 0
+
+
+CIFAR_ENTRIES = frozenset({"teacher.pt", "teacher_pruned.pt", "runs", "figures", "reproduce.json"})  # what cifar.reproduce writes, reproduce.json last
 
 
 def cifar_handover(out: str | Path, scale: str, overrides: list[str], progress: bool = True) -> int:

@@ -221,6 +221,13 @@ DIR_KINDS = {
 FIGURE_SUFFIXES = frozenset({".png", ".pdf"})
 STAGE_SUFFIX = ".partial-4194304-XXXXXXXX"  # the longest pid, tempfile's 8 random characters
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)-[^.]{8}")
+_TMP_FILE = re.compile(r"\.(?P<name>.+)\.[^.]{8}\.tmp")  # atomic_write's temporary name
+
+
+def _staged_name(name: str) -> str | None:
+    """The entry a staging name (check_out's dirs, atomic_write's files) is written for; None for other names."""
+    m = _LEFTOVER.fullmatch(name) or _TMP_FILE.fullmatch(name)
+    return m["name"] if m else None
 
 
 def _alive(pid: int) -> bool:
@@ -300,6 +307,24 @@ def check_out(out: str | Path, overwrite: bool, kind: str = "run") -> None:
         raise StoreError(f"{out}: cannot be created: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise StoreError(f"{out}: cannot be created: {parent} is not writable")
+
+
+def check_resumable(out: str | Path, marker: str, what: str, own: frozenset[str] = frozenset()) -> None:
+    """Raise StoreError unless `out` is absent, a `what` dir (holding `marker`) that a resumable command
+    (sweep, reproduce) adds to, or holds nothing but `own` entries and staging files (an unfinished start):
+    it never writes into a folder of other files."""
+    out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise StoreError(f"{out}: is a dangling link; choose another --out")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise StoreError(f"{out}: exists and is not a directory; choose another --out")
+    if (out / marker).is_file():
+        return
+    foreign = [e.name for e in out.iterdir() if e.name not in own and _staged_name(e.name) not in own]
+    if foreign:
+        raise StoreError(f"{out}: holds other files and is not a {what} dir (no {marker}); choose another --out")
 
 
 def _swap_in(stage: Path, out: Path) -> None:

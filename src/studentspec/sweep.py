@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from . import executors
 from .config import IMAGE_KINDS, ConfigError, load_config, parse_yaml, read_mapping
 from .memory import check_fits
-from .store import StoreError, load_run, read_json, remove_leftovers, write_json
+from .store import StoreError, check_resumable, load_run, read_json, remove_leftovers, write_json
 
 MANIFEST = "sweep.json"
 LOCK = ".sweep.lock"
@@ -163,8 +163,7 @@ def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_si
     if dry_run:
         return {"jobs": jobs}
     executors.preflight(executor, address, slurm or {})  # before anything is written
-    if out.exists() and not out.is_dir():
-        raise StoreError(f"{out}: exists and is not a directory; choose another --out")
+    check_resumable(out, MANIFEST, "sweep", frozenset({LOCK, f"{LOCK}.holder", MANIFEST}))
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
         return _execute(out, config, grid, jobs, workers, threads, progress, executor, address, gpus_per_job, slurm)
