@@ -21,6 +21,8 @@ from studentspec.nets import Net
 from studentspec.population import check_supported, population_grad
 from studentspec.train import build
 
+from conftest import needs_kernel
+
 C = 5  # outputs: mse's 2/C = 0.4 separates it clearly from half_sse
 
 
@@ -81,7 +83,7 @@ def _np_descent(Ws, bs, X, Ystar, loss, activation, slope=0.1):
     return dW, db
 
 
-KERNELS = ["torch", pytest.param("c", marks=pytest.mark.skipif(bool(ckernel._load()[1]), reason=f"compiled step unavailable: {ckernel._load()[1]}"))]
+KERNELS = ["torch", pytest.param("c", marks=needs_kernel)]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

@@ -3,10 +3,12 @@
 import pytest
 import torch
 
-from studentspec import ckernel, load_config, train
+from studentspec import load_config, train
 from studentspec.optim import Optimizer
 from studentspec.store import tables
 from studentspec.train import build, lr_at
+
+from conftest import needs_kernel
 
 TINY = ["input_dim=8", "output_dim=5", "teacher.widths=[3]", "student.multi=2", "data.n_train=300", "data.n_eval=200",
         "train.steps_per_epoch=30", "train.epochs=2", "train.lr=0.05"]
@@ -79,10 +81,8 @@ def test_lr_schedule():
     assert lr_at(0.3, 7) == 0.3
 
 
-@pytest.mark.parametrize("kernel", ["c", "torch"])
+@pytest.mark.parametrize("kernel", [pytest.param("c", marks=needs_kernel), "torch"])
 def test_diverging_seed_is_frozen_and_siblings_go_on(kernel):
-    if kernel == "c" and ckernel.unsupported(build(load_config(None, TINY)).student, "mse", "sgd", 0.0, 0.0):
-        pytest.skip("the compiled step is not available here")
     # the lr is shared, so make one seed diverge through its data: a huge input scale for seed 2 only
     cfg = load_config(None, ["seeds=[1,2,3]", *TINY, f"train.kernel={kernel}"])
     baseline = train(cfg, progress=False)
@@ -113,3 +113,18 @@ def test_quick_two_layer_run_specializes_every_teacher_with_l_shape():
     if len(loose):
         assert loose.fanout_norm.max() < 0.35 * aligned.fanout_norm.median()
         assert (loose.fanout_norm**2).sum() < 0.02 * (st.fanout_norm**2).sum()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_summary_names_the_path_of_the_step_and_of_the_evaluation(optimizer):
+    """Adam has no compiled step, but the compiled evaluation pass serves it: summary.json must say both."""
+    from studentspec import ckernel
+    from studentspec.store import summary
+
+    cfg = load_config(None, [*TINY, f"train.optimizer={optimizer}", "train.lr=0.001"])
+    result = train(cfg, progress=False)
+    info = summary(result, *tables(result)[:2])
+    available = not ckernel._load()[1]
+    assert info["kernel"] == ("c" if available and optimizer == "sgd" else "torch")
+    assert info["eval_kernel"] == ("c" if available else "torch")
+    assert info["eval_kernel"] == result.evals[-1].result.path

@@ -15,12 +15,12 @@ import platform
 import shutil
 import subprocess
 import sysconfig
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from .atomic import atomic_write
 from .losses import KERNEL_IDS
 from .nets import Net
 
@@ -29,6 +29,10 @@ SOURCES = [SOURCE, SOURCE.with_name("sgd_step_impl.h")]  # the second is #includ
 SUFFIX = {torch.float64: "f64", torch.float32: "f32"}
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-std=c11", "-shared", "-fPIC"]
 MAX_LAYERS = 63  # the C side keeps one pointer per layer in a fixed array
+
+
+class _CompileFailed(Exception):
+    """The compiler rejected the kernel source (its message is kept by the caller)."""
 
 
 def cache_dir() -> Path:
@@ -67,17 +71,21 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     tag = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
     lib = cache_dir() / f"sgd_step-{tag}.so"
     if not lib.exists():
+        failed: list[str] = []
+
+        def compile_to(tmp: Path) -> None:
+            proc = subprocess.run([cc, *FLAGS, "-o", str(tmp), str(SOURCE), "-lm"], capture_output=True, text=True)
+            if proc.returncode != 0:
+                failed.append(f"compiling {SOURCE.name} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+                raise _CompileFailed
+
         try:
             lib.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+            atomic_write(lib, compile_to)  # parallel workers compiling at once all end with a whole file
+        except _CompileFailed:
+            return None, failed[0]
         except OSError as e:
             return None, f"cannot write the compiled step to {lib.parent} ({e.strerror}; set STUDENTSPEC_CACHE)"
-        os.close(fd)
-        proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True)
-        if proc.returncode != 0:
-            os.unlink(tmp)
-            return None, f"compiling {SOURCE.name} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
-        os.replace(tmp, lib)  # atomic: parallel workers compiling at once all end with a whole file
     try:
         dll = ctypes.CDLL(str(lib))
     except OSError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -207,6 +208,13 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-ready dict of every resolved value."""
         return self.model_dump(mode="python")
+
+
+def steps_per_epoch(train: TrainConfig, n_train: int) -> int:
+    """SGD steps per epoch: train.steps_per_epoch, or one pass over n_train samples when it is null."""
+    if train.steps_per_epoch is not None:
+        return train.steps_per_epoch
+    return max(1, math.ceil(n_train / train.batch_size))
 
 
 def check_device(device: str) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import seeding
+from .atomic import atomic_write
 from .config import Config, ConfigError, TeacherTrainConfig, load_config
 from .conv import ConvBatchNorm, ConvNet, apply_masks, init_conv_net, prune_masks
 from .images import ImageSet, augment, channel_stats, epoch_order, load_images, normalize
@@ -99,14 +98,7 @@ def save_checkpoint(ckpt: TeacherCheckpoint, path: str | Path) -> Path:
                "mean": list(ckpt.mean), "std": list(ckpt.std), "image_shape": list(ckpt.image_shape), "history": ckpt.history,
                "ratios": ckpt.ratios, "parent": ckpt.parent, "settings": ckpt.settings}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     return path
 
 

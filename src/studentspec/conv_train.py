@@ -9,7 +9,6 @@ training, every eval.every epochs, at the end) is on the first data.n_eval test 
 
 from __future__ import annotations
 
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import seeding
-from .config import Config, ConfigError, check_device
+from .config import Config, ConfigError, check_device, steps_per_epoch
 from .conv import ConvNet, fanout_norms, init_conv_net
 from .conv_metrics import ConvEval, evaluate_conv
 from .conv_teacher import DTYPES, TeacherCheckpoint, file_digest, load_checkpoint
@@ -139,13 +138,13 @@ def train_conv(cfg: Config, progress: bool = True, on_eval: Callable[[ConvPoint]
     opt = Optimizer(params, tc.optimizer, tc.momentum, tc.weight_decay, (tc.betas[0], tc.betas[1]))
     n = s.data.train_x.shape[0]
     batch = min(tc.batch_size, n)
-    steps_per_epoch = tc.steps_per_epoch or math.ceil(n / batch)
+    spe = steps_per_epoch(tc, n)
     samplers, augs = seeding.generators(cfg.seeds, "sampler"), seeding.generators(cfg.seeds, "data")
     S = len(cfg.seeds)
     alive = torch.ones(S, dtype=torch.bool, device=s.device)
     loss_sum = torch.zeros(S, dtype=torch.float64, device=s.device)
     loss_n = 0
-    bar = tqdm(total=tc.epochs * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=tc.epochs * spe, disable=not progress, unit="step", dynamic_ncols=True)
 
     def record(step: int, epoch: int) -> None:
         nonlocal loss_n
@@ -163,8 +162,8 @@ def train_conv(cfg: Config, progress: bool = True, on_eval: Callable[[ConvPoint]
     step = 0
     for epoch in range(tc.epochs):
         lr = _lr(cfg, epoch)
-        orders = [epoch_order(g, n, steps_per_epoch, batch) for g in samplers]
-        for i in range(steps_per_epoch):
+        orders = [epoch_order(g, n, spe, batch) for g in samplers]
+        for i in range(spe):
             x = _batches(s, orders, augs, i)
             with torch.no_grad():
                 y, _ = s.teacher.forward_shared(x)

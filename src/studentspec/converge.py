@@ -58,7 +58,8 @@ from .config import Config, ConfigError
 from .data import label
 from .losses import per_seed_loss
 from .nets import Net, baddbmm
-from .store import StoreError, load_run, strict_json, write_all
+from .atomic import write_all
+from .store import StoreError, load_run, strict_json
 from .train import build
 
 METHODS = ("auto", "lbfgs", "newton")  # auto: newton up to NEWTON_MAX_PARAMS parameters per seed, else lbfgs

@@ -10,13 +10,12 @@ workers. An estimate, not a promise: small jobs run below the calibrated rate.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 import torch
 
-from .config import Config, build_config, load_config
+from .config import Config, build_config, load_config, steps_per_epoch
 
 
 @dataclass
@@ -35,7 +34,7 @@ def job_cost(cfg: Config) -> JobCost:
     macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     tc, S = cfg.train, len(cfg.seeds)
     batch = cfg.data.n_train if tc.optimizer == "gd" else tc.batch_size
-    steps = tc.steps_per_epoch or math.ceil(cfg.data.n_train / tc.batch_size)
+    steps = steps_per_epoch(tc, 0 if cfg.data.kind == "online" else cfg.data.n_train)
     evals = 1 + sum(1 for e in range(tc.epochs) if (e + 1) % cfg.eval.every == 0 or e + 1 == tc.epochs)
     n_train = 0 if cfg.data.kind == "online" else cfg.data.n_train * (3 if cfg.eval.grad_norm else 1)
     return JobCost(S * tc.epochs * steps, 6.0 * S * batch * macs, evals, 2.0 * S * macs * (n_train + cfg.data.n_eval))

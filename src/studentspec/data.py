@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from .config import Config
+from .config import Config, steps_per_epoch
 from .nets import Net
 
 CHUNK_ELEMENTS = 2_000_000  # how many input+label numbers one pre-gathered chunk of steps may hold
@@ -101,10 +101,7 @@ class BatchStream:
 
     def steps_per_epoch(self) -> int:
         """Configured steps, or one pass over the training set when train.steps_per_epoch is null."""
-        tc = self.cfg.train
-        if tc.steps_per_epoch is not None:
-            return tc.steps_per_epoch
-        return max(1, math.ceil(self.x_train.shape[1] / tc.batch_size))
+        return steps_per_epoch(self.cfg.train, self.x_train.shape[1])
 
     def _new_epoch(self, epoch: int) -> None:
         cfg = self.cfg

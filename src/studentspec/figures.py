@@ -13,7 +13,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .store import Run, StoreError, atomic_write, read_json
+from .atomic import atomic_write
+from .store import Run, StoreError, read_json
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -97,6 +97,7 @@ class SplitEval:
     loss: Tensor  # [S] the training objective
     layers: list[LayerStats]
     grad_norm: Tensor | None = None  # [S, L] full-batch gradient norm per layer, when asked for
+    path: str = "torch"  # which forward ran: "c" (the compiled pass) or "torch"
 
 
 @torch.no_grad()
@@ -154,7 +155,7 @@ def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, c
             chunk_loss = per_seed_loss(out, yb, loss_kind)
         loss += chunk_loss.double() * xb.shape[1]
     layers = [layer_stats(acc.corr(), acc.variances()[0] > 0) for acc in accs]
-    result = SplitEval(sq / (n * y.shape[2]), loss / n, layers)
+    result = SplitEval(sq / (n * y.shape[2]), loss / n, layers, path="c" if compiled is not None else "torch")
     if fused:
         result.grad_norm = _layer_norms(grads)
     elif with_grad:

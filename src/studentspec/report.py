@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write
 from .store import StoreError, read_json
 
 CSS = """
@@ -161,9 +162,7 @@ def write_report(out: str | Path, reanalyze: bool = False) -> Path:
         analyze(out)
     path = out / "report.html"
     text = render(out)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 

@@ -30,6 +30,7 @@ import yaml
 from . import claims as C
 from . import paperfigs as F
 from .config import Config, ConfigError, build_config, load_config
+from .config import steps_per_epoch as config_steps_per_epoch
 from .store import StoreError, check_resumable, load_run, read_json, write_json
 
 EXPERIMENTS = ("two-layer", "sample-complexity", "deep", "cifar10")
@@ -255,7 +256,7 @@ def part_config(out: Path, name: str) -> Config:
 
 def steps_per_epoch(cfg: Config) -> int:
     """Steps of one epoch: configured, or one pass over the training set."""
-    return cfg.train.steps_per_epoch or max(1, -(-cfg.data.n_train // cfg.train.batch_size))
+    return config_steps_per_epoch(cfg.train, 0 if cfg.data.kind == "online" else cfg.data.n_train)
 
 
 def lemma_from_run(run_dir: Path, samples: int = 256) -> list[float]:

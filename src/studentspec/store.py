@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 import yaml
 
+from .atomic import atomic_write, write_all
 from .config import Config, ConfigError, build_config, read_mapping
 from .metrics import COUNT_THRESHOLDS, fanout_norms, rho_mean
 from .nets import Net
@@ -132,7 +133,8 @@ def summary(result: TrainResult, scalars: pd.DataFrame, teachers: pd.DataFrame) 
         "n_train": int(result.setup.stream.x_train.shape[1]),
         "wall_time_s": round(result.wall_time, 3),
         "eval_time_s": round(getattr(result, "eval_time", 0.0), 3),
-        "kernel": getattr(result, "kernel", "torch"),
+        "kernel": getattr(result, "kernel", "torch"),  # the training step's path
+        "eval_kernel": result.evals[-1].result.path if result.evals else "torch",  # the evaluation's path
         "diverged": {str(k): v for k, v in result.diverged.items()},
         "per_seed": per_seed,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
@@ -148,39 +150,6 @@ def _net_arrays(prefix: str, net: Net) -> dict[str, np.ndarray]:
         if bn.weight is not None and bn.bias is not None:
             out[f"{prefix}.bn{l}.weight"], out[f"{prefix}.bn{l}.bias"] = _np(bn.weight), _np(bn.bias)
     return out
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call write(tmp_path) on a temporary name beside `path`, then rename it onto `path`: the one atomic file write."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_all(folder: Path, writers: dict[str, Callable[[Path], Any]]) -> None:
-    """Write every file to a temporary name in `folder`, then rename them into place in order.
-
-    A failure while writing leaves the folder as it was (temporaries removed); the renames
-    come last, converge.json after the tables, so a complete converge.json marks a finished set.
-    """
-    temps: dict[str, Path] = {}
-    try:
-        for name, write in writers.items():
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-            os.close(fd)
-            temps[name] = Path(tmp)
-            write(temps[name])
-        for name, tmp in temps.items():
-            os.replace(tmp, folder / name)
-    finally:
-        for tmp in temps.values():
-            if tmp.exists():
-                tmp.unlink()
 
 
 def strict_json(value: Any) -> Any:
