@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from studentspec import backprop, ckernel, load_config, train
+from studentspec import backprop, load_config, train
 from studentspec.config import ConfigError
 from studentspec.losses import LOSSES, j_scale, output_grad, per_seed_loss, sample_grad
 from studentspec.nets import Net

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import activations
 from .losses import output_grad
 from .nets import Net, baddbmm, bmm
 
@@ -22,13 +23,14 @@ def supports(net: Net) -> bool:
 def forward(net: Net, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Output [S, B, C], the inputs of every layer (x, h_1, ...) and the hidden pre-activations."""
     depth = len(net.weights)
+    act = activations.get(net.activation)
     hs, zs = [x], []
     h = x
     for l in range(depth):
         z = baddbmm(net.biases[l][:, None, :], h, net.weights[l])
         if l < depth - 1:
             zs.append(z)
-            h = torch.relu(z) if net.activation == "relu" else torch.nn.functional.leaky_relu(z, net.slope)
+            h = act.forward(z, net.slope)
             hs.append(h)
     return z, hs, zs
 
@@ -39,6 +41,7 @@ def backward(net: Net, hs: list[Tensor], zs: list[Tensor], g: Tensor, sgd_lr: fl
     With `sgd_lr`, each layer is instead updated in place (W -= lr dW, fused into the GEMM) as
     soon as its signal has been passed down, and nothing is returned.
     """
+    act = activations.get(net.activation)
     depth = len(net.weights)
     grads: list[Tensor] = [torch.empty(0)] * (2 * depth)
     for l in range(depth - 1, -1, -1):
@@ -54,7 +57,7 @@ def backward(net: Net, hs: list[Tensor], zs: list[Tensor], g: Tensor, sgd_lr: fl
             net.biases[l].sub_(g.sum(dim=1), alpha=sgd_lr)
         if below is not None:
             z = zs[l - 1]
-            g = below.mul_(z > 0) if net.activation == "relu" else torch.where(z > 0, below, below * net.slope)
+            g = act.backward(below, z, net.slope)
     return [] if sgd_lr is not None else grads
 
 

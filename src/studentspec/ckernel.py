@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import activations
 from .atomic import atomic_write
 from .losses import KERNEL_IDS
 from .nets import Net
@@ -106,6 +107,8 @@ def unsupported(net: Net, loss: str, optimizer: str = "sgd", momentum: float = 0
     w = net.weights[0]
     if net.batchnorm != "none":
         return "BatchNorm students take the torch path"
+    if activations.get(net.activation).kernel_id is None:
+        return f"activation {net.activation!r} is not compiled"
     if optimizer not in ("sgd", "gd") or momentum or weight_decay:
         return "only plain SGD (no momentum, no weight decay) is compiled"
     if w.dtype not in SUFFIX or w.device.type != "cpu":
@@ -139,7 +142,7 @@ class CompiledMLP:
         widths = [net.weights[0].shape[1]] + [w.shape[2] for w in net.weights]
         self.depth = len(net.weights)
         self.widths = (ctypes.c_int * len(widths))(*widths)
-        self.act = int(net.activation != "relu")
+        self.act = activations.get(net.activation).kernel_id
         self.dtype = net.weights[0].dtype
         sfx = SUFFIX[self.dtype]
         self._step, self._forward_grad = getattr(dll, f"ss_sgd_step_{sfx}"), getattr(dll, f"ss_forward_grad_{sfx}")

@@ -33,7 +33,7 @@ class _Section(BaseModel):
 
 class TeacherConfig(_Section):
     widths: list[int] = Field(default_factory=lambda: [10], min_length=1)
-    activation: Literal["relu", "leaky_relu"] = "relu"
+    activation: str = "relu"  # a registered activation (studentspec.activations): relu, leaky_relu, linear, erf
     leaky_slope: float = Field(0.1, gt=0.0, lt=1.0)
     recipe: Literal["two_layer", "deep"] = "two_layer"
     decay: float = Field(1.0, ge=0.0)
@@ -48,6 +48,16 @@ class TeacherConfig(_Section):
     def _positive(cls, v: list[int]) -> list[int]:
         if any(w < 1 for w in v):
             raise ValueError("every width must be >= 1")
+        return v
+
+    @field_validator("activation")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from . import activations  # here, not at import: the config layer stays light
+
+        known = activations.names()
+        if v not in known:
+            raise ValueError(f"must be one of {', '.join(repr(n) for n in known[:-1])} or {known[-1]!r}")
         return v
 
 
@@ -196,6 +206,10 @@ class Config(_Section):
             raise ValueError(f"teacher.checkpoint: a conv teacher needs image data (data.kind one of {IMAGE_KINDS})")
         if images and self.theory.enabled:
             raise ValueError("theory.enabled: diagnostics support MLPs only, not image data")
+        from . import activations
+
+        if self.theory.enabled and not activations.get(self.teacher.activation).piecewise_linear:
+            raise ValueError(f"theory.enabled: the Lemma's diagnostics need a piecewise-linear activation, not teacher.activation={self.teacher.activation}")
         if self.theory.enabled and self.teacher.batchnorm != "none":
             raise ValueError("theory.enabled: diagnostics support nets without BatchNorm (teacher.batchnorm=none)")
         return self

@@ -53,12 +53,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from . import theory
+from . import activations, theory
 from .config import Config, ConfigError
 from .data import label
 from .losses import per_seed_loss
-from .nets import Net, baddbmm
 from .atomic import write_all
+from .nets import Net, activate, baddbmm
 from .store import StoreError, load_run, strict_json
 from .train import build
 
@@ -186,7 +186,7 @@ class _Problem:
         for l in range(depth):
             z = torch.addmm(parts[2 * l + 1], h, parts[2 * l])
             if l < depth - 1:
-                h = torch.relu(z) if self.activation == "relu" else torch.nn.functional.leaky_relu(z, self.slope)
+                h = activate(z, self.activation, self.slope)
         return per_seed_loss(z[None], self.y[None], self.objective)[0]
 
     def grad_max(self, theta: Tensor) -> float:
@@ -291,7 +291,7 @@ def _tables(teacher: Net, student: Net, x: Tensor, seeds: list[int], angle_tol: 
     zs = baddbmm(student.biases[0][:, None, :], x, student.weights[0])
     t_active = (zt > 0).double().mean(1)  # [S, m]
     s_active = (zs > 0).double().mean(1)
-    hs = zs.clamp_min(0) if student.activation == "relu" else torch.nn.functional.leaky_relu(zs, student.slope)
+    hs = activate(zs, student.activation, student.slope)
     s_std = hs.std(1, unbiased=False)  # [S, n]: how much a node's output varies over the training set
     s_dead = (hs == 0).all(1)  # output identically zero on the training set
     s_const = ~s_dead & (s_std <= flat_rtol * s_std.max(1, keepdim=True).values)  # constant: an extra output bias
@@ -389,6 +389,8 @@ def converge(
         raise ConfigError("converge: student and teacher differ in input or output dimension")
     if student.activation != teacher.activation:
         raise ConfigError(f"converge: student activation {student.activation!r} differs from the teacher's {teacher.activation!r}")
+    if not activations.get(student.activation).piecewise_linear:
+        raise ConfigError(f"converge: supports piecewise-linear activations (the theorem's setting), not {student.activation!r}")
     n_params = sum(p[0].numel() for p in student.parameters())
     if method == "auto":
         method = "newton" if n_params <= NEWTON_MAX_PARAMS else "lbfgs"

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from . import activations
+
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 
@@ -41,16 +43,13 @@ def baddbmm(c: Tensor, a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:
 
 
 def activate(z: Tensor, activation: str, slope: float) -> Tensor:
-    """psi(z): ReLU or Leaky ReLU max(z, slope*z)."""
-    if activation == "relu":
-        return torch.relu(z)
-    return torch.nn.functional.leaky_relu(z, slope)
+    """psi(z) of a registered activation (activations/)."""
+    return activations.get(activation).forward(z, slope)
 
 
 def activation_grad(z: Tensor, activation: str, slope: float) -> Tensor:
-    """psi'(z) as a 0/1 (or slope/1) gate; psi'(0) = 0 for ReLU, slope for Leaky ReLU."""
-    low = 0.0 if activation == "relu" else slope
-    return torch.where(z > 0, torch.ones_like(z), torch.full_like(z, low))
+    """psi'(z) of a registered activation: a 0/1 (or slope/1) gate for ReLU and Leaky ReLU, psi'(0) = 0 for ReLU."""
+    return activations.get(activation).derivative(z, slope)
 
 
 @dataclass

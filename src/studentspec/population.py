@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import activations
 from .config import Config, ConfigError
 from .losses import j_scale
 
@@ -203,12 +204,15 @@ def check_supported(cfg: Config) -> None:
         raise ConfigError(f"train.loss: population loss has a closed form for half_sse and mse, not {cfg.train.loss}")
     if t.batchnorm != "none":
         raise ConfigError(f"teacher.batchnorm: population loss supports nets without BatchNorm: set teacher.batchnorm=none, got {t.batchnorm}")
+    if activations.get(t.activation).population_slope is None:
+        closed = [n for n in activations.names() if activations.get(n).population_slope is not None]
+        raise ConfigError(f"teacher.activation: population loss has no closed form for {t.activation} here (supported: {', '.join(closed)})")
 
 
 def kernel_args(cfg: Config) -> dict[str, float]:
     """The sigma and slope keyword arguments of this module's functions for a supported cfg."""
     check_supported(cfg)
-    slope = cfg.teacher.leaky_slope if cfg.teacher.activation == "leaky_relu" else 0.0
+    slope = activations.get(cfg.teacher.activation).population_slope(cfg.teacher.leaky_slope)  # type: ignore[misc]
     return {"sigma": cfg.data.std, "slope": slope}
 
 

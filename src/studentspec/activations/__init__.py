@@ -1,0 +1,57 @@
+"""The activation registry: psi, psi' and where each activation runs (compiled kernel, population loss).
+
+An activation is one module here that calls `register(Activation(...))`, imported at the bottom of
+this file; config validates `teacher.activation` against `names()`, so an unknown name is a config
+error listing the known ones, never a silent default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation psi (`slope` is Leaky ReLU's a; the others ignore it)."""
+
+    name: str
+    forward: Callable[[Tensor, float], Tensor]  # psi(z)
+    derivative: Callable[[Tensor, float], Tensor]  # psi'(z) (ReLU: psi'(0) = 0)
+    backward: Callable[[Tensor, Tensor, float], Tensor]  # (g, z) -> g * psi'(z); may overwrite g
+    kernel_id: int | None = None  # its id in csrc/sgd_step_impl.h; None: the torch path only
+    population_slope: Callable[[float], float] | None = None  # psi(z) = max(z, a z) with this a: the arc-cosine closed form
+    piecewise_linear: bool = False  # psi'' = 0 almost everywhere: what converge's Newton step and the theorem assume
+
+
+_REGISTRY: dict[str, Activation] = {}
+
+
+def register(activation: Activation) -> Activation:
+    """Add an activation under its name (a name registered twice is a programming error)."""
+    if activation.name in _REGISTRY:
+        raise ValueError(f"activation {activation.name!r} is already registered")
+    _REGISTRY[activation.name] = activation
+    return activation
+
+
+def names() -> list[str]:
+    """Registered activation names, in registration order."""
+    return list(_REGISTRY)
+
+
+def get(name: str) -> Activation:
+    """The activation called `name`; KeyError naming the known ones otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown activation {name!r} (known: {', '.join(_REGISTRY)})") from None
+
+
+# each registers itself; this order is the order config errors list them in
+from . import relu  # noqa: E402,F401,I001
+from . import leaky_relu  # noqa: E402,F401
+from . import linear  # noqa: E402,F401
+from . import erf  # noqa: E402,F401
