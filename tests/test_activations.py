@@ -11,7 +11,7 @@ from scipy.special import erf as np_erf
 from studentspec import activations, backprop, load_config, train
 from studentspec.config import ConfigError
 from studentspec.nets import Net
-from studentspec.population import check_supported, population_loss
+from studentspec.population import check_supported, kernel_args, population_grad, population_loss
 
 SLOPE = 0.1
 FORMULAS = {  # science.md: psi for ReLU and Leaky ReLU; linear is the identity; erf the error function
@@ -80,10 +80,23 @@ def test_linear_population_loss_is_the_monte_carlo_mean_of_the_linear_objective(
     torch.testing.assert_close(closed, exact, rtol=1e-12, atol=0)
 
 
-def test_erf_population_loss_is_refused_by_name():
+def test_erf_population_loss_is_the_monte_carlo_mean_and_its_gradient_is_autograds():
+    """psi = erf, x ~ N(0, sigma^2 I): J = 1/2 E||V*^T erf(W*^T x) - V^T erf(W^T x)||^2 by sampling (2e6 draws, NumPy)."""
+    rng = np.random.default_rng(0)
+    Wt, Vt, Ws, Vs = (rng.standard_normal(s) * 0.7 for s in [(4, 3), (3, 2), (4, 5), (5, 2)])
+    sigma = 1.5
+    x = rng.standard_normal((2_000_000, 4)) * sigma
+    sampled = 0.5 * ((np_erf(x @ Wt) @ Vt - np_erf(x @ Ws) @ Vs) ** 2).sum(axis=1)
+    T = [torch.tensor(a) for a in (Wt, Vt, Ws, Vs)]
+    closed = population_loss(*T, sigma=sigma, psi="erf").item()
+    assert abs(closed - sampled.mean()) < 4 * sampled.std() / math.sqrt(len(sampled)), (closed, sampled.mean())
+    analytic = population_grad(*T, sigma=sigma, psi="erf")
+    auto = population_grad(*T, sigma=sigma, psi="erf", method="autograd")
+    for a, b in zip(analytic, auto):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     cfg = load_config(None, ["teacher.activation=erf", "teacher.bias=0"])
-    with pytest.raises(ConfigError, match="teacher.activation: population loss has no closed form for erf here"):
-        check_supported(cfg)
+    check_supported(cfg)
+    assert kernel_args(cfg)["psi"] == "erf"
 
 
 def test_unknown_activation_lists_the_known_ones():

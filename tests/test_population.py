@@ -247,9 +247,9 @@ def test_check_supported_rejects(override: str, key: str) -> None:
 
 def test_check_supported_accepts_and_gives_kernel_args() -> None:
     check_supported(load_config(None, VALID))
-    assert kernel_args(load_config(None, [*VALID, "data.std=2.0"])) == {"sigma": 2.0, "slope": 0.0}
+    assert kernel_args(load_config(None, [*VALID, "data.std=2.0"])) == {"sigma": 2.0, "slope": 0.0, "psi": "arccos"}
     leaky = load_config(None, [*VALID, "teacher.activation=leaky_relu", "teacher.leaky_slope=0.2"])
-    assert kernel_args(leaky) == {"sigma": 1.5, "slope": 0.2}
+    assert kernel_args(leaky) == {"sigma": 1.5, "slope": 0.2, "psi": "arccos"}
     with pytest.raises(ConfigError, match="teacher.widths"):
         kernel_args(load_config(None, ["teacher.bias=0", "teacher.widths=[3,3]"]))
 

@@ -14,6 +14,9 @@ E[|u.x||w.x|] = (2 sigma^2 |u||w| / pi) (sin t + (pi/2 - t) cos t), so
 K = sigma^2 |u||w| [alpha^2 cos t + beta^2 (2/pi)(sin t + (pi/2 - t) cos t)]; regrouping with
 alpha^2 - beta^2 = a and 2 beta^2 = (1-a)^2 / 2 gives the line above.
 
+erf (psi = erf): K(u, w) = (2/pi) arcsin(2 sigma^2 u.w / sqrt((1 + 2 sigma^2 |u|^2)(1 + 2 sigma^2 |w|^2))),
+and linear psi is Leaky ReLU at a = 1 (K = sigma^2 u.w): the activation registry names each one's kernel.
+
 Every tensor may carry a leading seed axis: U [S, d, p] etc.; all functions broadcast over it.
 """
 
@@ -27,7 +30,7 @@ import torch
 from torch import Tensor
 
 from . import activations
-from .config import Config, ConfigError
+from .config import Config, ConfigError, steps_per_epoch
 from .losses import j_scale
 
 
@@ -90,6 +93,34 @@ def kernel_grad_contract(U: Tensor, W: Tensor, A: Tensor, sigma: float = 1.0, sl
     return G
 
 
+def erf_kernel(u: Tensor, w: Tensor, sigma: float = 1.0, slope: float = 0.0) -> Tensor:
+    """E_x[erf(u.x) erf(w.x)] for x ~ N(0, sigma^2 I) (Williams 1997): (2/pi) arcsin(2 s u.w / sqrt((1 + 2 s |u|^2)(1 + 2 s |w|^2))),
+    s = sigma^2; Gram [.., p, q] of columns of u [.., d, p], w [.., d, q] (`slope` is ignored)."""
+    vector = u.dim() == 1 and w.dim() == 1
+    U, W = (u[:, None], w[:, None]) if vector else (u, w)
+    dot, nu, nw = _gram_parts(U, W)
+    s = sigma**2
+    K = (2 / math.pi) * torch.arcsin(2 * s * dot / torch.sqrt((1 + 2 * s * nu * nu) * (1 + 2 * s * nw * nw)))
+    return K[..., 0, 0] if vector else K
+
+
+def erf_grad_contract(U: Tensor, W: Tensor, A: Tensor, sigma: float = 1.0, slope: float = 0.0) -> Tensor:
+    """sum_j A[j, k] dK(u_j, w_k)/dw_k of erf_kernel: [.., d, q] (analytic, no autograd)."""
+    # q = 2 s u.w / sqrt(a b), a = 1 + 2 s |u|^2, b = 1 + 2 s |w|^2; dq/dw = 2 s u / sqrt(a b) - q 2 s w / b,
+    # dK/dw = (2/pi) dq/dw / sqrt(1 - q^2).
+    dot, nu, nw = _gram_parts(U, W)
+    s = sigma**2
+    a, b = 1 + 2 * s * nu * nu, 1 + 2 * s * nw * nw  # [.., p, 1], [.., 1, q]
+    root = torch.sqrt(a * b)
+    q = 2 * s * dot / root
+    C = A * (2 / math.pi) / torch.sqrt(1 - q * q)  # [.., p, q]
+    return 2 * s * (U @ (C / root)) - 2 * s * W * ((C * q).sum(-2, keepdim=True) / b)
+
+
+# the population kernels: psi's closed-form E_x[psi(u.x) psi(w.x)] and its contracted gradient
+KERNELS = {"arccos": (relu_kernel, kernel_grad_contract), "erf": (erf_kernel, erf_grad_contract)}
+
+
 def _tr(A: Tensor, K: Tensor, B: Tensor) -> Tensor:
     """tr(A^T K B) over the last two axes, batched."""
     return (A * (K @ B)).sum((-2, -1))
@@ -103,37 +134,40 @@ def _scale(loss: str, V_t: Tensor) -> float:
     return scale
 
 
-def population_loss(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float = 1.0, slope: float = 0.0, loss: str = "half_sse") -> Tensor:
+def population_loss(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float = 1.0, slope: float = 0.0, loss: str = "half_sse",
+                    psi: str = "arccos") -> Tensor:
     """E_x of the training objective `loss` (losses.py) in closed form: half_sse gives J = 1/2 E_x ||f*(x) - f(x)||^2,
     mse (2/C) J; a scalar, or [S] with a seed axis."""
     if loss != "half_sse":
-        return _scale(loss, V_t) * population_loss(W_t, V_t, W_s, V_s, sigma, slope)
+        return _scale(loss, V_t) * population_loss(W_t, V_t, W_s, V_s, sigma, slope, psi=psi)
+    kernel = KERNELS[psi][0]
     k = dict(sigma=sigma, slope=slope)
-    tt = _tr(V_t, relu_kernel(W_t, W_t, **k), V_t)
-    ts = _tr(V_t, relu_kernel(W_t, W_s, **k), V_s)
-    ss = _tr(V_s, relu_kernel(W_s, W_s, **k), V_s)
+    tt = _tr(V_t, kernel(W_t, W_t, **k), V_t)
+    ts = _tr(V_t, kernel(W_t, W_s, **k), V_s)
+    ss = _tr(V_s, kernel(W_s, W_s, **k), V_s)
     return 0.5 * (tt - 2.0 * ts + ss)
 
 
-def _analytic_grad(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float, slope: float) -> tuple[Tensor, Tensor]:
+def _analytic_grad(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float, slope: float, psi: str = "arccos") -> tuple[Tensor, Tensor]:
     """(dJ/dW_s, dJ/dV_s) from the kernel's analytic derivative."""
+    kernel, contract = KERNELS[psi]
     k = dict(sigma=sigma, slope=slope)
-    Kts, Kss = relu_kernel(W_t, W_s, **k), relu_kernel(W_s, W_s, **k)
+    Kts, Kss = kernel(W_t, W_s, **k), kernel(W_s, W_s, **k)
     gV = Kss @ V_s - Kts.transpose(-1, -2) @ V_t
     # K(w_k, w_k) depends on w_k through both slots; symmetry makes that 2 dK(u, w)/dw at u = w,
     # which the 1/2 of J cancels, so each student k sees sum_j (VV^T)_jk dK(w_j, w_k)/dw_k.
     Vt = V_s.transpose(-1, -2)
-    gW = kernel_grad_contract(W_s, W_s, V_s @ Vt, **k) - kernel_grad_contract(W_t, W_s, V_t @ Vt, **k)
+    gW = contract(W_s, W_s, V_s @ Vt, **k) - contract(W_t, W_s, V_t @ Vt, **k)
     return gW, gV
 
 
 def population_grad(
     W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float = 1.0, slope: float = 0.0,
-    method: Literal["analytic", "autograd"] = "analytic", loss: str = "half_sse",
+    method: Literal["analytic", "autograd"] = "analytic", loss: str = "half_sse", psi: str = "arccos",
 ) -> tuple[Tensor, Tensor]:
     """Gradient (d/dW_s, d/dV_s) of population_loss(..., loss), per seed when batched."""
     if method == "analytic":
-        gW, gV = _analytic_grad(W_t, V_t, W_s, V_s, sigma, slope)
+        gW, gV = _analytic_grad(W_t, V_t, W_s, V_s, sigma, slope, psi)
         if loss == "half_sse":
             return gW, gV
         scale = _scale(loss, V_t)
@@ -142,7 +176,7 @@ def population_grad(
         W = W_s.detach().requires_grad_(True)
         V = V_s.detach().requires_grad_(True)
         # Seeds are independent, so the gradient of the sum is each seed's own gradient.
-        total = population_loss(W_t.detach(), V_t.detach(), W, V, sigma, slope, loss).sum()
+        total = population_loss(W_t.detach(), V_t.detach(), W, V, sigma, slope, loss, psi).sum()
         gW, gV = torch.autograd.grad(total, (W, V))
     return gW, gV
 
@@ -159,7 +193,7 @@ class Flow(NamedTuple):
 @torch.no_grad()
 def gradient_flow(
     W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, steps: int, lr: float,
-    sigma: float = 1.0, slope: float = 0.0, record_every: int = 100, loss: str = "half_sse",
+    sigma: float = 1.0, slope: float = 0.0, record_every: int = 100, loss: str = "half_sse", psi: str = "arccos",
 ) -> Flow:
     """Full-batch gradient descent on population_loss(..., loss) (infinite data); small lr approximates the flow.
 
@@ -169,11 +203,11 @@ def gradient_flow(
     losses, at = [], []
     for step in range(steps + 1):
         if step % record_every == 0 or step == steps:
-            losses.append(population_loss(W_t, V_t, W, V, sigma, slope, loss))
+            losses.append(population_loss(W_t, V_t, W, V, sigma, slope, loss, psi))
             at.append(step)
         if step == steps:
             break
-        gW, gV = population_grad(W_t, V_t, W, V, sigma, slope, loss=loss)
+        gW, gV = population_grad(W_t, V_t, W, V, sigma, slope, loss=loss, psi=psi)
         W -= lr * gW
         V -= lr * gV
     return Flow(W, V, torch.stack(losses), torch.tensor(at))
@@ -204,16 +238,17 @@ def check_supported(cfg: Config) -> None:
         raise ConfigError(f"train.loss: population loss has a closed form for half_sse and mse, not {cfg.train.loss}")
     if t.batchnorm != "none":
         raise ConfigError(f"teacher.batchnorm: population loss supports nets without BatchNorm: set teacher.batchnorm=none, got {t.batchnorm}")
-    if activations.get(t.activation).population_slope is None:
-        closed = [n for n in activations.names() if activations.get(n).population_slope is not None]
+    if activations.get(t.activation).population_kernel is None:
+        closed = [n for n in activations.names() if activations.get(n).population_kernel is not None]
         raise ConfigError(f"teacher.activation: population loss has no closed form for {t.activation} here (supported: {', '.join(closed)})")
 
 
-def kernel_args(cfg: Config) -> dict[str, float]:
-    """The sigma and slope keyword arguments of this module's functions for a supported cfg."""
+def kernel_args(cfg: Config) -> dict[str, Any]:
+    """The sigma, slope and psi keyword arguments of this module's functions for a supported cfg."""
     check_supported(cfg)
-    slope = activations.get(cfg.teacher.activation).population_slope(cfg.teacher.leaky_slope)  # type: ignore[misc]
-    return {"sigma": cfg.data.std, "slope": slope}
+    act = activations.get(cfg.teacher.activation)
+    slope = act.population_slope(cfg.teacher.leaky_slope) if act.population_slope is not None else 0.0
+    return {"sigma": cfg.data.std, "slope": slope, "psi": act.population_kernel}
 
 
 def bound_terms(K: Any, d: Any, eps: Any) -> dict[str, np.ndarray]:
@@ -244,7 +279,7 @@ def flow_from_config(cfg: Config, steps: int | None = None, record_every: int = 
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps: must be >= 1, got {steps}")
     if steps is None:
-        steps = cfg.train.epochs * (cfg.train.steps_per_epoch or 1000)
+        steps = cfg.train.epochs * steps_per_epoch(cfg.train, cfg.data.n_train)
     teacher = build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
     student = init_student(cfg, seeding.generators(cfg.seeds, "student"), torch.float64, torch.device("cpu"))
     W_t, V_t = teacher.weights[0], teacher.weights[1]
@@ -258,6 +293,7 @@ def flow_from_config(cfg: Config, steps: int | None = None, record_every: int = 
         "teacher_fanout_norm": V_t.norm(dim=2).tolist(),
         "sigma": args["sigma"],
         "slope": args["slope"],
+        "psi": args["psi"],  # the population kernel: arccos (ReLU family, linear) or erf
         "lr": cfg.train.lr,
         "objective": cfg.train.loss,  # the recorded loss is this objective's population value
     }

@@ -22,7 +22,8 @@ class Activation:
     derivative: Callable[[Tensor, float], Tensor]  # psi'(z) (ReLU: psi'(0) = 0)
     backward: Callable[[Tensor, Tensor, float], Tensor]  # (g, z) -> g * psi'(z); may overwrite g
     kernel_id: int | None = None  # its id in csrc/sgd_step_impl.h; None: the torch path only
-    population_slope: Callable[[float], float] | None = None  # psi(z) = max(z, a z) with this a: the arc-cosine closed form
+    population_kernel: str | None = None  # its closed-form population kernel (population.KERNELS); None: not supported
+    population_slope: Callable[[float], float] | None = None  # for "arccos": psi(z) = max(z, a z) with this a
     piecewise_linear: bool = False  # psi'' = 0 almost everywhere: what converge's Newton step and the theorem assume
 
 

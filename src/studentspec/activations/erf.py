@@ -13,4 +13,5 @@ ERF = register(Activation(
     forward=lambda z, slope: torch.erf(z),
     derivative=lambda z, slope: TWO_OVER_SQRT_PI * torch.exp(-z * z),
     backward=lambda g, z, slope: g.mul_(TWO_OVER_SQRT_PI * torch.exp(-z * z)),
+    population_kernel="erf",
 ))

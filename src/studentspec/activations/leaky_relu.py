@@ -10,6 +10,7 @@ LEAKY_RELU = register(Activation(
     derivative=lambda z, slope: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, slope)),
     backward=lambda g, z, slope: torch.where(z > 0, g, g * slope),
     kernel_id=1,
+    population_kernel="arccos",
     population_slope=lambda slope: slope,
     piecewise_linear=True,
 ))

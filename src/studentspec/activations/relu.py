@@ -10,6 +10,7 @@ RELU = register(Activation(
     derivative=lambda z, slope: torch.where(z > 0, torch.ones_like(z), torch.zeros_like(z)),
     backward=lambda g, z, slope: g.mul_(z > 0),
     kernel_id=0,
+    population_kernel="arccos",
     population_slope=lambda slope: 0.0,
     piecewise_linear=True,
 ))
