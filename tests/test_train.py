@@ -109,9 +109,10 @@ def test_quick_two_layer_run_specializes_every_teacher_with_l_shape():
     st = students[(students.step == students.step.max()) & (students.split == "train")]
     aligned, loose = st[st.best_corr > 0.95], st[st.best_corr < 0.8]
     assert len(aligned) >= 8
-    # L-shape: students aligned with no teacher carry little fan-out (it decays slowly with training)
-    if len(loose):
-        assert loose.fanout_norm.max() < 0.35 * aligned.fanout_norm.median()
+    # L-shape: students aligned with no teacher carry little fan-out (it decays slowly with training);
+    # this config leaves 1 of its 40 students unaligned (seeded: the same on every run)
+    assert len(loose) >= 1
+    assert loose.fanout_norm.max() < 0.35 * aligned.fanout_norm.median()
         assert (loose.fanout_norm**2).sum() < 0.02 * (st.fanout_norm**2).sum()
 
 
