@@ -113,7 +113,7 @@ def test_quick_two_layer_run_specializes_every_teacher_with_l_shape():
     # this config leaves 1 of its 40 students unaligned (seeded: the same on every run)
     assert len(loose) >= 1
     assert loose.fanout_norm.max() < 0.35 * aligned.fanout_norm.median()
-        assert (loose.fanout_norm**2).sum() < 0.02 * (st.fanout_norm**2).sum()
+    assert (loose.fanout_norm**2).sum() < 0.02 * (st.fanout_norm**2).sum()
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
