@@ -29,7 +29,7 @@ from .conv_teacher import DTYPES, TeacherCheckpoint, file_digest, load_checkpoin
 from .images import ImageSet, augment, epoch_order, load_images, normalize
 from .losses import per_seed_loss
 from .metrics import COUNT_THRESHOLDS, rho_mean
-from .optim import Optimizer
+from .optim import Optimizer, frozen, seed_mask
 
 
 @dataclass
@@ -177,12 +177,9 @@ def train_conv(cfg: Config, progress: bool = True, on_eval: Callable[[ConvPoint]
             alive &= finite
             if bool(alive.all()):
                 opt.step(grads, lr)
-            else:  # a dead seed keeps its parameters: zero its gradient and undo its decay/momentum below
-                saved = [p.detach().clone() for p in params]
-                opt.step([torch.where(_bcast(alive, g), g, 0.0) for g in grads], lr)
-                with torch.no_grad():
-                    for p, old in zip(params, saved):
-                        p.copy_(torch.where(_bcast(alive, p), p, old))
+            else:  # a dead seed keeps its parameters and optimizer state: zero its gradient, undo the rest
+                with frozen(alive, opt):
+                    opt.step([torch.where(seed_mask(alive, g), g, 0.0) for g in grads], lr)
             loss_sum += torch.where(alive, loss.detach().double(), 0.0)
             loss_n += 1
             step += 1
@@ -193,10 +190,6 @@ def train_conv(cfg: Config, progress: bool = True, on_eval: Callable[[ConvPoint]
     result.steps = step
     result.wall_time = time.perf_counter() - start
     return result
-
-
-def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
@@ -53,3 +56,19 @@ class Optimizer:
     def state(self) -> list[Tensor]:
         """Every state tensor (to freeze diverged seeds alongside the parameters)."""
         return [t for t in (*self.buf, *self.sq) if t is not None]
+
+
+def seed_mask(mask: Tensor, like: Tensor) -> Tensor:
+    """A per-seed mask [S] shaped to broadcast against `like` [S, ...]."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+@contextmanager
+def frozen(alive: Tensor, opt: Optimizer) -> Iterator[None]:
+    """Run an update, then put every dead seed's parameters and optimizer state back: the one divergence freeze."""
+    tensors = opt.params + opt.state()
+    saved = [t.detach().clone() for t in tensors]
+    yield
+    with torch.no_grad():
+        for t, old in zip(tensors, saved):
+            t.copy_(torch.where(seed_mask(alive, t), t, old))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +19,7 @@ from .losses import output_grad, per_seed_loss
 from .memory import CACHE_BYTES, check_fits
 from .metrics import SplitEval, evaluate, fanout_norms, teacher_hidden
 from .nets import Net, make_batchnorms
-from .optim import Optimizer
+from .optim import Optimizer, frozen, seed_mask
 from .teacher import build_teacher, fit_teacher
 from .theory import Diagnostics, diagnose
 
@@ -196,8 +196,8 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
                     out, hs, zs = backprop.forward(s.student, x)
                     loss, g = output_grad(out, y, tc.loss)
                     ok = _check(result, cfg.seeds, alive, loss, step)
-                    with nullcontext() if ok else _frozen(alive, opt):
-                        g = g if ok else torch.where(_bcast(alive, g), g, 0.0)
+                    with nullcontext() if ok else frozen(alive, opt):
+                        g = g if ok else torch.where(seed_mask(alive, g), g, 0.0)
                         grads = backprop.backward(s.student, hs, zs, g, sgd_lr=lr if fused else None)
                         if grads:
                             opt.step(grads, lr)
@@ -207,8 +207,8 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
                 loss = per_seed_loss(out, y, tc.loss)
                 grads = list(torch.autograd.grad(loss.sum(), params))
                 ok = _check(result, cfg.seeds, alive, loss.detach(), step)
-                with nullcontext() if ok else _frozen(alive, opt):
-                    opt.step(grads if ok else [torch.where(_bcast(alive, gr), gr, 0.0) for gr in grads], lr)
+                with nullcontext() if ok else frozen(alive, opt):
+                    opt.step(grads if ok else [torch.where(seed_mask(alive, gr), gr, 0.0) for gr in grads], lr)
             step += 1
             if step % 100 == 0 and progress:
                 bar.update(100)
@@ -256,18 +256,3 @@ def _check(result: TrainResult, seeds: list[int], alive: Tensor, loss: Tensor, s
         tqdm.write(f"seed {seeds[i]}: loss is not finite at step {step}; this seed is frozen, the others go on")
     alive &= finite
     return False
-
-
-@contextmanager
-def _frozen(alive: Tensor, opt: Optimizer) -> Iterator[None]:
-    """Run an update, then put every dead seed's parameters and optimizer state back."""
-    tensors = opt.params + opt.state()
-    saved = [t.detach().clone() for t in tensors]
-    yield
-    with torch.no_grad():
-        for t, old in zip(tensors, saved):
-            t.copy_(torch.where(_bcast(alive, t), t, old))
-
-
-def _bcast(mask: Tensor, like: Tensor) -> Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
