@@ -68,11 +68,8 @@ class TeacherCheckpoint:
 
 def file_digest(path: str | Path) -> str:
     """sha256 of a file, hex."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _arch(net: ConvNet, image_hw: int) -> dict[str, Any]:
