@@ -28,11 +28,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from .figures import plot_run, population_figure, save
-    from .store import FIGURE_SUFFIXES, StoreError, load_run, read_json
+    from .store import StoreError, load_run, not_figures, read_json
 
     src = Path(args.run_dir)
     out = Path(args.out) if args.out else src / "figures"
-    if out.exists() and (not out.is_dir() or any(e.suffix not in FIGURE_SUFFIXES or not e.is_file() for e in out.iterdir())):
+    if out.exists() and (not out.is_dir() or not_figures(out)):
         raise StoreError(f"{out}: is not a figure folder (it holds other files); choose another --out")
     if (src / "population.json").is_file():  # a `studentspec population` dir
         paths = save(population_figure(read_json(src / "population.json")), out, "population")

@@ -237,6 +237,11 @@ def _protected(path: Path) -> str:
     return ""
 
 
+def not_figures(folder: Path) -> list[str]:
+    """Names in `folder` that are not figure files studentspec writes (.png, .pdf), sorted."""
+    return sorted(e.name for e in folder.iterdir() if e.suffix not in FIGURE_SUFFIXES or not e.is_file())
+
+
 def _not_ours(path: Path, kind: str = "run") -> str:
     """Why `path` is not a complete `kind` dir (see DIR_KINDS) studentspec wrote ("" when it is)."""
     markers, entries = DIR_KINDS[kind]
@@ -245,9 +250,8 @@ def _not_ours(path: Path, kind: str = "run") -> str:
     if not all((path / m).is_file() for m in markers):
         return f"it is not a complete studentspec {kind} dir (no {' and '.join(markers)})"
     foreign = sorted(e.name for e in path.iterdir() if e.name not in entries)
-    figures = path / "figures"
-    if figures.is_dir():
-        foreign += sorted(f"figures/{e.name}" for e in figures.iterdir() if e.suffix not in FIGURE_SUFFIXES or not e.is_file())
+    if (path / "figures").is_dir():
+        foreign += [f"figures/{name}" for name in not_figures(path / "figures")]
     if foreign:
         return f"it holds files studentspec did not write ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
     return ""
