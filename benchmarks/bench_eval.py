@@ -22,7 +22,7 @@ def worker(seeds: int, m: int, multi: int) -> dict[str, float]:
 
     torch.set_num_threads(1)
     from studentspec import build, load_config
-    from studentspec.metrics import evaluate
+    from studentspec.mlp.evaluate import evaluate
 
     cfg = load_config("configs/two_layer.yaml", [f"seeds={list(range(1, seeds + 1))}", f"teacher.widths=[{m}]", f"student.multi={multi}"])
     s = build(cfg)

@@ -52,7 +52,8 @@ def reference(steps: int) -> float:
 
 def studentspec_run(seeds: int, epochs: int, every: int, threads: int) -> tuple[float, float, float]:
     """Seconds of build(), of the batched `train()` on that setup, and of its evaluations, for the 4.1 workload."""
-    from studentspec import build, load_config, train
+    from studentspec import build, load_config
+    from studentspec import train
 
     cfg = load_config("configs/two_layer.yaml", [f"seeds={list(range(1, seeds + 1))}", f"train.epochs={epochs}", f"eval.every={every}",
                                                  f"train.threads={threads}", "student.multi=10"])

@@ -63,11 +63,13 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
     import torch
 
     torch.set_num_threads(threads)
-    from studentspec import backprop, ckernel, losses
+    from studentspec.mlp import backprop
+    from studentspec.mlp import kernel as ckernel
+    from studentspec.ensemble import losses
     from studentspec.config import load_config
-    from studentspec.losses import per_seed_loss
-    from studentspec.optim import Optimizer
-    from studentspec.train import build
+    from studentspec.ensemble.losses import per_seed_loss
+    from studentspec.ensemble.optim import Optimizer
+    from studentspec.mlp.train import build
 
     seeds = list(range(1, size + 1))
     over = [f"seeds={seeds}", f"teacher.widths=[{n}]", "student.multi=1", f"input_dim={D}", f"output_dim={C}"]

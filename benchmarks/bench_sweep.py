@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from studentspec.sweep import run_sweep
+from studentspec.sweep.grid import run_sweep
 
 TINY = ["input_dim=5", "output_dim=3", "teacher.widths=[2]", "data.n_train=40", "data.n_eval=20", "train.epochs=0", "eval.grad_norm=false"]
 GRID = ["teacher.widths=[5],[10],[20]", "student.multi=1,2,5,10", "teacher.decay=0,0.5,1,1.5,2,2.5",
@@ -89,7 +89,8 @@ def epoch_cost(overrides: list[str]) -> tuple[float, float]:
     """(fixed seconds: build + first evaluation, seconds per epoch incl. its evaluation) of a paper-scale config."""
     import torch
 
-    from studentspec import load_config, train
+    from studentspec import load_config
+    from studentspec import train
 
     torch.set_num_threads(1)
     cfg = load_config("configs/two_layer.yaml", [*overrides, "train.epochs=3", "train.threads=1"])

@@ -8,10 +8,13 @@ import pytest
 import torch
 from scipy.special import erf as np_erf
 
-from studentspec import activations, backprop, load_config, train
+from studentspec import load_config
+from studentspec.ensemble import activations
+from studentspec.mlp import backprop
+from studentspec import train
 from studentspec.config import ConfigError
-from studentspec.nets import Net
-from studentspec.population import check_supported, kernel_args, population_grad, population_loss
+from studentspec.mlp.nets import Net
+from studentspec.theory.population import check_supported, kernel_args, population_grad, population_loss
 
 SLOPE = 0.1
 FORMULAS = {  # science.md: psi for ReLU and Leaky ReLU; linear is the identity; erf the error function

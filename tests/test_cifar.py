@@ -6,7 +6,7 @@ import pytest
 
 from image_files import write_cifar
 from studentspec import ConfigError
-from studentspec.cifar import config_path, reproduce
+from studentspec.paper.cifar import config_path, reproduce
 from studentspec.config import load_config
 
 TINY = """seeds: [1, 2]

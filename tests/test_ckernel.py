@@ -3,8 +3,10 @@
 import pytest
 import torch
 
-from studentspec import ConfigError, ckernel, load_config, train
-from studentspec.nets import Net
+from studentspec import ConfigError, load_config
+from studentspec.mlp import kernel as ckernel
+from studentspec import train
+from studentspec.mlp.nets import Net
 
 
 
@@ -209,8 +211,8 @@ def test_forward_grad_matches_autograd_on_a_slice_without_touching_parameters(ac
 
 @needs_kernel
 def test_evaluate_agrees_with_the_torch_path():
-    from studentspec.metrics import evaluate
-    from studentspec.train import build
+    from studentspec.mlp.evaluate import evaluate
+    from studentspec.mlp.train import build
 
     s = build(load_config(None, [*TINY, "teacher.widths=[3,4]", "teacher.activation=leaky_relu"]))
     x, y = s.stream.x_train, s.stream.y_train

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from studentspec import claims as C
-from studentspec import theory
-from studentspec.nets import Net
+from studentspec.paper import claims as C
+from studentspec.theory import lemma as theory
+from studentspec.mlp.nets import Net
 
 
 def students(spec_fan: float, unspec_fan: float, jobs: int = 2) -> pd.DataFrame:

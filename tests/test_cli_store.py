@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from studentspec import ConfigError, StoreError, load_config, load_run, train, write_run
+from studentspec import ConfigError, StoreError, load_config, load_run, write_run
+from studentspec import train
 from studentspec.cli import main
 
 TINY = ["seeds=[1,2]", "input_dim=6", "output_dim=4", "teacher.widths=[3]", "student.multi=2", "data.n_train=100",

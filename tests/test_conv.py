@@ -7,11 +7,11 @@ import torch
 from image_files import write_cifar
 from studentspec import ConfigError, load_config, load_run
 from studentspec.cli import main
-from studentspec.conv import ConvNet, apply_masks, fanout_importance, init_conv_net, n_pruned, prune_masks
-from studentspec.conv_metrics import evaluate_conv, positions, update_conv
-from studentspec.conv_teacher import load_checkpoint, save_checkpoint, train_teacher
-from studentspec.images import normalize
-from studentspec.metrics import CorrAccumulator
+from studentspec.conv.nets import ConvNet, apply_masks, fanout_importance, init_conv_net, n_pruned, prune_masks
+from studentspec.conv.metrics import evaluate_conv, positions, update_conv
+from studentspec.conv.teacher import load_checkpoint, save_checkpoint, train_teacher
+from studentspec.conv.images import normalize
+from studentspec.mlp.evaluate import CorrAccumulator
 
 
 def random_net(S=3, widths=(4, 5, 3), c_in=2, side=9, batchnorm="none", activation="relu", seed=0):

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from studentspec import ConfigError, StoreError, build, load_config, load_run, train, write_run
-from studentspec.converge import converge, converge_run
-from studentspec.nets import Net
+from studentspec import ConfigError, StoreError, build, load_config, load_run, write_run
+from studentspec import train
+from studentspec.theory.converge import converge, converge_run
+from studentspec.mlp.nets import Net
 
 # d=10, 4 teacher nodes, 5 outputs, no fan-out decay; a short SGD run gets every teacher
 # node within ~1 degree of some student, then converge finishes the job in float64. The objective

@@ -38,7 +38,8 @@ def test_converge_rejects_bad_input(tmp_path, capsys):
 
 
 def test_converge_skips_diverged_seeds_and_reports_a_non_finite_start(tmp_path, capsys):
-    from studentspec import load_config, train, write_run
+    from studentspec import load_config, write_run
+    from studentspec import train
 
     tiny = ["seeds=[1,2]", "input_dim=4", "output_dim=3", "teacher.widths=[2]", "data.n_train=40", "data.n_eval=20",
             "train.steps_per_epoch=5", "train.epochs=1"]

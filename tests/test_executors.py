@@ -15,8 +15,8 @@ import pytest
 
 from studentspec import load_config
 from studentspec.cli import main
-from studentspec.cost import estimate, job_cost
-from studentspec.sweep import load_sweep, run_sweep
+from studentspec.sweep.cost import estimate, job_cost
+from studentspec.sweep.grid import load_sweep, run_sweep
 
 ITEMS = ["student.multi=1,2", "seeds=[1,2,3]", "input_dim=5", "output_dim=3", "data.n_train=80", "data.n_eval=40",
          "train.epochs=2", "train.steps_per_epoch=20"]
@@ -180,7 +180,7 @@ def test_dry_run_estimate_scales_with_steps():
 
 
 def _tasks(*ids, out="unused"):
-    from studentspec.executors import Task
+    from studentspec.sweep.executors import Task
 
     return [Task(i, None, (), (1,), out, 1) for i in ids]
 
@@ -188,7 +188,7 @@ def _tasks(*ids, out="unused"):
 def test_a_killed_worker_fails_only_its_own_job():
     """One worker SIGKILLed (as by the OOM killer) breaks the pool; the pool is rebuilt, its siblings finish."""
     import fault_jobs
-    from studentspec.executors import DIED, local
+    from studentspec.sweep.executors import DIED, local
 
     got = dict((t.job_id, err) for t, err in local(_tasks("a", "kill", "b", "c", "d"), 2, fn=fault_jobs.run))
     assert got == {"a": None, "b": None, "c": None, "d": None, "kill": DIED}
@@ -200,7 +200,7 @@ def test_workers_die_with_their_parent(tmp_path):
     here = Path(__file__).parent
     parent = subprocess.Popen([sys.executable, "-c", (
         f"import sys; sys.path.insert(0, {str(here)!r}); import fault_jobs\n"
-        "from studentspec.executors import Task, local\n"
+        "from studentspec.sweep.executors import Task, local\n"
         f"list(local([Task('sleep', None, (), (1,), {str(pid_file)!r}, 1)], 1, fn=fault_jobs.run))")])
     try:
         deadline = time.time() + 60

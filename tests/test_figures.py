@@ -10,8 +10,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from studentspec import Run, load_config, load_run, train, write_run
-from studentspec.figures import lshape_figure, mse_figure, plot_run, teacher_corr_figure
+from studentspec import Run, load_config, load_run, write_run
+from studentspec import train
+from studentspec.paper.figures import lshape_figure, mse_figure, plot_run, teacher_corr_figure
 
 OVERRIDES = ["seeds=[1,2]", "input_dim=10", "output_dim=5", "teacher.widths=[3,4]", "student.multi=2",
              "data.n_train=200", "data.n_eval=200", "train.epochs=2", "train.steps_per_epoch=20"]

@@ -9,7 +9,7 @@ import torch
 from image_files import write_cifar, write_mnist
 from studentspec import ConfigError, load_config
 from studentspec.cli import main
-from studentspec.images import augment, channel_stats, epoch_order, load_cifar10, load_images, load_mnist, normalize
+from studentspec.conv.images import augment, channel_stats, epoch_order, load_cifar10, load_images, load_mnist, normalize
 
 
 def test_cifar_folder_matches_the_pickles(tmp_path):

@@ -5,8 +5,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "studentspec"
 # the base layer: what every pipeline builds on; it may import only within itself
-BASE = {"studentspec.config", "studentspec.atomic", "studentspec.seeding", "studentspec.losses", "studentspec.memory",
-        "studentspec.activations"}
+BASE = {"studentspec.config", "studentspec.ensemble.atomic", "studentspec.ensemble.seeding", "studentspec.ensemble.losses",
+        "studentspec.ensemble.activations", "studentspec.ensemble"}
 
 
 def module_name(path: Path) -> str:
@@ -33,8 +33,8 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_graph_is_read():
     g = graph()
-    assert "studentspec.train" in g and "studentspec.config" in g["studentspec.train"]
-    assert "studentspec.activations.relu" in g and "studentspec.activations" in g["studentspec.activations.relu"]
+    assert "studentspec.mlp.train" in g and "studentspec.config" in g["studentspec.mlp.train"]
+    assert "studentspec.ensemble.activations.relu" in g and "studentspec.ensemble.activations" in g["studentspec.ensemble.activations.relu"]
 
 
 def test_no_import_cycles_at_module_level():
@@ -58,6 +58,6 @@ def test_no_import_cycles_at_module_level():
 def test_the_base_layer_imports_nothing_above_it():
     g = graph()
     for name, deps in g.items():
-        if name in BASE or name.startswith("studentspec.activations."):
-            above = {d for d in deps if d not in BASE and not d.startswith("studentspec.activations")}
+        if name in BASE or name.startswith("studentspec.ensemble.activations."):
+            above = {d for d in deps if d not in BASE and not d.startswith("studentspec.ensemble.activations")}
             assert not above, f"{name} imports {sorted(above)} from above the base layer"

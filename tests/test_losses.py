@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from studentspec import backprop, load_config, train
+from studentspec import load_config
+from studentspec.mlp import backprop
+from studentspec import train
 from studentspec.config import ConfigError
-from studentspec.losses import LOSSES, j_scale, output_grad, per_seed_loss, sample_grad
-from studentspec.nets import Net
-from studentspec.population import check_supported, population_grad
-from studentspec.train import build
+from studentspec.ensemble.losses import LOSSES, j_scale, output_grad, per_seed_loss, sample_grad
+from studentspec.mlp.nets import Net
+from studentspec.theory.population import check_supported, population_grad
+from studentspec.mlp.train import build
 
 from conftest import needs_kernel
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from studentspec import memory
+from studentspec.mlp import memory
 from studentspec.config import ConfigError, load_config
-from studentspec.train import build
+from studentspec.mlp.train import build
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "two_layer_quick.yaml")
 SMALL = ["seeds=[1,2,3]", "input_dim=7", "output_dim=4", "teacher.widths=[3]", "student.multi=2", "data.n_train=50", "data.n_eval=30"]

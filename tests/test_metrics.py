@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from studentspec.metrics import COUNT_THRESHOLDS, CorrAccumulator, layer_stats, rho_mean
+from studentspec.mlp.evaluate import COUNT_THRESHOLDS, CorrAccumulator, layer_stats, rho_mean
 
 
 def numpy_corr(t: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -69,8 +69,8 @@ def test_layer_stats_brute_force():
 @pytest.mark.parametrize("batchnorm", ["none", "before"])
 def test_full_batch_grad_norms_match_per_seed_autograd(batchnorm, loss):
     """grad_norm_l is of the training objective: half_sse = 1/2 sum over outputs, mean over samples; mse = (2/C) of it."""
-    from studentspec.metrics import evaluate, grad_norms
-    from studentspec.nets import Net, make_batchnorms
+    from studentspec.mlp.evaluate import evaluate, grad_norms
+    from studentspec.mlp.nets import Net, make_batchnorms
 
     g = torch.Generator().manual_seed(0)
     dims = [4, 5, 3, 2]

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from studentspec import backprop, losses
-from studentspec.losses import per_seed_loss
-from studentspec.nets import Net, make_batchnorms
+from studentspec.mlp import backprop
+from studentspec.ensemble import losses
+from studentspec.ensemble.losses import per_seed_loss
+from studentspec.mlp.nets import Net, make_batchnorms
 
 torch.set_default_dtype(torch.float64)
 

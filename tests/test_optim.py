@@ -4,7 +4,7 @@ its optimizer state, the living seeds' update is unchanged."""
 import pytest
 import torch
 
-from studentspec.optim import Optimizer, frozen, seed_mask
+from studentspec.ensemble.optim import Optimizer, frozen, seed_mask
 
 
 @pytest.mark.parametrize("kind,momentum,decay", [("sgd", 0.9, 0.01), ("adam", 0.0, 0.0)])

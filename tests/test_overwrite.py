@@ -103,7 +103,7 @@ def test_a_failed_swap_keeps_the_old_run_complete(tmp_path, monkeypatch):
 @pytest.mark.parametrize("case", ["parent_is_file", "out_is_file", "name_too_long"])
 def test_unusable_output_paths_fail_before_training(tmp_path, capsys, monkeypatch, case):
     trained = []
-    monkeypatch.setattr(sys.modules["studentspec.train"], "train", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr(sys.modules["studentspec.mlp.train"], "train", lambda *a, **k: trained.append(1))
     if case == "parent_is_file":
         (tmp_path / "f").write_text("x")
         out, words = tmp_path / "f" / "run", ["not a directory"]

@@ -13,7 +13,7 @@ import torch
 from scipy import integrate
 
 from studentspec import ConfigError, load_config
-from studentspec.population import (
+from studentspec.theory.population import (
     bound_terms,
     check_supported,
     gradient_flow,

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from studentspec import executors, report, reproduce
+from studentspec.sweep import executors
+from studentspec.paper import report
+from studentspec.paper import reproduce
 from studentspec.store import StoreError
 
 from test_reproduce import in_process
@@ -79,7 +81,7 @@ def test_report_recomputes_from_stored_runs_without_training(repro, tmp_path, mo
     shutil.rmtree(d / "figures")
     (d / "claims.json").unlink()
     (d / "report.html").unlink()
-    monkeypatch.setattr(importlib.import_module("studentspec.train"), "train", lambda *a, **k: pytest.fail("report must not train"))
+    monkeypatch.setattr(importlib.import_module("studentspec.mlp.train"), "train", lambda *a, **k: pytest.fail("report must not train"))
     monkeypatch.setattr(executors, "run_job", lambda *a, **k: pytest.fail("report must not run jobs"))
     path = report.write_report(d)
     assert path.is_file() and (d / "figures" / "sample_complexity.png").is_file()

@@ -10,10 +10,11 @@ import pytest
 import torch
 import yaml
 
-from studentspec import executors, reproduce
+from studentspec.sweep import executors
+from studentspec.paper import reproduce
 from studentspec.cli import main
 from studentspec.store import StoreError
-from studentspec.sweep import run_sweep
+from studentspec.sweep.grid import run_sweep
 
 EXPECTED = {
     "two-layer": ({"lshape", "success_rate", "convergence", "teacher_curves"},
@@ -149,19 +150,19 @@ def test_quick_scale_is_valid_and_smaller(tmp_path, name):
 
 
 def test_cifar10_hands_over_or_explains(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "studentspec.cifar", types.ModuleType("studentspec.cifar"))  # no reproduce() yet
+    monkeypatch.setitem(sys.modules, "studentspec.paper.cifar", types.ModuleType("studentspec.paper.cifar"))  # no reproduce() yet
     assert main(["reproduce", "cifar10", "--out", str(tmp_path / "c")]) == 2
     assert "not available yet" in capsys.readouterr().err
     calls = []
-    module = types.ModuleType("studentspec.cifar")
+    module = types.ModuleType("studentspec.paper.cifar")
     module.reproduce = lambda out, scale, **kw: calls.append((Path(out), scale, kw)) or {"done": True}
-    monkeypatch.setitem(sys.modules, "studentspec.cifar", module)
+    monkeypatch.setitem(sys.modules, "studentspec.paper.cifar", module)
     assert main(["reproduce", "cifar10", "data.root=/data/cifar", "--scale", "quick", "--out", str(tmp_path / "c"), "--quiet"]) == 0
     assert calls == [(tmp_path / "c", "quick", {"overrides": ["data.root=/data/cifar"], "progress": False})]
 
 
 def test_executor_options_reach_the_sweep(tmp_path, monkeypatch):
-    from studentspec import sweep
+    from studentspec.sweep import grid as sweep
 
     seen, original = [], sweep.run_sweep
 

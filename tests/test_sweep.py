@@ -6,7 +6,7 @@ import yaml
 
 from studentspec import ConfigError, load_config, load_run
 from studentspec.cli import main
-from studentspec.sweep import expand, load_sweep, parse_grid, run_sweep, split_values
+from studentspec.sweep.grid import expand, load_sweep, parse_grid, run_sweep, split_values
 
 BASE = ["input_dim=5", "output_dim=3", "data.n_train=60", "data.n_eval=30", "train.epochs=1", "train.steps_per_epoch=5"]
 
@@ -77,7 +77,7 @@ def test_sweep_killed_repeatedly_resumes_to_identical_results(tmp_path):
     reference = tmp_path / "ref"
     run_sweep(None, items, reference, ensemble_size=1, progress=False)
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-c", "import sys; from studentspec.sweep import run_sweep; run_sweep(None, sys.argv[2:], sys.argv[1], ensemble_size=1, progress=False)", str(out), *items]
+    cmd = [sys.executable, "-c", "import sys; from studentspec.sweep.grid import run_sweep; run_sweep(None, sys.argv[2:], sys.argv[1], ensemble_size=1, progress=False)", str(out), *items]
     finished_before: set[str] = set()
     for delay in (1.5, 2.5, 3.5):
         proc = subprocess.Popen(cmd, start_new_session=True)
@@ -101,7 +101,7 @@ def test_sweep_killed_repeatedly_resumes_to_identical_results(tmp_path):
 def test_query_sql_over_a_sweep(tmp_path, capsys):
     out = tmp_path / "sw"
     run_sweep(None, ["student.multi=1,2", "seeds=[1,2]", *BASE], out, progress=False)
-    from studentspec.sweep import query
+    from studentspec.sweep.grid import query
 
     df = query(out, 'SELECT "student.multi" AS multi, count(*) AS n, avg(mse) AS mse FROM scalars GROUP BY 1 ORDER BY 1')
     assert df["multi"].tolist() == [1, 2] and df["n"].tolist() == [8, 8]
@@ -186,7 +186,7 @@ def test_a_second_sweep_into_a_locked_dir_exits_2_naming_the_holder(tmp_path, ca
 
     out = tmp_path / "sw"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from studentspec.sweep import _lock\n"
+        "import sys, time; from pathlib import Path; from studentspec.sweep.grid import _lock\n"
         f"out = Path({str(out)!r}); out.mkdir()\n"
         "with _lock(out):\n    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:

@@ -5,12 +5,13 @@ import math
 import pytest
 import torch
 
-from studentspec import load_config, seeding
+from studentspec import load_config
+from studentspec.ensemble import seeding
 from studentspec.config import ConfigError
-from studentspec.data import draw_inputs, make_inputs, teacher_aware
-from studentspec.nets import activate
-from studentspec.teacher import GRID, build_teacher, fit_teacher
-from studentspec.train import build
+from studentspec.mlp.data import draw_inputs, make_inputs, teacher_aware
+from studentspec.mlp.nets import activate
+from studentspec.mlp.teacher import GRID, build_teacher, fit_teacher
+from studentspec.mlp.train import build
 
 torch.set_default_dtype(torch.float64)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from studentspec import theory
-from studentspec.nets import Net
+from studentspec.theory import lemma as theory
+from studentspec.mlp.nets import Net
 
 torch.set_default_dtype(torch.float64)
 
@@ -145,8 +145,9 @@ def test_alignment_and_hungarian():
 
 
 def test_theory_diagnostics_are_stored_and_plotted(tmp_path):
-    from studentspec import load_config, load_run, train, write_run
-    from studentspec.figures import plot_run
+    from studentspec import load_config, load_run, write_run
+    from studentspec import train
+    from studentspec.paper.figures import plot_run
 
     cfg = load_config(None, ["seeds=[1,2]", "input_dim=6", "output_dim=3", "teacher.widths=[3,2]", "student.multi=2", "data.n_train=120",
                              "data.n_eval=60", "train.steps_per_epoch=10", "train.epochs=2", "theory.enabled=true", "theory.samples=50"])

@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from studentspec import load_config, train
-from studentspec.optim import Optimizer
+from studentspec import load_config
+from studentspec import train
+from studentspec.ensemble.optim import Optimizer
 from studentspec.store import tables
-from studentspec.train import build, lr_at
+from studentspec.mlp.train import build, lr_at
 
 from conftest import needs_kernel
 
@@ -67,7 +68,7 @@ def test_optimizer_matches_torch_optim_per_seed(kind, extra):
 def test_cached_teacher_activations_change_no_number(monkeypatch):
     import importlib
 
-    train_module = importlib.import_module("studentspec.train")  # the module: `studentspec.train` is the function
+    train_module = importlib.import_module("studentspec.mlp.train")  # the module: `studentspec.mlp.train` is the function
     cached = tables(run([1, 2], "teacher.widths=[3,4]", "data.regenerate=true"))
     monkeypatch.setattr(train_module, "CACHE_BYTES", 0)  # recomputed at every evaluation
     fresh = tables(run([1, 2], "teacher.widths=[3,4]", "data.regenerate=true"))
@@ -119,7 +120,7 @@ def test_quick_two_layer_run_specializes_every_teacher_with_l_shape():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_summary_names_the_path_of_the_step_and_of_the_evaluation(optimizer):
     """Adam has no compiled step, but the compiled evaluation pass serves it: summary.json must say both."""
-    from studentspec import ckernel
+    from studentspec.mlp import kernel as ckernel
     from studentspec.store import summary
 
     cfg = load_config(None, [*TINY, f"train.optimizer={optimizer}", "train.lr=0.001"])

@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from studentspec.report import markdown_table
+from studentspec.paper.report import markdown_table
 
 BEGIN, END = "<!-- claims-table:begin -->", "<!-- claims-table:end -->"
 

@@ -12,8 +12,8 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from .config import Config, ConfigError, load_config
 from .store import Run, StoreError, load_run, write_run
-from .sweep import load_sweep
-from .train import TrainResult, build, train
+from .sweep.grid import load_sweep
+from .mlp.train import TrainResult, build, train
 
 __all__ = ["Config", "ConfigError", "Run", "StoreError", "TrainResult", "build", "load_config", "load_run", "load_sweep", "train", "write_run"]
 __version__ = "0.1.0"

@@ -13,7 +13,7 @@ EXIT_BAD_INPUT = 2
 
 def _run(args: argparse.Namespace) -> int:
     from .store import check_out, write_run
-    from .train import train
+    from .mlp.train import train
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out)
@@ -27,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .figures import plot_run, population_figure, save
+    from .paper.figures import plot_run, population_figure, save
     from .store import StoreError, load_run, not_figures, read_json
 
     src = Path(args.run_dir)
@@ -44,7 +44,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _converge(args: argparse.Namespace) -> int:
-    from .converge import converge_run
+    from .theory.converge import converge_run
 
     info = converge_run(args.run_dir, tol=args.tol, max_iter=args.max_iter, method=args.method).to_json()
     for seed, r in info["per_seed"].items():
@@ -56,7 +56,7 @@ def _converge(args: argparse.Namespace) -> int:
 
 
 def _population(args: argparse.Namespace) -> int:
-    from .population import flow_from_config
+    from .theory.population import flow_from_config
     from .store import check_out, write_dir, write_json
 
     cfg = load_config(args.config, args.overrides)
@@ -86,9 +86,9 @@ def _slurm(items: list[str]) -> dict[str, object]:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .cost import estimate
-    from .executors import machine_workers
-    from .sweep import job_table, run_sweep, summary_table
+    from .sweep.cost import estimate
+    from .sweep.executors import machine_workers
+    from .sweep.grid import job_table, run_sweep, summary_table
 
     result = run_sweep(args.config, args.grid, args.out, args.ensemble_size, args.workers, args.threads, args.dry_run, not args.quiet,
                        executor=args.executor, address=args.address, gpus_per_job=args.gpus_per_job, slurm=_slurm(args.slurm))
@@ -110,7 +110,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from .sweep import query
+    from .sweep.grid import query
 
     print(query(args.sweep_dir, args.sql).to_string(index=False))
     return 0
@@ -118,7 +118,7 @@ def _query(args: argparse.Namespace) -> int:
 
 def _check_checkpoint_out(out: Path, overwrite: bool) -> None:
     """Refuse (one line) an existing `out` unless overwrite and it is a teacher checkpoint studentspec wrote."""
-    from .conv_teacher import load_checkpoint
+    from .conv.teacher import load_checkpoint
     from .store import StoreError
 
     if not (out.exists() or out.is_symlink()):
@@ -132,7 +132,7 @@ def _check_checkpoint_out(out: Path, overwrite: bool) -> None:
 
 
 def _teacher_train(args: argparse.Namespace) -> int:
-    from .conv_teacher import describe, save_checkpoint, teacher_config, train_teacher
+    from .conv.teacher import describe, save_checkpoint, teacher_config, train_teacher
 
     out = Path(args.out)
     _check_checkpoint_out(out, args.overwrite)
@@ -144,7 +144,7 @@ def _teacher_train(args: argparse.Namespace) -> int:
 
 
 def _teacher_prune(args: argparse.Namespace) -> int:
-    from .conv_teacher import describe, file_digest, load_checkpoint, parse_ratios, prune_config, prune_teacher, save_checkpoint
+    from .conv.teacher import describe, file_digest, load_checkpoint, parse_ratios, prune_config, prune_teacher, save_checkpoint
 
     out = Path(args.out)
     _check_checkpoint_out(out, args.overwrite)
@@ -158,7 +158,7 @@ def _teacher_prune(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import reproduce
+    from .paper.reproduce import reproduce
 
     out = args.out or f"runs/reproduce/{args.name}-{args.scale}"
     options: dict[str, object] = {"address": args.address} if args.address else {}
@@ -169,7 +169,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import markdown_table, write_report
+    from .paper.report import markdown_table, write_report
 
     if args.markdown:
         print(markdown_table(args.dirs))

@@ -1,0 +1,276 @@
+"""Conv students trained on a stored teacher's outputs over real images, and their run directory.
+
+`studentspec run CONFIG` comes here when data.kind is an image set (train.train and
+store.write_run hand over). Every seed has its own student init, batch order and augmentation
+(generators keyed by (seed, purpose)); the one-member teacher labels each seed's batch. The
+student has the teacher's architecture with active widths x student.multi. Evaluation (before
+training, every eval.every epochs, at the end) is on the first data.n_eval test images.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..ensemble import seeding
+from ..config import Config, ConfigError, check_device, steps_per_epoch
+from .nets import ConvNet, fanout_norms, init_conv_net
+from .metrics import ConvEval, evaluate_conv
+from .teacher import DTYPES, TeacherCheckpoint, file_digest, load_checkpoint
+from .images import ImageSet, augment, epoch_order, load_images, normalize
+from ..ensemble.losses import per_seed_loss
+from ..mlp.evaluate import COUNT_THRESHOLDS, rho_mean
+from ..ensemble.optim import Optimizer, frozen, seed_mask
+
+
+@dataclass
+class ConvSetup:
+    """A conv ensemble ready to train: the stored teacher, the data and one student per seed."""
+
+    cfg: Config
+    ckpt: TeacherCheckpoint
+    teacher: ConvNet  # on the run's device and dtype, S = 1
+    student: ConvNet
+    data: ImageSet  # training subset (data.n_train) and eval subset (data.n_eval)
+    device: torch.device
+    dtype: torch.dtype
+    checkpoint_sha256: str
+
+
+@dataclass
+class ConvPoint:
+    """One evaluation: step, epoch, the evaluation and the student's fan-out norms per layer."""
+
+    step: int
+    epoch: int
+    result: ConvEval
+    student_fanout: list[torch.Tensor]
+    train_loss: torch.Tensor | None  # [S] mean batch loss since the previous evaluation
+
+
+@dataclass
+class ConvResult:
+    """A finished conv ensemble."""
+
+    setup: ConvSetup
+    evals: list[ConvPoint] = field(default_factory=list)
+    diverged: dict[int, int] = field(default_factory=dict)
+    steps: int = 0
+    wall_time: float = 0.0
+
+
+def check_architecture(cfg: Config, ckpt: TeacherCheckpoint, path: str) -> None:
+    """The config's teacher section and data set must describe the stored teacher; ConfigError names the key."""
+    t, net = cfg.teacher, ckpt.net
+    affine = bool(net.norms and net.norms[0].weight is not None)
+    pairs = [("data.kind", cfg.data.kind, ckpt.dataset), ("teacher.widths", t.widths, net.widths),
+             ("teacher.activation", t.activation, net.activation), ("teacher.batchnorm", t.batchnorm, net.batchnorm)]
+    if t.activation == "leaky_relu":
+        pairs.append(("teacher.leaky_slope", t.leaky_slope, net.slope))
+    if t.batchnorm != "none":
+        pairs.append(("teacher.batchnorm_affine", t.batchnorm_affine, affine))
+    for key, mine, theirs in pairs:
+        if mine != theirs:
+            raise ConfigError(f"{key}: {mine!r} does not match the teacher checkpoint {path} ({theirs!r})")
+
+
+def student_widths(cfg: Config, ckpt: TeacherCheckpoint) -> list[int]:
+    """Student channels per layer: round(multi x active teacher channels)."""
+    return [max(1, round(cfg.student.multi * a)) for a in ckpt.active_widths]
+
+
+def build_conv(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
+    """Load the teacher checkpoint and the images, and initialize one student per seed."""
+    check_device(cfg.train.device)
+    if cfg.teacher.checkpoint is None:
+        raise ConfigError(f"teacher.checkpoint: data.kind={cfg.data.kind} needs a trained conv teacher "
+                          f"(`studentspec teacher train {cfg.data.kind} --out T.pt`)")
+    ckpt = load_checkpoint(cfg.teacher.checkpoint)
+    check_architecture(cfg, ckpt, cfg.teacher.checkpoint)
+    data = data if data is not None else load_images(cfg.data.kind, cfg.data.root)
+    if data.shape != ckpt.image_shape:
+        raise ConfigError(f"data.root: images {list(data.shape)} do not match the teacher's {list(ckpt.image_shape)}")
+    data = data.subset(cfg.data.n_train, cfg.data.n_eval)
+    dtype, device = DTYPES[cfg.train.dtype], torch.device(cfg.train.device)
+    c, h, _ = ckpt.image_shape
+    t, sc = cfg.teacher, cfg.student
+    student = init_conv_net(seeding.generators(cfg.seeds, "student"), c, h, student_widths(cfg, ckpt), ckpt.net.n_classes,
+                            t.activation, t.leaky_slope, t.batchnorm, t.batchnorm_affine, sc.init_std, sc.init_scale)
+    return ConvSetup(cfg, ckpt, ckpt.net.to(device, dtype), student.to(device, dtype).requires_grad_(), data, device, dtype,
+                     file_digest(cfg.teacher.checkpoint))
+
+
+def _lr(cfg: Config, epoch: int) -> float:
+    lr = cfg.train.lr
+    return lr[max(k for k in lr if k <= epoch)] if isinstance(lr, dict) else lr
+
+
+def _batches(s: ConvSetup, orders: list[torch.Tensor], augs: list[torch.Generator], i: int) -> torch.Tensor:
+    """Batch i of the epoch for every seed, normalized: [B, S, C, H, W]."""
+    per_seed = []
+    for order, g in zip(orders, augs):
+        xb = s.data.train_x[order[i]]
+        per_seed.append(augment(xb, g) if s.cfg.data.augment else xb)
+    x = torch.stack(per_seed, dim=1).to(s.device)
+    return normalize(x, s.ckpt.mean, s.ckpt.std, s.dtype)
+
+
+def train_conv(cfg: Config, progress: bool = True, on_eval: Callable[[ConvPoint], None] | None = None, setup: ConvSetup | None = None) -> ConvResult:
+    """Train every seed's conv student on the teacher's outputs (MSE by default), evaluating as configured."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    start = time.perf_counter()
+    s = setup if setup is not None else build_conv(cfg)
+    result = ConvResult(s)
+    tc = cfg.train
+    if tc.optimizer == "gd":
+        raise ConfigError("train.optimizer: gd (full batch) is not supported for image data; use sgd or adam")
+    params = s.student.parameters()
+    opt = Optimizer(params, tc.optimizer, tc.momentum, tc.weight_decay, (tc.betas[0], tc.betas[1]))
+    n = s.data.train_x.shape[0]
+    batch = min(tc.batch_size, n)
+    spe = steps_per_epoch(tc, n)
+    samplers, augs = seeding.generators(cfg.seeds, "sampler"), seeding.generators(cfg.seeds, "data")
+    S = len(cfg.seeds)
+    alive = torch.ones(S, dtype=torch.bool, device=s.device)
+    loss_sum = torch.zeros(S, dtype=torch.float64, device=s.device)
+    loss_n = 0
+    bar = tqdm(total=tc.epochs * spe, disable=not progress, unit="step", dynamic_ncols=True)
+
+    def record(step: int, epoch: int) -> None:
+        nonlocal loss_n
+        ev = evaluate_conv(s.teacher, s.student, s.data.test_x, s.data.test_y, s.ckpt.mean, s.ckpt.std, tc.loss, cfg.eval.batch_size)
+        point = ConvPoint(step, epoch, ev, fanout_norms(s.student), loss_sum / loss_n if loss_n else None)
+        loss_sum.zero_()
+        loss_n = 0
+        result.evals.append(point)
+        if on_eval is not None:
+            on_eval(point)
+        rho = [f"{float(rho_mean(ls)[alive].mean()):.3f}" for ls in ev.layers]
+        bar.set_postfix(acc=f"{float(ev.accuracy[alive].mean()):.3f}", rho="/".join(rho), refresh=False)
+
+    record(0, 0)
+    step = 0
+    for epoch in range(tc.epochs):
+        lr = _lr(cfg, epoch)
+        orders = [epoch_order(g, n, spe, batch) for g in samplers]
+        for i in range(spe):
+            x = _batches(s, orders, augs, i)
+            with torch.no_grad():
+                y, _ = s.teacher.forward_shared(x)
+            out, _ = s.student.forward(x, training=True)
+            loss = per_seed_loss(out, y, tc.loss)
+            grads = torch.autograd.grad(loss.sum(), params)
+            finite = torch.isfinite(loss.detach())
+            for j in torch.nonzero(alive & ~finite).flatten().tolist():
+                result.diverged[cfg.seeds[j]] = step
+                tqdm.write(f"seed {cfg.seeds[j]}: loss is not finite at step {step}; this seed is frozen, the others go on")
+            alive &= finite
+            if bool(alive.all()):
+                opt.step(grads, lr)
+            else:  # a dead seed keeps its parameters and optimizer state: zero its gradient, undo the rest
+                with frozen(alive, opt):
+                    opt.step([torch.where(seed_mask(alive, g), g, 0.0) for g in grads], lr)
+            loss_sum += torch.where(alive, loss.detach().double(), 0.0)
+            loss_n += 1
+            step += 1
+            bar.update(1)
+        if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == tc.epochs:
+            record(step, epoch + 1)
+    bar.close()
+    result.steps = step
+    result.wall_time = time.perf_counter() - start
+    return result
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def conv_tables(result: ConvResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """scalars / teachers / students DataFrames (split 'eval'; teacher = the checkpoint's channel index)."""
+    cfg = result.setup.cfg
+    seeds, thr = cfg.seeds, cfg.eval.threshold
+    S = len(seeds)
+    t_fan = fanout_norms(result.setup.ckpt.net)
+    scal, teach, stud = [], [], []
+    for p in result.evals:
+        ev = p.result
+        row: dict[str, Any] = {"seed": seeds, "step": p.step, "epoch": p.epoch, "split": "eval", "mse": _np(ev.mse), "loss": _np(ev.loss),
+                               "accuracy": _np(ev.accuracy), "teacher_agreement": _np(ev.agreement), "teacher_accuracy": ev.teacher_accuracy,
+                               "train_loss": _np(p.train_loss) if p.train_loss is not None else np.nan}
+        for l, (ls, idx) in enumerate(zip(ev.layers, ev.active), start=1):
+            row[f"rho_mean_{l}"] = _np(rho_mean(ls))
+            row[f"n_specialized_{l}"] = _np(((ls.teacher_best > thr) & ls.teacher_active).sum(1))
+            m, n = ls.teacher_best.shape[1], ls.student_best.shape[1]
+            channels = _np(idx.cpu())
+            t = {"seed": np.repeat(seeds, m), "step": p.step, "epoch": p.epoch, "split": "eval", "layer": l, "teacher": np.tile(channels, S),
+                 "best_corr": _np(ls.teacher_best).ravel(), "best_student": _np(ls.teacher_best_student).ravel(),
+                 "fanout_norm": np.tile(_np(t_fan[l - 1][0, idx.cpu()]), S), "specialized": _np(ls.teacher_best > thr).ravel(),
+                 "active": _np(ls.teacher_active).ravel()}
+            for i, c in enumerate(COUNT_THRESHOLDS):
+                t[f"n_above_{c:g}"] = _np(ls.teacher_counts[..., i]).ravel()
+            teach.append(pd.DataFrame(t))
+            stud.append(pd.DataFrame({"seed": np.repeat(seeds, n), "step": p.step, "epoch": p.epoch, "split": "eval", "layer": l,
+                                      "student": np.tile(np.arange(n), S), "best_corr": _np(ls.student_best).ravel(),
+                                      "best_teacher": channels[_np(ls.student_best_teacher).ravel()],
+                                      "fanout_norm": _np(p.student_fanout[l - 1]).ravel()}))
+        scal.append(pd.DataFrame(row))
+    return pd.concat(scal, ignore_index=True), pd.concat(teach, ignore_index=True), pd.concat(stud, ignore_index=True)
+
+
+def conv_summary(result: ConvResult, scalars: pd.DataFrame) -> dict[str, Any]:
+    """Per-seed final accuracy, MSE, rho_mean and specialized counts per layer; the teacher; versions."""
+    s = result.setup
+    last = scalars[scalars["step"] == scalars["step"].max()]
+    per_seed = {}
+    for seed in s.cfg.seeds:
+        r = last[last["seed"] == seed].iloc[0]
+        entry: dict[str, Any] = {"eval_mse": float(r["mse"]), "accuracy": float(r["accuracy"]), "teacher_agreement": float(r["teacher_agreement"])}
+        for l in range(1, len(s.ckpt.net.weights) + 1):
+            entry[f"rho_mean_{l}"] = float(r[f"rho_mean_{l}"])
+            entry[f"n_specialized_{l}"] = int(r[f"n_specialized_{l}"])
+        entry["diverged_at_step"] = result.diverged.get(seed)
+        per_seed[str(seed)] = entry
+    return {
+        "seeds": s.cfg.seeds, "steps": result.steps, "n_train": int(s.data.train_x.shape[0]), "n_eval": int(s.data.test_x.shape[0]),
+        "wall_time_s": round(result.wall_time, 3), "diverged": {str(k): v for k, v in result.diverged.items()},
+        "teacher": {"checkpoint": s.cfg.teacher.checkpoint, "sha256": s.checkpoint_sha256, "accuracy": s.ckpt.accuracy,
+                    "widths": s.ckpt.net.widths, "active_widths": s.ckpt.active_widths, "inactive": s.ckpt.inactive,
+                    "eval_accuracy": float(last["teacher_accuracy"].iloc[0])},
+        "student_widths": s.student.widths, "per_seed": per_seed,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+    }
+
+
+def _arrays(prefix: str, net: ConvNet) -> dict[str, np.ndarray]:
+    out = {}
+    for l, (w, b) in enumerate(zip(net.weights, net.biases), start=1):
+        out[f"{prefix}.conv{l}.W"], out[f"{prefix}.conv{l}.b"] = _np(w), _np(b)
+    out[f"{prefix}.head.W"], out[f"{prefix}.head.b"] = _np(net.head_w), _np(net.head_b)
+    for l, bn in enumerate(net.norms, start=1):
+        out[f"{prefix}.bn{l}.running_mean"], out[f"{prefix}.bn{l}.running_var"] = _np(bn.running_mean), _np(bn.running_var)
+        if bn.weight is not None and bn.bias is not None:
+            out[f"{prefix}.bn{l}.weight"], out[f"{prefix}.bn{l}.bias"] = _np(bn.weight), _np(bn.bias)
+    if net.masks is not None:
+        for l, m in enumerate(net.masks, start=1):
+            out[f"{prefix}.mask{l}"] = _np(m)
+    return out
+
+
+def write_conv_run(result: ConvResult, out: str | Path, overwrite: bool = False) -> Path:
+    """Write a conv run dir (same files as an MLP run: config, three tables, summary, weights) atomically."""
+    from ..store import write_run_dir
+
+    scalars, teachers, students = conv_tables(result)
+    arrays = _arrays("teacher", result.setup.ckpt.net) | _arrays("student", result.setup.student)
+    return write_run_dir(out, overwrite, result.setup.cfg, (scalars, teachers, students), arrays, conv_summary(result, scalars))

@@ -1,0 +1,109 @@
+"""Teacher construction (science.md 4.1 `two_layer` and 4.3 `deep` recipes) and tuning."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..config import Config, ConfigError
+from .nets import Net, activate, baddbmm, make_batchnorms
+
+GRID = torch.linspace(-1.0, 1.0, 9, dtype=torch.float64)  # {-1, -0.75, ..., 1}
+
+
+def distinct_grid_vectors(g: torch.Generator, count: int, length: int, what: str) -> Tensor:
+    """`count` distinct, non-zero vectors of `length` entries from the 9-value grid, [count, length]."""
+    if 9**length - 1 < count:  # Python ints: 9.0**length overflows a float once length reaches 324
+        raise ConfigError(f"teacher.widths: {what} needs {count} distinct non-zero vectors of length {length}, only {9**length - 1} exist")
+    rows: list[Tensor] = []
+    seen: set[bytes] = set()
+    while len(rows) < count:
+        cand = torch.randint(0, 9, (count - len(rows), length), generator=g)
+        for row in cand:
+            key = row.numpy().tobytes()
+            if key in seen or bool((row == 4).all()):
+                continue
+            seen.add(key)
+            rows.append(GRID[row])
+    return torch.stack(rows)
+
+
+def _two_layer_seed(cfg: Config, g: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
+    """One seed's teacher by science.md 4.1: unit-norm grid rows, fixed bias, decayed fan-out."""
+    t = cfg.teacher
+    dims = [cfg.input_dim, *t.widths]
+    weights, biases = [], []
+    for fan_in, width in zip(dims[:-1], dims[1:]):
+        rows = distinct_grid_vectors(g, width, fan_in, f"a layer of width {width}")
+        rows = rows / rows.norm(dim=1, keepdim=True)
+        weights.append(rows.T.contiguous())
+        biases.append(torch.full((width,), t.bias, dtype=torch.float64))
+    top = t.widths[-1]
+    out = distinct_grid_vectors(g, cfg.output_dim, top, f"the output layer ({cfg.output_dim} outputs)").T
+    decay = torch.arange(1, top + 1, dtype=torch.float64) ** t.decay
+    weights.append((out / decay[:, None]).contiguous())
+    biases.append(torch.full((cfg.output_dim,), t.bias, dtype=torch.float64))
+    return weights, biases
+
+
+def _deep_seed(cfg: Config, g: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
+    """One seed's teacher by science.md 4.3: grid rows, U(-0.5,0.5) bias, decay, row-normalized."""
+    t = cfg.teacher
+    dims = [cfg.input_dim, *t.widths, cfg.output_dim]
+    weights, biases = [], []
+    for l, (fan_in, width) in enumerate(zip(dims[:-1], dims[1:])):
+        rows = distinct_grid_vectors(g, width, fan_in, f"layer {l + 1} (width {width})")
+        bias = torch.rand(width, generator=g, dtype=torch.float64) - 0.5
+        if l > 0:
+            rows = rows / (torch.arange(1, fan_in + 1, dtype=torch.float64) ** t.decay)[None, :]
+        norm = rows.norm(dim=1)
+        weights.append((rows / norm[:, None]).T.contiguous())
+        biases.append(bias / norm)
+    return weights, biases
+
+
+def build_teacher(cfg: Config, gens: list[torch.Generator]) -> Net:
+    """The untuned ensemble teacher, float64 on CPU, one member per generator."""
+    make = _two_layer_seed if cfg.teacher.recipe == "two_layer" else _deep_seed
+    per_seed = [make(cfg, g) for g in gens]
+    depth = len(per_seed[0][0])
+    weights = [torch.stack([p[0][l] for p in per_seed]) for l in range(depth)]
+    biases = [torch.stack([p[1][l] for p in per_seed]) for l in range(depth)]
+    t = cfg.teacher
+    norms = make_batchnorms(len(gens), t.widths, t.batchnorm_affine, torch.float64) if t.batchnorm != "none" else []
+    return Net(weights, biases, t.activation, t.leaky_slope, t.batchnorm, norms)
+
+
+@torch.no_grad()
+def fit_teacher(teacher: Net, x: Tensor, tune: bool) -> Net:
+    """Calibrate on inputs x [S, N, d], layer by layer, in place.
+
+    With `tune`: subtract from each hidden bias its median pre-activation (each node active
+    ~50%), then standardize every output to mean 0, std 1. BatchNorm statistics, when present,
+    are always set from x (a teacher's BatchNorm is a fixed affine map).
+    """
+    h = x
+    depth = len(teacher.weights)
+    for l in range(depth - 1):
+        z = baddbmm(teacher.biases[l][:, None, :], h, teacher.weights[l])
+        if tune:
+            med = z.median(dim=1).values
+            teacher.biases[l] -= med
+            z = z - med[:, None, :]
+        if teacher.batchnorm == "before":
+            bn = teacher.norms[l]
+            bn.running_mean.copy_(z.mean(1))
+            bn.running_var.copy_(z.var(1))
+            z = bn(z, training=False)
+        h = activate(z, teacher.activation, teacher.slope)
+        if teacher.batchnorm == "after":
+            bn = teacher.norms[l]
+            bn.running_mean.copy_(h.mean(1))
+            bn.running_var.copy_(h.var(1))
+            h = bn(h, training=False)
+    if tune:
+        out = baddbmm(teacher.biases[-1][:, None, :], h, teacher.weights[-1])
+        mean, std = out.mean(1), out.std(1).clamp_min(1e-12)
+        teacher.weights[-1] /= std[:, None, :]
+        teacher.biases[-1].sub_(mean).div_(std)
+    return teacher

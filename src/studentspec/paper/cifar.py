@@ -1,0 +1,122 @@
+"""science.md 4.4 end to end: train the conv teacher, prune it, train students for each multi, draw the report.
+
+`reproduce(out_dir, scale)` is what `studentspec reproduce cifar10` calls. Every stage is kept in
+out_dir and reused when it is already there (a valid checkpoint or a complete run dir), so an
+interrupted reproduction resumes where it stopped:
+
+    out_dir/teacher.pt, teacher_pruned.pt, runs/multi_<m>/, figures/, reproduce.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import ConfigError, load_config, read_mapping
+from ..conv.images import how_to_get, load_images
+
+SCALES = {"quick": "cifar10_quick.yaml", "paper": "cifar10.yaml"}
+DEFAULT_MULTIS = [1.0, 2.0, 5.0]
+
+
+def config_path(scale: str) -> Path:
+    """The preset of a scale in the repository's configs/ folder."""
+    if scale not in SCALES:
+        raise ConfigError(f"scale: must be one of {sorted(SCALES)}, got {scale!r}")
+    path = Path(__file__).resolve().parents[3] / "configs" / SCALES[scale]
+    if not path.is_file():
+        raise ConfigError(f"{path}: preset not found (run from a source checkout of studentspec, or pass config=...)")
+    return path
+
+
+def _multis(path: Path) -> list[float]:
+    """student.multi values of the preset's sweep grid (science.md: 1, 2, 5)."""
+    grid = (read_mapping(path).get("sweep") or {}).get("grid") or {}
+    values = grid.get("student.multi", DEFAULT_MULTIS)
+    return [float(v) for v in (values if isinstance(values, list) else [values])]
+
+
+def reproduce(out_dir: str | Path, scale: str = "quick", overrides: list[str] | None = None, config: str | Path | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """Teacher -> pruned teacher -> one student run per multi -> figures and reproduce.json in out_dir.
+
+    Raises ConfigError (the CLI's exit 2) with instructions to obtain CIFAR-10 when data.root
+    does not hold it. `overrides` are dotted key=value pairs applied to the preset (e.g.
+    data.root=PATH, seeds=[1,2]); `config` replaces the preset file.
+    """
+    from .conv_figures import channel_corr_figure, layer_corr_figure
+    from ..conv.teacher import describe, file_digest, load_checkpoint, prune_teacher, save_checkpoint, train_teacher
+    from ..conv.train import build_conv, train_conv, write_conv_run
+    from .figures import save
+    from ..store import StoreError, load_run, write_json
+
+    path = Path(config) if config is not None else config_path(scale)
+    overrides = list(overrides or [])
+    cfg = load_config(path, overrides)
+    if cfg.data.kind != "cifar10":
+        raise ConfigError(f"data.kind: reproduce cifar10 needs data.kind=cifar10, got {cfg.data.kind}")
+    try:
+        data = load_images(cfg.data.kind, cfg.data.root)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (CIFAR-10 is not downloaded at run time: {how_to_get('cifar10')}, e.g. "
+                          f"`studentspec reproduce cifar10 data.root=PATH`)") from None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+
+    def stage(name: str, make: Any, load: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            obj = load()
+            how = "reused"
+        except (ConfigError, StoreError):
+            obj = make()
+            how = "made"
+        times[name] = round(time.perf_counter() - t0, 1)
+        if progress:
+            print(f"{name}: {how} in {times[name]:.1f} s")
+        return obj
+
+    t_path, p_path = out / "teacher.pt", out / "teacher_pruned.pt"
+    teacher = stage("teacher", lambda: (save_checkpoint(train_teacher(cfg, data.subset(cfg.teacher_train.n_train), progress), t_path),
+                                        load_checkpoint(t_path))[1], lambda: load_checkpoint(t_path))
+    pruned = stage("pruned", lambda: (save_checkpoint(prune_teacher(teacher, cfg.teacher_train.prune_ratios, cfg,
+                                                                    data.subset(cfg.teacher_train.n_train), file_digest(t_path), progress), p_path),
+                                      load_checkpoint(p_path))[1], lambda: load_checkpoint(p_path))
+    if progress:
+        print(f"teacher: {describe(teacher)}\npruned:  {describe(pruned)}")
+    runs = {}
+    for multi in _multis(path):
+        run_dir = out / "runs" / f"multi_{multi:g}"
+        run_cfg = load_config(path, overrides + [f"student.multi={multi}", f"teacher.checkpoint={json.dumps(str(p_path.resolve()))}"])
+
+        def make(run_cfg: Any = run_cfg, run_dir: Path = run_dir) -> Any:
+            write_conv_run(train_conv(run_cfg, progress, setup=build_conv(run_cfg, data)), run_dir, overwrite=True)
+            return load_run(run_dir)
+
+        runs[multi] = stage(f"multi {multi:g}", make, lambda run_dir=run_dir: load_run(run_dir))
+    fig_dir = out / "figures"
+    figures = save(layer_corr_figure(runs), fig_dir, "layer_corr") + save(channel_corr_figure(runs), fig_dir, "channel_corr")
+    info = summarize(runs) | {"scale": scale, "config": str(path), "overrides": overrides, "stage_seconds": times,
+                              "teacher": {"accuracy": teacher.accuracy, "widths": teacher.net.widths},
+                              "pruned": {"accuracy": pruned.accuracy, "active_widths": pruned.active_widths, "ratios": pruned.ratios},
+                              "figures": [str(p) for p in figures]}
+    write_json(out / "reproduce.json", info)
+    return info
+
+
+def summarize(runs: dict[float, Any]) -> dict[str, Any]:
+    """Per multi: final student accuracy and per-layer mean best correlation, mean and std over seeds."""
+    out = {}
+    for multi, run in sorted(runs.items()):
+        sc = run.scalars
+        last = sc[sc["step"] == sc["step"].max()]
+        layers = sorted(int(c.rsplit("_", 1)[1]) for c in sc.columns if c.startswith("rho_mean_"))
+        out[f"{multi:g}"] = {"accuracy_mean": float(last["accuracy"].mean()), "accuracy_std": float(np.std(last["accuracy"])),
+                             "rho_mean": [float(last[f"rho_mean_{l}"].mean()) for l in layers],
+                             "rho_std": [float(np.std(last[f"rho_mean_{l}"])) for l in layers], "run": str(run.path)}
+    return {"per_multi": out}

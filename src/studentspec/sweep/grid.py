@@ -1,0 +1,318 @@
+"""Sweeps: a grid of configs -> jobs (one batched ensemble each) -> local worker processes.
+
+`studentspec sweep CONFIG key=v1,v2 other=a,b --out DIR` expands the comma lists (commas
+inside brackets do not split), splits each point's seeds into jobs of --ensemble-size seeds,
+and runs every job into its own run dir DIR/jobs/<id> on an executor (executors.py: local
+process pool, Ray, SLURM through submitit). DIR/sweep.json is the manifest. A job
+is finished when its run dir exists (run dirs are written atomically), so re-running the same
+command skips finished jobs and redoes the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import filelock
+import pandas as pd
+import yaml
+from tqdm.auto import tqdm
+
+from . import executors
+from ..config import IMAGE_KINDS, ConfigError, load_config, parse_yaml, read_mapping
+from ..mlp.memory import check_fits
+from ..store import StoreError, check_resumable, load_run, read_json, remove_leftovers, write_json
+
+MANIFEST = "sweep.json"
+LOCK = ".sweep.lock"
+
+
+def split_values(raw: str) -> list[str]:
+    """Split 'a,b,[1,2]' at the commas outside brackets/braces: ['a', 'b', '[1,2]']."""
+    parts, depth, current = [], 0, ""
+    for ch in raw:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*parts, current]
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """'key=v1,v2' items -> {key: [raw values]} (one value = a plain override)."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{item}: grid items must look like key=v1,v2")
+        values = split_values(raw)
+        if any(v.strip() == "" for v in values):
+            raise ConfigError(f"{key}: empty value in the list {raw!r}")
+        grid[key] = values
+    return grid
+
+
+@dataclass
+class Job:
+    """One batched ensemble: the overrides of its grid point and its chunk of seeds."""
+
+    id: str
+    overrides: list[str]
+    point: dict[str, str]
+    seeds: list[int]
+
+
+def _raw(value: Any) -> str:
+    """A YAML value back to override text (flow style, e.g. [10, 20] or {0: 0.2, 20: 0.1})."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 20).removesuffix("\n...\n").strip()
+
+
+def yaml_section(config: str | None) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The config file's optional `sweep:` section: {grid: {key: [values]}, zip: {key: [values], ...}}."""
+    if config is None or not Path(config).is_file():
+        return {}, {}
+    section = read_mapping(config).get("sweep") or {}
+    if not isinstance(section, dict) or set(section) - {"grid", "zip"}:
+        raise ConfigError("sweep: must be a mapping with 'grid' and/or 'zip' sections")
+    out = []
+    for part in ("grid", "zip"):
+        entries = section.get(part) or {}
+        if not isinstance(entries, dict) or any(not isinstance(v, list) or not v for v in entries.values()):
+            raise ConfigError(f"sweep.{part}: must map keys to non-empty lists of values")
+        out.append({k: [_raw(v) for v in vals] for k, vals in entries.items()})
+    if len({len(v) for v in out[1].values()}) > 1:
+        raise ConfigError("sweep.zip: every list must have the same length")
+    return out[0], out[1]
+
+
+def _points(grid: dict[str, list[str]], zipped: dict[str, list[str]]) -> list[dict[str, str]]:
+    """The product of the grid lists, times the zipped lists taken in step."""
+    zip_rows = [dict(zip(zipped, vals)) for vals in zip(*zipped.values())] if zipped else [{}]
+    keys = list(grid)
+    return [dict(zip(keys, vals)) | row for vals in itertools.product(*(grid[k] for k in keys)) for row in zip_rows]
+
+
+def expand(config: str | None, grid: dict[str, list[str]], ensemble_size: int | None, zipped: dict[str, list[str]] | None = None) -> list[Job]:
+    """Every job of the grid, each validated (a bad key or value raises ConfigError before anything runs)."""
+    jobs = []
+    for point in _points(grid, zipped or {}):
+        overrides = [f"{k}={v}" for k, v in point.items()]
+        cfg = load_config(config, overrides)
+        size = ensemble_size or len(cfg.seeds)
+        for i in range(0, len(cfg.seeds), size):
+            seeds = cfg.seeds[i : i + size]
+            if cfg.data.kind not in IMAGE_KINDS and cfg.train.device == "cpu":  # a job that cannot fit fails the sweep up front
+                check_fits(cfg.model_copy(update={"seeds": seeds}))
+            key = json.dumps({"point": point, "seeds": seeds}, sort_keys=True)
+            jobs.append(Job(f"{len(jobs):04d}-{hashlib.sha1(key.encode()).hexdigest()[:8]}", overrides, point, seeds))
+    return jobs
+
+
+def _manifest(out: Path, config: str | None, grid: dict[str, list[str]], jobs: list[Job]) -> None:
+    """Write the manifest, or check that an existing one describes the same sweep."""
+    info = {"config": config, "config_text": Path(config).read_text() if config else "", "grid": grid, "jobs": [asdict(j) for j in jobs]}  # grid: command line + file grid; zip is in config_text
+    path = out / MANIFEST
+    if path.exists():
+        old = read_json(path)
+        if {k: old.get(k) for k in info if k != "config"} != {k: v for k, v in info.items() if k != "config"}:  # any path to the same config
+            raise StoreError(f"{path}: this directory holds another sweep (different config or grid); choose another --out")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, info)
+
+
+def _gpus(config: str | None, job: Job, gpus_per_job: float | None) -> float:
+    """The GPU share a job asks Ray for: as given, else 0.25 on a CUDA device and 0 on CPU."""
+    if gpus_per_job is not None:
+        return gpus_per_job
+    return 0.25 if load_config(config, job.overrides).train.device.startswith("cuda") else 0.0
+
+
+def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_size: int | None = None, workers: int | None = None,
+              threads: int = 1, dry_run: bool = False, progress: bool = True, *, executor: str = "local",
+              address: str | None = None, gpus_per_job: float | None = None, slurm: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run every unfinished job of a sweep on `executor`.
+
+    Returns {'jobs': [...], 'done': [...], 'skipped': [...], 'failed': {id: error}, 'wall_time': s}
+    ({'jobs': [...]} only for a dry run). `workers` defaults to the machine's cores / threads.
+    `gpus_per_job` (Ray) defaults to 0.25 for jobs on a CUDA device (four ensembles share a GPU), else 0.
+    """
+    if executor not in executors.EXECUTORS:
+        raise ConfigError(f"--executor: must be one of {executors.EXECUTORS}, got {executor!r}")
+    if threads < 1 or (workers is not None and workers < 1) or (gpus_per_job is not None and gpus_per_job < 0):
+        raise ConfigError("--threads and --workers must be >= 1, --gpus-per-job >= 0")
+    if ensemble_size is not None and ensemble_size < 1:
+        raise ConfigError(f"--ensemble-size: must be >= 1, got {ensemble_size}")
+    out = Path(out)
+    workers = workers or executors.machine_workers(threads)
+    file_grid, zipped = yaml_section(config)
+    grid = file_grid | parse_grid(items)  # the command line wins over the file's sweep section
+    jobs = expand(config, grid, ensemble_size, zipped)
+    if dry_run:
+        return {"jobs": jobs}
+    executors.preflight(executor, address, slurm or {})  # before anything is written
+    check_resumable(out, MANIFEST, "sweep", frozenset({LOCK, f"{LOCK}.holder", MANIFEST}))
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out):
+        return _execute(out, config, grid, jobs, workers, threads, progress, executor, address, gpus_per_job, slurm)
+
+
+@contextmanager
+def _lock(out: Path) -> Iterator[None]:
+    """Hold DIR/.sweep.lock while a sweep runs: a second sweep into DIR exits 2 naming the holder.
+
+    An OS file lock (flock): it goes with the process, so a killed sweep leaves no stale lock.
+    """
+    lock, holder = filelock.FileLock(str(out / LOCK), timeout=0), out / f"{LOCK}.holder"
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        who = holder.read_text().strip() if holder.is_file() else "another process"
+        raise StoreError(f"{out}: another sweep is running into this directory ({who}); wait for it or choose another --out") from None
+    try:
+        holder.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+
+
+def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: list[Job], workers: int, threads: int, progress: bool,
+             executor: str, address: str | None, gpus_per_job: float | None, slurm: dict[str, Any] | None) -> dict[str, Any]:
+    """run_sweep's part under the lock: manifest, stale staging dirs, then the unfinished jobs."""
+    _manifest(out, config, grid, jobs)
+    remove_leftovers(out / "jobs")  # staging dirs of jobs killed mid-write
+    todo = [j for j in jobs if not _finished(out / "jobs" / j.id)]
+    tasks = [executors.Task(j.id, config, tuple(j.overrides), tuple(j.seeds), str(out / "jobs" / j.id), threads, _gpus(config, j, gpus_per_job))
+             for j in todo]
+    if executor == "local":
+        finished = executors.local(tasks, workers)
+    elif executor == "ray":
+        finished = executors.ray(tasks, address, workers)
+    else:
+        finished = executors.slurm(tasks, out / "slurm", slurm or {}, workers)
+    by_id = {j.id: j for j in jobs}
+    result: dict[str, Any] = {"jobs": jobs, "done": [], "skipped": [j.id for j in jobs if j not in todo], "failed": {}}
+    start = time.perf_counter()
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress, unit="job", dynamic_ncols=True)
+    for task, error in finished:
+        if error is None:
+            result["done"].append(task.job_id)
+        else:  # a failing job is reported; the others go on
+            result["failed"][task.job_id] = error
+            job = by_id[task.job_id]
+            tqdm.write(f"job {job.id} failed ({' '.join(job.overrides) or 'base config'}, seeds {job.seeds}): {error}")
+        bar.update(1)
+        bar.set_postfix(failed=len(result["failed"]), refresh=False)
+    bar.close()
+    result["wall_time"] = time.perf_counter() - start
+    return result
+
+
+def summary_table(result: dict[str, Any]) -> str:
+    """The short table printed after a sweep: jobs and seeds per state, wall time."""
+    jobs = {j.id: j for j in result["jobs"]}
+    rows = [("finished now", result["done"]), ("already finished", result["skipped"]), ("failed", list(result["failed"]))]
+    lines = [f"{'state':<18} {'jobs':>6} {'seeds':>7}"]
+    lines += [f"{name:<18} {len(ids):>6} {sum(len(jobs[i].seeds) for i in ids):>7}" for name, ids in rows]
+    lines.append(f"{'total':<18} {len(jobs):>6} {sum(len(j.seeds) for j in jobs.values()):>7}   wall time {result['wall_time']:.1f} s")
+    return "\n".join(lines)
+
+
+def load_sweep(path: str | Path) -> dict[str, pd.DataFrame]:
+    """DataFrames 'scalars', 'teachers', 'students' over all finished jobs, with the swept keys as columns
+    (list- and dict-valued keys as their override text: config.parse_yaml gives the value back)."""
+    path = Path(path)
+    frames: dict[str, list[pd.DataFrame]] = {"scalars": [], "teachers": [], "students": []}
+    for job, run_dir in _finished_jobs(path):
+        run = load_run(run_dir)
+        for name, df in (("scalars", run.scalars), ("teachers", run.teachers), ("students", run.students)):
+            df = df.copy()
+            for key, raw in job["point"].items():
+                df[key] = _column_value(raw)
+            df["job"] = job["id"]
+            frames[name].append(df)
+    return {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in frames.items()}
+
+
+def _column_value(raw: str) -> Any:
+    """A swept value as a table cell: scalars parsed, lists and dicts (lr schedules) kept as their override
+    text, which yaml.safe_load turns back into the value (pandas would align a dict's keys with the row index)."""
+    value = parse_yaml(raw)
+    return raw if isinstance(value, (list, dict)) else value
+
+
+def _finished(run_dir: Path) -> bool:
+    """A job is finished when its run dir loads; a corrupt one is redone (and replaced: it is ours)."""
+    if not (run_dir / "summary.json").is_file():
+        return False
+    try:
+        load_run(run_dir)
+    except StoreError:
+        return False
+    return True
+
+
+def _finished_jobs(path: Path) -> list[tuple[dict[str, Any], Path]]:
+    """(job record, run dir) of every finished job of a sweep, in manifest order."""
+    if not (path / MANIFEST).is_file():
+        raise StoreError(f"{path}: not a sweep directory (no {MANIFEST}; create one with `studentspec sweep`)")
+    manifest = read_json(path / MANIFEST)
+    return [(job, path / "jobs" / job["id"]) for job in manifest["jobs"] if (path / "jobs" / job["id"] / "summary.json").is_file()]
+
+
+def query(path: str | Path, sql: str) -> pd.DataFrame:
+    """Run SQL (DuckDB, embedded) over a sweep's tables `scalars`, `teachers`, `students` (swept keys as columns).
+
+    DuckDB reads the jobs' Parquet files into these tables, then external access is switched off
+    and the configuration locked: the query sees only the sweep and can read or write no file.
+    """
+    import duckdb
+
+    path = Path(path)
+    jobs = _finished_jobs(path)
+    if not jobs:
+        raise StoreError(f"{path}: the sweep has no finished job to query yet")
+    con = duckdb.connect(":memory:")
+    for name in ("scalars", "teachers", "students"):
+        parts, params = [], []
+        for job, run_dir in jobs:
+            file = run_dir / f"{name}.parquet"
+            if not file.is_file():
+                raise StoreError(f"{file}: missing")
+            cols = []
+            for key, raw in job["point"].items():
+                cols.append(f'? AS "{key.replace(chr(34), chr(34) * 2)}"')
+                params.append(_column_value(raw))
+            parts.append(f"SELECT *, {', '.join([*cols, '? AS job'])} FROM read_parquet(?)")
+            params += [job["id"], str(file)]
+        try:
+            con.execute(f"CREATE TABLE {name} AS " + " UNION ALL BY NAME ".join(parts), params)
+        except duckdb.Error as err:
+            raise StoreError(f"{path}: cannot read the {name} tables ({str(err).splitlines()[0]})") from None
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    try:
+        return con.execute(sql).df()
+    except duckdb.Error as err:
+        raise ConfigError(f"query: {str(err).splitlines()[0]}") from None
+
+
+def job_table(jobs: list[Job]) -> str:
+    """A plain-text table of jobs for --dry-run."""
+    lines = [f"{'job':<14} {'seeds':<20} point"]
+    lines += [f"{j.id:<14} {str(j.seeds):<20} {' '.join(j.overrides)}" for j in jobs]
+    return "\n".join(lines)
+
