@@ -80,7 +80,8 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
 
     def torch_step(x: torch.Tensor, y: torch.Tensor) -> None:  # the trainer's fused SGD step on the torch path
         with torch.no_grad():
-            out, hs, zs = backprop.forward(net, x)
+            tr = net.trace(x)
+            out, hs, zs = tr.out, tr.inputs, tr.pre
             loss, g = losses.output_grad(out, y, "half_sse")
             healthy = bool(torch.isfinite(loss).all())
             backprop.backward(net, hs, zs, g, sgd_lr=LR if healthy else None)

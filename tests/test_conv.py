@@ -11,7 +11,7 @@ from studentspec.conv.nets import ConvNet, apply_masks, fanout_importance, init_
 from studentspec.conv.metrics import evaluate_conv, positions, update_conv
 from studentspec.conv.teacher import load_checkpoint, save_checkpoint, train_teacher
 from studentspec.conv.images import normalize
-from studentspec.mlp.evaluate import CorrAccumulator
+from studentspec.ensemble.corr import CorrAccumulator
 
 
 def random_net(S=3, widths=(4, 5, 3), c_in=2, side=9, batchnorm="none", activation="relu", seed=0):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from studentspec.mlp.evaluate import COUNT_THRESHOLDS, CorrAccumulator, layer_stats, rho_mean
+from studentspec.ensemble.corr import COUNT_THRESHOLDS, CorrAccumulator, layer_stats, rho_mean
 
 
 def numpy_corr(t: np.ndarray, s: np.ndarray) -> np.ndarray:

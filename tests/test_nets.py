@@ -127,7 +127,8 @@ def test_fused_sgd_update_equals_gradient_step():
     x, y = torch.randn(3, 8, 6), torch.randn(3, 8, 4)
     _, grads = backprop.loss_and_grads(net, x, y, "mse")
     expected = [p - 0.05 * g for p, g in zip(net.parameters(), grads)]
-    out, hs, zs = backprop.forward(net, x)
+    tr = net.trace(x)
+    out, hs, zs = tr.out, tr.inputs, tr.pre
     _, gout = losses.output_grad(out, y, "mse")
     assert backprop.backward(net, hs, zs, gout, sgd_lr=0.05) == []
     for p, e in zip(net.parameters(), expected):

@@ -9,7 +9,7 @@ from studentspec import load_config
 from studentspec.ensemble import seeding
 from studentspec.config import ConfigError
 from studentspec.mlp.data import draw_inputs, make_inputs, teacher_aware
-from studentspec.mlp.nets import activate
+from studentspec.ensemble import activations
 from studentspec.mlp.teacher import GRID, build_teacher, fit_teacher
 from studentspec.mlp.train import build
 
@@ -74,7 +74,7 @@ def test_deep_teacher_tuned_half_active_and_standardized_outputs():
         z = torch.baddbmm(t.biases[l][:, None, :], h, t.weights[l])
         active = (z > 0).double().mean(1)
         assert (active - 0.5).abs().max() <= 0.02  # exact up to ties at the median (nodes fed by inactive nodes)
-        h = activate(z, t.activation, t.slope)
+        h = activations.get(t.activation).forward(z, t.slope)
     out = torch.baddbmm(t.biases[-1][:, None, :], h, t.weights[-1])
     torch.testing.assert_close(out.mean(1), torch.zeros(2, cfg.output_dim), atol=1e-10, rtol=0)
     torch.testing.assert_close(out.std(1), torch.ones(2, cfg.output_dim), atol=1e-10, rtol=0)

@@ -16,7 +16,7 @@ from torch import Tensor
 from .nets import ConvNet
 from .images import normalize
 from ..ensemble.losses import per_seed_loss
-from ..mlp.evaluate import CorrAccumulator, LayerStats, layer_stats
+from ..ensemble.corr import CorrAccumulator, LayerStats, layer_stats
 
 ROWS = 1 << 15  # samples per accumulator update: bounds the float64 copies to ROWS x channels x S
 ACTIVATIONS = 1 << 25  # at most this many activation numbers per evaluated image chunk (teacher + students)

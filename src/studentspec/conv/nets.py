@@ -4,7 +4,7 @@ Activations use the "grouped" layout [N, S, C, H, W]: N images, S ensemble membe
 l of all seeds is one grouped convolution: the input viewed as [N, S*C_in, H, W], the weights
 [S, C_out, C_in, 3, 3] viewed as [S*C_out, C_in, 3, 3], groups=S. BatchNorm of all seeds is one
 F.batch_norm over the S*C channels. The head maps the flattened last layer (channel-major, as
-nn.Flatten) [S, N, C*H*W] to [S, N, K] with nets.baddbmm.
+nn.Flatten) [S, N, C*H*W] to [S, N, K] with ensemble.batched.baddbmm.
 
 A mask [S, C] per hidden layer (pruned teacher channels are False) multiplies the channel's
 output, after the activation and again after a BatchNorm that follows it, so a masked channel
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..mlp.nets import BN_EPS, BN_MOMENTUM, activate, baddbmm
+from ..ensemble import activations
+from ..ensemble.batched import BN_EPS, BN_MOMENTUM, baddbmm
 
 KERNEL = 3
 
@@ -104,7 +105,7 @@ class ConvNet:
             mask = None if self.masks is None else self.masks[l].to(z.dtype)[None, :, :, None, None]
             if self.batchnorm == "before":
                 z = self.norms[l](z, training)
-            h = activate(z, self.activation, self.slope)
+            h = activations.get(self.activation).forward(z, self.slope)
             if mask is not None:
                 h = h * mask
             hidden.append(h)

@@ -28,7 +28,7 @@ from .metrics import ConvEval, evaluate_conv
 from .teacher import DTYPES, TeacherCheckpoint, file_digest, load_checkpoint
 from .images import ImageSet, augment, epoch_order, load_images, normalize
 from ..ensemble.losses import per_seed_loss
-from ..mlp.evaluate import COUNT_THRESHOLDS, rho_mean
+from ..ensemble.corr import COUNT_THRESHOLDS, rho_mean
 from ..ensemble.optim import Optimizer, frozen, seed_mask
 
 

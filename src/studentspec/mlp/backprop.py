@@ -12,7 +12,8 @@ from torch import Tensor
 
 from ..ensemble import activations
 from ..ensemble.losses import output_grad
-from .nets import Net, baddbmm, bmm
+from ..ensemble.batched import baddbmm, bmm
+from .nets import Net
 
 
 def supports(net: Net) -> bool:
@@ -20,23 +21,8 @@ def supports(net: Net) -> bool:
     return net.batchnorm == "none"
 
 
-def forward(net: Net, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """Output [S, B, C], the inputs of every layer (x, h_1, ...) and the hidden pre-activations."""
-    depth = len(net.weights)
-    act = activations.get(net.activation)
-    hs, zs = [x], []
-    h = x
-    for l in range(depth):
-        z = baddbmm(net.biases[l][:, None, :], h, net.weights[l])
-        if l < depth - 1:
-            zs.append(z)
-            h = act.forward(z, net.slope)
-            hs.append(h)
-    return z, hs, zs
-
-
 def backward(net: Net, hs: list[Tensor], zs: list[Tensor], g: Tensor, sgd_lr: float | None = None) -> list[Tensor]:
-    """Gradients [dW_1, db_1, ..., dW_L, db_L] from the output signal g.
+    """Gradients [dW_1, db_1, ..., dW_L, db_L] from the output signal g, given Net.trace()'s inputs (hs) and pre-activations (zs).
 
     With `sgd_lr`, each layer is instead updated in place (W -= lr dW, fused into the GEMM) as
     soon as its signal has been passed down, and nothing is returned.
@@ -63,6 +49,6 @@ def backward(net: Net, hs: list[Tensor], zs: list[Tensor], g: Tensor, sgd_lr: fl
 
 def loss_and_grads(net: Net, x: Tensor, target: Tensor, kind: str) -> tuple[Tensor, list[Tensor]]:
     """Per-seed loss [S] and gradients in Net.parameters() order: [dW_1, db_1, ..., dW_L, db_L]."""
-    out, hs, zs = forward(net, x)
-    loss, g = output_grad(out, target, kind)
-    return loss, backward(net, hs, zs, g)
+    t = net.trace(x)
+    loss, g = output_grad(t.out, target, kind)
+    return loss, backward(net, t.inputs, t.pre, g)

@@ -14,43 +14,7 @@ import torch
 from torch import Tensor
 
 from ..ensemble import activations
-
-BN_EPS = 1e-5
-BN_MOMENTUM = 0.1
-
-
-def _pair(t: Tensor) -> Tensor:
-    return t.expand(2, *t.shape[1:])
-
-
-def bmm(a: Tensor, b: Tensor) -> Tensor:
-    """torch.bmm whose result for one seed has the same bits whatever the ensemble size.
-
-    A batch of one takes a different BLAS path than a larger batch, so a lone seed is
-    computed as a (stride-0) batch of two. With MKL_CBWR set (see __init__), the batched
-    path itself does not depend on a matrix's position in memory.
-    """
-    if a.shape[0] == 1:
-        return torch.bmm(_pair(a), _pair(b))[:1]
-    return torch.bmm(a, b)
-
-
-def baddbmm(c: Tensor, a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:
-    """c + alpha * a @ b per seed (c broadcast over rows), ensemble-size independent like bmm."""
-    if a.shape[0] == 1:
-        return torch.baddbmm(_pair(c), _pair(a), _pair(b), alpha=alpha)[:1]
-    return torch.baddbmm(c, a, b, alpha=alpha)
-
-
-def activate(z: Tensor, activation: str, slope: float) -> Tensor:
-    """psi(z) of a registered activation (activations/)."""
-    return activations.get(activation).forward(z, slope)
-
-
-def activation_grad(z: Tensor, activation: str, slope: float) -> Tensor:
-    """psi'(z) of a registered activation: a 0/1 (or slope/1) gate for ReLU and Leaky ReLU, psi'(0) = 0 for ReLU."""
-    return activations.get(activation).derivative(z, slope)
-
+from ..ensemble.batched import BN_EPS, BN_MOMENTUM, baddbmm
 
 @dataclass
 class BatchNorm:
@@ -76,6 +40,16 @@ class BatchNorm:
         if self.weight is not None and self.bias is not None:
             out = out * self.weight[:, None, :] + self.bias[:, None, :]
         return out
+
+
+@dataclass
+class Trace:
+    """One forward pass of an MLP ensemble, every tensor [S, B, width]."""
+
+    out: Tensor  # the linear top layer's output
+    inputs: list[Tensor]  # what each layer reads: x, then every hidden layer's output (after a BatchNorm placed after psi)
+    pre: list[Tensor]  # hidden pre-activations z_l (after a BatchNorm placed before psi)
+    hidden: list[Tensor]  # hidden post-activation outputs psi(z_l): what correlations measure
 
 
 @dataclass
@@ -114,22 +88,33 @@ class Net:
         """Augmented weights [w; b] of layer `layer` (1-based), shape [S, n_{layer-1}+1, n_layer]."""
         return torch.cat([self.weights[layer - 1], self.biases[layer - 1][:, None, :]], dim=1)
 
-    def forward(self, x: Tensor, training: bool = False) -> tuple[Tensor, list[Tensor]]:
-        """Output [S, B, C] and the post-activation outputs of every hidden layer."""
-        h = x
-        hidden = []
+    def trace(self, x: Tensor, training: bool = False, pre_hook: Callable[[int, Tensor], Tensor] | None = None) -> Trace:
+        """The one forward pass of the MLP family: output, every layer's input and every hidden pre-activation.
+
+        `pre_hook(l, z)` (0-based hidden layer l) may replace a pre-activation before BatchNorm and
+        psi see it: teacher tuning shifts biases through it, the Lemma check makes z a leaf.
+        """
+        act = activations.get(self.activation)
+        h, inputs, pre, hidden = x, [x], [], []
         depth = len(self.weights)
-        for l in range(depth):
+        for l in range(depth - 1):
             z = baddbmm(self.biases[l][:, None, :], h, self.weights[l])
-            if l == depth - 1:
-                return z, hidden
+            if pre_hook is not None:
+                z = pre_hook(l, z)
             if self.batchnorm == "before":
                 z = self.norms[l](z, training)
-            h = activate(z, self.activation, self.slope)
+            pre.append(z)
+            h = act.forward(z, self.slope)
             hidden.append(h)
             if self.batchnorm == "after":
                 h = self.norms[l](h, training)
-        raise AssertionError("unreachable")
+            inputs.append(h)
+        return Trace(baddbmm(self.biases[-1][:, None, :], h, self.weights[-1]), inputs, pre, hidden)
+
+    def forward(self, x: Tensor, training: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """Output [S, B, C] and the post-activation outputs of every hidden layer (trace()'s)."""
+        t = self.trace(x, training)
+        return t.out, t.hidden
 
     def map(self, fn: Callable[[Tensor], Tensor]) -> "Net":
         """A new Net with `fn` applied to every tensor (weights, biases, BatchNorm state)."""

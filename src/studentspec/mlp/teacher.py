@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from ..config import Config, ConfigError
-from .nets import Net, activate, baddbmm, make_batchnorms
+from ..ensemble import activations
+from .nets import Net, make_batchnorms
 
 GRID = torch.linspace(-1.0, 1.0, 9, dtype=torch.float64)  # {-1, -0.75, ..., 1}
 
@@ -82,27 +83,21 @@ def fit_teacher(teacher: Net, x: Tensor, tune: bool) -> Net:
     ~50%), then standardize every output to mean 0, std 1. BatchNorm statistics, when present,
     are always set from x (a teacher's BatchNorm is a fixed affine map).
     """
-    h = x
-    depth = len(teacher.weights)
-    for l in range(depth - 1):
-        z = baddbmm(teacher.biases[l][:, None, :], h, teacher.weights[l])
+    act = activations.get(teacher.activation)
+
+    def calibrate(l: int, z: Tensor) -> Tensor:
         if tune:
             med = z.median(dim=1).values
             teacher.biases[l] -= med
             z = z - med[:, None, :]
-        if teacher.batchnorm == "before":
-            bn = teacher.norms[l]
-            bn.running_mean.copy_(z.mean(1))
-            bn.running_var.copy_(z.var(1))
-            z = bn(z, training=False)
-        h = activate(z, teacher.activation, teacher.slope)
-        if teacher.batchnorm == "after":
-            bn = teacher.norms[l]
-            bn.running_mean.copy_(h.mean(1))
-            bn.running_var.copy_(h.var(1))
-            h = bn(h, training=False)
+        if teacher.batchnorm != "none":
+            seen = z if teacher.batchnorm == "before" else act.forward(z, teacher.slope)  # what the BatchNorm normalizes
+            teacher.norms[l].running_mean.copy_(seen.mean(1))
+            teacher.norms[l].running_var.copy_(seen.var(1))
+        return z
+
+    out = teacher.trace(x, pre_hook=calibrate).out
     if tune:
-        out = baddbmm(teacher.biases[-1][:, None, :], h, teacher.weights[-1])
         mean, std = out.mean(1), out.std(1).clamp_min(1e-12)
         teacher.weights[-1] /= std[:, None, :]
         teacher.biases[-1].sub_(mean).div_(std)

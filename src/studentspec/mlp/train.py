@@ -194,12 +194,12 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
             elif manual:
                 x, y = item
                 with torch.no_grad():
-                    out, hs, zs = backprop.forward(s.student, x)
-                    loss, g = output_grad(out, y, tc.loss)
+                    trace = s.student.trace(x)
+                    loss, g = output_grad(trace.out, y, tc.loss)
                     ok = _check(result, cfg.seeds, alive, loss, step)
                     with nullcontext() if ok else frozen(alive, opt):
                         g = g if ok else torch.where(seed_mask(alive, g), g, 0.0)
-                        grads = backprop.backward(s.student, hs, zs, g, sgd_lr=lr if fused else None)
+                        grads = backprop.backward(s.student, trace.inputs, trace.pre, g, sgd_lr=lr if fused else None)
                         if grads:
                             opt.step(grads, lr)
             else:

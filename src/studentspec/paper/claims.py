@@ -20,7 +20,7 @@ import torch
 from scipy.stats import spearmanr
 
 from ..theory import lemma
-from ..mlp.nets import Net, activate
+from ..mlp.nets import Net
 
 MULTI = "student.multi"
 DECAY = "teacher.decay"
@@ -333,15 +333,16 @@ def lemma_errors(teacher: Net, student: Net, x: torch.Tensor) -> list[float]:
     errors = []
     depth = len(student.weights)
     for layer in range(1, depth):
-        h = x
-        for l in range(layer):  # forward to layer's pre-activation, then make it the leaf
-            z = torch.baddbmm(student.biases[l][:, None, :], h, student.weights[l])
-            h = activate(z, student.activation, student.slope)
-        z = z.detach().requires_grad_(True)
-        h = activate(z, student.activation, student.slope)
-        for l in range(layer, depth):
-            h2 = torch.baddbmm(student.biases[l][:, None, :], h, student.weights[l])
-            h = h2 if l == depth - 1 else activate(h2, student.activation, student.slope)
+        leaf: list[torch.Tensor] = []
+
+        def make_leaf(l: int, z: torch.Tensor, layer: int = layer) -> torch.Tensor:  # layer's pre-activation becomes the leaf
+            if l == layer - 1:
+                leaf.append(z.detach().requires_grad_(True))
+                return leaf[0]
+            return z
+
+        h = student.trace(x, pre_hook=make_leaf).out
+        z = leaf[0]
         # summed per-sample losses: each sample's z only reaches its own loss term
         (grad,) = torch.autograd.grad(0.5 * (target - h).square().sum(), z)
         a, b = lemma.backprop_terms(sp, tp, layer)

@@ -25,7 +25,8 @@ import yaml
 
 from ..ensemble.atomic import atomic_write, write_all
 from ..config import Config, ConfigError, build_config, read_mapping
-from ..mlp.evaluate import COUNT_THRESHOLDS, fanout_norms, rho_mean
+from ..ensemble.corr import COUNT_THRESHOLDS, rho_mean
+from ..mlp.evaluate import fanout_norms
 from ..mlp.nets import Net
 from ..mlp.train import EvalPoint, TrainResult
 

@@ -59,7 +59,7 @@ from ..config import Config, ConfigError
 from ..mlp.data import label
 from ..ensemble.losses import per_seed_loss
 from ..ensemble.atomic import write_all
-from ..mlp.nets import Net, activate, baddbmm
+from ..mlp.nets import Net
 from ..store import StoreError, load_run, strict_json
 from ..mlp.train import build
 
@@ -181,14 +181,9 @@ class _Problem:
         return Net(parts[0::2], parts[1::2], self.activation, self.slope)
 
     def loss(self, theta: Tensor) -> Tensor:
-        parts = self.unflatten(theta)
-        h = self.x
-        depth = len(parts) // 2
-        for l in range(depth):
-            z = torch.addmm(parts[2 * l + 1], h, parts[2 * l])
-            if l < depth - 1:
-                h = activate(z, self.activation, self.slope)
-        return per_seed_loss(z[None], self.y[None], self.objective)[0]
+        parts = [t[None] for t in self.unflatten(theta)]  # views: the graph reaches theta
+        out = Net(parts[0::2], parts[1::2], self.activation, self.slope).forward(self.x[None])[0]
+        return per_seed_loss(out, self.y[None], self.objective)[0]
 
     def grad_max(self, theta: Tensor) -> float:
         """Max over samples and layers of the per-sample gradient norm (theory's measure)."""
@@ -288,11 +283,10 @@ def _tables(teacher: Net, student: Net, x: Tensor, seeds: list[int], angle_tol: 
             fanout_rtol: float, flat_rtol: float) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
     """Teacher and student tables of the lowest layer plus each seed's conclusions."""
     ang = lemma.alignment(teacher, student, layer=1)  # [S, m, n]
-    zt = baddbmm(teacher.biases[0][:, None, :], x, teacher.weights[0])
-    zs = baddbmm(student.biases[0][:, None, :], x, student.weights[0])
+    zt, fs = teacher.trace(x).pre[0], student.trace(x)
+    zs, hs = fs.pre[0], fs.hidden[0]
     t_active = (zt > 0).double().mean(1)  # [S, m]
     s_active = (zs > 0).double().mean(1)
-    hs = activate(zs, student.activation, student.slope)
     s_std = hs.std(1, unbiased=False)  # [S, n]: how much a node's output varies over the training set
     s_dead = (hs == 0).all(1)  # output identically zero on the training set
     s_const = ~s_dead & (s_std <= flat_rtol * s_std.max(1, keepdim=True).values)  # constant: an extra output bias

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from ..ensemble.losses import sample_grad
-from ..mlp.nets import Net, activation_grad, baddbmm
+from ..ensemble import activations
+from ..mlp.nets import Net
 
 
 @dataclass
@@ -39,13 +40,10 @@ def trace(net: Net, x: Tensor) -> Pass:
     if net.batchnorm != "none":
         raise ValueError("theory diagnostics support nets without BatchNorm")
     depth = len(net.weights)
-    h, hidden, gates = x, [], []
-    for l in range(depth - 1):
-        z = baddbmm(net.biases[l][:, None, :], h, net.weights[l])
-        gates.append(activation_grad(z, net.activation, net.slope))
-        h = gates[-1] * z  # psi(z) = psi'(z) z for (leaky) ReLU
-        hidden.append(h)
-    out = baddbmm(net.biases[-1][:, None, :], h, net.weights[-1])
+    fwd = net.trace(x)
+    act = activations.get(net.activation)
+    hidden, out = fwd.hidden, fwd.out
+    gates = [act.derivative(z, net.slope) for z in fwd.pre]
     S, N, C = out.shape
     jac = [net.weights[-1][:, None].expand(S, N, *net.weights[-1].shape[1:])]
     for l in range(depth - 2, 0, -1):  # J_{l-1} = W_l D_l J_l (l is 0-based here)
@@ -145,8 +143,7 @@ def observation(teacher: Net, student: Net, x: Tensor, near: float = 0.1) -> tup
     near[s, j] = fraction of samples within distance `near` of teacher j's boundary hyperplane.
     Student k observes teacher j when obs > 0.
     """
-    zt = baddbmm(teacher.biases[0][:, None, :], x, teacher.weights[0])
-    zs = baddbmm(student.biases[0][:, None, :], x, student.weights[0])
+    zt, zs = teacher.trace(x).pre[0], student.trace(x).pre[0]
     at, as_ = (zt > 0).to(x.dtype), (zs > 0).to(x.dtype)
     both = torch.einsum("snj,snk->sjk", at, as_)
     only_student = torch.einsum("snj,snk->sjk", 1 - at, as_)

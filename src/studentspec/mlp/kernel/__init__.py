@@ -1,13 +1,19 @@
-"""The compiled SGD step (csrc/sgd_step.c): built with the system C compiler on first use, cached.
+"""The compiled SGD step (sgd_step.c): built with the system C compiler on first use, cached.
 
 It covers the paper's hot loop (plain MLP, ReLU/Leaky ReLU, MSE/CE, plain SGD, float64 or
 float32 on the CPU) and needs AVX2 + FMA. Everywhere else, or with no compiler, training takes the torch path
 (backprop.py); `train.kernel: c` asks for this one and fails with a one-line reason instead.
+
+The library is bound with cffi in ABI mode (ffi.cdef + ffi.dlopen, nothing compiled by cffi),
+not ctypes: the exported prototypes are written once, in sgd_step.h, which sgd_step.c #includes
+(the C compiler checks the definitions against it) and which ffi.cdef reads (declarations()). So
+every call from Python is checked against the C signature: a missing, extra or misplaced argument,
+or a pointer of the wrong element type (a float * for a double *), raises TypeError instead of
+handing C garbage. Pointers are passed typed: ffi.cast("double *", t.data_ptr()) and the like.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
 import os
@@ -16,6 +22,7 @@ import shutil
 import subprocess
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,15 +32,38 @@ from ...ensemble.atomic import atomic_write
 from ...ensemble.losses import KERNEL_IDS
 from ..nets import Net
 
+try:
+    import cffi
+except ImportError:  # a declared dependency; without it training takes the torch path, with the reason
+    cffi = None
+
 SOURCE = Path(__file__).with_name("sgd_step.c")
-SOURCES = [SOURCE, SOURCE.with_name("sgd_step_impl.h")]  # the second is #included by the first
+HEADER = SOURCE.with_name("sgd_step.h")  # the exported prototypes: #included by SOURCE, read by ffi.cdef
+SOURCES = [SOURCE, HEADER, SOURCE.with_name("sgd_step_impl.h")]  # all hashed: a change to any rebuilds
 SUFFIX = {torch.float64: "f64", torch.float32: "f32"}
+CTYPE = {torch.float64: "double", torch.float32: "float"}
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-std=c11", "-shared", "-fPIC"]
 MAX_LAYERS = 63  # the C side keeps one pointer per layer in a fixed array
 
 
 class _CompileFailed(Exception):
     """The compiler rejected the kernel source (its message is kept by the caller)."""
+
+
+def declarations() -> str:
+    """sgd_step.h less its preprocessor lines (include guard): the text ffi.cdef reads."""
+    return "\n".join(line for line in HEADER.read_text().splitlines() if not line.lstrip().startswith("#"))
+
+
+def _make_ffi() -> Any:
+    if cffi is None:
+        return None
+    made = cffi.FFI()
+    made.cdef(declarations())
+    return made
+
+
+ffi = _make_ffi()  # None without cffi
 
 
 def cache_dir() -> Path:
@@ -59,10 +89,12 @@ def _compiler() -> str | None:
 
 
 @functools.cache
-def _load() -> tuple[ctypes.CDLL | None, str]:
-    """The library and "" or None and why it is unavailable; compiled at most once per source and flags."""
+def _load() -> tuple[Any, str]:
+    """The library (cffi's lib object) and "" or None and why it is unavailable; compiled at most once per source and flags."""
     if os.environ.get("STUDENTSPEC_KERNEL") == "torch":
         return None, "STUDENTSPEC_KERNEL=torch is set"
+    if ffi is None:
+        return None, "cffi is not installed (pip install cffi)"
     if not _cpu_ok():
         return None, "the CPU lacks AVX2/FMA (or is not x86-64 Linux)"
     cc = _compiler()
@@ -88,17 +120,9 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         except OSError as e:
             return None, f"cannot write the compiled step to {lib.parent} ({e.strerror}; set STUDENTSPEC_CACHE)"
     try:
-        dll = ctypes.CDLL(str(lib))
+        dll = ffi.dlopen(str(lib))
     except OSError as e:
         return None, f"cannot load {lib}: {e}"
-    p, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
-    for sfx in SUFFIX.values():
-        step, fwd = getattr(dll, f"ss_sgd_step_{sfx}"), getattr(dll, f"ss_forward_grad_{sfx}")
-        step.argtypes = [i, i, p, i, p, p, p, ctypes.c_long, p, p, i, d, i, d, p, p, p, i]
-        fwd.argtypes = [i, i, p, i, p, p, ctypes.c_long, p, p, i, d, i, p, p, p, p, p, d, p, i]
-        step.restype = fwd.restype = None
-    dll.ss_workspace.argtypes = [i, p, i]
-    dll.ss_workspace.restype = ctypes.c_long
     return dll, ""
 
 
@@ -141,13 +165,16 @@ class CompiledMLP:
                 raise ValueError("the compiled step needs contiguous parameters")
         widths = [net.weights[0].shape[1]] + [w.shape[2] for w in net.weights]
         self.depth = len(net.weights)
-        self.widths = (ctypes.c_int * len(widths))(*widths)
+        self.widths = ffi.new("int[]", widths)
         self.act = activations.get(net.activation).kernel_id
         self.dtype = net.weights[0].dtype
         sfx = SUFFIX[self.dtype]
         self._step, self._forward_grad = getattr(dll, f"ss_sgd_step_{sfx}"), getattr(dll, f"ss_forward_grad_{sfx}")
+        self._real = ffi.typeof(f"{CTYPE[self.dtype]} *")  # ctype objects: cheaper to cast to than strings
+        self._f64, self._i64, self._u8 = ffi.typeof("double *"), ffi.typeof("long *"), ffi.typeof("unsigned char *")
         self.workspace: Tensor | None = None
         self.loss = torch.empty(net.weights[0].shape[0], dtype=torch.float64)
+        self._loss_ptr = ffi.cast(self._f64, self.loss.data_ptr())
 
     def __call__(self, x: Tensor, y: Tensor, lr: float, alive: Tensor) -> Tensor:
         """SGD step on (x [S, B, w0], y [S, B, wL]) for every alive seed; seeds whose loss is not finite keep their parameters."""
@@ -179,10 +206,12 @@ class CompiledMLP:
         threads, work = self._workspace(S, B)
         if grads is not None and not all(g.is_contiguous() and g.dtype == self.dtype for g in grads):
             raise ValueError(f"gradient buffers must be contiguous {self.dtype}")
-        self._forward_grad(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), seed_rows, self._ptrs(net.weights),
-                           self._ptrs(net.biases), self.act, float(net.slope), self.obj, self._ptrs(hs), loss.data_ptr(),
-                           sq.data_ptr(), self._ptrs(grads[0::2] if grads else []), self._ptrs(grads[1::2] if grads else []),
-                           float(gscale), work.data_ptr(), threads)
+        cast, real, f64 = ffi.cast, self._real, self._f64
+        self._forward_grad(S, self.depth, self.widths, B, cast(real, x.data_ptr()), cast(real, y.data_ptr()), seed_rows,
+                           self._ptrs(net.weights), self._ptrs(net.biases), self.act, float(net.slope), self.obj,
+                           self._ptrs(hs), cast(f64, loss.data_ptr()), cast(f64, sq.data_ptr()),
+                           self._ptrs(grads[0::2] if grads else []), self._ptrs(grads[1::2] if grads else []),
+                           float(gscale), self._work_ptr, threads)
         return loss, sq, hs
 
     @staticmethod
@@ -197,18 +226,26 @@ class CompiledMLP:
         B = x.shape[1] if idx is None else idx.shape[1]
         threads, work = self._workspace(S, B)
         alive_u8 = alive.to(torch.uint8).contiguous()
-        self._step(S, self.depth, self.widths, B, x.data_ptr(), y.data_ptr(), None if idx is None else idx.data_ptr(),
-                   x.shape[1], self._ptrs(self.net.weights), self._ptrs(self.net.biases), self.act, float(self.net.slope),
-                   self.obj, float(lr), alive_u8.data_ptr(), self.loss.data_ptr(), work.data_ptr(), threads)
+        cast, real = ffi.cast, self._real
+        self._step(S, self.depth, self.widths, B, cast(real, x.data_ptr()), cast(real, y.data_ptr()),
+                   ffi.NULL if idx is None else cast(self._i64, idx.data_ptr()), x.shape[1], self._ptrs(self.net.weights),
+                   self._ptrs(self.net.biases), self.act, float(self.net.slope), self.obj, float(lr),
+                   cast(self._u8, alive_u8.data_ptr()), self._loss_ptr, self._work_ptr, threads)
         return self.loss
 
     def _check_dtype(self, x: Tensor, y: Tensor) -> None:
         if x.dtype != self.dtype or y.dtype != self.dtype:
             raise ValueError(f"inputs must be {self.dtype} like the parameters")
 
-    def _ptrs(self, ts: list[Tensor]) -> ctypes.Array | None:
-        """A C array of the tensors' data pointers, looked up per call (safe if a tensor is replaced); None for none."""
-        return (ctypes.c_void_p * len(ts))(*[t.data_ptr() for t in ts]) if ts else None
+    def _ptrs(self, ts: list[Tensor]) -> Any:
+        """The tensors' data pointers, typed, looked up per call (safe if a tensor is replaced); NULL for none.
+
+        A list: cffi turns it into a C array for the `REAL **` argument for the call's duration (cheaper than ffi.new).
+        """
+        if not ts:
+            return ffi.NULL
+        cast, real = ffi.cast, self._real
+        return [cast(real, t.data_ptr()) for t in ts]
 
     def _workspace(self, S: int, batch: int) -> tuple[int, Tensor]:
         """Threads to share the seeds over (torch's, at most S) and a workspace for them, grown as needed and reused."""
@@ -216,4 +253,5 @@ class CompiledMLP:
         need = threads * int(self.dll.ss_workspace(self.depth, self.widths, batch))
         if self.workspace is None or self.workspace.shape[0] < need:
             self.workspace = torch.empty(need, dtype=self.dtype)
+            self._work_ptr = ffi.cast(self._real, self.workspace.data_ptr())  # kept alive by self.workspace
         return threads, self.workspace

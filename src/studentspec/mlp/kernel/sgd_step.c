@@ -7,12 +7,16 @@
  * b_l [S, w_{l+1}]; layer l computes h_{l+1} = psi(h_l W_l + b_l), the top layer is linear.
  * Every seed is computed by the same instructions whatever S is, so a seed gives the same bits
  * alone and inside an ensemble. Exported: ss_workspace, ss_sgd_step_{f64,f32},
- * ss_forward_grad_{f64,f32} (sgd_step_impl.h, included once per precision).
+ * ss_forward_grad_{f64,f32} (sgd_step_impl.h, included once per precision), declared in
+ * sgd_step.h: included here, so the compiler checks every definition against the prototypes
+ * the Python binding hands to cffi.
  */
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+
+#include "sgd_step.h"
 
 #define SFX3(name, sfx) name##_##sfx
 #define SFX2(name, sfx) SFX3(name, sfx)
