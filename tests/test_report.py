@@ -91,9 +91,13 @@ def test_report_recomputes_from_stored_runs_without_training(repro, tmp_path, mo
 def test_report_of_a_non_reproduce_dir_is_refused(tmp_path):
     with pytest.raises(StoreError, match="not a reproduce dir"):
         report.write_report(tmp_path)
-    (tmp_path / "reproduce.json").write_text(json.dumps({"scale": "quick", "per_multi": {}}))  # e.g. cifar.reproduce's own record
+    (tmp_path / "reproduce.json").write_text(json.dumps({"scale": "quick", "per_multi": {}}))  # no experiment named
     with pytest.raises(StoreError, match="no analysis for experiment None"):
         report.write_report(tmp_path)
+    (tmp_path / "reproduce.json").write_text(json.dumps({"experiment": "cifar10", "scale": "tiny", "per_multi": {}}))  # cifar.reproduce's record
+    with pytest.raises(StoreError, match="no analysis for experiment 'cifar10'"):
+        report.write_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
 
 
 def _browser():

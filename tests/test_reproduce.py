@@ -1,9 +1,7 @@
-"""`studentspec reproduce`: every experiment at tiny scale (seconds), resume, the paper-scale grids, the cifar10 hand-over."""
+"""`studentspec reproduce`: every experiment at tiny scale (seconds; cifar10 on small CIFAR-format files), resume, the paper-scale grids."""
 
 import json
 import re
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -149,16 +147,58 @@ def test_quick_scale_is_valid_and_smaller(tmp_path, name):
         assert set(q.grid) | set(q.zip) >= set(p.grid) | set(p.zip)  # same axes, fewer values
 
 
-def test_cifar10_hands_over_or_explains(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "studentspec.paper.cifar", types.ModuleType("studentspec.paper.cifar"))  # no reproduce() yet
-    assert main(["reproduce", "cifar10", "--out", str(tmp_path / "c")]) == 2
-    assert "not available yet" in capsys.readouterr().err
-    calls = []
-    module = types.ModuleType("studentspec.paper.cifar")
-    module.reproduce = lambda out, scale, **kw: calls.append((Path(out), scale, kw)) or {"done": True}
-    monkeypatch.setitem(sys.modules, "studentspec.paper.cifar", module)
-    assert main(["reproduce", "cifar10", "data.root=/data/cifar", "--scale", "quick", "--out", str(tmp_path / "c"), "--quiet"]) == 0
-    assert calls == [(tmp_path / "c", "quick", {"overrides": ["data.root=/data/cifar"], "progress": False})]
+def test_cifar10_tiny_through_the_cli_end_to_end(tmp_path, capsys):
+    """science.md 4.4 at tiny scale: the real cifar.reproduce (no fake module) on small files in the CIFAR-10 format,
+    through `studentspec reproduce cifar10 data.root=PATH --scale tiny --out DIR`."""
+    import math
+
+    from image_files import write_cifar
+    from studentspec import load_run
+
+    root = write_cifar(tmp_path / "data", per_batch=12, n_test=20)  # 60 training images, 20 test images
+    out = tmp_path / "c"
+    # without data: exit 2, one line saying where to get it, nothing written
+    assert main(["reproduce", "cifar10", f"data.root={tmp_path / 'absent'}", "--scale", "tiny", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cifar-10-python.tar.gz" in err and "Traceback" not in err and not out.exists()
+
+    assert main(["reproduce", "cifar10", f"data.root={root}", "--scale", "tiny", "--out", str(out), "--quiet"]) == 0
+    for name in ("teacher.pt", "teacher_pruned.pt", "reproduce.json"):
+        assert (out / name).is_file(), name
+    for fig in ("layer_corr", "channel_corr"):
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000, (fig, ext)
+    info = json.loads((out / "reproduce.json").read_text())
+    assert info["experiment"] == "cifar10" and info["scale"] == "tiny" and info["overrides"] == [f"data.root={root}"]
+    assert info["teacher"]["widths"] == [4, 4, 4, 4]
+    # science.md 4.4: mask the lowest [0.3, 0.5, 0.5, 0.7] of each layer's channels (64 -> 45, 32, 32, 20; 4 -> 3, 2, 2, 2)
+    assert info["pruned"]["ratios"] == [0.3, 0.5, 0.5, 0.7] and info["pruned"]["active_widths"] == [3, 2, 2, 2]
+    for key in ("teacher", "pruned"):
+        assert 0.0 <= info[key]["accuracy"] <= 1.0
+    assert sorted(info["per_multi"]) == ["1", "2"]
+    for multi, row in info["per_multi"].items():
+        assert 0.0 <= row["accuracy_mean"] <= 1.0 and 0.0 <= row["accuracy_std"] <= 0.5
+        assert len(row["rho_mean"]) == len(row["rho_std"]) == 4  # one row per conv layer
+        assert all(math.isfinite(r) and -1.0 <= r <= 1.0 for r in row["rho_mean"])
+        assert all(math.isfinite(r) and 0.0 <= r <= 1.0 for r in row["rho_std"])
+        run = load_run(out / "runs" / f"multi_{multi}")
+        assert run.path == Path(row["run"]) and run.config.student.multi == float(multi) and run.config.seeds == [1, 2]
+        sc = run.scalars[run.scalars.step == run.scalars.step.max()]
+        assert len(sc) == 2 and sc.accuracy.between(0.0, 1.0).all()
+        assert sc.accuracy.mean() == pytest.approx(row["accuracy_mean"])
+        for l in range(1, 5):
+            assert sc[f"rho_mean_{l}"].mean() == pytest.approx(row["rho_mean"][l - 1])
+        last = run.teachers[run.teachers.step == run.teachers.step.max()]
+        # per-layer rows: one per active (unpruned) teacher channel per seed, each a finite correlation in [-1, 1]
+        assert last.groupby("layer").size().to_dict() == {1: 3 * 2, 2: 2 * 2, 3: 2 * 2, 4: 2 * 2}
+        assert last.best_corr.between(-1.0, 1.0).all() and last.best_corr.notna().all()
+        students = run.students[run.students.step == run.students.step.max()]  # the student has multi x the active widths
+        m = int(float(multi))
+        assert students.groupby("layer").size().to_dict() == {1: 3 * m * 2, 2: 2 * m * 2, 3: 2 * m * 2, 4: 2 * m * 2}
+        assert students.best_corr.between(-1.0, 1.0).all() and students.best_corr.notna().all()
+    # another scale in the same dir is refused (its checkpoints and runs are the tiny scale's), exit 2
+    assert main(["reproduce", "cifar10", f"data.root={root}", "--scale", "quick", "--out", str(out), "--quiet"]) == 2
+    assert "holds cifar10 at scale tiny" in capsys.readouterr().err
 
 
 def test_executor_options_reach_the_sweep(tmp_path, monkeypatch):

@@ -19,8 +19,14 @@ import numpy as np
 from ..config import ConfigError, load_config, read_mapping
 from ..conv.images import how_to_get, load_images
 
-SCALES = {"quick": "cifar10_quick.yaml", "paper": "cifar10.yaml"}
+SCALES = {"tiny": "cifar10_quick.yaml", "quick": "cifar10_quick.yaml", "paper": "cifar10.yaml"}
 DEFAULT_MULTIS = [1.0, 2.0, 5.0]
+# tiny: seconds, a smoke test of the whole pipeline (its numbers mean nothing): the quick preset shrunk to a
+# 4 x 4 channel teacher, 60 training images, one epoch each for teacher and fine-tuning, students multi 1 and 2
+TINY_OVERRIDES = ["seeds=[1,2]", "teacher.widths=[4,4,4,4]", "data.n_train=40", "data.n_eval=20", "teacher_train.epochs=1",
+                  "teacher_train.batch_size=30", "teacher_train.n_train=60", "teacher_train.finetune_epochs=1", "train.lr=0.005",
+                  "train.batch_size=20", "train.epochs=2", "eval.batch_size=10"]
+TINY_MULTIS = [1.0, 2.0]
 
 
 def config_path(scale: str) -> Path:
@@ -33,8 +39,10 @@ def config_path(scale: str) -> Path:
     return path
 
 
-def _multis(path: Path) -> list[float]:
-    """student.multi values of the preset's sweep grid (science.md: 1, 2, 5)."""
+def _multis(path: Path, scale: str) -> list[float]:
+    """student.multi values of the preset's sweep grid (science.md: 1, 2, 5); tiny: 1, 2."""
+    if scale == "tiny":
+        return list(TINY_MULTIS)
     grid = (read_mapping(path).get("sweep") or {}).get("grid") or {}
     values = grid.get("student.multi", DEFAULT_MULTIS)
     return [float(v) for v in (values if isinstance(values, list) else [values])]
@@ -46,17 +54,19 @@ def reproduce(out_dir: str | Path, scale: str = "quick", overrides: list[str] | 
 
     Raises ConfigError (the CLI's exit 2) with instructions to obtain CIFAR-10 when data.root
     does not hold it. `overrides` are dotted key=value pairs applied to the preset (e.g.
-    data.root=PATH, seeds=[1,2]); `config` replaces the preset file.
+    data.root=PATH, seeds=[1,2]); `config` replaces the preset file. Scale `tiny` is the quick preset with
+    TINY_OVERRIDES (applied before `overrides`). Raises StoreError when out_dir holds another scale.
     """
     from .conv_figures import channel_corr_figure, layer_corr_figure
     from ..conv.teacher import describe, file_digest, load_checkpoint, prune_teacher, save_checkpoint, train_teacher
     from ..conv.train import build_conv, train_conv, write_conv_run
     from .figures import save
-    from ..store import StoreError, load_run, write_json
+    from ..store import StoreError, load_run, read_json, write_json
 
     path = Path(config) if config is not None else config_path(scale)
     overrides = list(overrides or [])
-    cfg = load_config(path, overrides)
+    settings = (TINY_OVERRIDES if scale == "tiny" and config is None else []) + overrides
+    cfg = load_config(path, settings)
     if cfg.data.kind != "cifar10":
         raise ConfigError(f"data.kind: reproduce cifar10 needs data.kind=cifar10, got {cfg.data.kind}")
     try:
@@ -65,6 +75,8 @@ def reproduce(out_dir: str | Path, scale: str = "quick", overrides: list[str] | 
         raise ConfigError(f"{err} (CIFAR-10 is not downloaded at run time: {how_to_get('cifar10')}, e.g. "
                           f"`studentspec reproduce cifar10 data.root=PATH`)") from None
     out = Path(out_dir)
+    if (out / "reproduce.json").is_file() and (held := read_json(out / "reproduce.json").get("scale")) != scale:
+        raise StoreError(f"{out}: holds cifar10 at scale {held}; choose another --out")  # its teacher and runs are another scale's
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
 
@@ -90,9 +102,9 @@ def reproduce(out_dir: str | Path, scale: str = "quick", overrides: list[str] | 
     if progress:
         print(f"teacher: {describe(teacher)}\npruned:  {describe(pruned)}")
     runs = {}
-    for multi in _multis(path):
+    for multi in _multis(path, scale):
         run_dir = out / "runs" / f"multi_{multi:g}"
-        run_cfg = load_config(path, overrides + [f"student.multi={multi}", f"teacher.checkpoint={json.dumps(str(p_path.resolve()))}"])
+        run_cfg = load_config(path, settings + [f"student.multi={multi}", f"teacher.checkpoint={json.dumps(str(p_path.resolve()))}"])
 
         def make(run_cfg: Any = run_cfg, run_dir: Path = run_dir) -> Any:
             write_conv_run(train_conv(run_cfg, progress, setup=build_conv(run_cfg, data)), run_dir, overwrite=True)
@@ -101,7 +113,7 @@ def reproduce(out_dir: str | Path, scale: str = "quick", overrides: list[str] | 
         runs[multi] = stage(f"multi {multi:g}", make, lambda run_dir=run_dir: load_run(run_dir))
     fig_dir = out / "figures"
     figures = save(layer_corr_figure(runs), fig_dir, "layer_corr") + save(channel_corr_figure(runs), fig_dir, "channel_corr")
-    info = summarize(runs) | {"scale": scale, "config": str(path), "overrides": overrides, "stage_seconds": times,
+    info = {"experiment": "cifar10"} | summarize(runs) | {"scale": scale, "config": str(path), "overrides": overrides, "stage_seconds": times,
                               "teacher": {"accuracy": teacher.accuracy, "widths": teacher.net.widths},
                               "pruned": {"accuracy": pruned.accuracy, "active_widths": pruned.active_widths, "ratios": pruned.ratios},
                               "figures": [str(p) for p in figures]}

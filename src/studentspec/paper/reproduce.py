@@ -14,9 +14,7 @@ a smoke test whose claims are not expected to pass.
 from __future__ import annotations
 
 import copy
-import importlib
 import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,13 +27,13 @@ import yaml
 
 from . import claims as C
 from . import grid_figures as F
+from .cifar import reproduce as reproduce_cifar
 from ..config import Config, ConfigError, build_config, load_config
 from ..config import steps_per_epoch as config_steps_per_epoch
 from ..store import StoreError, check_resumable, load_run, read_json, write_json
 
 EXPERIMENTS = ("two-layer", "sample-complexity", "deep", "cifar10")
 SCALES = ("tiny", "quick", "paper")
-EXIT_NO_EXPERIMENT = 2
 
 
 @dataclass(frozen=True)
@@ -186,7 +184,10 @@ def reproduce(experiment: str, scale: str, out: str | Path, workers: int | None 
     """
     check_resumable(out, "reproduce.json", "reproduce", CIFAR_ENTRIES if experiment == "cifar10" else frozenset({"reproduce.json"}))
     if experiment == "cifar10":
-        return cifar_handover(out, scale, overrides or [], progress)
+        # science.md 4.4: teacher, pruned teacher, a student per multi, figures; bad input (no data at data.root, another
+        # scale in OUT) raises ConfigError / StoreError, the CLI's exit 2
+        reproduce_cifar(Path(out), scale, overrides or [], progress=progress)
+        return 0
     if overrides:
         raise ConfigError(f"reproduce {experiment}: takes no key=value overrides (its settings are the paper's; got {' '.join(overrides)})")
     out = Path(out).resolve()  # the sweep manifests record config paths: absolute ones resume from any working directory
@@ -228,23 +229,6 @@ def reproduce(experiment: str, scale: str, out: str | Path, workers: int | None 
 
 
 CIFAR_ENTRIES = frozenset({"teacher.pt", "teacher_pruned.pt", "runs", "figures", "reproduce.json"})  # what cifar.reproduce writes, reproduce.json last
-
-
-def cifar_handover(out: str | Path, scale: str, overrides: list[str], progress: bool = True) -> int:
-    """CIFAR-10 (science.md 4.4) lives in `studentspec.cifar`; hand over when it offers reproduce(out, scale, ...)."""
-    try:
-        module = importlib.import_module("studentspec.paper.cifar")
-    except ModuleNotFoundError as err:
-        if err.name != "studentspec.paper.cifar":
-            raise
-        module = None
-    if module is None or not callable(getattr(module, "reproduce", None)):
-        print("studentspec: reproduce cifar10: not available yet. The CIFAR-10 experiment (science.md 4.4) is being built in "
-              "studentspec.cifar; this command will run it once that module offers reproduce(out, scale).", file=sys.stderr)
-        return EXIT_NO_EXPERIMENT
-    kwargs: dict[str, Any] = {"overrides": overrides, "progress": progress} if overrides else {"progress": progress}
-    result = module.reproduce(Path(out), scale, **kwargs)
-    return result if isinstance(result, int) else 0  # cifar.reproduce returns its summary dict and raises on bad input
 
 
 # ---------------------------------------------------------------- analysis (stored dirs only)
