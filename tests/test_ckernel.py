@@ -232,3 +232,57 @@ def test_unwritable_cache_falls_back_with_a_reason(monkeypatch, tmp_path):
     dll, why = ckernel._load()
     assert dll is None
     assert why if not ckernel._cpu_ok() else why.startswith("cannot write the compiled step")
+
+
+def _header_functions() -> set[str]:
+    """The function names sgd_step.h declares (what the binding hands to ffi.cdef)."""
+    import re
+
+    return set(re.findall(r"\b(ss_\w+)\s*\(", ckernel.declarations()))
+
+
+def test_the_c_source_includes_the_header_the_binding_declares_and_it_is_hashed():
+    assert '#include "sgd_step.h"' in ckernel.SOURCE.read_text()  # so the compiler checks the definitions against it
+    assert ckernel.HEADER in ckernel.SOURCES  # a changed header rebuilds
+    assert _header_functions() == {"ss_workspace", "ss_sgd_step_f64", "ss_sgd_step_f32", "ss_forward_grad_f64",
+                                   "ss_forward_grad_f32"}
+    assert not any(line.lstrip().startswith("#") for line in ckernel.declarations().splitlines())
+
+
+@needs_kernel
+def test_the_cdef_declares_exactly_the_functions_the_library_exports():
+    import shutil
+    import subprocess
+
+    lib, _ = ckernel._load()
+    names = _header_functions()
+    assert set(dir(lib)) == names  # cffi's lib lists what the cdef declared
+    for name in names:
+        assert callable(getattr(lib, name))  # found in the library (dlsym)
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("no nm to list the library's exported symbols")
+    out = subprocess.run([nm, "-D", "--defined-only", str(ckernel.library_path())], capture_output=True, text=True, check=True).stdout
+    exported = {parts[2] for parts in (line.split() for line in out.splitlines()) if len(parts) == 3 and parts[1] == "T"}
+    assert {n for n in exported if n.startswith("ss_")} == names
+
+
+@needs_kernel
+def test_every_call_is_checked_against_the_prototype():
+    """Wrong argument count, a bare int for a pointer, or a pointer of the wrong precision: TypeError, C never called."""
+    lib, _ = ckernel._load()
+    ffi = ckernel.ffi
+    for name in _header_functions():
+        fn = getattr(lib, name)
+        args = [ffi.NULL if t.kind == "pointer" else 0 for t in ffi.typeof(fn).args]
+        with pytest.raises(TypeError, match=f"expects {len(args)} arguments, got {len(args) - 1}"):
+            fn(*args[:-1])
+        with pytest.raises(TypeError, match=f"expects {len(args)} arguments, got {len(args) + 1}"):
+            fn(*args, 0)
+    for sfx, other in (("f64", "float *"), ("f32", "double *")):
+        step = getattr(lib, f"ss_sgd_step_{sfx}")
+        args = [ffi.NULL if t.kind == "pointer" else 0 for t in ffi.typeof(step).args]
+        with pytest.raises(TypeError):  # x given as the other precision
+            step(*args[:4], ffi.cast(other, 0), *args[5:])
+        with pytest.raises(TypeError):  # x given as a bare address, as ctypes' c_void_p took it
+            step(*args[:4], 4096, *args[5:])

@@ -88,6 +88,13 @@ def _compiler() -> str | None:
     return next((shutil.which(n) for n in names if n and shutil.which(n)), None)
 
 
+def library_path() -> Path:
+    """Where the library built from the current SOURCES and FLAGS is (or will be) cached."""
+    source = b"".join(f.read_bytes() for f in SOURCES)
+    tag = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
+    return cache_dir() / f"sgd_step-{tag}.so"
+
+
 @functools.cache
 def _load() -> tuple[Any, str]:
     """The library (cffi's lib object) and "" or None and why it is unavailable; compiled at most once per source and flags."""
@@ -100,9 +107,7 @@ def _load() -> tuple[Any, str]:
     cc = _compiler()
     if cc is None:
         return None, "no C compiler found (set CC)"
-    source = b"".join(f.read_bytes() for f in SOURCES)
-    tag = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
-    lib = cache_dir() / f"sgd_step-{tag}.so"
+    lib = library_path()
     if not lib.exists():
         failed: list[str] = []
 
