@@ -84,7 +84,7 @@ class DataConfig(_Section):
 
 
 class TrainConfig(_Section):
-    optimizer: Literal["sgd", "adam", "gd"] = "sgd"
+    optimizer: str = "sgd"  # a registered optimizer (studentspec.ensemble.optimizers): sgd, gd (full batch), adam
     lr: float | dict[int, float] = 0.01
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
@@ -98,6 +98,16 @@ class TrainConfig(_Section):
     device: str = "cpu"
     threads: int | None = Field(None, ge=1)
     kernel: Literal["auto", "c", "torch"] = "auto"  # the compiled SGD step (ckernel.py) where it applies
+
+    @field_validator("optimizer")
+    @classmethod
+    def _registered_optimizer(cls, v: str) -> str:
+        from ..ensemble import optimizers  # here, not at import: the config layer stays light
+
+        known = optimizers.names()
+        if v not in known:
+            raise ValueError(f"must be one of {', '.join(repr(n) for n in known[:-1])} or {known[-1]!r}")
+        return v
 
     @field_validator("device")
     @classmethod

@@ -1,61 +1,40 @@
-"""Batched optimizers over ensemble tensors (PyTorch update rules, one state per seed)."""
+"""The trainers' optimizer over ensemble tensors (one state per seed) and the divergence freeze.
+
+The update rules live in the registry `ensemble.optimizers` (one module per optimizer: torch.optim's own
+update functions on the stacked [S, ...] tensors; its docstring gives the measured reasons). `Optimizer`
+binds a registered rule to a parameter list; `frozen` is the one divergence freeze of the MLP and conv trainers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
+from . import optimizers
+
 
 class Optimizer:
-    """SGD (momentum, L2 weight decay; also full-batch GD) or Adam over a list of tensors.
+    """The registered optimizer `kind` (sgd, gd, adam, ...) over a list of [S, ...] tensors, updated in place.
 
-    The update rules match torch.optim.SGD / torch.optim.Adam applied to each seed separately.
+    Each seed's update equals the torch.optim optimizer applied to that seed alone, bit for bit.
+    An unknown `kind` raises KeyError naming the registered ones.
     """
 
     def __init__(self, params: list[Tensor], kind: str, momentum: float = 0.0, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.params, self.kind = params, kind
-        self.momentum, self.weight_decay = momentum, weight_decay
-        self.betas, self.eps = betas, eps
-        self.t = 0
-        self.buf: list[Tensor | None] = [None] * len(params)
-        self.sq: list[Tensor | None] = [None] * len(params)
+        self.rule = optimizers.get(kind).make(params, optimizers.Hyper(momentum, weight_decay, (betas[0], betas[1]), eps))
 
     @torch.no_grad()
-    def step(self, grads: list[Tensor] | tuple[Tensor, ...], lr: float) -> None:
-        """Apply one update with learning rate lr."""
-        self.t += 1
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            if self.weight_decay:
-                g = g.add(p, alpha=self.weight_decay)
-            if self.kind == "adam":
-                self._adam(i, p, g, lr)
-                continue
-            if self.momentum:
-                buf = self.buf[i]
-                if buf is None:
-                    self.buf[i] = buf = g.clone()
-                else:
-                    buf.mul_(self.momentum).add_(g)
-                g = buf
-            p.sub_(g, alpha=lr)
-
-    def _adam(self, i: int, p: Tensor, g: Tensor, lr: float) -> None:
-        b1, b2 = self.betas
-        if self.buf[i] is None:
-            self.buf[i], self.sq[i] = torch.zeros_like(p), torch.zeros_like(p)
-        m, v = self.buf[i], self.sq[i]
-        assert m is not None and v is not None
-        m.lerp_(g, 1 - b1)
-        v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        denom = (v / (1 - b2**self.t)).sqrt_().add_(self.eps)
-        p.addcdiv_(m, denom, value=-lr / (1 - b1**self.t))
+    def step(self, grads: Sequence[Tensor], lr: float) -> None:
+        """Apply one update with learning rate lr (a schedule passes each epoch's lr here)."""
+        self.rule.step(grads, lr)
 
     def state(self) -> list[Tensor]:
-        """Every state tensor (to freeze diverged seeds alongside the parameters)."""
-        return [t for t in (*self.buf, *self.sq) if t is not None]
+        """Every per-seed state tensor (to freeze diverged seeds alongside the parameters)."""
+        return self.rule.state()
 
 
 def seed_mask(mask: Tensor, like: Tensor) -> Tensor:
@@ -65,7 +44,11 @@ def seed_mask(mask: Tensor, like: Tensor) -> Tensor:
 
 @contextmanager
 def frozen(alive: Tensor, opt: Optimizer) -> Iterator[None]:
-    """Run an update, then put every dead seed's parameters and optimizer state back: the one divergence freeze."""
+    """Run an update, then put every dead seed's parameters and optimizer state back: the one divergence freeze.
+
+    State a rule creates during this very update (momentum buffers at the first step) has nothing to go back to;
+    a seed is only ever frozen for good, so its state never feeds another update.
+    """
     tensors = opt.params + opt.state()
     saved = [t.detach().clone() for t in tensors]
     yield
