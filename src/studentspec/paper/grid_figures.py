@@ -1,64 +1,50 @@
-"""The paper's figures (science.md 4.1-4.3) drawn from sweep DataFrames, in one consistent style.
+"""The paper's figures (science.md 4.1-4.3) drawn from sweep DataFrames, in the one style of `paper.style`.
 
-Every curve of a given `student.multi` has the same colour in every figure (MULTI_COLORS), so
-the figures read together. Inputs are `sweep.load_sweep` frames; nothing here trains.
+Every curve of a given `student.multi` has the same colour in every figure (`style.multi_color`),
+run figures included, so the figures read together. Inputs are `sweep.load_sweep` frames; nothing
+here trains. "Specialized" is the tables' stored `specialized` column (computed with each run's
+eval.threshold) unless a caller passes `threshold`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from .style import MULTI_COLORS, SMALL, multi_color, ordered_cmap, paper_style, save, styled, subplots
+
+import matplotlib.pyplot as plt  # noqa: E402  (after style: the Agg backend)
+
+__all__ = ["DECAY", "MULTI", "MULTI_COLORS", "convergence", "deep_lshape", "deep_rho_vs_n", "lshape", "multi_color", "paper_style",
+           "sample_complexity", "save", "success_rate", "teacher_curves"]
 
 MULTI = "student.multi"
 DECAY = "teacher.decay"
-MULTI_COLORS = {1.0: "#1f77b4", 2.0: "#ff7f0e", 3.0: "#8c564b", 5.0: "#2ca02c", 10.0: "#d62728"}
-STYLE = {
-    "font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 8.5, "legend.fontsize": 7, "xtick.labelsize": 7.5,
-    "ytick.labelsize": 7.5, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25,
-    "grid.linewidth": 0.5, "legend.frameon": False, "lines.linewidth": 1.4, "savefig.bbox": "tight", "font.family": "DejaVu Serif",
-}
-DPI = 150
+THRESHOLD = "eval.threshold"  # a column only where a sweep swept it
 
 
-def multi_color(multi: float) -> str:
-    """The colour of one multi, the same in every figure (unknown multis get a fixed fallback by value)."""
-    fallback = ["#9467bd", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-    return MULTI_COLORS.get(float(multi), fallback[int(float(multi) * 7) % len(fallback)])
+def _grid(rows: int, cols: int, w: float = SMALL[0], h: float = SMALL[1], **kw: Any) -> tuple[Figure, np.ndarray]:
+    return subplots(rows, cols, panel=(w, h), **kw)
 
 
-@contextmanager
-def paper_style() -> Iterator[None]:
-    """Matplotlib settings for print-like figures (small serif type, light grid, no top/right spines)."""
-    with matplotlib.rc_context(STYLE):
-        yield
+def _threshold(df: pd.DataFrame, threshold: float | None) -> float | None:
+    """The threshold given, else the tables' own when they hold a single one (a sweep over eval.threshold stores it)."""
+    if threshold is not None:
+        return float(threshold)
+    if THRESHOLD in df.columns and df[THRESHOLD].nunique() == 1:
+        return float(df[THRESHOLD].iloc[0])
+    return None
 
 
-def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """Write a figure as PNG and PDF and close it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
-    try:
-        for path in paths:
-            fig.savefig(path, dpi=DPI)
-    finally:
-        plt.close(fig)
-    return paths
-
-
-def _grid(rows: int, cols: int, w: float = 2.3, h: float = 2.0, **kw: Any) -> tuple[Figure, np.ndarray]:
-    fig, axes = plt.subplots(rows, cols, figsize=(w * cols + 0.6, h * rows + 0.5), squeeze=False, layout="constrained", **kw)
-    return fig, axes
+def _specialized(df: pd.DataFrame, threshold: float | None) -> pd.Series:
+    """Per row: best_corr above `threshold` when given, else the stored `specialized` column."""
+    return df["best_corr"] > threshold if threshold is not None else df["specialized"].astype(bool)
 
 
 def _final(df: pd.DataFrame) -> pd.DataFrame:
@@ -78,6 +64,7 @@ def _multi_legend(fig: Figure, multis: list[float], extra: list[tuple[str, str]]
 
 # ---------------------------------------------------------------- two layers (4.1)
 
+@styled
 def lshape(students: pd.DataFrame, title: str) -> Figure:
     """(a) rows = decay p, columns = multi: every student of every seed at the end, x = best corr (train), y = ||v_k||."""
     df = _final(students[(students["split"] == "train") & (students["layer"] == 1)])
@@ -100,9 +87,15 @@ def lshape(students: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-def success_rate(teachers: pd.DataFrame, early_step: int, steps_per_epoch: int, title: str) -> Figure:
-    """(b) panels = decay p > 0: fraction of seeds specializing each teacher node; dotted early, solid at the end."""
+@styled
+def success_rate(teachers: pd.DataFrame, early_step: int, steps_per_epoch: int, title: str, threshold: float | None = None) -> Figure:
+    """(b) panels = decay p > 0: fraction of seeds specializing each teacher node; dotted early, solid at the end.
+
+    Specialized = the stored `specialized` column (each run's eval.threshold), or best corr > `threshold` when given.
+    """
     df = teachers[(teachers["split"] == "eval") & (teachers["layer"] == 1) & (teachers[DECAY] > 0)]
+    thr = _threshold(df, threshold)
+    df = df.assign(specialized=_specialized(df, threshold))
     decays, multis = sorted(df[DECAY].unique()), _multis(df)
     fig, axes = _grid(1, len(decays), sharey=True)
     end = _final(df)
@@ -113,13 +106,14 @@ def success_rate(teachers: pd.DataFrame, early_step: int, steps_per_epoch: int, 
                 g = frame[(frame[DECAY] == p) & (frame[MULTI] == m)].groupby("teacher")["specialized"].mean()
                 ax.plot(g.index, g.values, ls, color=multi_color(m), marker="o" if ls == "-" else None, ms=2.5)
         ax.set(title=f"p = {p:g}", ylim=(-0.03, 1.03))
-    axes[0, 0].set_ylabel("success rate (best corr > 0.95)")
-    fig.supxlabel("teacher node index (0 = strongest)", fontsize=8.5)
+    axes[0, 0].set_ylabel(f"success rate (best corr > {thr:g})" if thr is not None else "success rate (specialized)")
+    fig.supxlabel("teacher node index (0 = strongest)")
     _multi_legend(fig, multis, [(":", f"epoch {early_step / steps_per_epoch:g}"), ("-", "end")])
     fig.suptitle(title)
     return fig
 
 
+@styled
 def convergence(scalars: pd.DataFrame, steps_per_epoch: int, title: str) -> Figure:
     """(c) panels = decay p: log10 eval MSE vs epoch, mean ± std over seeds, one curve per multi."""
     df = scalars[(scalars["split"] == "eval") & (scalars["mse"] > 0)]
@@ -133,30 +127,42 @@ def convergence(scalars: pd.DataFrame, steps_per_epoch: int, title: str) -> Figu
             ax.fill_between(g.index, g["mean"] - g["std"], g["mean"] + g["std"], color=multi_color(m), alpha=0.15, linewidth=0)
         ax.set(title=f"p = {p:g}")
     axes[0, 0].set_ylabel(r"$\log_{10}$ eval MSE (mean ± std)")
-    fig.supxlabel("epoch", fontsize=8.5)
+    fig.supxlabel("epoch")
     _multi_legend(fig, multis)
     fig.suptitle(title)
     return fig
 
 
-def teacher_curves(teachers: pd.DataFrame, multi: float, steps_per_epoch: int, title: str) -> Figure:
-    """(d) one seed, one multi, panels = decay p: each teacher node's best eval correlation vs epoch, strong → weak."""
+@styled
+def teacher_curves(teachers: pd.DataFrame, multi: float, steps_per_epoch: int, title: str, threshold: float | None = None) -> Figure:
+    """(d) one seed, one multi, panels = decay p: each teacher node's best eval correlation vs epoch, strong → weak.
+
+    A dot marks the first evaluation at which a node is specialized (stored column, or best corr > `threshold`
+    when given); the threshold line is drawn when the threshold is known (given, or an eval.threshold column).
+    """
     df = teachers[(teachers["split"] == "eval") & (teachers["layer"] == 1) & (teachers[MULTI] == multi)]
     seed = int(df["seed"].min())
     df = df[df["seed"] == seed]
+    thr = _threshold(df, threshold)
+    df = df.assign(specialized=_specialized(df, threshold))
     decays = sorted(df[DECAY].unique())
     fig, axes = _grid(1, len(decays), sharey=True)
-    cmap = plt.get_cmap("viridis")
+    cmap = ordered_cmap()
     m = int(df["teacher"].max()) + 1
     for ax, p in zip(axes[0], decays):
         for j, t in df[df[DECAY] == p].groupby("teacher"):
             t = t.sort_values("step")
-            ax.plot(t["step"] / steps_per_epoch, t["best_corr"], color=cmap(j / max(1, m - 1)), lw=1)
-        ax.axhline(0.95, color="grey", ls="--", lw=0.8)
+            color = cmap(j / max(1, m - 1))
+            ax.plot(t["step"] / steps_per_epoch, t["best_corr"], color=color, lw=1)
+            first = t[t["specialized"]].head(1)
+            if len(first):
+                ax.scatter(first["step"] / steps_per_epoch, first["best_corr"], s=10, color=color, zorder=3, linewidths=0)
+        if thr is not None:
+            ax.axhline(thr, color="grey", ls="--", lw=0.8, label=f"threshold {thr:g}")
         ax.set(title=f"p = {p:g}", ylim=(min(0.0, float(df["best_corr"].min())) - 0.03, 1.03))
     axes[0, 0].set_ylabel("best eval correlation")
-    fig.supxlabel("epoch", fontsize=8.5)
-    sm = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, m - 1), cmap)
+    fig.supxlabel("epoch")
+    sm = ScalarMappable(Normalize(0, m - 1), cmap)
     fig.colorbar(sm, ax=axes[0].tolist(), label="teacher node index (0 = strongest)")
     fig.suptitle(f"{title} (multi {multi:g}, seed {seed})")
     return fig
@@ -164,6 +170,7 @@ def teacher_curves(teachers: pd.DataFrame, multi: float, steps_per_epoch: int, t
 
 # ---------------------------------------------------------------- sample complexity (4.2)
 
+@styled
 def sample_complexity(scalars: pd.DataFrame, teachers: pd.DataFrame, title: str) -> Figure:
     """Per N: min eval MSE, min train MSE (over epochs), mean final best eval correlation; solid teacher-aware, dashed Gaussian."""
     mins = scalars.groupby(["data.kind", "data.n_train", MULTI, "seed", "split"])["mse"].min().unstack("split").reset_index()
@@ -188,6 +195,7 @@ def sample_complexity(scalars: pd.DataFrame, teachers: pd.DataFrame, title: str)
 
 # ---------------------------------------------------------------- deep (4.3)
 
+@styled
 def deep_lshape(students: pd.DataFrame, steps_per_epoch: int, title: str, columns: int = 5) -> Figure:
     """Rows = hidden layers (top layer first), columns = evenly spaced evaluations: x = best corr, y = sqrt(E beta_kk)."""
     df = students.dropna(subset=["beta_norm"])
@@ -202,7 +210,7 @@ def deep_lshape(students: pd.DataFrame, steps_per_epoch: int, title: str, column
         for j, step in enumerate(picks):
             ax = axes[i, j]
             s = rows[rows["step"] == step]
-            color = multi_color(multis[0]) if not math.isnan(multis[0]) else "C0"
+            color = multi_color(multis[0]) if not math.isnan(multis[0]) else "black"
             ax.scatter(s["best_corr"], s["beta_norm"], s=4, alpha=0.45, color=color, linewidths=0)
             ax.set_xlim(-0.1, 1.1)
             ax.set_ylim(-0.04 * top, top)
@@ -216,6 +224,7 @@ def deep_lshape(students: pd.DataFrame, steps_per_epoch: int, title: str, column
     return fig
 
 
+@styled
 def deep_rho_vs_n(scalars: pd.DataFrame, title: str) -> Figure:
     """Rows = loss (MSE, CE), columns = layers + eval MSE: final rho_mean_l vs training set size, one curve per multi."""
     df = _final(scalars[scalars["split"] == "eval"])
