@@ -1,5 +1,6 @@
 """--overwrite replaces only a complete run dir studentspec wrote, by swapping; output-path problems fail before any work."""
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -92,10 +93,10 @@ def test_a_failed_swap_keeps_the_old_run_complete(tmp_path, monkeypatch):
             raise OSError("disk gone")
         return real(src, dst)
 
-    monkeypatch.setattr(store.os, "replace", failing)
+    monkeypatch.setattr(os, "replace", failing)
     with pytest.raises(OSError, match="disk gone"):
         run(out, "train.lr=0.02", "--overwrite")
-    monkeypatch.setattr(store.os, "replace", real)
+    monkeypatch.setattr(os, "replace", real)
     assert snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
@@ -103,7 +104,7 @@ def test_a_failed_swap_keeps_the_old_run_complete(tmp_path, monkeypatch):
 @pytest.mark.parametrize("case", ["parent_is_file", "out_is_file", "name_too_long"])
 def test_unusable_output_paths_fail_before_training(tmp_path, capsys, monkeypatch, case):
     trained = []
-    monkeypatch.setattr(sys.modules["studentspec.mlp.train"], "train", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr(importlib.import_module("studentspec.pipelines"), "train", lambda *a, **k: trained.append(1))
     if case == "parent_is_file":
         (tmp_path / "f").write_text("x")
         out, words = tmp_path / "f" / "run", ["not a directory"]

@@ -53,13 +53,16 @@ def test_report_is_self_contained(repro):
 def test_report_holds_claims_figures_config_seeds_versions(repro):
     text = (repro / "report.html").read_text()
     doc = json.loads((repro / "claims.json").read_text())
+    assert len(doc["claims"]) == 1  # sample-complexity: one claim, checked below
     for c in doc["claims"]:
         assert html.escape(c["name"]) in text and html.escape(c["justification"]) in text
     assert text.count("<figure") == len(doc["figures"]) == 1
     for heading in ("Claims", "Figures", "Wall time", "Per-seed summary", "Configuration", "Versions"):
         assert f"<h2>{heading}</h2>" in text
     assert "teacher_aware" in text and "eval_mse" in text and "torch" in text
-    assert ("PASS" in text) or ("FAIL" in text)
+    verdict = "PASS" if doc["claims"][0]["passed"] else "FAIL"  # the verdict claims.json holds, not either word
+    assert f"<td class='{verdict.lower()}'>{verdict}</td>" in text
+    assert f"<td class='{'fail' if verdict == 'PASS' else 'pass'}'>" not in text
 
 
 def test_fail_is_shown(repro, tmp_path):
@@ -81,7 +84,7 @@ def test_report_recomputes_from_stored_runs_without_training(repro, tmp_path, mo
     shutil.rmtree(d / "figures")
     (d / "claims.json").unlink()
     (d / "report.html").unlink()
-    monkeypatch.setattr(importlib.import_module("studentspec.mlp.train"), "train", lambda *a, **k: pytest.fail("report must not train"))
+    monkeypatch.setattr(importlib.import_module("studentspec.pipelines"), "train", lambda *a, **k: pytest.fail("report must not train"))
     monkeypatch.setattr(executors, "run_job", lambda *a, **k: pytest.fail("report must not run jobs"))
     path = report.write_report(d)
     assert path.is_file() and (d / "figures" / "sample_complexity.png").is_file()

@@ -8,9 +8,11 @@ import torch
 from studentspec import load_config
 from studentspec.ensemble import seeding
 from studentspec.config import ConfigError
-from studentspec.mlp.data import draw_inputs, make_inputs, teacher_aware
+from studentspec.mlp.data import make_inputs
+from studentspec.mlp.data.teacher_aware import teacher_aware
+from studentspec.mlp.data.uniform import uniform
 from studentspec.ensemble import activations
-from studentspec.mlp.teacher import GRID, build_teacher, fit_teacher
+from studentspec.mlp.teacher import build_teacher, fit_teacher
 from studentspec.mlp.train import build
 
 torch.set_default_dtype(torch.float64)
@@ -21,8 +23,28 @@ def two_layer(p=1.5, m=8, seeds=(1, 2)):
     return cfg, build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
 
 
+# science.md 4.1: entries "drawn uniformly from {-1,-0.75,-0.5,-0.25,0,0.25,0.5,0.75,1}" -- the spec's numbers, not the code's GRID
+SPEC_GRID = torch.tensor([-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
+
+
 def on_grid(values: torch.Tensor) -> bool:
-    return bool(torch.isclose(values[..., None], GRID).any(-1).all())
+    return bool(torch.isclose(values[..., None], SPEC_GRID).any(-1).all())
+
+
+def test_two_layer_teacher_draws_every_grid_value_uniformly():
+    """science.md 4.1: each entry uniform over the 9 values. A row's largest |entry| is 1 (all but certain at d=100), so
+    row / max|row| is the drawn grid row itself; over 2000 entries every value appears at ~1/9 each."""
+    cfg = load_config(None, ["seeds=[1]", "input_dim=100", "output_dim=50", "teacher.widths=[20]", "teacher.decay=0"])
+    t = build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
+    rows = t.weights[0][0].T  # [m, d], each of unit norm
+    drawn = rows / rows.abs().max(dim=1, keepdim=True).values
+    assert on_grid(drawn)
+    freq = torch.isclose(drawn.reshape(-1, 1), SPEC_GRID).double().mean(0)
+    assert (freq - 1 / 9).abs().max() < 0.035, freq  # a binomial(2000, 1/9) share: std 0.007
+    out = t.weights[1][0]  # [m, C], decay 0: the drawn output vectors as they are
+    assert on_grid(out)
+    freq = torch.isclose(out.reshape(-1, 1), SPEC_GRID).double().mean(0)
+    assert (freq - 1 / 9).abs().max() < 0.035, freq  # 1000 entries: std 0.01
 
 
 def test_two_layer_teacher_rows_distinct_unit_norm_fixed_bias():
@@ -47,6 +69,26 @@ def test_two_layer_output_decay_ratios_and_grid():
     for s in range(2):
         cols = {tuple(c.tolist()) for c in undone[s].T}
         assert len(cols) == 20 and all(any(v != 0 for v in c) for c in cols)
+
+
+def test_two_layer_student_init_inputs_and_biases_are_the_spec():
+    """science.md 4.1, its numbers typed here: student weights N(0, 0.005^2) with biases 0; x ~ N(0, 1.5^2 I);
+    teacher hidden and output biases -0.1; teacher-aware shifts a ~ U[mean, mean + sigma] with mean = sigma = 2.
+    Both the defaults and configs/two_layer.yaml hold them, and build() draws from them."""
+    for cfg in (load_config(None, []), load_config("configs/two_layer.yaml")):
+        assert cfg.student.init_std == 0.005 and cfg.data.std == 1.5 and cfg.teacher.bias == -0.1
+        assert cfg.data.boundary_shift_mean == 2.0 and cfg.data.boundary_shift_sigma == 2.0
+    cfg = load_config("configs/two_layer.yaml", ["seeds=[1,2]", "teacher.widths=[20]", "student.multi=10", "data.n_eval=1000"])
+    s = build(cfg)
+    for W in s.student.weights:  # [2, 100, 200] and [2, 200, 50]: >= 20000 draws each
+        assert abs(W.mean().item()) < 1e-4 and abs(W.std().item() / 0.005 - 1) < 0.03, W.std()
+    assert all((b == 0).all() for b in s.student.biases) and len(s.student.biases) == 2
+    assert all((b == -0.1).all() for b in s.teacher.biases) and len(s.teacher.biases) == 2
+    x = s.stream.x_train  # [2, 10000, 100]
+    assert x.shape == (2, 10000, 100)
+    assert abs(x.mean().item()) < 0.005 and abs(x.std().item() / 1.5 - 1) < 0.005, x.std()
+    kurtosis = ((x / x.std()) ** 4).mean().item()
+    assert abs(kurtosis - 3.0) < 0.05  # Gaussian (a uniform of the same std has 1.8)
 
 
 def test_seed_teachers_differ_and_are_reproducible():
@@ -97,29 +139,45 @@ def test_deep_teacher_grid_rows_decay_and_bias_range():
 
 
 @pytest.mark.parametrize("exact", [False, True])
-def test_teacher_aware_points_on_boundary_and_copies_on_opposite_sides(exact):
+@pytest.mark.parametrize("n", [60, 46])
+def test_teacher_aware_points_on_boundary_and_copies_on_opposite_sides(exact, n):
+    """science.md 4.2: ceil(N/(3m)) points per teacher node (46 -> ceil(46/15) = 4, not 3), each kept with its copies
+    x +- a w*_j, a ~ U[2, 4] (mean = sigma = 2), every sample rescaled to norm 1.5 sqrt(d) (d = 30)."""
     cfg, t = two_layer(m=5)
     w, b = t.weights[0][0], t.biases[0][0]
     g = torch.Generator().manual_seed(0)
-    x = teacher_aware(g, w, b, 60, 1.5, exact=exact)
-    assert x.shape == (60, 30)  # ceil(60 / 15) = 4 points x 3 x 5 nodes
+    x = teacher_aware(g, w, b, n, 1.5, exact=exact)
+    assert x.shape == (60, 30)  # ceil(n / 15) = 4 points x 3 x 5 nodes
     for j in range(5):
         blk = x[j * 12 : (j + 1) * 12]
         base, plus, minus = blk[:4], blk[4:8], blk[8:]
         pre = lambda v: v @ w[:, j] + b[j]
+        unit = w[:, j] / w[:, j].norm()
         if exact:
             assert pre(base).abs().max() < 1e-12
             torch.testing.assert_close(base.norm(dim=1), torch.full((4,), 1.5 * math.sqrt(30)))
-            shift = (plus - base) @ (w[:, j] / w[:, j].norm())
-            assert ((shift >= 2) & (shift <= 4)).all()
+            shift = (plus - base) @ unit
+            torch.testing.assert_close((base - minus) @ unit, shift)
         else:
             torch.testing.assert_close(blk.norm(dim=1), torch.full((12,), 1.5 * math.sqrt(30)))
             assert pre(base).abs().max() < 0.1  # rescaling moves base points slightly off (bias -0.1)
+            # undo the rescaling to read a back: the base point was scaled by t, and w.x + b = 0 held before
+            scale = -(base @ w[:, j]) / b[j]
+            orig = base / scale[:, None]
+            torch.testing.assert_close(pre(orig), torch.zeros(4), rtol=0, atol=1e-12)
+            perp = lambda v: v - (v @ unit)[:, None] * unit  # the copies differ from orig along w only
+            shifts = []
+            for copy in (plus, minus):
+                s = perp(copy).norm(dim=1) / perp(orig).norm(dim=1)
+                shifts.append((copy / s[:, None] - orig) @ unit)
+            shift = shifts[0]
+            torch.testing.assert_close(-shifts[1], shift)  # x + a w and x - a w share their a
+        assert ((shift >= 2) & (shift <= 4)).all(), shift
         assert (pre(plus) > 0).all() and (pre(minus) < 0).all()
 
 
 def test_uniform_inputs_have_requested_std():
-    x = draw_inputs(torch.Generator().manual_seed(0), 200000, 3, 2.0, "uniform")
+    x = uniform(torch.Generator().manual_seed(0), 200000, 3, 2.0)
     assert abs(x.std().item() - 2.0) < 0.01 and x.abs().max() <= 2.0 * math.sqrt(3)
 
 

@@ -6,7 +6,7 @@ import torch
 from studentspec import load_config
 from studentspec import train
 from studentspec.ensemble.optim import Optimizer
-from studentspec.store import tables
+from studentspec.mlp.record import tables
 from studentspec.mlp.train import build, lr_at
 
 from conftest import needs_kernel
@@ -40,11 +40,14 @@ def student_of(result, seed):
 def test_seed_alone_equals_seed_inside_ensemble(extra):
     alone = run([7], *extra)
     ensemble = run([3, 7, 11, 12], *extra)
-    for a, b in zip(student_of(alone, 7), student_of(ensemble, 7)):
+    pa, pe = student_of(alone, 7), student_of(ensemble, 7)
+    assert len(pa) == len(pe) >= 4  # W and b of every layer: zip compares them all
+    for a, b in zip(pa, pe):
         assert torch.equal(a, b)
     sa, ta, _ = tables(alone)
     se, te, _ = tables(ensemble)
     cols = ["step", "split", "mse", "rho_mean_1"]
+    assert sorted(sa.step.unique()) == [0, 30, 60]  # evaluations the comparison sees: two empty tables would compare equal
     assert sa[cols].reset_index(drop=True).equals(se[se.seed == 7][cols].reset_index(drop=True))
 
 
@@ -72,8 +75,9 @@ def test_cached_teacher_activations_change_no_number(monkeypatch):
     cached = tables(run([1, 2], "teacher.widths=[3,4]", "data.regenerate=true"))
     monkeypatch.setattr(train_module, "CACHE_BYTES", 0)  # recomputed at every evaluation
     fresh = tables(run([1, 2], "teacher.widths=[3,4]", "data.regenerate=true"))
+    assert len(cached) == len(fresh) == 3
     for a, b in zip(cached, fresh):
-        assert a.equals(b)
+        assert len(a) > 0 and a.equals(b)
 
 
 def test_lr_schedule():
@@ -121,7 +125,7 @@ def test_quick_two_layer_run_specializes_every_teacher_with_l_shape():
 def test_summary_names_the_path_of_the_step_and_of_the_evaluation(optimizer):
     """Adam has no compiled step, but the compiled evaluation pass serves it: summary.json must say both."""
     from studentspec.mlp import kernel as ckernel
-    from studentspec.store import summary
+    from studentspec.mlp.record import summary
 
     cfg = load_config(None, [*TINY, f"train.optimizer={optimizer}", "train.lr=0.001"])
     result = train(cfg, progress=False)

@@ -1,6 +1,12 @@
-"""studentspec: teacher-student specialization in deep ReLU / Leaky ReLU networks, batched over seeds."""
+"""studentspec: teacher-student specialization in deep ReLU / Leaky ReLU networks, batched over seeds.
 
+The public API is loaded on first use (PEP 562), so `import studentspec.paper.figures` does not
+pull in the trainer or the compiled kernel.
+"""
+
+import importlib
 import os
+from typing import Any
 
 # MKL's conditional numerical reproducibility: without it a GEMM's rounding depends on where
 # a matrix sits in memory, so a seed would not give the same bits alone and inside an ensemble.
@@ -10,10 +16,21 @@ os.environ.setdefault("MKL_CBWR", "AUTO")
 # 4 KiB pages, and the TLB misses cost a large ensemble's step ~20 % (BENCHMARKS.md).
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from .config import Config, ConfigError, load_config
-from .store import Run, StoreError, load_run, write_run
-from .sweep.grid import load_sweep
-from .mlp.train import TrainResult, build, train
-
-__all__ = ["Config", "ConfigError", "Run", "StoreError", "TrainResult", "build", "load_config", "load_run", "load_sweep", "train", "write_run"]
 __version__ = "0.1.0"
+
+_API = {
+    "Config": "config", "ConfigError": "config",
+    "load_config": "pipelines", "build": "pipelines", "train": "pipelines", "record": "pipelines", "write_run": "pipelines",
+    "Run": "store", "RunRecord": "store", "StoreError": "store", "load_run": "store", "write_record": "store",
+    "load_sweep": "sweep.grid", "run_sweep": "sweep.grid",
+    "TrainResult": "mlp.train",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'studentspec' has no attribute {name!r}")

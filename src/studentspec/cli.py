@@ -6,20 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config, parse_yaml
+from .config import ConfigError, parse_yaml
 
 EXIT_BAD_INPUT = 2
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .store import check_out, write_run
-    from .mlp.train import train
+    from . import pipelines
+    from .store import check_out
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = pipelines.load_config(args.config, args.overrides)
     out = Path(args.out)
     check_out(out, args.overwrite)  # before any work
-    result = train(cfg, progress=not args.quiet)
-    write_run(result, out, overwrite=args.overwrite)
+    result = pipelines.train(cfg, progress=not args.quiet)
+    pipelines.write_run(result, out, overwrite=args.overwrite)
     for seed, step in result.diverged.items():
         print(f"seed {seed} diverged at step {step} (frozen; see summary.json)", file=sys.stderr)
     print(f"wrote {out} ({result.steps} steps x {len(cfg.seeds)} seeds in {result.wall_time:.1f} s)")
@@ -44,9 +44,12 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _converge(args: argparse.Namespace) -> int:
-    from .theory.converge import converge_run
+    from . import pipelines
+    from .store import load_run
+    from .theory import converge
 
-    info = converge_run(args.run_dir, tol=args.tol, max_iter=args.max_iter, method=args.method).to_json()
+    pipelines.require(load_run(args.run_dir).config, converge.PIPELINES, "converge")
+    info = converge.converge_run(args.run_dir, tol=args.tol, max_iter=args.max_iter, method=args.method).to_json()
     for seed, r in info["per_seed"].items():
         verdict = ", ".join(f"{k} {'holds' if v else 'FAILS' if v is not None else 'n/a'}" for k, v in r["conclusions"].items())
         grad = f"{r['grad_max']:.2e}" if isinstance(r["grad_max"], (int, float)) else "not finite"
@@ -56,13 +59,15 @@ def _converge(args: argparse.Namespace) -> int:
 
 
 def _population(args: argparse.Namespace) -> int:
-    from .theory.population import flow_from_config
+    from . import pipelines
     from .store import check_out, write_dir, write_json
+    from .theory import population
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = pipelines.load_config(args.config, args.overrides)
+    pipelines.require(cfg, population.PIPELINES, "population")
     out = Path(args.out)
     check_out(out, args.overwrite, "population")  # before any work
-    info = flow_from_config(cfg, steps=args.steps)
+    info = population.flow_from_config(cfg, steps=args.steps)
     write_dir(out, args.overwrite, lambda stage: write_json(stage / "population.json", info | {"config": cfg.to_dict()}), "population")
     final = [round(l[-1], 6) for l in info["loss"]]
     print(f"wrote {out / 'population.json'} (final population loss per seed: {final})")

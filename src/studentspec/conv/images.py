@@ -12,6 +12,7 @@ import gzip
 import io
 import pickle
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,11 +196,13 @@ def load_images(kind: str, root: str | Path | None) -> ImageSet:
     """The data set of `data.kind` (cifar10 or mnist) from `data.root`."""
     if root is None:
         raise ConfigError(f"data.root: data.kind={kind} needs the path of its files; {how_to_get(kind)}")
-    if kind == "cifar10":
-        return load_cifar10(root)
-    if kind == "mnist":
-        return load_mnist(root)
-    raise ConfigError(f"data.kind: {kind!r} is not an image data set")
+    if kind not in READERS:
+        raise ConfigError(f"data.kind: {kind!r} is not an image data set (one of {', '.join(READERS)})")
+    return READERS[kind](root)
+
+
+# the image data kinds (data.kind) and their readers: adding a format is a reader and a line here
+READERS: dict[str, Callable[[str | Path], ImageSet]] = {"cifar10": load_cifar10, "mnist": load_mnist}
 
 
 def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:

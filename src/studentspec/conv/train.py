@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..ensemble import seeding
+from ..ensemble.hooks import Hooks
 from ..config import Config, ConfigError, check_device, steps_per_epoch
 from .nets import ConvNet, fanout_norms, init_conv_net
 from .metrics import ConvEval, evaluate_conv
@@ -44,6 +45,7 @@ class ConvSetup:
     device: torch.device
     dtype: torch.dtype
     checkpoint_sha256: str
+    build_seconds: float = 0.0  # counted in the run's wall time
 
 
 @dataclass
@@ -88,8 +90,11 @@ def student_widths(cfg: Config, ckpt: TeacherCheckpoint) -> list[int]:
     return [max(1, round(cfg.student.multi * a)) for a in ckpt.active_widths]
 
 
-def build_conv(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
+def build(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
     """Load the teacher checkpoint and the images, and initialize one student per seed."""
+    start = time.perf_counter()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     check_device(cfg.train.device)
     if cfg.teacher.checkpoint is None:
         raise ConfigError(f"teacher.checkpoint: data.kind={cfg.data.kind} needs a trained conv teacher "
@@ -106,7 +111,7 @@ def build_conv(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
     student = init_conv_net(seeding.generators(cfg.seeds, "student"), c, h, student_widths(cfg, ckpt), ckpt.net.n_classes,
                             t.activation, t.leaky_slope, t.batchnorm, t.batchnorm_affine, sc.init_std, sc.init_scale)
     return ConvSetup(cfg, ckpt, ckpt.net.to(device, dtype), student.to(device, dtype).requires_grad_(), data, device, dtype,
-                     file_digest(cfg.teacher.checkpoint))
+                     file_digest(cfg.teacher.checkpoint), time.perf_counter() - start)
 
 
 def _lr(cfg: Config, epoch: int) -> float:
@@ -124,12 +129,10 @@ def _batches(s: ConvSetup, orders: list[torch.Tensor], augs: list[torch.Generato
     return normalize(x, s.ckpt.mean, s.ckpt.std, s.dtype)
 
 
-def train_conv(cfg: Config, progress: bool = True, on_eval: Callable[[ConvPoint], None] | None = None, setup: ConvSetup | None = None) -> ConvResult:
+def train(s: ConvSetup, hooks: Hooks = Hooks()) -> ConvResult:
     """Train every seed's conv student on the teacher's outputs (MSE by default), evaluating as configured."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    start = time.perf_counter()
-    s = setup if setup is not None else build_conv(cfg)
+    cfg = s.cfg
+    start = time.perf_counter() - s.build_seconds
     result = ConvResult(s)
     tc = cfg.train
     if tc.optimizer == "gd":
@@ -144,7 +147,7 @@ def train_conv(cfg: Config, progress: bool = True, on_eval: Callable[[ConvPoint]
     alive = torch.ones(S, dtype=torch.bool, device=s.device)
     loss_sum = torch.zeros(S, dtype=torch.float64, device=s.device)
     loss_n = 0
-    bar = tqdm(total=tc.epochs * spe, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=tc.epochs * spe, disable=not hooks.progress, unit="step", dynamic_ncols=True)
 
     def record(step: int, epoch: int) -> None:
         nonlocal loss_n
@@ -153,8 +156,8 @@ def train_conv(cfg: Config, progress: bool = True, on_eval: Callable[[ConvPoint]
         loss_sum.zero_()
         loss_n = 0
         result.evals.append(point)
-        if on_eval is not None:
-            on_eval(point)
+        if hooks.on_eval is not None:
+            hooks.on_eval(point)
         rho = [f"{float(rho_mean(ls)[alive].mean()):.3f}" for ls in ev.layers]
         bar.set_postfix(acc=f"{float(ev.accuracy[alive].mean()):.3f}", rho="/".join(rho), refresh=False)
 
@@ -190,87 +193,3 @@ def train_conv(cfg: Config, progress: bool = True, on_eval: Callable[[ConvPoint]
     result.steps = step
     result.wall_time = time.perf_counter() - start
     return result
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
-
-
-def conv_tables(result: ConvResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """scalars / teachers / students DataFrames (split 'eval'; teacher = the checkpoint's channel index)."""
-    cfg = result.setup.cfg
-    seeds, thr = cfg.seeds, cfg.eval.threshold
-    S = len(seeds)
-    t_fan = fanout_norms(result.setup.ckpt.net)
-    scal, teach, stud = [], [], []
-    for p in result.evals:
-        ev = p.result
-        row: dict[str, Any] = {"seed": seeds, "step": p.step, "epoch": p.epoch, "split": "eval", "mse": _np(ev.mse), "loss": _np(ev.loss),
-                               "accuracy": _np(ev.accuracy), "teacher_agreement": _np(ev.agreement), "teacher_accuracy": ev.teacher_accuracy,
-                               "train_loss": _np(p.train_loss) if p.train_loss is not None else np.nan}
-        for l, (ls, idx) in enumerate(zip(ev.layers, ev.active), start=1):
-            row[f"rho_mean_{l}"] = _np(rho_mean(ls))
-            row[f"n_specialized_{l}"] = _np(((ls.teacher_best > thr) & ls.teacher_active).sum(1))
-            m, n = ls.teacher_best.shape[1], ls.student_best.shape[1]
-            channels = _np(idx.cpu())
-            t = {"seed": np.repeat(seeds, m), "step": p.step, "epoch": p.epoch, "split": "eval", "layer": l, "teacher": np.tile(channels, S),
-                 "best_corr": _np(ls.teacher_best).ravel(), "best_student": _np(ls.teacher_best_student).ravel(),
-                 "fanout_norm": np.tile(_np(t_fan[l - 1][0, idx.cpu()]), S), "specialized": _np(ls.teacher_best > thr).ravel(),
-                 "active": _np(ls.teacher_active).ravel()}
-            for i, c in enumerate(COUNT_THRESHOLDS):
-                t[f"n_above_{c:g}"] = _np(ls.teacher_counts[..., i]).ravel()
-            teach.append(pd.DataFrame(t))
-            stud.append(pd.DataFrame({"seed": np.repeat(seeds, n), "step": p.step, "epoch": p.epoch, "split": "eval", "layer": l,
-                                      "student": np.tile(np.arange(n), S), "best_corr": _np(ls.student_best).ravel(),
-                                      "best_teacher": channels[_np(ls.student_best_teacher).ravel()],
-                                      "fanout_norm": _np(p.student_fanout[l - 1]).ravel()}))
-        scal.append(pd.DataFrame(row))
-    return pd.concat(scal, ignore_index=True), pd.concat(teach, ignore_index=True), pd.concat(stud, ignore_index=True)
-
-
-def conv_summary(result: ConvResult, scalars: pd.DataFrame) -> dict[str, Any]:
-    """Per-seed final accuracy, MSE, rho_mean and specialized counts per layer; the teacher; versions."""
-    s = result.setup
-    last = scalars[scalars["step"] == scalars["step"].max()]
-    per_seed = {}
-    for seed in s.cfg.seeds:
-        r = last[last["seed"] == seed].iloc[0]
-        entry: dict[str, Any] = {"eval_mse": float(r["mse"]), "accuracy": float(r["accuracy"]), "teacher_agreement": float(r["teacher_agreement"])}
-        for l in range(1, len(s.ckpt.net.weights) + 1):
-            entry[f"rho_mean_{l}"] = float(r[f"rho_mean_{l}"])
-            entry[f"n_specialized_{l}"] = int(r[f"n_specialized_{l}"])
-        entry["diverged_at_step"] = result.diverged.get(seed)
-        per_seed[str(seed)] = entry
-    return {
-        "seeds": s.cfg.seeds, "steps": result.steps, "n_train": int(s.data.train_x.shape[0]), "n_eval": int(s.data.test_x.shape[0]),
-        "wall_time_s": round(result.wall_time, 3), "diverged": {str(k): v for k, v in result.diverged.items()},
-        "teacher": {"checkpoint": s.cfg.teacher.checkpoint, "sha256": s.checkpoint_sha256, "accuracy": s.ckpt.accuracy,
-                    "widths": s.ckpt.net.widths, "active_widths": s.ckpt.active_widths, "inactive": s.ckpt.inactive,
-                    "eval_accuracy": float(last["teacher_accuracy"].iloc[0])},
-        "student_widths": s.student.widths, "per_seed": per_seed,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
-    }
-
-
-def _arrays(prefix: str, net: ConvNet) -> dict[str, np.ndarray]:
-    out = {}
-    for l, (w, b) in enumerate(zip(net.weights, net.biases), start=1):
-        out[f"{prefix}.conv{l}.W"], out[f"{prefix}.conv{l}.b"] = _np(w), _np(b)
-    out[f"{prefix}.head.W"], out[f"{prefix}.head.b"] = _np(net.head_w), _np(net.head_b)
-    for l, bn in enumerate(net.norms, start=1):
-        out[f"{prefix}.bn{l}.running_mean"], out[f"{prefix}.bn{l}.running_var"] = _np(bn.running_mean), _np(bn.running_var)
-        if bn.weight is not None and bn.bias is not None:
-            out[f"{prefix}.bn{l}.weight"], out[f"{prefix}.bn{l}.bias"] = _np(bn.weight), _np(bn.bias)
-    if net.masks is not None:
-        for l, m in enumerate(net.masks, start=1):
-            out[f"{prefix}.mask{l}"] = _np(m)
-    return out
-
-
-def write_conv_run(result: ConvResult, out: str | Path, overwrite: bool = False) -> Path:
-    """Write a conv run dir (same files as an MLP run: config, three tables, summary, weights) atomically."""
-    from ..store import write_run_dir
-
-    scalars, teachers, students = conv_tables(result)
-    arrays = _arrays("teacher", result.setup.ckpt.net) | _arrays("student", result.setup.student)
-    return write_run_dir(out, overwrite, result.setup.cfg, (scalars, teachers, students), arrays, conv_summary(result, scalars))

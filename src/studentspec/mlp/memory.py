@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from ..config import Config, ConfigError
+from .data import train_size
 
 CACHE_BYTES = 256 * 2**20  # per split: above this the trainer recomputes the teacher's hidden activations at every evaluation
 GIB = 2**30
@@ -22,7 +23,7 @@ def estimate(cfg: Config) -> dict[str, int]:
     """Bytes per part of an MLP run of `cfg` (all seeds): inputs, labels, parameters, evaluation, records."""
     S, d, C = len(cfg.seeds), cfg.input_dim, cfg.output_dim
     item = 4 if cfg.train.dtype == "float32" else 8
-    n_train = 0 if cfg.data.kind == "online" else cfg.data.n_train
+    n_train = train_size(cfg)
     rows = n_train + cfg.data.n_eval
     inputs = S * rows * d * 8 + (S * rows * d * item if item != 8 or cfg.train.device != "cpu" else 0)
     s_widths, t_widths = cfg.student_widths, cfg.teacher.widths

@@ -7,22 +7,23 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import backprop, kernel as ckernel
+from . import backprop, kernel as ckernel, metrics
 from ..ensemble import seeding
-from ..config import IMAGE_KINDS, Config, ConfigError, check_device
-from .data import BatchStream, label, make_inputs
+from ..config import Config, ConfigError, check_device
+from ..ensemble.hooks import Hooks
+from .data import BatchStream, label, make_inputs, train_size
 from ..ensemble.losses import output_grad, per_seed_loss
 from .memory import CACHE_BYTES, check_fits
 from .evaluate import SplitEval, evaluate, fanout_norms, teacher_hidden
 from .nets import Net, make_batchnorms
 from ..ensemble.optim import Optimizer, frozen, seed_mask
 from .teacher import build_teacher, fit_teacher
-from ..theory.lemma import Diagnostics, diagnose
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -43,6 +44,7 @@ class Setup:
     # split -> (its inputs, the teacher's hidden activations on them): the teacher is fixed, so
     # evaluations reuse them for as long as the split's tensor is the same object
     teacher_cache: dict[str, tuple[Tensor, list[Tensor]]] = field(default_factory=dict)
+    build_seconds: float = 0.0  # counted in the run's wall time
 
 
 def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, device: torch.device) -> Net:
@@ -73,6 +75,9 @@ def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, d
 
 def build(cfg: Config) -> Setup:
     """Construct teacher, evaluation set, training stream and student for every seed."""
+    start = time.perf_counter()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     check_device(cfg.train.device)
     check_fits(cfg)
     dtype, device = DTYPES[cfg.train.dtype], torch.device(cfg.train.device)
@@ -82,11 +87,12 @@ def build(cfg: Config) -> Setup:
     fit_teacher(teacher, x_eval64, cfg.teacher.tune)
     teacher_run = teacher.to(device, dtype)
     x_eval = x_eval64.to(device, dtype)
-    n_train = cfg.data.n_train if cfg.data.kind != "online" else 0
+    n_train = train_size(cfg)
     x_train = make_inputs(cfg, teacher, data_gens, n_train, training=True)
     stream = BatchStream(cfg, teacher_run, data_gens, seeding.generators(cfg.seeds, "sampler"), x_train, dtype, device)
     student = init_student(cfg, seeding.generators(cfg.seeds, "student"), dtype, device)
-    return Setup(cfg, teacher, teacher_run, student, stream, x_eval, label(teacher_run, x_eval), dtype, device)
+    return Setup(cfg, teacher, teacher_run, student, stream, x_eval, label(teacher_run, x_eval), dtype, device,
+                 build_seconds=time.perf_counter() - start)
 
 
 def lr_at(lr: float | dict[int, float], epoch: int) -> float:
@@ -105,7 +111,7 @@ class EvalPoint:
     result: SplitEval
     grad_norm: Tensor | None
     student_fanout: list[Tensor]  # per hidden layer, [S, n_l]
-    theory: Diagnostics | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # registered metrics (mlp/metrics.py): name -> value
 
 
 @dataclass
@@ -124,7 +130,7 @@ class TrainResult:
 def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
     cfg = s.cfg
     splits = [("eval", s.x_eval, s.y_eval)]
-    if cfg.data.kind != "online":
+    if train_size(cfg):
         splits.insert(0, ("train", s.stream.x_train, s.stream.y_train))
     points = []
     for name, x, y in splits:
@@ -135,35 +141,22 @@ def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
         res = evaluate(s.teacher_run, s.student, x, y, cfg.train.loss, cfg.eval.batch_size, with_grad=cfg.eval.grad_norm and name == "train",
                        kernel=cfg.train.kernel, teacher_acts=acts)
         points.append(EvalPoint(step, name, res, res.grad_norm, fanout_norms(s.student)))
-    if cfg.theory.enabled:  # on the training data (the eval set for online data)
-        th = cfg.theory
-        x, y = splits[0][1][:, : th.samples], splits[0][2][:, : th.samples]
-        corr = [ls.corr for ls in points[0].result.layers]
-        points[0].theory = diagnose(s.teacher_run, s.student, x, y, corr, th.near, th.quantiles, cfg.train.loss)
+    for metric in metrics.enabled(cfg):
+        points[0].extra[metric.name] = metric.measure(s, points)
     return points
 
 
-def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]], None] | None = None, setup: Setup | None = None) -> TrainResult:
-    """Train every seed of `cfg` in one batched pass, evaluating before training and every eval.every epochs.
-
-    `setup` (from build(cfg), possibly modified) replaces the freshly built ensemble.
-    Image data (data.kind cifar10 / mnist) trains conv students instead: see conv_train.train_conv.
-    """
-    if cfg.data.kind in IMAGE_KINDS:
-        from ..conv.train import train_conv
-
-        return train_conv(cfg, progress)  # type: ignore[return-value]  # a ConvResult; store.write_run accepts both
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    start = time.perf_counter()
-    s = setup if setup is not None else build(cfg)
+def train(s: Setup, hooks: Hooks = Hooks()) -> TrainResult:
+    """Train every seed of a built ensemble in one batched pass, evaluating before training and every eval.every epochs."""
+    cfg = s.cfg
+    start = time.perf_counter() - s.build_seconds
     result = TrainResult(s)
     params = s.student.parameters()
     tc = cfg.train
     opt = Optimizer(params, tc.optimizer, tc.momentum, tc.weight_decay, (tc.betas[0], tc.betas[1]))
     steps_per_epoch = s.stream.steps_per_epoch()
     alive = torch.ones(len(cfg.seeds), dtype=torch.bool, device=s.device)
-    bar = tqdm(total=tc.epochs * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=tc.epochs * steps_per_epoch, disable=not hooks.progress, unit="step", dynamic_ncols=True)
     postfix: dict[str, str] = {}
 
     def record(step: int) -> None:
@@ -171,8 +164,8 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
         points = _evaluate_all(s, step)
         result.eval_time += time.perf_counter() - t0
         result.evals += points
-        if on_eval is not None:
-            on_eval(points)
+        if hooks.on_eval is not None:
+            hooks.on_eval(points)
         ev = points[-1].result
         spec = sum(int((ls.teacher_best > cfg.eval.threshold).sum()) for ls in ev.layers)
         total = sum(ls.teacher_best.numel() for ls in ev.layers)
@@ -211,7 +204,7 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[list[EvalPoint]
                 with nullcontext() if ok else frozen(alive, opt):
                     opt.step(grads if ok else [torch.where(seed_mask(alive, gr), gr, 0.0) for gr in grads], lr)
             step += 1
-            if step % 100 == 0 and progress:
+            if step % 100 == 0 and hooks.progress:
                 bar.update(100)
                 bar.set_postfix(postfix | {"loss": f"{loss[alive].mean().item():.3g}"}, refresh=False)
         if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == tc.epochs:

@@ -59,7 +59,8 @@ def reproduce(out_dir: str | Path, scale: str = "quick", overrides: list[str] | 
     """
     from .conv_figures import channel_corr_figure, layer_corr_figure
     from ..conv.teacher import describe, file_digest, load_checkpoint, prune_teacher, save_checkpoint, train_teacher
-    from ..conv.train import build_conv, train_conv, write_conv_run
+    from .. import pipelines
+    from ..conv.train import build as build_conv
     from .figures import save
     from ..store import StoreError, load_run, read_json, write_json
 
@@ -107,7 +108,7 @@ def reproduce(out_dir: str | Path, scale: str = "quick", overrides: list[str] | 
         run_cfg = load_config(path, settings + [f"student.multi={multi}", f"teacher.checkpoint={json.dumps(str(p_path.resolve()))}"])
 
         def make(run_cfg: Any = run_cfg, run_dir: Path = run_dir) -> Any:
-            write_conv_run(train_conv(run_cfg, progress, setup=build_conv(run_cfg, data)), run_dir, overwrite=True)
+            pipelines.write_run(pipelines.train(run_cfg, progress, setup=build_conv(run_cfg, data)), run_dir, overwrite=True)
             return load_run(run_dir)
 
         runs[multi] = stage(f"multi {multi:g}", make, lambda run_dir=run_dir: load_run(run_dir))

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import Config, build_config, load_config, steps_per_epoch
+from .. import pipelines
+from ..config import Config, build_config, steps_per_epoch
+from ..mlp.data import train_size
+from ..pipelines import load_config
+
+PIPELINES = ("mlp",)  # FLOP counts of MLP ensembles; a conv run's cost is not modelled (refused, exit 2)
 
 
 @dataclass
@@ -30,13 +35,14 @@ class JobCost:
 
 def job_cost(cfg: Config) -> JobCost:
     """FLOP counts of training `cfg` (all its seeds)."""
+    pipelines.require(cfg, PIPELINES, "the cost estimate (sweep --dry-run)")
     widths = [cfg.input_dim, *cfg.student_widths, cfg.output_dim]
     macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     tc, S = cfg.train, len(cfg.seeds)
     batch = cfg.data.n_train if tc.optimizer == "gd" else tc.batch_size
-    steps = steps_per_epoch(tc, 0 if cfg.data.kind == "online" else cfg.data.n_train)
+    steps = steps_per_epoch(tc, train_size(cfg))
     evals = 1 + sum(1 for e in range(tc.epochs) if (e + 1) % cfg.eval.every == 0 or e + 1 == tc.epochs)
-    n_train = 0 if cfg.data.kind == "online" else cfg.data.n_train * (3 if cfg.eval.grad_norm else 1)
+    n_train = train_size(cfg) * (3 if cfg.eval.grad_norm else 1)
     return JobCost(S * tc.epochs * steps, 6.0 * S * batch * macs, evals, 2.0 * S * macs * (n_train + cfg.data.n_eval))
 
 
@@ -47,8 +53,6 @@ def calibrate(cfg: Config, steps: int = 200) -> tuple[float, float, float]:
     two epochs between two evaluations (span b), so a step costs (b - a) / steps and an
     evaluation a - steps x that, with no warm-up evaluation in either difference.
     """
-    from ..mlp.train import build, train
-
     tree = cfg.to_dict()
     tree["train"] |= {"epochs": 1, "steps_per_epoch": steps, "threads": cfg.train.threads}
     tree["eval"] |= {"every": 1}
@@ -56,12 +60,12 @@ def calibrate(cfg: Config, steps: int = 200) -> tuple[float, float, float]:
     tree["train"]["epochs"], tree["eval"]["every"] = 2, 2
     two = build_config(tree)
     t0 = time.perf_counter()
-    setup = build(one)
+    setup = pipelines.build(one)
     t_build = time.perf_counter() - t0
     spans = []
     for c in (one, two):
         stamps: list[float] = []
-        train(c, progress=False, on_eval=lambda _, stamps=stamps: stamps.append(time.perf_counter()), setup=setup)
+        pipelines.train(c, progress=False, on_eval=lambda _, stamps=stamps: stamps.append(time.perf_counter()), setup=setup)
         spans.append(stamps[-1] - stamps[0])
     t_step = max(spans[1] - spans[0], 0.0) / steps
     t_eval = max(spans[0] - steps * t_step, 0.0)

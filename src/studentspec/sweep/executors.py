@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError
 
 EXECUTORS = ("local", "ray", "slurm")
 
@@ -45,12 +45,11 @@ def run_job(task: Task) -> str:
     """Train one job (a batched ensemble) and write its run dir atomically; returns the job id."""
     import torch
 
-    from ..store import write_run
-    from ..mlp.train import train
+    from .. import pipelines
 
     torch.set_num_threads(task.threads)
-    cfg = load_config(task.config, [*task.overrides, f"seeds={list(task.seeds)}"])
-    write_run(train(cfg, progress=False), task.out, overwrite=True)
+    cfg = pipelines.load_config(task.config, [*task.overrides, f"seeds={list(task.seeds)}"])
+    pipelines.write_run(pipelines.train(cfg, progress=False), task.out, overwrite=True)
     return task.job_id
 
 

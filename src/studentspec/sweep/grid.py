@@ -28,8 +28,9 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import executors
-from ..config import IMAGE_KINDS, ConfigError, load_config, parse_yaml, read_mapping
-from ..mlp.memory import check_fits
+from .. import pipelines
+from ..config import ConfigError, parse_yaml, read_mapping
+from ..pipelines import load_config
 from ..store import StoreError, check_resumable, load_run, read_json, remove_leftovers, write_json
 
 MANIFEST = "sweep.json"
@@ -113,8 +114,7 @@ def expand(config: str | None, grid: dict[str, list[str]], ensemble_size: int | 
         size = ensemble_size or len(cfg.seeds)
         for i in range(0, len(cfg.seeds), size):
             seeds = cfg.seeds[i : i + size]
-            if cfg.data.kind not in IMAGE_KINDS and cfg.train.device == "cpu":  # a job that cannot fit fails the sweep up front
-                check_fits(cfg.model_copy(update={"seeds": seeds}))
+            pipelines.pipeline(cfg).check_memory(cfg.model_copy(update={"seeds": seeds}))  # a job that cannot fit fails the sweep up front
             key = json.dumps({"point": point, "seeds": seeds}, sort_keys=True)
             jobs.append(Job(f"{len(jobs):04d}-{hashlib.sha1(key.encode()).hexdigest()[:8]}", overrides, point, seeds))
     return jobs

@@ -63,6 +63,8 @@ from ..mlp.nets import Net
 from ..store import StoreError, load_run, strict_json
 from ..mlp.train import build
 
+PIPELINES = ("mlp",)  # converge continues MLP runs (the theorem's setting); conv runs are refused (exit 2)
+
 METHODS = ("auto", "lbfgs", "newton")  # auto: newton up to NEWTON_MAX_PARAMS parameters per seed, else lbfgs
 DEFAULT_MAX_ITER = {"lbfgs": 20000, "newton": 300}  # LBFGS iterations / Newton steps per seed
 NEWTON_MAX_PARAMS = 4000  # a dense P x P Hessian is built and eigendecomposed every Newton step

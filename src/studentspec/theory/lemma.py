@@ -23,6 +23,8 @@ from ..ensemble.losses import sample_grad
 from ..ensemble import activations
 from ..mlp.nets import Net
 
+PIPELINES = ("mlp",)  # the Lemma's diagnostics need MLP ensembles (theory.enabled on a conv config: exit 2)
+
 
 @dataclass
 class Pass:

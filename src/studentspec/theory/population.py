@@ -33,6 +33,8 @@ from ..ensemble import activations
 from ..config import Config, ConfigError, steps_per_epoch
 from ..ensemble.losses import j_scale
 
+PIPELINES = ("mlp",)  # closed-form population loss of two-layer MLPs; conv configs are refused (exit 2)
+
 
 class _ArcH(torch.autograd.Function):
     """h(r) = sqrt(1 - r^2) + (pi - arccos r) r, with the analytic derivative h'(r) = pi - arccos r."""

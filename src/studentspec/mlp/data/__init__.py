@@ -1,83 +1,56 @@
-"""Inputs, the teacher-aware boundary set (science.md 4.2), and the per-step batch stream."""
+"""MLP input data: the data-kind registry (one module per kind) and the per-step batch stream.
+
+A kind draws one seed's inputs from that seed's generator; the stream turns a fixed training set
+(or fresh inputs per step, for a kind that is not `fixed`) into the batches of every step.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..config import Config, steps_per_epoch
-from .nets import Net
+from ...config import Config, ConfigError, steps_per_epoch
+from ...ensemble.registry import Registry
+from ..nets import Net
 
 CHUNK_ELEMENTS = 2_000_000  # how many input+label numbers one pre-gathered chunk of steps may hold
 
 
-def draw_inputs(g: torch.Generator, n: int, d: int, std: float, kind: str) -> Tensor:
-    """n samples [n, d] float64: N(0, std^2 I), or uniform with the same std (U(-std*sqrt3, std*sqrt3))."""
-    if kind == "uniform":
-        return (torch.rand(n, d, generator=g, dtype=torch.float64) * 2 - 1) * (std * math.sqrt(3.0))
-    return torch.randn(n, d, generator=g, dtype=torch.float64) * std
+@dataclass(frozen=True)
+class DataKind:
+    """One kind of MLP input data (data.kind)."""
+
+    name: str
+    # (generator, n, config, the seed's lowest teacher layer (w [d, m], b [m]), training split?) -> inputs [n', d] float64
+    draw: Callable[[torch.Generator, int, Config, Tensor, Tensor, bool], Tensor]
+    fixed: bool = True  # a fixed training set; False: fresh inputs every step (no training set, eval set only)
 
 
-def teacher_aware(
-    g: torch.Generator,
-    w: Tensor,
-    b: Tensor,
-    n: int,
-    std: float,
-    exact: bool = False,
-    shift_mean: float = 2.0,
-    shift_sigma: float = 2.0,
-) -> Tensor:
-    """The boundary-augmented set of science.md 4.2 for one seed's lowest layer w [d, m], b [m].
+KINDS: Registry[DataKind] = Registry("data kind")
+register = KINDS.register
 
-    Per teacher node j: ceil(n / 3m) Gaussian points are projected onto j's boundary
-    w_j.x + b_j = 0 (in augmented space, then divided by the last coordinate), and kept with
-    the two copies x +- a w_j/|w_j|, a ~ U[mean, mean + sigma]. The paper's variant then rescales
-    every sample to norm std*sqrt(d), which moves base points slightly off the boundary; with
-    `exact` the base points are instead rescaled inside the boundary hyperplane (they stay on
-    it) and the +- copies are not rescaled. Returns [3 m ceil(n/3m), d] float64, grouped by node.
-    """
-    d, m = w.shape
-    per_node = math.ceil(n / (3 * m))
-    radius = std * math.sqrt(d)
-    out = []
-    for j in range(m):
-        wt = torch.cat([w[:, j], b[j : j + 1]])  # augmented weight
-        x = draw_inputs(g, per_node, d, std, "gaussian")
-        xt = torch.cat([x, torch.ones(per_node, 1, dtype=x.dtype)], dim=1)
-        xt = xt - (xt @ wt)[:, None] * wt[None, :] / wt.dot(wt)
-        base = (xt / xt[:, -1:])[:, :d]
-        unit = w[:, j] / w[:, j].norm()
-        a = shift_mean + shift_sigma * torch.rand(per_node, 1, generator=g, dtype=torch.float64)
-        if exact:
-            # split base = x0 + u with x0 the boundary point nearest 0 and u inside the plane
-            x0 = -b[j] * w[:, j] / w[:, j].dot(w[:, j])
-            u = base - x0
-            room = max(radius**2 - float(x0.dot(x0)), 0.0)
-            base = x0 + u * (math.sqrt(room) / u.norm(dim=1, keepdim=True).clamp_min(1e-300))
-            out.append(torch.cat([base, base + a * unit, base - a * unit]))
-        else:
-            pts = torch.cat([base, base + a * unit, base - a * unit])
-            out.append(pts * (radius / pts.norm(dim=1, keepdim=True)))
-    return torch.cat(out)
+
+def get(name: str) -> DataKind:
+    """The data kind called `name`; ConfigError naming the known ones otherwise."""
+    if name not in KINDS:
+        raise ConfigError(f"data.kind: {KINDS.choice_error(name)}")
+    return KINDS.get(name)
+
+
+def train_size(cfg: Config) -> int:
+    """Samples in the fixed training set (data.n_train), 0 for kinds that draw fresh inputs every step."""
+    return cfg.data.n_train if get(cfg.data.kind).fixed else 0
 
 
 def make_inputs(cfg: Config, teacher: Net, gens: list[torch.Generator], n: int, training: bool) -> Tensor:
-    """Inputs [S, n', d] float64 for every seed; the training split honours data.kind."""
-    dc = cfg.data
-    if training and dc.kind == "teacher_aware":
-        w, b = teacher.weights[0], teacher.biases[0]
-        return torch.stack(
-            [
-                teacher_aware(g, w[s], b[s], n, dc.std, dc.boundary_exact, dc.boundary_shift_mean, dc.boundary_shift_sigma)
-                for s, g in enumerate(gens)
-            ]
-        )
-    kind = "uniform" if dc.kind == "uniform" else "gaussian"
-    return torch.stack([draw_inputs(g, n, cfg.input_dim, dc.std, kind) for g in gens])
+    """Inputs [S, n', d] float64 for every seed, drawn by data.kind from each seed's generator."""
+    kind = get(cfg.data.kind)
+    w, b = teacher.weights[0], teacher.biases[0]
+    return torch.stack([kind.draw(g, n, cfg, w[s], b[s], training) for s, g in enumerate(gens)])
 
 
 class BatchStream:
@@ -105,7 +78,7 @@ class BatchStream:
 
     def _new_epoch(self, epoch: int) -> None:
         cfg = self.cfg
-        if cfg.data.regenerate and epoch > 0 and cfg.data.kind != "online":
+        if cfg.data.regenerate and epoch > 0 and get(cfg.data.kind).fixed:
             self.set_training(make_inputs(cfg, self.teacher, self.data_gens, cfg.data.n_train, training=True))
 
     def indices(self, epoch: int) -> Tensor | None:
@@ -114,7 +87,7 @@ class BatchStream:
         Use instead of epoch(), not beside it: both draw from the same generators, so
         x_train[s, idx[t, s]] is exactly the batch epoch() would have given at step t.
         """
-        if self.cfg.data.kind == "online" or self.cfg.train.optimizer == "gd":
+        if not get(self.cfg.data.kind).fixed or self.cfg.train.optimizer == "gd":
             return None
         self._new_epoch(epoch)
         return self._indices(self.steps_per_epoch(), self.cfg.train.batch_size)
@@ -132,9 +105,11 @@ class BatchStream:
         chunk = max(1, CHUNK_ELEMENTS // (S * batch * (d + cfg.output_dim)))
         for start in range(0, steps, chunk):
             k = min(chunk, steps - start)
-            if cfg.data.kind == "online":
-                x = torch.stack([torch.randn(k * batch, d, generator=g, dtype=torch.float64) for g in self.data_gens])
-                x = (x * cfg.data.std).to(self.device, self.dtype)
+            if not get(cfg.data.kind).fixed:
+                w, b = self.teacher.weights[0], self.teacher.biases[0]
+                kind = get(cfg.data.kind)
+                x = torch.stack([kind.draw(g, k * batch, cfg, w[s], b[s], True) for s, g in enumerate(self.data_gens)])
+                x = x.to(self.device, self.dtype)
                 y = label(self.teacher, x)
                 x, y = (t.view(S, k, batch, -1).transpose(0, 1).contiguous() for t in (x, y))
             else:
@@ -163,3 +138,10 @@ class BatchStream:
 def label(teacher: Net, x: Tensor, chunk: int = 65536) -> Tensor:
     """Teacher outputs for inputs [S, N, d], computed in chunks of samples."""
     return torch.cat([teacher.forward(x[:, i : i + chunk])[0] for i in range(0, max(x.shape[1], 1), chunk)], dim=1)
+
+
+# each registers itself; this order is the order config errors list them in
+from . import gaussian  # noqa: E402,F401,I001
+from . import uniform  # noqa: E402,F401
+from . import online  # noqa: E402,F401
+from . import teacher_aware  # noqa: E402,F401

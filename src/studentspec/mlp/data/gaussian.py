@@ -1,0 +1,14 @@
+"""data.kind gaussian: x ~ N(0, std^2 I) for the training and evaluation sets (science.md 4.1)."""
+
+import torch
+from torch import Tensor
+
+from . import DataKind, register
+
+
+def gaussian(g: torch.Generator, n: int, d: int, std: float) -> Tensor:
+    """n samples [n, d] float64 from N(0, std^2 I)."""
+    return torch.randn(n, d, generator=g, dtype=torch.float64) * std
+
+
+GAUSSIAN = register(DataKind(name="gaussian", draw=lambda g, n, cfg, w, b, training: gaussian(g, n, cfg.input_dim, cfg.data.std)))

@@ -1,0 +1,109 @@
+"""An MLP ensemble's result as a RunRecord: the three tables, the weights and summary.json."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..ensemble.corr import COUNT_THRESHOLDS, rho_mean
+from ..store.record import RunRecord, count_column, time_to_specialize
+from . import metrics
+from .evaluate import fanout_norms
+from .nets import Net
+from .train import EvalPoint, TrainResult
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _grid(S: int, n: int, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    return np.repeat(np.asarray(seeds), n), np.tile(np.arange(n), S)
+
+
+def tables(result: TrainResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The scalars, teachers and students DataFrames of a finished run."""
+    seeds = result.setup.cfg.seeds
+    thr = result.setup.cfg.eval.threshold
+    teacher_fan = fanout_norms(result.setup.teacher)
+    scal, teach, stud = [], [], []
+    for p in result.evals:
+        S = len(seeds)
+        row: dict[str, Any] = {"seed": seeds, "step": p.step, "split": p.split, "mse": _np(p.result.mse), "loss": _np(p.result.loss)}
+        for l, ls in enumerate(p.result.layers, start=1):
+            row[f"rho_mean_{l}"] = _np(rho_mean(ls))
+            row[f"n_specialized_{l}"] = _np(((ls.teacher_best > thr) & ls.teacher_active).sum(1))
+            m, n = ls.teacher_best.shape[1], ls.student_best.shape[1]
+            seed_col, idx = _grid(S, m, seeds)
+            t = {"seed": seed_col, "step": p.step, "split": p.split, "layer": l, "teacher": idx,
+                 "best_corr": _np(ls.teacher_best).ravel(), "best_student": _np(ls.teacher_best_student).ravel(),
+                 "fanout_norm": _np(teacher_fan[l - 1]).ravel(), "specialized": _np(ls.teacher_best > thr).ravel(),
+                 "active": _np(ls.teacher_active).ravel()}
+            for i, c in enumerate(COUNT_THRESHOLDS):
+                t[count_column(c)] = _np(ls.teacher_counts[..., i]).ravel()
+            teach.append(pd.DataFrame(t))
+            seed_col, idx = _grid(S, n, seeds)
+            stud.append(pd.DataFrame({"seed": seed_col, "step": p.step, "split": p.split, "layer": l, "student": idx,
+                                      "best_corr": _np(ls.student_best).ravel(), "best_teacher": _np(ls.student_best_teacher).ravel(),
+                                      "fanout_norm": _np(p.student_fanout[l - 1]).ravel()}))
+        for name, value in p.extra.items():  # registered metrics add their own columns
+            metrics.METRICS.get(name).columns(p, value, row, teach[-len(p.result.layers):], stud[-len(p.result.layers):])
+        if p.grad_norm is not None:
+            for l in range(p.grad_norm.shape[1]):
+                row[f"grad_norm_{l + 1}"] = _np(p.grad_norm[:, l])
+        scal.append(pd.DataFrame(row))
+    return pd.concat(scal, ignore_index=True), pd.concat(teach, ignore_index=True), pd.concat(stud, ignore_index=True)
+
+
+def summary(result: TrainResult, scalars: pd.DataFrame, teachers: pd.DataFrame) -> dict[str, Any]:
+    """Per-seed final numbers, divergences, time-to-specialize, versions, wall time."""
+    cfg = result.setup.cfg
+    last = scalars[scalars["step"] == scalars["step"].max()]
+    tts = time_to_specialize(teachers, "eval" if "eval" in set(teachers["split"]) else "train")
+    per_seed = {}
+    for seed in cfg.seeds:
+        rows = last[last["seed"] == seed].set_index("split")
+        entry: dict[str, Any] = {f"{split}_mse": float(rows.loc[split, "mse"]) for split in rows.index}
+        ev = rows.loc["eval"]
+        for l in range(1, len(cfg.teacher.widths) + 1):
+            entry[f"n_specialized_{l}"] = int(ev[f"n_specialized_{l}"])
+            entry[f"rho_mean_{l}"] = float(ev[f"rho_mean_{l}"])
+            t = tts[(tts["seed"] == seed) & (tts["layer"] == l)].sort_values("teacher")["time_to_specialize"]
+            entry[f"time_to_specialize_{l}"] = [None if pd.isna(v) else int(v) for v in t]
+        entry["diverged_at_step"] = result.diverged.get(seed)
+        per_seed[str(seed)] = entry
+    return {
+        "seeds": cfg.seeds,
+        "steps": result.steps,
+        "n_train": int(result.setup.stream.x_train.shape[1]),
+        "wall_time_s": round(result.wall_time, 3),
+        "eval_time_s": round(getattr(result, "eval_time", 0.0), 3),
+        "kernel": getattr(result, "kernel", "torch"),  # the training step's path
+        "eval_kernel": result.evals[-1].result.path if result.evals else "torch",  # the evaluation's path
+        "diverged": {str(k): v for k, v in result.diverged.items()},
+        "per_seed": per_seed,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+    }
+
+
+def _net_arrays(prefix: str, net: Net) -> dict[str, np.ndarray]:
+    out = {}
+    for l, (w, b) in enumerate(zip(net.weights, net.biases), start=1):
+        out[f"{prefix}.W{l}"], out[f"{prefix}.b{l}"] = _np(w), _np(b)
+    for l, bn in enumerate(net.norms, start=1):
+        out[f"{prefix}.bn{l}.running_mean"], out[f"{prefix}.bn{l}.running_var"] = _np(bn.running_mean), _np(bn.running_var)
+        if bn.weight is not None and bn.bias is not None:
+            out[f"{prefix}.bn{l}.weight"], out[f"{prefix}.bn{l}.bias"] = _np(bn.weight), _np(bn.bias)
+    return out
+
+
+def record(result: TrainResult) -> RunRecord:
+    """The RunRecord of a finished MLP run."""
+    scalars, teachers, students = tables(result)
+    arrays = _net_arrays("teacher", result.setup.teacher) | _net_arrays("student", result.setup.student)
+    return RunRecord(result.setup.cfg, {"scalars": scalars, "teachers": teachers, "students": students}, arrays,
+                     summary(result, scalars, teachers))

@@ -1,0 +1,127 @@
+"""The one seam between pipelines: build(cfg) -> Setup, train(setup, hooks) -> Result, record(result) -> RunRecord.
+
+A config picks its pipeline by its data kind, in one table (PIPELINES): image data sets train conv
+students on a stored conv teacher (conv/), every other kind MLP ensembles (mlp/). Everything
+above this module (cli, sweep, paper) runs pipelines only through it; the store below writes
+their RunRecords without knowing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import theory  # noqa: F401  (registers the Lemma diagnostics, a per-evaluation metric of MLP runs)
+from .theory import lemma
+from .config import Config, ConfigError
+from .config import load_config as _load_config
+from .conv import images as conv_images
+from .conv import record as conv_record
+from .conv import train as conv_train
+from .ensemble.hooks import Hooks
+from .mlp import data as mlp_data
+from .mlp import record as mlp_record
+from .mlp import train as mlp_train
+from .mlp.memory import check_fits
+from .store import RunRecord, write_record
+
+
+def _check_mlp(cfg: Config) -> None:
+    mlp_data.get(cfg.data.kind)
+    if cfg.teacher.checkpoint is not None:
+        raise ConfigError(f"teacher.checkpoint: a conv teacher needs image data (data.kind one of {', '.join(conv_images.READERS)})")
+
+
+def _fits_mlp(cfg: Config) -> None:
+    if cfg.train.device == "cpu":  # on an accelerator the floor is checked by build(), on the device
+        check_fits(cfg)
+
+
+def _fits_unknown(cfg: Config) -> None:
+    """A conv run's memory depends on the image set, known only once it is loaded: no up-front floor."""
+
+
+def _check_conv(cfg: Config) -> None:
+    if not cfg.data.root:
+        raise ConfigError(f"data.kind: {cfg.data.kind} needs data.root (the folder holding its files)")
+    if cfg.theory.enabled:
+        raise ConfigError(f"theory.enabled: the Lemma's diagnostics support {' and '.join(lemma.PIPELINES)} runs, not image data")
+    if cfg.train.optimizer == "gd":
+        raise ConfigError("train.optimizer: gd (full batch) is not supported for image data; use sgd or adam")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """How one family of runs is built, trained and recorded."""
+
+    name: str
+    check: Callable[[Config], None]  # ConfigError (one line) for a config this pipeline cannot run, before any work
+    build: Callable[[Config], Any]
+    train: Callable[[Any, Hooks], Any]
+    record: Callable[[Any], RunRecord]
+    check_memory: Callable[[Config], None]  # ConfigError if a job of these seeds cannot fit in this machine's memory
+
+
+PIPELINES = {
+    "mlp": Pipeline("mlp", _check_mlp, mlp_train.build, mlp_train.train, mlp_record.record, _fits_mlp),
+    "conv": Pipeline("conv", _check_conv, conv_train.build, conv_train.train, conv_record.record, _fits_unknown),
+}
+
+
+def kind_names() -> list[str]:
+    """Every data.kind a run may name: the MLP kinds, then the image data sets."""
+    return [*mlp_data.KINDS.names(), *conv_images.READERS]
+
+
+def name_of(cfg: Config) -> str:
+    """The pipeline of a config ('mlp' or 'conv'); ConfigError for an unknown data.kind, listing the known ones."""
+    if cfg.data.kind in conv_images.READERS:
+        return "conv"
+    if cfg.data.kind in mlp_data.KINDS:
+        return "mlp"
+    known = kind_names()
+    raise ConfigError(f"data.kind: must be one of {', '.join(repr(k) for k in known[:-1])} or {known[-1]!r}, got {cfg.data.kind!r}")
+
+
+def pipeline(cfg: Config) -> Pipeline:
+    """The pipeline that runs `cfg`, after its checks (ConfigError before any work)."""
+    p = PIPELINES[name_of(cfg)]
+    p.check(cfg)
+    return p
+
+
+def require(cfg: Config, supported: tuple[str, ...], what: str) -> None:
+    """ConfigError unless `cfg` runs on one of the `supported` pipelines: commands declare what they support."""
+    name = name_of(cfg)
+    if name not in supported:
+        raise ConfigError(f"{what} supports {' and '.join(supported)} runs, not {name} runs (data.kind={cfg.data.kind})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """config.load_config, then the names only the pipelines know (data.kind) and the chosen pipeline's checks."""
+    cfg = _load_config(path, overrides)
+    pipeline(cfg)
+    return cfg
+
+
+def build(cfg: Config) -> Any:
+    """The Setup of `cfg` on its pipeline."""
+    return pipeline(cfg).build(cfg)
+
+
+def train(cfg: Config, progress: bool = True, on_eval: Callable[[Any], None] | None = None, setup: Any = None) -> Any:
+    """Build (unless `setup` is given) and train every seed of `cfg` in one batched pass; the pipeline's Result."""
+    p = pipeline(cfg)
+    return p.train(setup if setup is not None else p.build(cfg), Hooks(progress, on_eval))
+
+
+def record(result: Any) -> RunRecord:
+    """The RunRecord of a finished Result."""
+    return pipeline(result.setup.cfg).record(result)
+
+
+def write_run(result: Any, out: str | Path, overwrite: bool = False) -> Path:
+    """Write a finished Result to the run dir `out` atomically (store.write_record)."""
+    return write_record(record(result), out, overwrite)
