@@ -59,6 +59,7 @@ def test_hand_backward_equals_autograd_of_the_half_sse_objective(name):
         out2, hs, zs = tr.out, tr.inputs, tr.pre
         grads = backprop.backward(net, hs, zs, (out2 - y) / x.shape[1])
     auto = [p.grad for pair in zip(net.weights, net.biases) for p in pair]
+    assert len(grads) == len(auto) == 6  # 3 layers x (W, b): zip below compares every one
     for got, want in zip(grads, auto):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
 
@@ -96,6 +97,7 @@ def test_erf_population_loss_is_the_monte_carlo_mean_and_its_gradient_is_autogra
     assert abs(closed - sampled.mean()) < 4 * sampled.std() / math.sqrt(len(sampled)), (closed, sampled.mean())
     analytic = population_grad(*T, sigma=sigma, psi="erf")
     auto = population_grad(*T, sigma=sigma, psi="erf", method="autograd")
+    assert len(analytic) == len(auto) == 2
     for a, b in zip(analytic, auto):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     cfg = load_config(None, ["teacher.activation=erf", "teacher.bias=0"])

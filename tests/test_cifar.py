@@ -25,6 +25,29 @@ def test_presets_are_valid_configs():
         cfg = load_config(config_path(scale))
         assert cfg.data.kind == "cifar10" and cfg.teacher.batchnorm == "after" and cfg.teacher_train.prune_ratios == [0.3, 0.5, 0.5, 0.7]
     assert load_config(config_path("paper")).teacher.widths == [64] * 4
+
+
+def test_paper_preset_is_section_4_4():
+    """science.md 4.4 typed here: 4 layers of 3x3 convs, 64 channels, no padding (32 -> 24), ReLU then BatchNorm, then
+    Linear(64*24*24 -> 10); teacher SGD momentum 0.9, weight decay 5e-4, batch 128, crop + flip augmentation;
+    pruning ratios [0.3, 0.5, 0.5, 0.7] (64 -> 45, 32, 32, 20); students multi 1, 2, 5 trained with MSE."""
+    import torch
+
+    from studentspec.conv.nets import init_conv_net, n_pruned
+    from studentspec.paper.cifar import _multis
+
+    cfg = load_config(config_path("paper"))
+    assert cfg.teacher.widths == [64, 64, 64, 64] and cfg.teacher.activation == "relu" and cfg.teacher.batchnorm == "after"
+    tt = cfg.teacher_train
+    assert (tt.momentum, tt.weight_decay, tt.batch_size) == (0.9, 5e-4, 128) and cfg.data.augment
+    assert tt.prune_ratios == [0.3, 0.5, 0.5, 0.7] and [64 - n_pruned(r, 64) for r in tt.prune_ratios] == [45, 32, 32, 20]
+    assert _multis(config_path("paper"), "paper") == [1.0, 2.0, 5.0] and cfg.train.loss == "mse"
+    net = init_conv_net([torch.Generator().manual_seed(0)], 3, 32, cfg.teacher.widths, 10, batchnorm="after", affine=True)
+    assert [tuple(w.shape) for w in net.weights] == [(1, 64, 3, 3, 3)] + [(1, 64, 64, 3, 3)] * 3
+    assert tuple(net.head_w.shape) == (1, 64 * 24 * 24, 10)
+    out, hidden = net.forward(torch.zeros(2, 1, 3, 32, 32, dtype=torch.float64))
+    assert [tuple(h.shape) for h in hidden] == [(2, 1, 64, 30, 30), (2, 1, 64, 28, 28), (2, 1, 64, 26, 26), (2, 1, 64, 24, 24)]
+    assert tuple(out.shape) == (1, 2, 10)
     with pytest.raises(ConfigError, match="^scale"):
         config_path("huge")
 

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from studentspec.ensemble.corr import COUNT_THRESHOLDS, CorrAccumulator, layer_stats, rho_mean
+from studentspec.ensemble.corr import CorrAccumulator, layer_stats, rho_mean
+
+# science.md 2: "counts of students above thresholds 0.5, 0.6, 0.7, 0.8, 0.9, 0.95 per teacher" (the spec's list, not the code's)
+SPEC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def numpy_corr(t: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -50,12 +53,13 @@ def test_layer_stats_brute_force():
     corr = torch.rand(2, 5, 8, generator=g, dtype=torch.float64) * 2 - 1
     active = torch.tensor([[True] * 5, [True, True, False, True, True]])
     st = layer_stats(corr, active)
+    assert st.teacher_counts.shape == (2, 5, len(SPEC_THRESHOLDS))
     for s in range(2):
         for j in range(5):
             row = corr[s, j].tolist()
             assert st.teacher_best[s, j] == max(row)
             assert st.teacher_best_student[s, j] == row.index(max(row))
-            for i, thr in enumerate(COUNT_THRESHOLDS):
+            for i, thr in enumerate(SPEC_THRESHOLDS):
                 assert st.teacher_counts[s, j, i] == sum(v > thr for v in row)
         for k in range(8):
             col = corr[s, :, k].tolist()

@@ -106,6 +106,7 @@ def test_hand_backward_matches_finite_differences(activation, widths):
     x, y = torch.randn(2, 5, 6), torch.randn(2, 5, 4)
     _, grads = backprop.loss_and_grads(net, x, y, "mse")
     params = net.parameters()
+    assert len(params) == len(grads) == 2 * (len(widths) + 1)
     eps = 1e-6
     g = torch.Generator().manual_seed(1)
     for p, gp in zip(params, grads):

@@ -154,6 +154,7 @@ def test_theory_diagnostics_are_stored_and_plotted(tmp_path):
     result = train(cfg, progress=False)
     run = load_run(write_run(result, tmp_path / "run"))
     tr = run.scalars[run.scalars.split == "train"]
+    assert len(tr) == 3 * 2  # evaluations at steps 0, 10, 20 for 2 seeds: the column checks below see rows
     assert tr[["ps_grad_max_1", "ps_grad_max_3", "ps_grad_q0.99_2"]].notna().all().all()
     assert (tr["ps_grad_max_1"] >= tr["ps_grad_mean_1"]).all()
     last = run.students[(run.students.split == "train") & (run.students.step == 20)].sort_values(["seed", "layer", "student"])
@@ -161,9 +162,12 @@ def test_theory_diagnostics_are_stored_and_plotted(tmp_path):
     expected = theory.expected_beta_diag(result.setup.student, x)
     np.testing.assert_allclose(last[last.layer == 2].beta_norm.to_numpy(), expected[1].detach().numpy().ravel())
     low = run.teachers[(run.teachers.split == "train") & (run.teachers.layer == 1)]
+    assert len(low) == 3 * 2 * 3  # 3 evaluations x 2 seeds x 3 teacher nodes
     assert low[["observed", "near_boundary", "min_angle", "hungarian_student"]].notna().all().all()
-    for seed, g in low[low.step == 20].groupby("seed"):
-        assert g["hungarian_student"].is_unique
+    final = low[low.step == 20]
+    assert sorted(final.seed.unique()) == [1, 2]
+    for seed, g in final.groupby("seed"):
+        assert len(g) == 3 and g["hungarian_student"].is_unique
     assert (tmp_path / "figs" / "theory.png") in plot_run(run, tmp_path / "figs")
 
 
