@@ -28,6 +28,7 @@ def trained(seeds, extra):
 
 def check_specialized(res, n_teachers=4):
     teachers, students = res.to_frames()
+    assert res.per_seed  # the checks below run per seed
     for s in res.per_seed:
         assert s.reached and s.stop == "tol" and s.grad_max < 1e-10, s
         assert s.loss < 1e-20
@@ -89,7 +90,7 @@ def test_untrained_student_is_not_critical_and_not_specialized():
     assert p.grad_max == p.grad_start > 1e-3
     assert p.conclusions["conclusion_2"] is False
     teachers, _ = res.to_frames()
-    assert not teachers.specialized.any() and (teachers.angle_deg > 1.0).all()
+    assert len(teachers) == 4 and not teachers.specialized.any() and (teachers.angle_deg > 1.0).all()
     json.dumps(res.to_json())
 
 

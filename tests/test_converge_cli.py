@@ -20,8 +20,11 @@ def test_converge_cli_reaches_critical_point_and_theorem_holds(tmp_path, capsys)
     teachers = pd.read_parquet(run / "converge_teachers.parquet")
     assert len(teachers) == 4 and (teachers.angle_deg < 1.0).all()
     students = pd.read_parquet(run / "converge_students.parquet")
-    loose = students[~students.aligned & ~students.dead & ~students.constant]
-    assert (loose.fanout_norm < 1e-3 * students.fanout_norm.max()).all()
+    # every one of the 8 students ends aligned with a teacher node, each teacher covered: the unaligned-students check
+    # (conclusion 3, fan-out ~ 0) that stood here ran over an empty frame; test_converge checks it on a constructed
+    # critical point that has an unaligned node
+    assert len(students) == 8 and students.aligned.all() and set(students.best_teacher) == {0, 1, 2, 3}
+    assert (students.fanout_norm > 0.1).all()  # aligned students carry the teacher's fan-out between them
     assert main(["plot", str(run)]) == 0 and (run / "figures" / "converge.png").is_file()
 
 

@@ -27,6 +27,8 @@ def _assert_same_sweep(a: Path, b: Path) -> None:
     for name in ("scalars", "teachers", "students"):
         assert len(ta[name]) > 0
         pd.testing.assert_frame_equal(ta[name], tb[name], check_exact=True)
+    jobs = sorted(p.name for p in (a / "jobs").iterdir())
+    assert jobs and jobs == sorted(p.name for p in (b / "jobs").iterdir())
     for job in (a / "jobs").iterdir():  # the stored weights too, byte for byte
         assert (job / "weights.npz").read_bytes() == (b / "jobs" / job.name / "weights.npz").read_bytes()
 

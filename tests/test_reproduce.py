@@ -137,6 +137,44 @@ def test_paper_scale_is_science_md(tmp_path, name, jobs, seeds, steps):
         assert sample.teacher.widths == [50, 75, 100, 125] and sample.train.epochs == 200 and sample.data.std == 10.0
 
 
+def test_paper_scale_settings_are_the_numbers_of_science_md():
+    """Every setting of section 4.1-4.3 typed from the spec (not from reproduce.py's tables), per part at paper scale."""
+    def resolved(name):
+        return {p.name: (reproduce.build_config(p.config), p.grid, p.zip) for p in reproduce.parts(name, "paper")}
+
+    two = resolved("two-layer")  # 4.1
+    for part, m, decays in (("lshape", 10, [0.0, 1.0, 2.0]), ("success", 20, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5])):
+        cfg, grid, _ = two[part]
+        assert cfg.seeds == list(range(1, 33)) and cfg.input_dim == 100 and cfg.output_dim == 50 and cfg.teacher.widths == [m]
+        assert grid == {"teacher.decay": decays, "student.multi": [1.0, 2.0, 5.0, 10.0]}
+        assert (cfg.teacher.activation, cfg.teacher.recipe, cfg.teacher.bias) == ("relu", "two_layer", -0.1)
+        assert cfg.student.init_std == 0.005
+        assert (cfg.data.kind, cfg.data.std, cfg.data.n_train, cfg.data.n_eval) == ("gaussian", 1.5, 10000, 10000)
+        t = cfg.train
+        assert (t.optimizer, t.lr, t.momentum, t.batch_size, t.sampling) == ("sgd", 0.01, 0.0, 16, "replacement")
+        assert (t.steps_per_epoch, t.epochs, t.loss, t.dtype) == (1000, 100, "half_sse", "float64")
+        assert cfg.eval.every == 1 and cfg.eval.threshold == 0.95
+    cfg, grid, _ = resolved("sample-complexity")["sample"]  # 4.2
+    assert cfg.input_dim == 100 and cfg.output_dim == 50 and cfg.teacher.widths == [5] and cfg.teacher.decay == 1.0
+    assert cfg.seeds == list(range(1, 33)) and (cfg.train.batch_size, cfg.train.lr) == (16, 0.01)
+    assert (cfg.train.epochs, cfg.train.steps_per_epoch) == (20, 5000)
+    assert (cfg.data.std, cfg.data.boundary_shift_mean, cfg.data.boundary_shift_sigma, cfg.data.boundary_exact) == (1.5, 2.0, 2.0, False)
+    assert grid == {"data.kind": ["teacher_aware", "gaussian"], "student.multi": [1.0, 2.0, 5.0, 10.0],
+                    "data.n_train": [30, 45, 60, 75, 90, 105, 120, 135, 150, 165, 180, 195, 210, 270, 330, 390, 510, 630, 810, 1110]}
+    deep = resolved("deep")  # 4.3
+    for part, (cfg, grid, zipped) in deep.items():
+        assert cfg.teacher.widths == [50, 75, 100, 125] and cfg.input_dim == 20 and cfg.output_dim == 100
+        assert cfg.teacher.recipe == "deep" and cfg.teacher.tune and cfg.student.init_std is None  # PyTorch's Linear default
+        assert (cfg.data.kind, cfg.data.std, cfg.data.n_eval) == ("gaussian", 10.0, 10240)
+        assert cfg.train.lr == {0: 0.2, 20: 0.1} and (cfg.train.batch_size, cfg.train.sampling, cfg.train.optimizer) == (64, "shuffle", "sgd")
+    cfg, _, _ = deep["lshape"]
+    assert cfg.data.n_train == 200000 and cfg.train.epochs == 100 and cfg.train.loss == "mse"
+    cfg, grid, zipped = deep["sample"]
+    assert cfg.seeds == list(range(11, 21)) and cfg.train.epochs == 200
+    assert grid == {"student.multi": [2.0, 5.0], "train.loss": ["mse", "ce"]}
+    assert zipped == {"data.n_train": [5000, 10000, 20000, 50000, 100000, 200000, 500000]}
+
+
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_quick_scale_is_valid_and_smaller(tmp_path, name):
     quick, paper = reproduce.parts(name, "quick"), reproduce.parts(name, "paper")
