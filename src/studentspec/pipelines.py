@@ -21,6 +21,7 @@ from .conv import images as conv_images
 from .conv import record as conv_record
 from .conv import train as conv_train
 from .ensemble.hooks import Hooks
+from .ensemble.registry import one_of
 from .mlp import data as mlp_data
 from .mlp import record as mlp_record
 from .mlp import train as mlp_train
@@ -81,8 +82,7 @@ def name_of(cfg: Config) -> str:
         return "conv"
     if cfg.data.kind in mlp_data.KINDS:
         return "mlp"
-    known = kind_names()
-    raise ConfigError(f"data.kind: must be one of {', '.join(repr(k) for k in known[:-1])} or {known[-1]!r}, got {cfg.data.kind!r}")
+    raise ConfigError(f"data.kind: {one_of(kind_names())}, got {cfg.data.kind!r}")
 
 
 def pipeline(cfg: Config) -> Pipeline:

@@ -55,9 +55,8 @@ class TeacherConfig(_Section):
     def _registered(cls, v: str) -> str:
         from ..ensemble import activations  # here, not at import: the config layer stays light
 
-        known = activations.names()
-        if v not in known:
-            raise ValueError(f"must be one of {', '.join(repr(n) for n in known[:-1])} or {known[-1]!r}")
+        if v not in activations.names():
+            raise ValueError(activations.ACTIVATIONS.one_of())
         return v
 
 
@@ -94,16 +93,15 @@ class TrainConfig(_Section):
     dtype: Literal["float32", "float64"] = "float64"
     device: str = "cpu"
     threads: int | None = Field(None, ge=1)
-    kernel: Literal["auto", "c", "torch"] = "auto"  # the compiled SGD step (ckernel.py) where it applies
+    kernel: Literal["auto", "c", "torch"] = "auto"  # the compiled SGD step (mlp/kernel/) where it applies
 
     @field_validator("optimizer")
     @classmethod
     def _registered_optimizer(cls, v: str) -> str:
         from ..ensemble import optimizers  # here, not at import: the config layer stays light
 
-        known = optimizers.names()
-        if v not in known:
-            raise ValueError(f"must be one of {', '.join(repr(n) for n in known[:-1])} or {known[-1]!r}")
+        if v not in optimizers.names():
+            raise ValueError(optimizers.OPTIMIZERS.one_of())
         return v
 
     @field_validator("device")

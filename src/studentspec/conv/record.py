@@ -66,7 +66,7 @@ def conv_summary(result: ConvResult, scalars: pd.DataFrame) -> dict[str, Any]:
         per_seed[str(seed)] = entry
     return {
         "seeds": s.cfg.seeds, "steps": result.steps, "n_train": int(s.data.train_x.shape[0]), "n_eval": int(s.data.test_x.shape[0]),
-        "wall_time_s": round(result.wall_time, 3), "diverged": {str(k): v for k, v in result.diverged.items()},
+        "wall_time_s": round(result.wall_time, 3), "pipeline": "conv", "diverged": {str(k): v for k, v in result.diverged.items()},
         "teacher": {"checkpoint": s.cfg.teacher.checkpoint, "sha256": s.checkpoint_sha256, "accuracy": s.ckpt.accuracy,
                     "widths": s.ckpt.net.widths, "active_widths": s.ckpt.active_widths, "inactive": s.ckpt.inactive,
                     "eval_accuracy": float(last["teacher_accuracy"].iloc[0])},

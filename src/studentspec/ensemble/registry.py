@@ -45,8 +45,12 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
-    def choice_error(self, name: str) -> str:
-        """'must be one of 'a', 'b' or 'c'' for a config message about `name`."""
-        known = self.names()
-        listed = ", ".join(repr(n) for n in known[:-1]) + (" or " if len(known) > 1 else "") + repr(known[-1]) if known else "(none registered)"
-        return f"must be one of {listed}, got {name!r}"
+    def one_of(self) -> str:
+        """"must be one of 'a', 'b' or 'c'": the config message for a name that is not registered."""
+        return one_of(self.names())
+
+
+def one_of(known: list[str]) -> str:
+    """"must be one of 'a', 'b' or 'c'" for a list of known names."""
+    quoted = [repr(n) for n in known]
+    return "must be one of " + (", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else "".join(quoted))

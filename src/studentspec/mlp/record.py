@@ -84,6 +84,7 @@ def summary(result: TrainResult, scalars: pd.DataFrame, teachers: pd.DataFrame) 
         "eval_time_s": round(getattr(result, "eval_time", 0.0), 3),
         "kernel": getattr(result, "kernel", "torch"),  # the training step's path
         "eval_kernel": result.evals[-1].result.path if result.evals else "torch",  # the evaluation's path
+        "pipeline": "mlp",
         "diverged": {str(k): v for k, v in result.diverged.items()},
         "per_seed": per_seed,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},

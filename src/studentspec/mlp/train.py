@@ -127,7 +127,8 @@ class TrainResult:
     eval_time: float = 0.0  # seconds of wall_time spent evaluating
 
 
-def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
+def _evaluate_all(s: Setup, step: int, kernel: str) -> list[EvalPoint]:
+    """Every split's evaluation at `step`, on the path the training step takes (`kernel`: c or torch)."""
     cfg = s.cfg
     splits = [("eval", s.x_eval, s.y_eval)]
     if train_size(cfg):
@@ -139,7 +140,7 @@ def _evaluate_all(s: Setup, step: int) -> list[EvalPoint]:
         if acts is not None:
             s.teacher_cache[name] = (x, acts)
         res = evaluate(s.teacher_run, s.student, x, y, cfg.train.loss, cfg.eval.batch_size, with_grad=cfg.eval.grad_norm and name == "train",
-                       kernel=cfg.train.kernel, teacher_acts=acts)
+                       kernel=kernel, teacher_acts=acts)
         points.append(EvalPoint(step, name, res, res.grad_norm, fanout_norms(s.student)))
     for metric in metrics.enabled(cfg):
         points[0].extra[metric.name] = metric.measure(s, points)
@@ -161,7 +162,7 @@ def train(s: Setup, hooks: Hooks = Hooks()) -> TrainResult:
 
     def record(step: int) -> None:
         t0 = time.perf_counter()
-        points = _evaluate_all(s, step)
+        points = _evaluate_all(s, step, result.kernel)
         result.eval_time += time.perf_counter() - t0
         result.evals += points
         if hooks.on_eval is not None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..registry import Registry
+
 
 @dataclass(frozen=True)
 class Activation:
@@ -27,28 +29,10 @@ class Activation:
     piecewise_linear: bool = False  # psi'' = 0 almost everywhere: what converge's Newton step and the theorem assume
 
 
-_REGISTRY: dict[str, Activation] = {}
-
-
-def register(activation: Activation) -> Activation:
-    """Add an activation under its name (a name registered twice is a programming error)."""
-    if activation.name in _REGISTRY:
-        raise ValueError(f"activation {activation.name!r} is already registered")
-    _REGISTRY[activation.name] = activation
-    return activation
-
-
-def names() -> list[str]:
-    """Registered activation names, in registration order."""
-    return list(_REGISTRY)
-
-
-def get(name: str) -> Activation:
-    """The activation called `name`; KeyError naming the known ones otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown activation {name!r} (known: {', '.join(_REGISTRY)})") from None
+ACTIVATIONS: Registry[Activation] = Registry("activation")
+register = ACTIVATIONS.register
+get = ACTIVATIONS.get
+names = ACTIVATIONS.names
 
 
 # each registers itself; this order is the order config errors list them in

@@ -36,6 +36,8 @@ from typing import Protocol
 
 from torch import Tensor
 
+from ..registry import Registry
+
 
 @dataclass(frozen=True)
 class Hyper:
@@ -66,28 +68,10 @@ class OptimizerRule:
     summary: str = ""
 
 
-_REGISTRY: dict[str, OptimizerRule] = {}
-
-
-def register(rule: OptimizerRule) -> OptimizerRule:
-    """Add an optimizer under its name (a name registered twice is a programming error)."""
-    if rule.name in _REGISTRY:
-        raise ValueError(f"optimizer {rule.name!r} is already registered")
-    _REGISTRY[rule.name] = rule
-    return rule
-
-
-def names() -> list[str]:
-    """Registered optimizer names, in registration order."""
-    return list(_REGISTRY)
-
-
-def get(name: str) -> OptimizerRule:
-    """The optimizer called `name`; KeyError naming the known ones otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown optimizer {name!r} (known: {', '.join(_REGISTRY)})") from None
+OPTIMIZERS: Registry[OptimizerRule] = Registry("optimizer")
+register = OPTIMIZERS.register
+get = OPTIMIZERS.get
+names = OPTIMIZERS.names
 
 
 # each registers itself; this order is the order config errors list them in

@@ -37,7 +37,7 @@ register = KINDS.register
 def get(name: str) -> DataKind:
     """The data kind called `name`; ConfigError naming the known ones otherwise."""
     if name not in KINDS:
-        raise ConfigError(f"data.kind: {KINDS.choice_error(name)}")
+        raise ConfigError(f"data.kind: {KINDS.one_of()}, got {name!r}")
     return KINDS.get(name)
 
 

@@ -1,0 +1,141 @@
+"""The pipeline seam and the extension points: one table picks the pipeline, the store writes RunRecords, and adding
+a data kind or a per-evaluation metric is one registration (objective: the paper's half_sse, the config default)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from studentspec import ConfigError, StoreError, load_config, load_run, pipelines, train, write_run
+from studentspec.cli import main
+from studentspec.ensemble.registry import Registry
+from studentspec.mlp import data as mlp_data
+from studentspec.mlp import metrics
+from studentspec.store import RunRecord, write_record
+
+TINY = ["input_dim=6", "output_dim=4", "teacher.widths=[3]", "student.multi=2", "data.n_train=120", "data.n_eval=100",
+        "train.steps_per_epoch=20", "train.epochs=2", "train.lr=0.05", "seeds=[1,2]"]
+
+
+def test_the_data_kind_picks_the_pipeline():
+    assert {pipelines.name_of(load_config(None, [f"data.kind={k}"])) for k in mlp_data.KINDS.names()} == {"mlp"}
+    for kind in ("cifar10", "mnist"):
+        cfg = load_config(None, [f"data.kind={kind}", "data.root=/nowhere"])
+        assert pipelines.name_of(cfg) == "conv" and pipelines.PIPELINES["conv"].build.__module__ == "studentspec.conv.train"
+    assert pipelines.PIPELINES["mlp"].build.__module__ == "studentspec.mlp.train"
+
+
+def test_an_unknown_data_kind_is_a_config_error_naming_every_known_kind():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.kind=spherical"])
+    msg = str(err.value)
+    assert msg.startswith("data.kind: must be one of") and "'spherical'" in msg
+    for kind in ("gaussian", "uniform", "online", "teacher_aware", "cifar10", "mnist"):
+        assert repr(kind) in msg
+
+
+def test_pipeline_specific_checks_run_before_any_work():
+    with pytest.raises(ConfigError, match="needs data.root"):
+        load_config(None, ["data.kind=cifar10"])
+    with pytest.raises(ConfigError, match="theory.enabled: .*not image data"):
+        load_config(None, ["data.kind=cifar10", "data.root=/x", "theory.enabled=true"])
+    with pytest.raises(ConfigError, match="teacher.checkpoint: a conv teacher needs image data"):
+        load_config(None, ["teacher.checkpoint=T.pt"])
+
+
+@pytest.mark.parametrize("what,module", [("converge", "studentspec.theory.converge"), ("population", "studentspec.theory.population"),
+                                         ("the cost estimate", "studentspec.sweep.cost")])
+def test_commands_declare_their_pipelines_and_refuse_the_others(what, module):
+    import importlib
+
+    supported = importlib.import_module(module).PIPELINES
+    assert supported == ("mlp",)
+    cfg = load_config(None, ["data.kind=cifar10", "data.root=/x"])
+    with pytest.raises(ConfigError, match=f"{what} supports mlp runs, not conv runs"):
+        pipelines.require(cfg, supported, what)
+    pipelines.require(load_config(None, []), supported, what)  # an MLP config passes
+
+
+def test_dry_run_of_an_image_sweep_exits_2_with_one_line(tmp_path, capsys):
+    cfg = tmp_path / "img.yaml"
+    cfg.write_text("data: {kind: cifar10, root: /nowhere}\nseeds: [1]\n")
+    assert main(["sweep", str(cfg), "student.multi=1,2", "--out", str(tmp_path / "sw"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cost estimate" in err[0] and "not conv runs" in err[0]
+
+
+def test_a_run_record_round_trips_through_the_store(tmp_path):
+    result = train(load_config(None, TINY), progress=False)
+    rec = pipelines.record(result)
+    assert set(rec.tables) == {"scalars", "teachers", "students"} and rec.summary["pipeline"] == "mlp"
+    run = load_run(write_record(rec, tmp_path / "run"))
+    for name in rec.tables:
+        assert getattr(run, name).equals(rec.tables[name])
+    assert set(run.weights()) == set(rec.arrays) and all(np.array_equal(run.weights()[k], v) for k, v in rec.arrays.items())
+    with pytest.raises(ValueError, match="tables"):
+        write_record(RunRecord(rec.config, {"scalars": rec.tables["scalars"]}, {}, {}), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_store_reads_a_record_it_did_not_get_from_a_pipeline(tmp_path):
+    """The store knows no pipeline: any RunRecord with the three tables is a run dir."""
+    cfg = load_config(None, ["seeds=[5]"])
+    frame = pd.DataFrame({"seed": [5], "step": [0], "split": ["eval"]})
+    path = write_record(RunRecord(cfg, {"scalars": frame, "teachers": frame, "students": frame}, {"x": np.arange(3)}, {"n": 1}), tmp_path / "r")
+    run = load_run(path)
+    assert run.summary == {"n": 1} and run.config.seeds == [5] and np.array_equal(run.weights()["x"], np.arange(3))
+    with pytest.raises(StoreError):
+        write_record(RunRecord(cfg, {"scalars": frame, "teachers": frame, "students": frame}, {}, {}), tmp_path / "r")
+
+
+def _sphere(g: torch.Generator, n: int, cfg, w, b, training: bool) -> torch.Tensor:
+    x = torch.randn(n, cfg.input_dim, generator=g, dtype=torch.float64)
+    return x / x.norm(dim=1, keepdim=True) * (cfg.data.std * cfg.input_dim**0.5)
+
+
+def test_a_new_data_kind_is_one_registration(monkeypatch, tmp_path):
+    """Inputs on the sphere of radius std sqrt(d): registered from outside the package, it trains and is stored."""
+    monkeypatch.setitem(mlp_data.KINDS._entries, "sphere", mlp_data.DataKind("sphere", _sphere))
+    cfg = load_config(None, [*TINY, "data.kind=sphere"])
+    result = train(cfg, progress=False)
+    radius = cfg.data.std * cfg.input_dim**0.5
+    torch.testing.assert_close(result.setup.stream.x_train.norm(dim=2), torch.full((2, 120), radius, dtype=torch.float64))
+    torch.testing.assert_close(result.setup.x_eval.norm(dim=2), torch.full((2, 100), radius, dtype=torch.float64))
+    assert load_run(write_run(result, tmp_path / "run")).config.data.kind == "sphere"
+
+
+def test_a_new_metric_is_one_registration_and_adds_its_columns(monkeypatch):
+    """A metric counting dead student nodes (zero variance on the split): measured at every evaluation, stored."""
+
+    def measure(setup, points):
+        return [(~(ls.corr != 0).any(dim=1)).sum(dim=1) for ls in points[0].result.layers]  # [S] per layer
+
+    def columns(point, value, row, teachers, students):
+        for l, v in enumerate(value, start=1):
+            row[f"dead_students_{l}"] = v.numpy()
+
+    monkeypatch.setitem(metrics.METRICS._entries, "dead", metrics.EvalMetric("dead", lambda cfg: True, measure, columns))
+    result = train(load_config(None, TINY), progress=False)
+    scalars = pipelines.record(result).tables["scalars"]
+    assert "dead_students_1" in scalars.columns
+    train_rows = scalars[scalars.split == "train"]
+    assert len(train_rows) == 2 * 3 and train_rows["dead_students_1"].between(0, 6).all()
+    assert scalars[scalars.split == "eval"]["dead_students_1"].isna().all()  # measured on the first split only
+
+
+def test_an_enabled_metric_that_is_not_registered_is_a_config_error(monkeypatch):
+    monkeypatch.delitem(metrics.METRICS._entries, "theory")
+    with pytest.raises(ConfigError, match="theory.enabled: the 'theory' metric is not registered"):
+        metrics.enabled(load_config(None, ["theory.enabled=true"]))
+    assert metrics.enabled(load_config(None, [])) == []
+
+
+def test_the_registry_refuses_a_second_entry_and_names_the_known_ones():
+    reg = Registry("widget")
+    entry = mlp_data.DataKind("a", _sphere)
+    reg.register(entry)
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register(entry)
+    with pytest.raises(KeyError, match=r"unknown widget 'b' \(known: a\)"):
+        reg.get("b")
+    assert reg.one_of() == "must be one of 'a'"
