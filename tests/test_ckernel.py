@@ -26,7 +26,7 @@ def _module(net: Net, s: int) -> torch.nn.Sequential:
             lin.bias.copy_(b[s])
         layers.append(lin)
         if l < len(net.weights) - 1:
-            layers.append(torch.nn.ReLU() if net.activation == "relu" else torch.nn.LeakyReLU(net.slope))
+            layers.append({"relu": torch.nn.ReLU(), "leaky_relu": torch.nn.LeakyReLU(net.slope), "linear": torch.nn.Identity()}[net.activation])
     return torch.nn.Sequential(*layers)
 
 
@@ -56,6 +56,7 @@ CASES = [
     ([8, 11, 6, 9, 4], 5, "leaky_relu", "half_sse"),  # three hidden layers
     ([20, 17, 19, 23], 24, "leaky_relu", "ce"),  # batch 24: the narrow 6 x 8 float64 tiles for the signal below
     ([12, 40, 9], 32, "relu", "mse"),  # batch 32: the narrow 6 x 16 float32 tiles
+    ([7, 13, 6, 5], 5, "linear", "half_sse"),  # identity: Leaky ReLU's code at a = 1 (the net's slope 0.1 must not leak in)
 ]
 TOL = {torch.float64: dict(rtol=1e-12, atol=1e-13), torch.float32: dict(rtol=2e-5, atol=2e-6)}
 
@@ -179,7 +180,7 @@ def test_indexed_step_gathers_the_same_batch_bitwise():
 
 
 @needs_kernel
-@pytest.mark.parametrize("activation,loss", [("relu", "mse"), ("leaky_relu", "ce")])
+@pytest.mark.parametrize("activation,loss", [("relu", "mse"), ("leaky_relu", "ce"), ("linear", "half_sse")])
 def test_forward_grad_matches_autograd_on_a_slice_without_touching_parameters(activation, loss):
     gen = torch.Generator().manual_seed(4)
     widths = [11, 26, 14, 7]

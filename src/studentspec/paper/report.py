@@ -30,7 +30,7 @@ pre { background: #f7f7f7; padding: .6em; overflow-x: auto; font-size: .8em; } .
 
 CAPTIONS = {
     "lshape": "L-shape (4.1a): every student node at the end; x = best teacher correlation (training set), y = fan-out norm.",
-    "success_rate": "Success rate (4.1b): fraction of seeds whose teacher node reaches best eval correlation > 0.95; dotted after 5 epochs, solid at the end.",
+    "success_rate": "Success rate (4.1b): fraction of seeds whose teacher node reaches best eval correlation > eval.threshold (0.95 in every preset); dotted after 5 epochs, solid at the end.",
     "convergence": "Convergence (4.1c): log10 eval MSE vs epoch, mean ± std over seeds.",
     "teacher_curves": "Per-teacher best eval correlation vs epoch (4.1d), one seed, coloured strong (0) to weak.",
     "sample_complexity": "Sample complexity (4.2): teacher-aware (solid) vs Gaussian (dashed) data, mean ± std over seeds.",

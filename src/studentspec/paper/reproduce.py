@@ -30,6 +30,7 @@ from . import grid_figures as F
 from .cifar import reproduce as reproduce_cifar
 from ..config import Config, ConfigError, build_config, load_config
 from ..config import steps_per_epoch as config_steps_per_epoch
+from ..mlp.data import train_size
 from ..store import StoreError, check_resumable, load_run, read_json, write_json
 
 EXPERIMENTS = ("two-layer", "sample-complexity", "deep", "cifar10")
@@ -240,7 +241,7 @@ def part_config(out: Path, name: str) -> Config:
 
 def steps_per_epoch(cfg: Config) -> int:
     """Steps of one epoch: configured, or one pass over the training set."""
-    return config_steps_per_epoch(cfg.train, 0 if cfg.data.kind == "online" else cfg.data.n_train)
+    return config_steps_per_epoch(cfg.train, train_size(cfg))
 
 
 def lemma_from_run(run_dir: Path, samples: int = 256) -> list[float]:
@@ -277,9 +278,10 @@ def _two_layer(out: Path, scale: str, figs: Path) -> tuple[list[Path], list[dict
     paths = F.save(F.lshape(lsh["students"], _title(lcfg, scale, f"L-shape, m={lcfg.teacher.widths[0]}")), figs, "lshape")
     paths += F.save(F.success_rate(suc["teachers"], early, spe, _title(scfg, scale, f"success rate, m={scfg.teacher.widths[0]}")), figs, "success_rate")
     paths += F.save(F.convergence(suc["scalars"], spe, _title(scfg, scale, f"convergence, m={scfg.teacher.widths[0]}")), figs, "convergence")
-    paths += F.save(F.teacher_curves(suc["teachers"], multi, spe, _title(scfg, scale, "per-teacher best correlation")), figs, "teacher_curves")
+    paths += F.save(F.teacher_curves(suc["teachers"], multi, spe, _title(scfg, scale, "per-teacher best correlation"), threshold=scfg.eval.threshold),
+                    figs, "teacher_curves")
     found = [
-        C.lshape(lsh["students"]),
+        C.lshape(lsh["students"], corr_threshold=lcfg.eval.threshold),
         C.success_falls_with_index(suc["teachers"]),
         C.success_rises_with_multi(suc["teachers"]),
         C.success_falls_with_decay(suc["teachers"]),

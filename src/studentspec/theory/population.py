@@ -249,7 +249,7 @@ def kernel_args(cfg: Config) -> dict[str, Any]:
     """The sigma, slope and psi keyword arguments of this module's functions for a supported cfg."""
     check_supported(cfg)
     act = activations.get(cfg.teacher.activation)
-    slope = act.population_slope(cfg.teacher.leaky_slope) if act.population_slope is not None else 0.0
+    slope = act.leaky_slope(cfg.teacher.leaky_slope) if act.leaky_slope is not None else 0.0
     return {"sigma": cfg.data.std, "slope": slope, "psi": act.population_kernel}
 
 

@@ -11,6 +11,6 @@ LEAKY_RELU = register(Activation(
     backward=lambda g, z, slope: torch.where(z > 0, g, g * slope),
     kernel_id=1,
     population_kernel="arccos",
-    population_slope=lambda slope: slope,
+    leaky_slope=lambda slope: slope,
     piecewise_linear=True,
 ))

@@ -9,7 +9,8 @@ LINEAR = register(Activation(
     forward=lambda z, slope: z.clone(),  # a new tensor, as every other activation returns: callers may write into it
     derivative=lambda z, slope: torch.ones_like(z),
     backward=lambda g, z, slope: g,
+    kernel_id=1,  # Leaky ReLU's code at a = 1: v > 0 ? v : 1.0 * v is v exactly, forward and backward
     population_kernel="arccos",
-    population_slope=lambda slope: 1.0,  # max(z, 1 z) = z: the Leaky ReLU closed form at a = 1 is sigma^2 u.w
+    leaky_slope=lambda slope: 1.0,  # max(z, 1 z) = z: Leaky ReLU at a = 1 (its population closed form is sigma^2 u.w)
     piecewise_linear=True,
 ))

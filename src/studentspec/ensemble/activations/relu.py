@@ -11,6 +11,6 @@ RELU = register(Activation(
     backward=lambda g, z, slope: g.mul_(z > 0),
     kernel_id=0,
     population_kernel="arccos",
-    population_slope=lambda slope: 0.0,
+    leaky_slope=lambda slope: 0.0,
     piecewise_linear=True,
 ))

@@ -171,7 +171,9 @@ class CompiledMLP:
         widths = [net.weights[0].shape[1]] + [w.shape[2] for w in net.weights]
         self.depth = len(net.weights)
         self.widths = ffi.new("int[]", widths)
-        self.act = activations.get(net.activation).kernel_id
+        act = activations.get(net.activation)
+        self.act = act.kernel_id
+        self.slope = float(act.leaky_slope(net.slope)) if act.leaky_slope is not None else float(net.slope)  # linear: 1
         self.dtype = net.weights[0].dtype
         sfx = SUFFIX[self.dtype]
         self._step, self._forward_grad = getattr(dll, f"ss_sgd_step_{sfx}"), getattr(dll, f"ss_forward_grad_{sfx}")
@@ -213,7 +215,7 @@ class CompiledMLP:
             raise ValueError(f"gradient buffers must be contiguous {self.dtype}")
         cast, real, f64 = ffi.cast, self._real, self._f64
         self._forward_grad(S, self.depth, self.widths, B, cast(real, x.data_ptr()), cast(real, y.data_ptr()), seed_rows,
-                           self._ptrs(net.weights), self._ptrs(net.biases), self.act, float(net.slope), self.obj,
+                           self._ptrs(net.weights), self._ptrs(net.biases), self.act, self.slope, self.obj,
                            self._ptrs(hs), cast(f64, loss.data_ptr()), cast(f64, sq.data_ptr()),
                            self._ptrs(grads[0::2] if grads else []), self._ptrs(grads[1::2] if grads else []),
                            float(gscale), self._work_ptr, threads)
@@ -234,7 +236,7 @@ class CompiledMLP:
         cast, real = ffi.cast, self._real
         self._step(S, self.depth, self.widths, B, cast(real, x.data_ptr()), cast(real, y.data_ptr()),
                    ffi.NULL if idx is None else cast(self._i64, idx.data_ptr()), x.shape[1], self._ptrs(self.net.weights),
-                   self._ptrs(self.net.biases), self.act, float(self.net.slope), self.obj, float(lr),
+                   self._ptrs(self.net.biases), self.act, self.slope, self.obj, float(lr),
                    cast(self._u8, alive_u8.data_ptr()), self._loss_ptr, self._work_ptr, threads)
         return self.loss
 
