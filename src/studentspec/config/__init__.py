@@ -27,6 +27,13 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
+def _known(registry: Any, name: str) -> str:
+    """`name` if the registry (ensemble.registry.Registry) holds it; a ValueError listing its names otherwise."""
+    if name not in registry:
+        raise ValueError(registry.one_of())
+    return name
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True, allow_inf_nan=False)
 
@@ -55,9 +62,7 @@ class TeacherConfig(_Section):
     def _registered(cls, v: str) -> str:
         from ..ensemble import activations  # here, not at import: the config layer stays light
 
-        if v not in activations.names():
-            raise ValueError(activations.ACTIVATIONS.one_of())
-        return v
+        return _known(activations.ACTIVATIONS, v)
 
 
 class StudentConfig(_Section):
@@ -100,9 +105,7 @@ class TrainConfig(_Section):
     def _registered_optimizer(cls, v: str) -> str:
         from ..ensemble import optimizers  # here, not at import: the config layer stays light
 
-        if v not in optimizers.names():
-            raise ValueError(optimizers.OPTIMIZERS.one_of())
-        return v
+        return _known(optimizers.OPTIMIZERS, v)
 
     @field_validator("device")
     @classmethod
