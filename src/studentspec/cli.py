@@ -14,15 +14,19 @@ EXIT_BAD_INPUT = 2
 def _run(args: argparse.Namespace) -> int:
     from . import pipelines
     from .store import check_out
+    from .store.checkpoint import checkpoint_path
 
     cfg = pipelines.load_config(args.config, args.overrides)
     out = Path(args.out)
     check_out(out, args.overwrite)  # before any work
-    result = pipelines.train(cfg, progress=not args.quiet)
+    if args.resume and not checkpoint_path(out).exists():
+        print(f"no checkpoint of {out} ({checkpoint_path(out)}): starting from step 0", file=sys.stderr)
+    result = pipelines.train(cfg, progress=not args.quiet, out=out, resume=args.resume)
     pipelines.write_run(result, out, overwrite=args.overwrite)
     for seed, step in result.diverged.items():
         print(f"seed {seed} diverged at step {step} (frozen; see summary.json)", file=sys.stderr)
-    print(f"wrote {out} ({result.steps} steps x {len(cfg.seeds)} seeds in {result.wall_time:.1f} s)")
+    resumed = f", resumed after epoch {result.resumed_from}" if result.resumed_from is not None else ""
+    print(f"wrote {out} ({result.steps} steps x {len(cfg.seeds)} seeds in {result.wall_time:.1f} s{resumed})")
     return 0
 
 
@@ -180,7 +184,7 @@ def _report(args: argparse.Namespace) -> int:
         print(markdown_table(args.dirs))
         return 0
     for d in args.dirs:
-        print(f"wrote {write_report(d, reanalyze=args.reanalyze)}")
+        print(f"wrote {write_report(d, reanalyze=args.reanalyze, point=args.point)}")
     return 0
 
 
@@ -194,6 +198,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="run directory to create")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint beside --out (train.checkpoint_every) after a crash or kill")
     r.set_defaults(func=_run)
     q = sub.add_parser("plot", help="write the figures of a run dir (PNG and PDF)")
     q.add_argument("run_dir")
@@ -268,9 +274,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE", help="submitit parameter (--executor slurm)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_reproduce)
-    o = sub.add_parser("report", help="write DIR/report.html (self-contained) from a reproduce dir's stored results; no retraining")
-    o.add_argument("dirs", nargs="+", metavar="DIR")
-    o.add_argument("--reanalyze", action="store_true", help="recompute figures and claims.json from the stored run dirs first")
+    o = sub.add_parser("report", help="write DIR/report.html (self-contained) from a run, sweep or reproduce dir's stored results; no retraining")
+    o.add_argument("dirs", nargs="+", metavar="DIR", help="a run, sweep, reproduce or cifar10 reproduce dir")
+    o.add_argument("--reanalyze", action="store_true", help="redraw the figures (and recompute claims.json) from the stored run dirs first")
+    o.add_argument("--point", metavar="KEY=VALUE,...", help="sweep dirs: the grid point whose run figures are drawn (default: the first finished job)")
     o.add_argument("--markdown", action="store_true", help="print the markdown table of claims and wall times of the DIRs (README), write nothing")
     o.set_defaults(func=_report)
     return p

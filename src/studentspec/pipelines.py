@@ -9,7 +9,7 @@ their RunRecords without knowing them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +17,19 @@ from . import theory  # noqa: F401  (registers the Lemma diagnostics, a per-eval
 from .theory import lemma
 from .config import Config, ConfigError
 from .config import load_config as _load_config
+from .conv import checkpoint as conv_checkpoint
 from .conv import images as conv_images
 from .conv import record as conv_record
 from .conv import train as conv_train
 from .ensemble.hooks import Hooks
 from .ensemble.registry import one_of
+from .mlp import checkpoint as mlp_checkpoint
 from .mlp import data as mlp_data
 from .mlp import record as mlp_record
 from .mlp import train as mlp_train
 from .mlp.memory import check_fits
-from .store import RunRecord, write_record
+from .store import RunRecord, check_out, write_record
+from .store.checkpoint import checkpoint_path, read_checkpoint, remove_checkpoint, write_checkpoint
 
 
 def _check_mlp(cfg: Config) -> None:
@@ -63,11 +66,15 @@ class Pipeline:
     train: Callable[[Any, Hooks], Any]
     record: Callable[[Any], RunRecord]
     check_memory: Callable[[Config], None]  # ConfigError if a job of these seeds cannot fit in this machine's memory
+    snapshot: Callable[[Any], tuple[int, dict[str, Any], dict[str, Any]]]  # the loop between epochs -> a checkpoint's content
+    restore: Callable[[Any, int, dict[str, Any], dict[str, Any]], None]  # a checkpoint's content -> a freshly built loop
 
 
 PIPELINES = {
-    "mlp": Pipeline("mlp", _check_mlp, mlp_train.build, mlp_train.train, mlp_record.record, _fits_mlp),
-    "conv": Pipeline("conv", _check_conv, conv_train.build, conv_train.train, conv_record.record, _fits_unknown),
+    "mlp": Pipeline("mlp", _check_mlp, mlp_train.build, mlp_train.train, mlp_record.record, _fits_mlp,
+                    mlp_checkpoint.snapshot, mlp_checkpoint.restore),
+    "conv": Pipeline("conv", _check_conv, conv_train.build, conv_train.train, conv_record.record, _fits_unknown,
+                     conv_checkpoint.snapshot, conv_checkpoint.restore),
 }
 
 
@@ -111,10 +118,22 @@ def build(cfg: Config) -> Any:
     return pipeline(cfg).build(cfg)
 
 
-def train(cfg: Config, progress: bool = True, on_eval: Callable[[Any], None] | None = None, setup: Any = None) -> Any:
-    """Build (unless `setup` is given) and train every seed of `cfg` in one batched pass; the pipeline's Result."""
+def train(cfg: Config, progress: bool = True, on_eval: Callable[[Any], None] | None = None, setup: Any = None,
+          out: str | Path | None = None, resume: bool = False) -> Any:
+    """Build (unless `setup` is given) and train every seed of `cfg` in one batched pass; the pipeline's Result.
+
+    With `out` (the run dir it will be written to) and train.checkpoint_every, a checkpoint is kept beside `out`
+    (store/checkpoint.py); with `resume`, training continues from that checkpoint when there is one.
+    """
     p = pipeline(cfg)
-    return p.train(setup if setup is not None else p.build(cfg), Hooks(progress, on_eval))
+    hooks = Hooks(progress, on_eval)
+    if out is not None and cfg.train.checkpoint_every:
+        check_out(checkpoint_path(out), True, "checkpoint")  # before any work: a checkpoint we may not replace
+        hooks = replace(hooks, checkpoint=lambda loop: write_checkpoint(out, cfg, *p.snapshot(loop)))
+    found = read_checkpoint(out, cfg) if out is not None and resume else None
+    if found is not None:
+        hooks = replace(hooks, resume=lambda loop: p.restore(loop, *found))
+    return p.train(setup if setup is not None else p.build(cfg), hooks)
 
 
 def record(result: Any) -> RunRecord:
@@ -123,5 +142,7 @@ def record(result: Any) -> RunRecord:
 
 
 def write_run(result: Any, out: str | Path, overwrite: bool = False) -> Path:
-    """Write a finished Result to the run dir `out` atomically (store.write_record)."""
-    return write_record(record(result), out, overwrite)
+    """Write a finished Result to the run dir `out` atomically (store.write_record), then drop its checkpoint."""
+    path = write_record(record(result), out, overwrite)
+    remove_checkpoint(out)
+    return path

@@ -49,6 +49,7 @@ class TeacherConfig(_Section):
     batchnorm: Literal["none", "before", "after"] = "none"
     batchnorm_affine: bool = False
     checkpoint: str | None = None  # a trained conv teacher (`studentspec teacher train`); image data only
+    no_bias: bool = False  # science.md 4.5 `no_bias`: teacher and student biases 0, the student's kept 0 after every step
 
     @field_validator("widths")
     @classmethod
@@ -69,6 +70,12 @@ class StudentConfig(_Section):
     multi: float = Field(5.0, ge=1.0)
     init_std: float | None = Field(0.005, gt=0.0)
     init_scale: float = Field(1.0, gt=0.0)
+    # the original code's knobs (science.md 4.5; README "Config keys"): MLP runs only
+    normalize: bool = False  # every hidden weight column (not the bias) rescaled to unit L2 norm at init and after every step
+    adv_init: Literal["none", "adv", "help"] = "none"  # flip first-layer weight vectors away from / towards the weakest teacher node
+    perturb: float | None = Field(None, ge=0.0)  # student := teacher + N(0, perturb^2) in every weight and bias (multi 1)
+    same_dir: bool = False  # each student layer := the teacher layer scaled to the student layer's own norm (multi 1)
+    same_sign: bool = False  # flip every student weight and bias whose sign differs from the teacher's (multi 1)
 
 
 class DataConfig(_Section):
@@ -98,7 +105,11 @@ class TrainConfig(_Section):
     dtype: Literal["float32", "float64"] = "float64"
     device: str = "cpu"
     threads: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)  # epochs between checkpoints of a long run (store/checkpoint.py); null: none
     kernel: Literal["auto", "c", "torch"] = "auto"  # the compiled SGD step (mlp/kernel/) where it applies
+    freeze: list[int] = Field(default_factory=list)  # layers (1-based, 1..L) never updated: [1] feature_fixed, [L] top_layer_fixed
+    lr_reduction: int | None = Field(None, ge=1)  # halve the lr at every epoch i > 0 with i % K == 0 (lr_at)
+    sample_budget: int | None = Field(None, ge=1)  # back-propagated samples in all: sets train.epochs (samples_per_epoch)
 
     @field_validator("optimizer")
     @classmethod
@@ -162,6 +173,7 @@ class EvalConfig(_Section):
     threshold: float = Field(0.95, gt=0.0, le=1.0)
     batch_size: int = Field(256, ge=1)  # rows per seed per chunk: small enough that an ensemble chunk stays in cache
     grad_norm: bool = True
+    order: bool = False  # weight-space order parameters R, Q, T per evaluation -> order.parquet (mlp/order.py)
 
 
 class TheoryConfig(_Section):
@@ -213,6 +225,7 @@ class Config(_Section):
             raise ValueError(f"theory.enabled: the Lemma's diagnostics need a piecewise-linear activation, not teacher.activation={self.teacher.activation}")
         if self.theory.enabled and self.teacher.batchnorm != "none":
             raise ValueError("theory.enabled: diagnostics support nets without BatchNorm (teacher.batchnorm=none)")
+        _check_knobs(self)
         return self
 
     @property
@@ -223,6 +236,60 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-ready dict of every resolved value."""
         return self.model_dump(mode="python")
+
+
+MLP_KNOBS = {"train.freeze": lambda c: bool(c.train.freeze), "student.normalize": lambda c: c.student.normalize,
+             "teacher.no_bias": lambda c: c.teacher.no_bias, "student.adv_init": lambda c: c.student.adv_init != "none",
+             "student.perturb": lambda c: c.student.perturb is not None, "student.same_dir": lambda c: c.student.same_dir,
+             "student.same_sign": lambda c: c.student.same_sign, "train.sample_budget": lambda c: c.train.sample_budget is not None}
+
+
+def _check_knobs(cfg: Config) -> None:
+    """ValueError (naming the key) for a combination of the original code's knobs (science.md 4.5) that has no meaning;
+    resolves train.sample_budget into train.epochs."""
+    t, sc, tc = cfg.teacher, cfg.student, cfg.train
+    if t.checkpoint is not None:  # image data (conv students): the knobs below exist for MLP ensembles only
+        on = next((key for key, used in MLP_KNOBS.items() if used(cfg)), None)
+        if on is not None:
+            raise ValueError(f"{on}: supported for MLP runs only, not with a conv teacher (teacher.checkpoint)")
+    depth = len(t.widths) + 1
+    if any(not 1 <= l <= depth for l in tc.freeze) or len(set(tc.freeze)) != len(tc.freeze):
+        raise ValueError(f"train.freeze: distinct layer numbers in 1..{depth} (1 = the first hidden layer, {depth} = the output layer), got {tc.freeze}")
+    if len(tc.freeze) == depth:
+        raise ValueError(f"train.freeze: every layer ({tc.freeze}) is frozen: nothing would train")
+    copies = [k for k, on in (("student.perturb", sc.perturb is not None), ("student.same_dir", sc.same_dir), ("student.same_sign", sc.same_sign)) if on]
+    if copies and sc.multi != 1:
+        raise ValueError(f"{copies[0]}: initializes the student from the teacher layer by layer, so it needs student.multi=1 (got {sc.multi:g})")
+    if copies and sc.adv_init != "none":
+        raise ValueError(f"student.adv_init: {sc.adv_init} flips a random init; it does not combine with {copies[0]}")
+    if sc.perturb is not None and sc.init_scale != 1:
+        raise ValueError(f"student.init_scale: student.perturb replaces the random init, so init_scale={sc.init_scale:g} would be ignored; leave it at 1")
+    if t.no_bias and t.tune:
+        raise ValueError("teacher.no_bias: teacher.tune sets biases (median shift, output standardization); use teacher.tune=false")
+    if tc.sample_budget is not None:
+        if cfg.data.kind == "online" and tc.steps_per_epoch is None:
+            raise ValueError("train.sample_budget: data.kind=online has no training set to pass over; set train.steps_per_epoch")
+        per_epoch = samples_per_epoch(tc, cfg.data.n_train)
+        epochs, rest = divmod(tc.sample_budget, per_epoch)
+        if rest or not epochs:
+            raise ValueError(f"train.sample_budget: {tc.sample_budget} is not a positive multiple of the {per_epoch} samples of one epoch")
+        if "epochs" in tc.model_fields_set and tc.epochs != epochs:
+            raise ValueError(f"train.sample_budget: {tc.sample_budget} samples are {epochs} epochs, but train.epochs={tc.epochs}; give one of them")
+        tc.epochs = epochs
+
+
+def samples_per_epoch(train: TrainConfig, n_train: int) -> int:
+    """Back-propagated samples of one epoch: its steps times batch_size (times n_train for gd, which takes the whole set)."""
+    return steps_per_epoch(train, n_train) * (n_train if train.optimizer == "gd" else train.batch_size)
+
+
+def lr_at(lr: float | dict[int, float], epoch: int, reduction: int | None = None) -> float:
+    """The learning rate of an epoch: a constant or the last schedule entry at or before it, times 0.5 ** (epoch // reduction).
+
+    train.lr_reduction K halves the lr at every epoch i > 0 with i % K == 0 (science.md 4.5), on top of a schedule.
+    """
+    base = lr[max(k for k in lr if k <= epoch)] if isinstance(lr, dict) else lr
+    return base if reduction is None else base * 0.5 ** (epoch // reduction)
 
 
 def steps_per_epoch(train: TrainConfig, n_train: int) -> int:

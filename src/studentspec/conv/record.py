@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from ..ensemble.corr import COUNT_THRESHOLDS, rho_mean
+from ..store.checkpoint import join
 from ..store.record import RunRecord, count_column
 from .nets import ConvNet, fanout_norms
 from .train import ConvResult
@@ -20,7 +21,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def conv_tables(result: ConvResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """scalars / teachers / students DataFrames (split 'eval'; teacher = the checkpoint's channel index)."""
+    """scalars / teachers / students DataFrames (split 'eval'; teacher = the teacher checkpoint's channel index)."""
     cfg = result.setup.cfg
     seeds, thr = cfg.seeds, cfg.eval.threshold
     S = len(seeds)
@@ -48,7 +49,8 @@ def conv_tables(result: ConvResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
                                       "best_teacher": channels[_np(ls.student_best_teacher).ravel()],
                                       "fanout_norm": _np(p.student_fanout[l - 1]).ravel()}))
         scal.append(pd.DataFrame(row))
-    return pd.concat(scal, ignore_index=True), pd.concat(teach, ignore_index=True), pd.concat(stud, ignore_index=True)
+    done = result.restored  # the evaluations a resumed run's checkpoint held, before this process's
+    return join(done, "scalars", scal), join(done, "teachers", teach), join(done, "students", stud)
 
 
 def conv_summary(result: ConvResult, scalars: pd.DataFrame) -> dict[str, Any]:
@@ -66,7 +68,7 @@ def conv_summary(result: ConvResult, scalars: pd.DataFrame) -> dict[str, Any]:
         per_seed[str(seed)] = entry
     return {
         "seeds": s.cfg.seeds, "steps": result.steps, "n_train": int(s.data.train_x.shape[0]), "n_eval": int(s.data.test_x.shape[0]),
-        "wall_time_s": round(result.wall_time, 3), "pipeline": "conv", "diverged": {str(k): v for k, v in result.diverged.items()},
+        "wall_time_s": round(result.wall_time, 3), "pipeline": "conv", "resumed_from_epoch": result.resumed_from, "diverged": {str(k): v for k, v in result.diverged.items()},
         "teacher": {"checkpoint": s.cfg.teacher.checkpoint, "sha256": s.checkpoint_sha256, "accuracy": s.ckpt.accuracy,
                     "widths": s.ckpt.net.widths, "active_widths": s.ckpt.active_widths, "inactive": s.ckpt.inactive,
                     "eval_accuracy": float(last["teacher_accuracy"].iloc[0])},

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..ensemble import seeding
 from ..ensemble.hooks import Hooks
-from ..config import Config, ConfigError, check_device, steps_per_epoch
+from ..config import Config, ConfigError, check_device, lr_at, steps_per_epoch
 from .nets import ConvNet, fanout_norms, init_conv_net
 from .metrics import ConvEval, evaluate_conv
 from .teacher import DTYPES, TeacherCheckpoint, file_digest, load_checkpoint
@@ -68,6 +68,8 @@ class ConvResult:
     diverged: dict[int, int] = field(default_factory=dict)
     steps: int = 0
     wall_time: float = 0.0
+    restored: dict[str, Any] = field(default_factory=dict)  # a resumed run's earlier evaluations: table name -> DataFrame
+    resumed_from: int | None = None  # the epoch a resumed run's checkpoint was written after
 
 
 def check_architecture(cfg: Config, ckpt: TeacherCheckpoint, path: str) -> None:
@@ -115,8 +117,7 @@ def build(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
 
 
 def _lr(cfg: Config, epoch: int) -> float:
-    lr = cfg.train.lr
-    return lr[max(k for k in lr if k <= epoch)] if isinstance(lr, dict) else lr
+    return lr_at(cfg.train.lr, epoch, cfg.train.lr_reduction)  # the MLP trainer's definition (config.lr_at)
 
 
 def _batches(s: ConvSetup, orders: list[torch.Tensor], augs: list[torch.Generator], i: int) -> torch.Tensor:
@@ -129,10 +130,26 @@ def _batches(s: ConvSetup, orders: list[torch.Tensor], augs: list[torch.Generato
     return normalize(x, s.ckpt.mean, s.ckpt.std, s.dtype)
 
 
+@dataclass
+class ConvLoop:
+    """The conv training loop between epochs: what a checkpoint saves (conv/checkpoint.py) and a resume restores."""
+
+    setup: ConvSetup
+    result: ConvResult
+    opt: Optimizer
+    alive: torch.Tensor  # [S] bool
+    samplers: list[torch.Generator]  # batch order per seed
+    augs: list[torch.Generator]  # crop and flip per seed
+    loss_sum: torch.Tensor  # [S] training loss summed since the previous evaluation
+    start: float  # perf_counter origin of the wall time (a resume moves it back by the time already spent)
+    loss_n: int = 0
+    epoch: int = 0  # epochs completed
+    step: int = 0
+
+
 def train(s: ConvSetup, hooks: Hooks = Hooks()) -> ConvResult:
     """Train every seed's conv student on the teacher's outputs (MSE by default), evaluating as configured."""
     cfg = s.cfg
-    start = time.perf_counter() - s.build_seconds
     result = ConvResult(s)
     tc = cfg.train
     if tc.optimizer == "gd":
@@ -142,28 +159,30 @@ def train(s: ConvSetup, hooks: Hooks = Hooks()) -> ConvResult:
     n = s.data.train_x.shape[0]
     batch = min(tc.batch_size, n)
     spe = steps_per_epoch(tc, n)
-    samplers, augs = seeding.generators(cfg.seeds, "sampler"), seeding.generators(cfg.seeds, "data")
     S = len(cfg.seeds)
-    alive = torch.ones(S, dtype=torch.bool, device=s.device)
-    loss_sum = torch.zeros(S, dtype=torch.float64, device=s.device)
-    loss_n = 0
-    bar = tqdm(total=tc.epochs * spe, disable=not hooks.progress, unit="step", dynamic_ncols=True)
+    loop = ConvLoop(s, result, opt, torch.ones(S, dtype=torch.bool, device=s.device), seeding.generators(cfg.seeds, "sampler"),
+                    seeding.generators(cfg.seeds, "data"), torch.zeros(S, dtype=torch.float64, device=s.device),
+                    time.perf_counter() - s.build_seconds)
+    if hooks.resume is not None:
+        hooks.resume(loop)
+    alive, samplers, augs, loss_sum = loop.alive, loop.samplers, loop.augs, loop.loss_sum
+    bar = tqdm(total=tc.epochs * spe, initial=loop.step, disable=not hooks.progress, unit="step", dynamic_ncols=True)
 
     def record(step: int, epoch: int) -> None:
-        nonlocal loss_n
         ev = evaluate_conv(s.teacher, s.student, s.data.test_x, s.data.test_y, s.ckpt.mean, s.ckpt.std, tc.loss, cfg.eval.batch_size)
-        point = ConvPoint(step, epoch, ev, fanout_norms(s.student), loss_sum / loss_n if loss_n else None)
+        point = ConvPoint(step, epoch, ev, fanout_norms(s.student), loss_sum / loop.loss_n if loop.loss_n else None)
         loss_sum.zero_()
-        loss_n = 0
+        loop.loss_n = 0
         result.evals.append(point)
         if hooks.on_eval is not None:
             hooks.on_eval(point)
         rho = [f"{float(rho_mean(ls)[alive].mean()):.3f}" for ls in ev.layers]
         bar.set_postfix(acc=f"{float(ev.accuracy[alive].mean()):.3f}", rho="/".join(rho), refresh=False)
 
-    record(0, 0)
-    step = 0
-    for epoch in range(tc.epochs):
+    if loop.epoch == 0:  # a resumed run's checkpoint holds its earlier evaluations
+        record(0, 0)
+    step = loop.step
+    for epoch in range(loop.epoch, tc.epochs):
         lr = _lr(cfg, epoch)
         orders = [epoch_order(g, n, spe, batch) for g in samplers]
         for i in range(spe):
@@ -184,12 +203,15 @@ def train(s: ConvSetup, hooks: Hooks = Hooks()) -> ConvResult:
                 with frozen(alive, opt):
                     opt.step([torch.where(seed_mask(alive, g), g, 0.0) for g in grads], lr)
             loss_sum += torch.where(alive, loss.detach().double(), 0.0)
-            loss_n += 1
+            loop.loss_n += 1
             step += 1
             bar.update(1)
         if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == tc.epochs:
             record(step, epoch + 1)
+        loop.epoch, loop.step = epoch + 1, step
+        if hooks.checkpoint is not None and tc.checkpoint_every and (epoch + 1) % tc.checkpoint_every == 0 and epoch + 1 < tc.epochs:
+            hooks.checkpoint(loop)
     bar.close()
     result.steps = step
-    result.wall_time = time.perf_counter() - start
+    result.wall_time = time.perf_counter() - loop.start
     return result

@@ -1,4 +1,4 @@
-"""What a caller may attach to a training run: a progress bar and a callback per evaluation."""
+"""What a caller may attach to a training run: a progress bar, a callback per evaluation, checkpoints."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Hooks:
-    """Options of `train(setup, hooks)` that change what is shown or observed, never what is computed."""
+    """Options of `train(setup, hooks)` that change what is shown, observed or saved, never what is computed."""
 
     progress: bool = True  # a tqdm bar on stderr
     on_eval: Callable[[Any], None] | None = None  # called with each evaluation's points as they are made
+    # the loop's state between epochs (the pipeline's Loop): `resume` fills it in before the first epoch, `checkpoint`
+    # is called with it every train.checkpoint_every epochs (not after the last: the run dir is written then)
+    resume: Callable[[Any], None] | None = None
+    checkpoint: Callable[[Any], None] | None = None

@@ -36,6 +36,23 @@ class Optimizer:
         """Every per-seed state tensor (to freeze diverged seeds alongside the parameters)."""
         return self.rule.state()
 
+    def state_dict(self) -> dict[str, list[Tensor | None]]:
+        """The rule's state lists by attribute name (momentum buffers, moments, step counts): what a checkpoint saves."""
+        return {k: list(v) for k, v in vars(self.rule).items() if k not in ("params", "hyper") and isinstance(v, list)}
+
+    @torch.no_grad()
+    def load_state_dict(self, saved: dict[str, list[Tensor | None]]) -> None:
+        """Put a state_dict() back (in place where a tensor exists, so bound buffers stay valid)."""
+        for name, values in saved.items():
+            current = getattr(self.rule, name)
+            if len(values) != len(current):
+                raise ValueError(f"optimizer state {name!r} holds {len(values)} tensors, this optimizer {len(current)}")
+            for i, v in enumerate(values):
+                if v is None or current[i] is None:
+                    current[i] = None if v is None else v.to(self.params[min(i, len(self.params) - 1)].device).clone()
+                else:
+                    current[i].copy_(v)
+
 
 def seed_mask(mask: Tensor, like: Tensor) -> Tensor:
     """A per-seed mask [S] shaped to broadcast against `like` [S, ...]."""

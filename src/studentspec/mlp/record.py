@@ -1,4 +1,4 @@
-"""An MLP ensemble's result as a RunRecord: the three tables, the weights and summary.json."""
+"""An MLP ensemble's result as a RunRecord: the three tables (plus registered metrics' own tables), the weights and summary.json."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 
 from ..ensemble.corr import COUNT_THRESHOLDS, rho_mean
+from ..store.checkpoint import join
 from ..store.record import RunRecord, count_column, time_to_specialize
-from . import metrics
+from . import metrics, order  # noqa: F401  (order registers the weight-space order parameters, eval.order)
 from .evaluate import fanout_norms
 from .nets import Net
 from .train import EvalPoint, TrainResult
@@ -26,7 +27,7 @@ def _grid(S: int, n: int, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tables(result: TrainResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The scalars, teachers and students DataFrames of a finished run."""
+    """The scalars, teachers and students DataFrames of a run (finished, or so far for a checkpoint)."""
     seeds = result.setup.cfg.seeds
     thr = result.setup.cfg.eval.threshold
     teacher_fan = fanout_norms(result.setup.teacher)
@@ -51,12 +52,27 @@ def tables(result: TrainResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
                                       "best_corr": _np(ls.student_best).ravel(), "best_teacher": _np(ls.student_best_teacher).ravel(),
                                       "fanout_norm": _np(p.student_fanout[l - 1]).ravel()}))
         for name, value in p.extra.items():  # registered metrics add their own columns
-            metrics.METRICS.get(name).columns(p, value, row, teach[-len(p.result.layers):], stud[-len(p.result.layers):])
+            columns = metrics.METRICS.get(name).columns
+            if columns is not None:
+                columns(p, value, row, teach[-len(p.result.layers):], stud[-len(p.result.layers):])
         if p.grad_norm is not None:
             for l in range(p.grad_norm.shape[1]):
                 row[f"grad_norm_{l + 1}"] = _np(p.grad_norm[:, l])
         scal.append(pd.DataFrame(row))
-    return pd.concat(scal, ignore_index=True), pd.concat(teach, ignore_index=True), pd.concat(stud, ignore_index=True)
+    done = result.restored  # the evaluations a resumed run's checkpoint held, before this process's
+    return join(done, "scalars", scal), join(done, "teachers", teach), join(done, "students", stud)
+
+
+def metric_tables(result: TrainResult) -> dict[str, pd.DataFrame]:
+    """The own tables of registered metrics that measured this run: table_name -> DataFrame (every evaluation, in order;
+    a resumed run's restored rows first)."""
+    out = {}
+    restored = getattr(result, "restored", None) or {}
+    for metric in metrics.METRICS.values():
+        measured = [(p, p.extra[metric.name]) for p in result.evals if metric.name in p.extra]
+        if metric.table is not None and metric.table_name is not None and (measured or metric.table_name in restored):
+            out[metric.table_name] = metric.table(result.setup, measured, restored.get(metric.table_name))
+    return out
 
 
 def summary(result: TrainResult, scalars: pd.DataFrame, teachers: pd.DataFrame) -> dict[str, Any]:
@@ -85,6 +101,7 @@ def summary(result: TrainResult, scalars: pd.DataFrame, teachers: pd.DataFrame) 
         "kernel": getattr(result, "kernel", "torch"),  # the training step's path
         "eval_kernel": result.evals[-1].result.path if result.evals else "torch",  # the evaluation's path
         "pipeline": "mlp",
+        "resumed_from_epoch": result.resumed_from,  # null unless it continued from a checkpoint
         "diverged": {str(k): v for k, v in result.diverged.items()},
         "per_seed": per_seed,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
@@ -106,5 +123,5 @@ def record(result: TrainResult) -> RunRecord:
     """The RunRecord of a finished MLP run."""
     scalars, teachers, students = tables(result)
     arrays = _net_arrays("teacher", result.setup.teacher) | _net_arrays("student", result.setup.student)
-    return RunRecord(result.setup.cfg, {"scalars": scalars, "teachers": teachers, "students": students}, arrays,
-                     summary(result, scalars, teachers))
+    return RunRecord(result.setup.cfg, {"scalars": scalars, "teachers": teachers, "students": students, **metric_tables(result)},
+                     arrays, summary(result, scalars, teachers))

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from . import backprop, kernel as ckernel, metrics
 from ..ensemble import seeding
-from ..config import Config, ConfigError, check_device
+from ..config import Config, ConfigError, check_device, lr_at  # lr_at: one definition for the MLP and conv trainers
+from ..ensemble.batched import bmm
 from ..ensemble.hooks import Hooks
 from .data import BatchStream, label, make_inputs, train_size
 from ..ensemble.losses import output_grad, per_seed_loss
@@ -47,15 +48,23 @@ class Setup:
     build_seconds: float = 0.0  # counted in the run's wall time
 
 
-def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, device: torch.device) -> Net:
-    """Student weights N(0, init_std^2) with zero biases, or PyTorch's Linear default, times init_scale."""
+def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, device: torch.device, teacher: Net | None = None) -> Net:
+    """Student weights N(0, init_std^2) with zero biases, or PyTorch's Linear default, times init_scale;
+    or the teacher plus noise (student.perturb); then the init knobs of science.md 4.5 (_init_knobs)."""
     sc = cfg.student
+    needs = [k for k, on in (("student.perturb", sc.perturb is not None), ("student.same_dir", sc.same_dir),
+                             ("student.same_sign", sc.same_sign), ("student.adv_init", sc.adv_init != "none")) if on]
+    if needs and teacher is None:
+        raise ConfigError(f"{needs[0]}: the student is initialized from the teacher, which this command does not build")
     dims = [cfg.input_dim, *cfg.student_widths, cfg.output_dim]
     weights: list[list[Tensor]] = [[] for _ in dims[1:]]
     biases: list[list[Tensor]] = [[] for _ in dims[1:]]
-    for g in gens:
+    for s, g in enumerate(gens):
         for l, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
-            if sc.init_std is not None:
+            if sc.perturb is not None and teacher is not None:  # the original's set_teacher: noise from the student's generator
+                w = teacher.weights[l][s] + torch.randn(fan_in, fan_out, generator=g, dtype=torch.float64) * sc.perturb
+                b = teacher.biases[l][s] + torch.randn(fan_out, generator=g, dtype=torch.float64) * sc.perturb
+            elif sc.init_std is not None:
                 w = torch.randn(fan_in, fan_out, generator=g, dtype=torch.float64) * sc.init_std
                 b = torch.zeros(fan_out, dtype=torch.float64)
             else:  # nn.Linear.reset_parameters: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both
@@ -66,11 +75,93 @@ def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, d
             biases[l].append(b * sc.init_scale)
     t = cfg.teacher
     norms = make_batchnorms(len(gens), cfg.student_widths, t.batchnorm_affine, dtype) if t.batchnorm != "none" else []
-    net = Net([torch.stack(w) for w in weights], [torch.stack(b) for b in biases], t.activation, t.leaky_slope, t.batchnorm, norms)
+    stacked_w, stacked_b = [torch.stack(w) for w in weights], [torch.stack(b) for b in biases]
+    _init_knobs(cfg, stacked_w, stacked_b, teacher)
+    net = Net(stacked_w, stacked_b, t.activation, t.leaky_slope, t.batchnorm, norms)
     net = net.to(device, dtype)
     for p in net.parameters():
         p.requires_grad_(True)
     return net
+
+
+def _init_knobs(cfg: Config, weights: list[Tensor], biases: list[Tensor], teacher: Net | None) -> None:
+    """The init knobs of science.md 4.5 on the stacked float64 student [S, ...], in place, in the original code's order:
+    same_dir, same_sign (after perturb, in init_student), adv_init; then no_bias and normalize as the training keeps them.
+
+    Norms and inner products are taken one seed at a time, so a seed's init does not depend on the ensemble size.
+    """
+    sc = cfg.student
+    if teacher is not None and sc.same_dir:  # set_same_dir: r = ||W_l|| / ||W*_l|| (Frobenius, weights only); (W_l, b_l) := r (W*_l, b*_l)
+        for l, (tw, tb) in enumerate(zip(teacher.weights, teacher.biases)):
+            r = torch.stack([weights[l][s].norm() / tw[s].norm() for s in range(tw.shape[0])])
+            weights[l], biases[l] = tw * r[:, None, None], tb * r[:, None]
+    if teacher is not None and sc.same_sign:  # set_same_sign: flip each weight and bias whose sign is opposite to the teacher's
+        for l, (tw, tb) in enumerate(zip(teacher.weights, teacher.biases)):
+            weights[l] = torch.where(torch.sign(weights[l]) * torch.sign(tw) < 0, -weights[l], weights[l])
+            biases[l] = torch.where(torch.sign(biases[l]) * torch.sign(tb) < 0, -biases[l], biases[l])
+    if teacher is not None and sc.adv_init != "none":
+        # first-layer weight vectors (not the bias), against the weakest teacher node's: the last column, index m-1
+        weakest = teacher.weights[0][:, :, -1]
+        dots = torch.stack([weakest[s] @ weights[0][s] for s in range(weakest.shape[0])])  # [S, n_1]
+        flip = dots > 0 if sc.adv_init == "adv" else dots < 0  # adv: point away from it; help: towards it
+        weights[0] = torch.where(flip[:, None, :], -weights[0], weights[0])
+    if cfg.teacher.no_bias:
+        for l in range(len(biases)):
+            biases[l] = torch.zeros_like(biases[l])
+    if sc.normalize:  # the original two-layer script normalizes at init too, then after every update
+        for l in range(len(weights) - 1):
+            weights[l] = unit_columns(weights[l])
+
+
+def unit_columns(w: Tensor) -> Tensor:
+    """w [S, n_in, n_out] with every column w[s, :, k] divided by its L2 norm (student.normalize).
+
+    The squared norms come from a per-seed matmul with a row of ones (ensemble.batched.bmm): the same bits for a seed
+    whatever the ensemble size, unlike a sum that torch may split across threads by the tensor's shape. Each column
+    is first divided by its largest |entry| (a max is exact in any order), so huge weights of a diverging seed cannot
+    overflow the squares to inf and come out as silent zeros; an all-zero column gives NaN, which the divergence check sees.
+    """
+    ones = torch.ones(w.shape[0], 1, w.shape[1], dtype=w.dtype, device=w.device)
+    scaled = w / w.abs().amax(dim=1, keepdim=True)
+    return scaled / bmm(ones, scaled * scaled).sqrt()
+
+
+@dataclass
+class Constraints:
+    """What the original code's knobs impose after every step (science.md 4.5), on every path (compiled or torch).
+
+    Frozen layers (train.freeze) go back to their initial values, bit for bit: SGD computes every layer's update from
+    the weights before the step, so this equals never updating them. Hidden weight columns go back to unit norm
+    (student.normalize), biases to 0 (teacher.no_bias). A seed frozen for divergence is left as it is.
+    """
+
+    frozen: list[tuple[int, Tensor, Tensor]]  # (0-based layer, its W, its b as they were before the first step)
+    normalize: list[int]  # 0-based hidden layers whose columns are rescaled (frozen ones are restored instead)
+    no_bias: bool
+
+    @classmethod
+    def of(cls, cfg: Config, net: Net) -> "Constraints":
+        """The constraints of cfg's knobs on the student `net`, its present values taken as the frozen ones."""
+        idx = sorted(l - 1 for l in cfg.train.freeze)
+        frozen = [(l, net.weights[l].detach().clone(), net.biases[l].detach().clone()) for l in idx]
+        hidden = [l for l in range(len(net.weights) - 1) if l not in idx] if cfg.student.normalize else []
+        return cls(frozen, hidden, cfg.teacher.no_bias)
+
+    def __bool__(self) -> bool:
+        return bool(self.frozen or self.normalize or self.no_bias)
+
+    @torch.no_grad()
+    def apply(self, net: Net, alive: Tensor) -> None:
+        """Impose the constraints on `net` in place after a step; seeds not `alive` keep their parameters."""
+        for l in self.normalize:
+            w = net.weights[l]
+            w.copy_(torch.where(seed_mask(alive, w), unit_columns(w), w))
+        if self.no_bias:  # a dead seed's biases are 0 already: it kept the values of its last (constrained) step
+            for b in net.biases:
+                b.zero_()
+        for l, w0, b0 in self.frozen:
+            net.weights[l].copy_(w0)
+            net.biases[l].copy_(b0)
 
 
 def build(cfg: Config) -> Setup:
@@ -90,16 +181,9 @@ def build(cfg: Config) -> Setup:
     n_train = train_size(cfg)
     x_train = make_inputs(cfg, teacher, data_gens, n_train, training=True)
     stream = BatchStream(cfg, teacher_run, data_gens, seeding.generators(cfg.seeds, "sampler"), x_train, dtype, device)
-    student = init_student(cfg, seeding.generators(cfg.seeds, "student"), dtype, device)
+    student = init_student(cfg, seeding.generators(cfg.seeds, "student"), dtype, device, teacher)
     return Setup(cfg, teacher, teacher_run, student, stream, x_eval, label(teacher_run, x_eval), dtype, device,
                  build_seconds=time.perf_counter() - start)
-
-
-def lr_at(lr: float | dict[int, float], epoch: int) -> float:
-    """The learning rate of an epoch: a constant, or the last schedule entry at or before it."""
-    if isinstance(lr, dict):
-        return lr[max(k for k in lr if k <= epoch)]
-    return lr
 
 
 @dataclass
@@ -125,6 +209,21 @@ class TrainResult:
     wall_time: float = 0.0
     kernel: str = "torch"  # which training step ran: "c" (ckernel) or "torch"
     eval_time: float = 0.0  # seconds of wall_time spent evaluating
+    restored: dict[str, Any] = field(default_factory=dict)  # a resumed run's earlier evaluations: table name -> DataFrame
+    resumed_from: int | None = None  # the epoch a resumed run's checkpoint was written after
+
+
+@dataclass
+class Loop:
+    """The training loop between epochs: what a checkpoint saves (mlp/checkpoint.py) and a resume restores."""
+
+    setup: Setup
+    result: TrainResult
+    opt: Optimizer
+    alive: Tensor  # [S] bool, False once a seed diverged
+    start: float  # perf_counter origin of the run's wall time (a resume moves it back by the time already spent)
+    epoch: int = 0  # epochs completed
+    step: int = 0
 
 
 def _evaluate_all(s: Setup, step: int, kernel: str) -> list[EvalPoint]:
@@ -150,14 +249,16 @@ def _evaluate_all(s: Setup, step: int, kernel: str) -> list[EvalPoint]:
 def train(s: Setup, hooks: Hooks = Hooks()) -> TrainResult:
     """Train every seed of a built ensemble in one batched pass, evaluating before training and every eval.every epochs."""
     cfg = s.cfg
-    start = time.perf_counter() - s.build_seconds
     result = TrainResult(s)
     params = s.student.parameters()
     tc = cfg.train
     opt = Optimizer(params, tc.optimizer, tc.momentum, tc.weight_decay, (tc.betas[0], tc.betas[1]))
-    steps_per_epoch = s.stream.steps_per_epoch()
     alive = torch.ones(len(cfg.seeds), dtype=torch.bool, device=s.device)
-    bar = tqdm(total=tc.epochs * steps_per_epoch, disable=not hooks.progress, unit="step", dynamic_ncols=True)
+    loop = Loop(s, result, opt, alive, time.perf_counter() - s.build_seconds)
+    if hooks.resume is not None:
+        hooks.resume(loop)
+    steps_per_epoch = s.stream.steps_per_epoch()
+    bar = tqdm(total=tc.epochs * steps_per_epoch, initial=loop.step, disable=not hooks.progress, unit="step", dynamic_ncols=True)
     postfix: dict[str, str] = {}
 
     def record(step: int) -> None:
@@ -176,11 +277,13 @@ def train(s: Setup, hooks: Hooks = Hooks()) -> TrainResult:
     manual = backprop.supports(s.student)
     fused = manual and tc.optimizer in ("sgd", "gd") and not tc.momentum and not tc.weight_decay
     compiled = _compiled_step(cfg, s.student)
+    constraints = Constraints.of(cfg, s.student)
     result.kernel = "c" if compiled is not None else "torch"
-    record(0)
-    step = 0
-    for epoch in range(tc.epochs):
-        lr = lr_at(tc.lr, epoch)
+    if loop.epoch == 0:  # a resumed run's checkpoint holds its earlier evaluations
+        record(0)
+    step = loop.step
+    for epoch in range(loop.epoch, tc.epochs):
+        lr = lr_at(tc.lr, epoch, tc.lr_reduction)
         for item in s.stream.epoch(epoch) if compiled is None else _compiled_epoch(s, compiled, epoch, lr, alive):
             if compiled is not None:  # the step ran; it skipped dead seeds and left a seed with a non-finite loss as it was
                 loss = item
@@ -204,16 +307,21 @@ def train(s: Setup, hooks: Hooks = Hooks()) -> TrainResult:
                 ok = _check(result, cfg.seeds, alive, loss.detach(), step)
                 with nullcontext() if ok else frozen(alive, opt):
                     opt.step(grads if ok else [torch.where(seed_mask(alive, gr), gr, 0.0) for gr in grads], lr)
+            if constraints:
+                constraints.apply(s.student, alive)
             step += 1
             if step % 100 == 0 and hooks.progress:
                 bar.update(100)
                 bar.set_postfix(postfix | {"loss": f"{loss[alive].mean().item():.3g}"}, refresh=False)
         if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == tc.epochs:
             record(step)
+        loop.epoch, loop.step = epoch + 1, step
+        if hooks.checkpoint is not None and tc.checkpoint_every and (epoch + 1) % tc.checkpoint_every == 0 and epoch + 1 < tc.epochs:
+            hooks.checkpoint(loop)
     bar.update(step - bar.n)
     bar.close()
     result.steps = step
-    result.wall_time = time.perf_counter() - start
+    result.wall_time = time.perf_counter() - loop.start
     return result
 
 

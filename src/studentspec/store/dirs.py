@@ -16,13 +16,15 @@ class StoreError(ValueError):
 
 
 
-# What a run dir written by studentspec may hold: its files, `plot`'s figures, `converge`'s results.
-RUN_ENTRIES = frozenset({"config.yaml", "scalars.parquet", "teachers.parquet", "students.parquet", "summary.json", "weights.npz",
-                         "figures", "converge.json", "converge_teachers.parquet", "converge_students.parquet"})
+# What a run dir written by studentspec may hold: its files, `plot`'s figures, `converge`'s results, `report`'s page.
+RUN_ENTRIES = frozenset({"config.yaml", "scalars.parquet", "teachers.parquet", "students.parquet", "summary.json", "weights.npz", "report.html",
+                         "order.parquet", "figures", "converge.json", "converge_teachers.parquet", "converge_students.parquet"})
 # Kinds of output dir: the files that mark a complete one (written last) and every entry it may hold.
 DIR_KINDS = {
     "run": (("summary.json", "config.yaml"), RUN_ENTRIES),
     "population": (("population.json",), frozenset({"population.json", "figures"})),
+    # a run's checkpoint (store/checkpoint.py): its tables are a run dir's
+    "checkpoint": (("checkpoint.json",), RUN_ENTRIES | {"checkpoint.json", "state.pt"}),
 }
 FIGURE_SUFFIXES = frozenset({".png", ".pdf"})
 STAGE_SUFFIX = ".partial-4194304-XXXXXXXX"  # the longest pid, tempfile's 8 random characters

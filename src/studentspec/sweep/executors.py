@@ -49,7 +49,8 @@ def run_job(task: Task) -> str:
 
     torch.set_num_threads(task.threads)
     cfg = pipelines.load_config(task.config, [*task.overrides, f"seeds={list(task.seeds)}"])
-    pipelines.write_run(pipelines.train(cfg, progress=False), task.out, overwrite=True)
+    # an unfinished job continues from its checkpoint (train.checkpoint_every), if it wrote one
+    pipelines.write_run(pipelines.train(cfg, progress=False, out=task.out, resume=True), task.out, overwrite=True)
     return task.job_id
 
 

@@ -1,0 +1,49 @@
+"""What a checkpoint of an MLP run holds, and how a resume puts it back (the files: store/checkpoint.py).
+
+Between epochs the loop is described by the student's tensors (BatchNorm statistics included), the
+optimizer's state, the data and sampler generators, the alive seeds (and when the others diverged),
+the evaluations so far and the time spent. Everything else is rebuilt from the config: the teacher,
+the evaluation set and the fixed training set are drawn again from their seeded generators (a
+regenerated training set is drawn at the next epoch's start from the restored generators), so a
+resumed run's numbers are bitwise those of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..ensemble import loopstate
+from .record import tables
+from .train import Loop
+
+
+def _tensors(loop: Loop) -> list[Tensor]:
+    net = loop.setup.student
+    return [*net.parameters(), *(t for bn in net.norms for t in (bn.running_mean, bn.running_var))]
+
+
+def _generators(loop: Loop) -> list[torch.Generator]:
+    return [*loop.setup.stream.data_gens, *loop.setup.stream.sampler_gens]
+
+
+def snapshot(loop: Loop) -> tuple[int, dict[str, Any], dict[str, pd.DataFrame]]:
+    """(epochs done, the loop's state, the evaluation tables so far) between two epochs."""
+    r = loop.result
+    state = loopstate.save("mlp", _tensors(loop), loop.opt, _generators(loop), loop.alive, r.diverged, loop.step,
+                           time.perf_counter() - loop.start, eval_time=r.eval_time)
+    scalars, teachers, students = tables(r)
+    return loop.epoch, state, {"scalars": scalars, "teachers": teachers, "students": students}
+
+
+def restore(loop: Loop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame]) -> None:
+    """Put a snapshot back into a freshly built loop of the same config, in place."""
+    got = loopstate.load(state, "mlp", _tensors(loop), loop.opt, _generators(loop), loop.alive, loop.result.diverged)
+    loop.result.eval_time, loop.result.restored = float(got["eval_time"]), frames
+    loop.start -= got["elapsed"]
+    loop.epoch, loop.step = epoch, got["step"]
+    loop.result.resumed_from = epoch
