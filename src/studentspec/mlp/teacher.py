@@ -71,6 +71,8 @@ def build_teacher(cfg: Config, gens: list[torch.Generator]) -> Net:
     weights = [torch.stack([p[0][l] for p in per_seed]) for l in range(depth)]
     biases = [torch.stack([p[1][l] for p in per_seed]) for l in range(depth)]
     t = cfg.teacher
+    if t.no_bias:  # drawn and dropped: the weights are the same teacher's with biases (teacher.bias is not used)
+        biases = [torch.zeros_like(b) for b in biases]
     norms = make_batchnorms(len(gens), t.widths, t.batchnorm_affine, torch.float64) if t.batchnorm != "none" else []
     return Net(weights, biases, t.activation, t.leaky_slope, t.batchnorm, norms)
 
