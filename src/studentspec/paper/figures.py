@@ -18,6 +18,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from .style import SINGLE, multi_color, ordered_cmap, ordered_color, save, seed_marker, styled, subplots
+from .order_figures import order_figure
 
 import matplotlib.pyplot as plt  # noqa: E402  (after style: the Agg backend)
 
@@ -206,6 +207,7 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
         figures.append(("theory", theory_figure))
     if (run.path / "converge.json").is_file():
         figures.append(("converge", converge_figure))
+    figures += [("order", order_figure)] if run.has_table("order") else []  # eval.order: R heatmaps (order_figures.py)
     made: list[tuple[str, Figure]] = []
     try:  # every figure is drawn before any is written: a run that cannot be drawn leaves no partial set
         for name, make in figures:

@@ -14,8 +14,8 @@ from .dirs import (
     write_dir,
 )
 from .jsonfile import read_json, strict_json, write_json
-from .record import FILES, TABLES, Run, RunRecord, count_column, load_run, time_to_specialize, write_record
+from .record import EXTRA_TABLES, FILES, TABLES, Run, RunRecord, count_column, load_run, time_to_specialize, write_record
 
-__all__ = ["DIR_KINDS", "FILES", "RUN_ENTRIES", "TABLES", "Run", "RunRecord", "StoreError", "check_out", "check_resumable",
+__all__ = ["DIR_KINDS", "EXTRA_TABLES", "FILES", "RUN_ENTRIES", "TABLES", "Run", "RunRecord", "StoreError", "check_out", "check_resumable",
            "count_column", "load_run", "not_figures", "read_json", "remove_leftovers", "strict_json", "time_to_specialize",
            "write_dir", "write_json", "write_record"]

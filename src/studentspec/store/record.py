@@ -1,14 +1,15 @@
-"""The run directory: config.yaml, scalars/teachers/students.parquet, summary.json, weights.npz.
+"""The run directory: config.yaml, scalars/teachers/students.parquet, summary.json, weights.npz (+ extra tables).
 
 A pipeline turns its result into a RunRecord (mlp/record.py, conv/record.py); this module writes
 and reads RunRecords and knows no pipeline. Every file is written to a temporary name and
 renamed; the whole directory is staged beside its final path and swapped in last, so a run dir
-either holds a complete run or does not exist.
+either holds a complete run or does not exist. Besides the three tables every run has, a record may
+hold EXTRA_TABLES (a per-evaluation metric's own table, e.g. order.parquet), read lazily by `Run.table`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,15 @@ import yaml
 
 from ..config import Config, ConfigError, build_config, read_mapping
 from ..ensemble.atomic import write_all
-from .dirs import StoreError, write_dir
+from .dirs import RUN_ENTRIES, StoreError, write_dir
 from .jsonfile import read_json, write_json
 
 TABLES = ("scalars", "teachers", "students")
 FILES = ("config.yaml", *(f"{t}.parquet" for t in TABLES), "summary.json", "weights.npz")
+# optional tables a run dir may hold (each NAME.parquet is in dirs.RUN_ENTRIES, so --overwrite accepts it):
+# order = the weight-space order parameters of mlp/order.py (eval.order)
+EXTRA_TABLES = ("order",)
+assert all(f"{t}.parquet" in RUN_ENTRIES for t in EXTRA_TABLES)
 
 
 @dataclass
@@ -30,7 +35,7 @@ class RunRecord:
     """Everything a finished run stores, whatever pipeline made it."""
 
     config: Config
-    tables: dict[str, pd.DataFrame]  # scalars (per seed and evaluation), teachers and students (per node)
+    tables: dict[str, pd.DataFrame]  # scalars (per seed and evaluation), teachers and students (per node), EXTRA_TABLES
     arrays: dict[str, np.ndarray]  # final weights, keys like 'teacher.W1', 'student.b2'
     summary: dict[str, Any]  # summary.json: per-seed final numbers, divergences, versions, wall time
 
@@ -51,12 +56,12 @@ def time_to_specialize(teachers: pd.DataFrame, split: str = "eval") -> pd.DataFr
 def write_record(record: RunRecord, out: str | Path, overwrite: bool = False) -> Path:
     """Write a run dir atomically (see store.dirs.check_out for what --overwrite may replace); summary.json is
     written last, so a run dir with a summary is complete."""
-    if set(record.tables) != set(TABLES):
-        raise ValueError(f"a run record holds the tables {TABLES}, not {sorted(record.tables)}")
+    if not set(TABLES) <= set(record.tables) <= set(TABLES) | set(EXTRA_TABLES):
+        raise ValueError(f"a run record holds the tables {TABLES} and optionally {EXTRA_TABLES}, not {sorted(record.tables)}")
 
     def fill(stage: Path) -> None:
         writers = {"config.yaml": lambda p: p.write_text(yaml.safe_dump(record.config.to_dict(), sort_keys=False))}
-        for name in TABLES:
+        for name in record.tables:
             writers[f"{name}.parquet"] = lambda p, df=record.tables[name]: df.to_parquet(p, index=False)
         writers["weights.npz"] = lambda p: _savez(p, record.arrays)
         write_all(stage, writers)
@@ -80,6 +85,32 @@ class Run:
     teachers: pd.DataFrame
     students: pd.DataFrame
     summary: dict[str, Any]
+    _extra: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False, compare=False)  # extra tables read so far
+
+    def has_table(self, name: str) -> bool:
+        """Whether the run dir holds table `name` (the three every run has, or one of EXTRA_TABLES)."""
+        return name in TABLES or (name in EXTRA_TABLES and (self.path / f"{name}.parquet").is_file())
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A stored table by name: scalars/teachers/students, or an extra table (e.g. 'order') read on first use;
+        StoreError naming the file when it is missing, corrupt or lacks its seed/step columns."""
+        if name in TABLES:
+            return getattr(self, name)
+        if name not in EXTRA_TABLES:
+            raise StoreError(f"{self.path}: no table {name!r} (known: {', '.join((*TABLES, *EXTRA_TABLES))})")
+        if name not in self._extra:
+            file = self.path / f"{name}.parquet"
+            if not file.is_file():
+                raise StoreError(f"{file}: missing (this run did not store the {name!r} table)")
+            try:
+                df = pd.read_parquet(file)
+            except Exception as err:
+                raise StoreError(f"{file}: corrupt or unreadable ({err.__class__.__name__})") from None
+            for col in ("seed", "step"):
+                if col not in df.columns:
+                    raise StoreError(f"{file}: column {col!r} missing")
+            self._extra[name] = df
+        return self._extra[name]
 
     def weights(self) -> dict[str, np.ndarray]:
         """Final teacher and student weights, keys like 'teacher.W1', 'student.b2'."""
