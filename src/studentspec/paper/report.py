@@ -1,9 +1,14 @@
-"""`studentspec report DIR`: a self-contained report.html of a reproduce dir, and the README's claims table.
+"""`studentspec report DIR`: a self-contained DIR/report.html of any result, and the README's claims table.
 
-The page embeds its figures as base64 PNG and uses no external file, script, font or style, so
-it can be mailed or archived alone. Everything comes from stored files (claims.json, figures,
-configs, each job's summary.json); when claims.json is missing, or with reanalyze, the claims
-and figures are first recomputed from the stored run dirs (`reproduce.analyze`), never retrained.
+DIR may be a run dir (`studentspec run`), a sweep dir (`studentspec sweep`), a reproduce dir of the
+MLP experiments (`studentspec reproduce two-layer|sample-complexity|deep`) or of cifar10. The page
+embeds its figures as base64 PNG and uses no external file, script, font or style, so it can be
+mailed or archived alone. Everything comes from stored files, never retrained: missing figures (or
+all, with reanalyze) are drawn from the stored tables; for a reproduce dir without claims.json, or
+with reanalyze, claims and figures are recomputed from the stored run dirs (`reproduce.analyze`).
+The only files written are report.html, the figures of a run dir (its figures/, as `studentspec
+plot`) or of a cifar10 reproduce dir, and a sweep's REPORT_FIGURES folder (the chosen point's run
+figures; job dirs are never written).
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from ..config import ConfigError, parse_yaml
 from ..ensemble.atomic import atomic_write
 from ..store import StoreError, read_json
 
@@ -26,6 +35,7 @@ th { background: #f3f3f3; } td.num { text-align: right; font-family: monospace; 
 .pass { background: #dff3df; color: #135e13; font-weight: bold; } .fail { background: #f9dcdc; color: #8a1010; font-weight: bold; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; } figcaption { font-size: .9em; color: #555; }
 pre { background: #f7f7f7; padding: .6em; overflow-x: auto; font-size: .8em; } .small { font-size: .85em; color: #555; }
+.wide { overflow-x: auto; }
 """
 
 CAPTIONS = {
@@ -36,7 +46,21 @@ CAPTIONS = {
     "sample_complexity": "Sample complexity (4.2): teacher-aware (solid) vs Gaussian (dashed) data, mean ± std over seeds.",
     "deep_lshape": "Deep L-shape (4.3): rows = hidden layers (top first), columns = evenly spaced epochs; y = sqrt(E_x beta_kk).",
     "deep_rho_vs_n": "Deep sample complexity (4.3): final rho_mean per layer and eval MSE vs training set size, MSE and CE training.",
+    "layer_corr": "CIFAR-10 (4.4): per layer, mean over active teacher channels of the best student correlation vs epoch, mean ± std over seeds; one panel per multi.",
+    "channel_corr": "CIFAR-10 (4.4): best correlation of every active teacher channel vs epoch (mean over seeds), coloured by fan-out norm; rows = multi, columns = layer.",
 }
+# One run's figures (figures.plot_run), in the order shown; any other figure in the folder follows, sorted.
+RUN_CAPTIONS = {
+    "lshape": "L-shape: fan-out norm vs best-teacher correlation of every student node at the last step.",
+    "teacher_corr": "Best correlation of each teacher node vs step, coloured by fan-out norm; dead teacher nodes dotted.",
+    "mse": "log10 MSE vs step, mean ± std over seeds, per split.",
+    "theory": "Theory diagnostics: sqrt(E beta_kk) L-shape per layer, per-sample gradient norms, lowest-layer angles.",
+    "converge": "After `studentspec converge`: each student's angle to its nearest teacher vs its fan-out norm.",
+    "order": "eval.order: R heatmaps.",
+}
+REPORT = "report.html"
+REPORT_FIGURES = "report_figures"  # a sweep report's figures of its chosen point, inside the sweep dir
+_TITLE = "<title>studentspec"  # every page studentspec writes has it: an existing report.html without it is not ours
 
 
 def _e(value: Any) -> str:
@@ -90,16 +114,18 @@ def seed_rows(sweep_dir: Path) -> tuple[list[str], list[list[Any]]]:
     return header or [*keys, "status"], rows
 
 
-def _figures(out: Path, names: list[str]) -> str:
+def _figures(out: Path, names: list[str], folder: str = "figures", captions: dict[str, str] | None = None) -> str:
+    """The PNGs out/folder/NAME.png embedded as base64 <figure>s; a missing one is named in red."""
+    captions = CAPTIONS if captions is None else captions
     parts = []
     for name in names:
-        png = out / "figures" / f"{name}.png"
+        png = out / folder / f"{name}.png"
         if not png.is_file():
             parts.append(f"<p class='fail'>figure {_e(name)} missing</p>")
             continue
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         parts.append(f"<figure id='fig-{_e(name)}'><img alt='{_e(name)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption><b>{_e(name)}</b>: {_e(CAPTIONS.get(name, ''))} (PDF beside the PNG in figures/)</figcaption></figure>")
+                     f"<figcaption><b>{_e(name)}</b>: {_e(captions.get(name, ''))} (PDF beside the PNG in {_e(folder)}/)</figcaption></figure>")
     return "\n".join(parts)
 
 
@@ -148,20 +174,340 @@ Regenerate with <code>studentspec report {_e(out)}</code> (no retraining).</p>
 """
 
 
-def write_report(out: str | Path, reanalyze: bool = False) -> Path:
-    """Write OUT/report.html (recomputing claims and figures from stored runs when missing or asked)."""
-    out = Path(out)
-    if not (out / "reproduce.json").is_file():
-        raise StoreError(f"{out}: directory not found" if not out.is_dir() else f"{out}: not a reproduce dir (reproduce.json missing; run `studentspec reproduce` first)")
-    if reanalyze or not (out / "claims.json").is_file():
-        from .reproduce import ANALYSES, analyze
+KINDS = {"reproduce": "reproduce dir", "cifar10": "cifar10 reproduce dir", "run": "run dir", "sweep": "sweep dir"}
 
-        experiment = read_json(out / "reproduce.json").get("experiment")
-        if experiment not in ANALYSES:
-            raise StoreError(f"{out}: no claims.json and no analysis for experiment {experiment!r} (report knows {', '.join(ANALYSES)})")
-        analyze(out)
-    path = out / "report.html"
-    text = render(out)
+
+def result_kind(out: Path) -> str:
+    """What `out` holds (a key of KINDS); StoreError (one line) naming what it is not otherwise."""
+    if not out.is_dir():
+        raise StoreError(f"{out}: directory not found")
+    if (out / "reproduce.json").is_file():
+        return "cifar10" if read_json(out / "reproduce.json").get("experiment") == "cifar10" else "reproduce"
+    if (out / "summary.json").is_file() and (out / "config.yaml").is_file():
+        return "run"
+    if (out / "sweep.json").is_file():
+        return "sweep"
+    raise StoreError(f"{out}: not a run, sweep or reproduce dir (no summary.json with config.yaml, no sweep.json, no reproduce.json)")
+
+
+def _check_ours(path: Path) -> None:
+    """Refuse to replace a report.html that studentspec did not write (a link, a folder, another page)."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink() or not path.is_file():
+        raise StoreError(f"{path}: exists and is not a file studentspec wrote; move it away")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        head = f.read(4096)
+    if _TITLE not in head:
+        raise StoreError(f"{path}: exists and is not a report studentspec wrote; move it away")
+
+
+def _page(title: str, out: Path, body: str, regenerate: str = "") -> str:
+    """A whole self-contained page: title, provenance line, body."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{CSS}</style></head>
+<body>
+<h1>{_e(title)}</h1>
+<p class="small">Generated {_e(time.strftime('%Y-%m-%d %H:%M:%S'))} from the stored results in {_e(out.resolve())}.
+Regenerate with <code>studentspec report {_e(out)}{_e(regenerate)}</code> (no retraining).</p>
+{body}
+</body></html>
+"""
+
+
+def _figure_names(folder: Path) -> list[str]:
+    """The PNG figures in `folder`: plot_run's in RUN_CAPTIONS order, then any other, sorted."""
+    names = {p.stem for p in folder.glob("*.png") if p.is_file()} if folder.is_dir() else set()
+    return [n for n in RUN_CAPTIONS if n in names] + sorted(names - set(RUN_CAPTIONS))
+
+
+def _figure_folder(folder: Path) -> None:
+    """StoreError unless `folder` is absent or a folder (figures are drawn into it)."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise StoreError(f"{folder}: exists and is not a folder of figures; move it away")
+
+
+def _seed_table(summary: dict[str, Any], lead: list[Any] | None = None) -> tuple[list[str], list[list[Any]]]:
+    """Per seed of a summary.json: its final numbers (time_to_specialize lists left out), diverged as a step or 'no'."""
+    entries = summary.get("per_seed", {})
+    keys = list(dict.fromkeys(k for e in entries.values() for k in e if not k.startswith("time_to_specialize")))
+    rows = []
+    for seed, entry in entries.items():
+        values = [entry.get(k) for k in keys]
+        rows.append([*(lead or []), seed, *("no" if k == "diverged_at_step" and v is None else v for k, v in zip(keys, values))])
+    return ["seed", *("diverged at step" if k == "diverged_at_step" else k for k in keys)], rows
+
+
+def _numeric(rows: list[list[Any]]) -> set[int]:
+    """Columns whose cells are all numbers (right-aligned)."""
+    return {i for i in range(len(rows[0]))
+            if all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in rows)} if rows else set()
+
+
+def _path_rows(summary: dict[str, Any]) -> list[list[Any]]:
+    """Which code trained and evaluated a run (summary.json's pipeline, kernel, eval_kernel) and its size."""
+    keys = [("pipeline", "pipeline"), ("kernel", "kernel (training step: 'c' = compiled, 'torch')"),
+            ("eval_kernel", "eval_kernel (evaluation)"), ("seeds", "seeds"), ("steps", "steps"), ("n_train", "n_train"), ("n_eval", "n_eval")]
+    return [[label, summary[k] if k != "seeds" else ", ".join(map(str, summary[k]))] for k, label in keys if k in summary]
+
+
+def _versions(summary: dict[str, Any]) -> str:
+    return _table(["package", "version"], [[k, v] for k, v in summary.get("versions", {}).items()])
+
+
+def render_run(out: Path, redraw: bool = False) -> str:
+    """The report page of one run dir; its figures/ drawn first (figures.plot_run) when missing or with redraw."""
+    from .figures import plot_run
+    from ..store import load_run
+
+    summary = read_json(out / "summary.json")
+    fig_dir = out / "figures"
+    _figure_folder(fig_dir)
+    if redraw or not all((fig_dir / f"{n}.png").is_file() for n in ("lshape", "teacher_corr", "mse")):
+        plot_run(load_run(out), fig_dir)
+    header, rows = _seed_table(summary)
+    wall = [["training (wall_time_s)", summary.get("wall_time_s")], ["of which evaluation (eval_time_s)", summary.get("eval_time_s")]]
+    body = f"""<h2>Per-seed summary</h2>
+<p class="small">Final numbers of summary.json (eval split unless named train_).</p>
+<div class='wide'>{_table(header, rows, _numeric(rows))}</div>
+<h2>Figures</h2>
+{_figures(out, _figure_names(fig_dir), captions=RUN_CAPTIONS)}
+<h2>Training path</h2>
+{_table(['', 'value'], _path_rows(summary))}
+<h2>Wall time</h2>
+{_table(['', 'seconds'], [r for r in wall if r[1] is not None], {1})}
+<h2>Configuration</h2>
+<pre>{_e((out / 'config.yaml').read_text())}</pre>
+<h2>Versions</h2>
+{_versions(summary)}"""
+    return _page(f"studentspec — run {out.resolve().name}", out, body)
+
+
+def swept_keys(manifest: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The keys taking more than one value over a sweep's jobs, and the fixed overrides {key: value}."""
+    values: dict[str, list[str]] = {}
+    for job in manifest["jobs"]:
+        for k, v in job["point"].items():
+            values.setdefault(k, [])
+            if v not in values[k]:
+                values[k].append(v)
+    return [k for k, v in values.items() if len(v) > 1], {k: v[0] for k, v in values.items() if len(v) == 1}
+
+
+def _final(df: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of `split` at the last evaluated step of each job and seed."""
+    df = df[df["split"] == split]
+    return df[df["step"] == df.groupby(["job", "seed"])["step"].transform("max")]
+
+
+def sweep_finals(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per finished job and seed: final eval (and train) MSE and, per layer, the fraction of active teacher nodes
+    specialized (eval split, best correlation above the run's eval.threshold)."""
+    sc = tables["scalars"]
+    out = _final(sc, "eval").set_index(["job", "seed"])[["mse"]].rename(columns={"mse": "eval_mse"})
+    train = _final(sc, "train")
+    if len(train):
+        out = out.join(train.set_index(["job", "seed"])["mse"].rename("train_mse"))
+    te = _final(tables["teachers"], "eval")
+    if "active" in te.columns:  # pruned teacher channels are no teachers
+        te = te[te["active"].astype(bool)]
+    if len(te):
+        frac = te.groupby(["job", "seed", "layer"])["specialized"].mean().unstack("layer")
+        frac.columns = [f"specialized_{int(l)}" for l in frac.columns]
+        out = out.join(frac)
+    return out.reset_index()
+
+
+def _mean_std(values: pd.Series) -> str:
+    """'mean ± std' over the finite values (std with ddof 0); 'n/a' when there is none."""
+    v = values.to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    return f"{v.mean():.4g} ± {v.std():.3g}" if len(v) else "n/a"
+
+
+def _point_job(out: Path, manifest: dict[str, Any], point: str | None) -> dict[str, Any]:
+    """The first finished job at `point` ('key=value,...'; None: the sweep's first finished job)."""
+    from ..sweep.grid import split_values
+
+    finished = [j for j in manifest["jobs"] if (out / "jobs" / j["id"] / "summary.json").is_file()]
+    if point is None:
+        if not finished:
+            raise StoreError(f"{out}: the sweep has no finished job yet")
+        return finished[0]
+    keys = list(dict.fromkeys(k for j in manifest["jobs"] for k in j["point"]))
+    wanted: dict[str, Any] = {}
+    for item in split_values(point):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not raw.strip():
+            raise ConfigError(f"--point: items must look like key=value, got {item!r}")
+        if key not in keys:
+            raise ConfigError(f"--point: {key} is not a key of this sweep (its keys: {', '.join(keys)})")
+        wanted[key] = parse_yaml(raw)
+    match = [j for j in manifest["jobs"] if set(wanted) <= set(j["point"]) and all(parse_yaml(j["point"][k]) == v for k, v in wanted.items())]
+    if not match:
+        raise ConfigError(f"--point: no job of {out} at {point}")
+    done = [j for j in match if j in finished]
+    if not done:
+        raise StoreError(f"{out}: no finished job at --point {point} yet")
+    return done[0]
+
+
+def _point_figures(out: Path, job: dict[str, Any]) -> list[str]:
+    """Draw the run figures of one job into out/REPORT_FIGURES (never into the job dir); older figures there are removed."""
+    from .figures import plot_run
+    from ..store import load_run, not_figures
+
+    folder = out / REPORT_FIGURES
+    _figure_folder(folder)
+    if folder.is_dir() and not_figures(folder):
+        raise StoreError(f"{folder}: holds files studentspec did not write ({', '.join(not_figures(folder)[:3])}); move them away")
+    paths = plot_run(load_run(out / "jobs" / job["id"]), folder)
+    for stale in folder.iterdir():  # another point's figures (e.g. its converge or theory figure)
+        if stale not in paths and stale.is_file() and not stale.is_symlink():
+            stale.unlink()
+    return [p.stem for p in paths if p.suffix == ".png"]
+
+
+def render_sweep(out: Path, point: str | None = None) -> str:
+    """The report page of a sweep dir: per swept key, final numbers per value (other keys marginalized); a point's figures."""
+    import yaml
+
+    from ..sweep.grid import load_sweep
+
+    manifest = read_json(out / "sweep.json")
+    job = _point_job(out, manifest, point)  # before any work: a bad --point draws nothing
+    swept, fixed = swept_keys(manifest)
+    finals = sweep_finals(load_sweep(out))
+    raw = {j["id"]: j["point"] for j in manifest["jobs"]}
+    measures = [c for c in ("eval_mse", "train_mse") if c in finals] + sorted((c for c in finals if c.startswith("specialized_")),
+                                                                              key=lambda c: int(c.rsplit("_", 1)[1]))
+    labels = {"eval_mse": "final eval MSE", "train_mse": "final train MSE"}
+    labels |= {c: f"specialized, layer {c.rsplit('_', 1)[1]}" for c in measures if c.startswith("specialized_")}
+    key_tables = []
+    for key in swept or [None]:
+        order = list(dict.fromkeys(j["point"][key] for j in manifest["jobs"])) if key else ["all"]
+        value = finals["job"].map(lambda i, key=key: raw[i][key] if key else "all")
+        rows = []
+        for v in order:
+            part = finals[value == v]
+            rows.append([v, len(part), *(_mean_std(part[c]) if len(part) else "n/a" for c in measures)])
+        key_tables.append(f"<h3 id='key-{_e(key or 'all')}'>{_e(key or 'all jobs (no swept key)')}</h3>"
+                          + f"<div class='wide'>{_table([key or '', 'seeds finished', *(labels[c] for c in measures)], rows, {1})}</div>")
+    summaries = {j["id"]: read_json(out / "jobs" / j["id"] / "summary.json") for j in manifest["jobs"]
+                 if (out / "jobs" / j["id"] / "summary.json").is_file()}
+    jobs = [[j["id"], *(j["point"].get(k, "") for k in swept), ", ".join(map(str, j["seeds"])),
+             "finished" if j["id"] in summaries else "not finished", summaries.get(j["id"], {}).get("wall_time_s"),
+             len(summaries.get(j["id"], {}).get("diverged") or {})] for j in manifest["jobs"]]
+    names = _point_figures(out, job)
+    here = ", ".join(f"{k}={job['point'][k]}" for k in swept) or "the only point"
+    total = sum(float(s.get("wall_time_s", 0.0)) for s in summaries.values())
+    fixed_text = ", ".join(f"{k}={v}" for k, v in fixed.items()) or "none"
+    body = f"""<p>{len(manifest['jobs'])} jobs, {len(summaries)} finished ({len(finals)} seeds with final numbers). Swept keys: {_e(', '.join(swept) or 'none')}.
+Fixed overrides: {_e(fixed_text)}.</p>
+<h2>Per swept key</h2>
+<p class="small">Per value of one key, over every finished seed of every point with that value (the other keys marginalized):
+mean ± std (ddof 0) of the final numbers at each job's last evaluation, eval split unless named train;
+specialized = fraction of the layer's active teacher nodes whose best eval correlation is above the run's eval.threshold.</p>
+{''.join(key_tables)}
+<h2>Figures of one point</h2>
+<p>{_e(here)}: job {_e(job['id'])} (seeds {_e(', '.join(map(str, job['seeds'])))}); choose another with
+<code>studentspec report {_e(out)} --point key=value,...</code>.</p>
+{_figures(out, names, folder=REPORT_FIGURES, captions=RUN_CAPTIONS)}
+<h2>Jobs</h2>
+<div class='wide'>{_table(['job', *swept, 'seeds', 'status', 'wall time (s)', 'diverged seeds'], jobs, {len(swept) + 3, len(swept) + 4})}</div>
+<p class="small">Training time summed over finished jobs (each job's own clock): {total:.1f} s.</p>
+<h2>Training path</h2>
+<p class="small">Of the job drawn above.</p>
+{_table(['', 'value'], _path_rows(summaries[job['id']]))}
+<h2>Configuration</h2>
+<p>{_e(manifest.get('config') or 'no config file (defaults)')}, grid:</p>
+<pre>{_e(yaml.safe_dump(manifest.get('grid', {}), sort_keys=False, default_flow_style=None))}</pre>
+<pre>{_e(manifest.get('config_text', ''))}</pre>
+<h2>Versions</h2>
+{_versions(summaries[job['id']])}"""
+    return _page(f"studentspec — sweep {out.resolve().name}", out, body)
+
+
+def render_cifar(out: Path, redraw: bool = False) -> str:
+    """The report page of a cifar10 reproduce dir: teachers, per-multi student accuracy and rho per layer, figures."""
+    from .cifar import summarize
+    from .conv_figures import channel_corr_figure, layer_corr_figure
+    from .style import save
+    from ..store import load_run
+
+    info = read_json(out / "reproduce.json")
+    dirs = sorted(d for d in (out / "runs").glob("multi_*") if d.is_dir()) if (out / "runs").is_dir() else []
+    if not dirs:
+        raise StoreError(f"{out}: cifar10 reproduce dir without runs/multi_*/ (re-run `studentspec reproduce cifar10` to finish it)")
+    runs = {float(run.config.student.multi): run for run in map(load_run, dirs)}
+    fig_dir = out / "figures"
+    _figure_folder(fig_dir)
+    for name, make in (("layer_corr", layer_corr_figure), ("channel_corr", channel_corr_figure)):
+        if redraw or not (fig_dir / f"{name}.png").is_file():
+            save(make(runs), fig_dir, name)
+    per_multi = summarize(runs)["per_multi"]
+    n_layers = max(len(r["rho_mean"]) for r in per_multi.values())
+    students = [[m, len(runs[float(m)].config.seeds), ", ".join(map(str, runs[float(m)].summary.get("student_widths", []))),
+                 f"{r['accuracy_mean']:.4g} ± {r['accuracy_std']:.3g}",
+                 *(f"{a:.4g} ± {b:.3g}" for a, b in zip(r["rho_mean"], r["rho_std"]))] for m, r in per_multi.items()]
+    t, pr = info.get("teacher", {}), info.get("pruned", {})
+    teachers = [["teacher (trained on labels)", t.get("accuracy"), ", ".join(map(str, t.get("widths", []))), ""],
+                ["pruned teacher (fine-tuned; the students' teacher)", pr.get("accuracy"), ", ".join(map(str, pr.get("active_widths", []))),
+                 ", ".join(map(str, pr.get("ratios", [])))]]
+    seeds, configs = [], []
+    for multi, run in sorted(runs.items()):
+        header, rows = _seed_table(run.summary, [f"{multi:g}"])
+        seeds += rows
+        configs.append(f"<details><summary>runs/{_e(run.path.name)}/config.yaml</summary><pre>{_e((run.path / 'config.yaml').read_text())}</pre></details>")
+    stage = [[k, v] for k, v in info.get("stage_seconds", {}).items()]
+    first = runs[min(runs)].summary
+    body = f"""<h2>Teachers</h2>
+{_table(['', 'test accuracy', 'active channels per layer', 'pruned fraction per layer'], teachers, {1})}
+<h2>Students per multi</h2>
+<p class="small">At each run's last evaluation: mean ± std (ddof 0) over seeds of the test accuracy and, per conv layer,
+of rho = the mean over active teacher channels of the best student correlation.</p>
+{_table(['multi', 'seeds', 'student channels per layer', 'accuracy', *(f'rho layer {l}' for l in range(1, n_layers + 1))], students, {1})}
+<h2>Figures</h2>
+{_figures(out, ['layer_corr', 'channel_corr'])}
+<h2>Per-seed summary</h2>
+<div class='wide'>{_table(['multi', *header], seeds, _numeric(seeds))}</div>
+<h2>Training path</h2>
+{_table(['', 'value'], _path_rows(first))}
+<h2>Wall time</h2>
+{_table(['stage', 'seconds (last invocation)'], stage, {1})}
+<p class="small">Student training summed over runs (each run's own clock): {sum(float(r.summary.get('wall_time_s', 0.0)) for r in runs.values()):.1f} s.</p>
+<h2>Configuration</h2>
+<p>{_e(info.get('config', ''))}, overrides: <code>{_e(' '.join(info.get('overrides', [])) or 'none')}</code></p>
+{''.join(configs)}
+<h2>Versions</h2>
+{_versions(first)}"""
+    return _page(f"studentspec — cifar10 ({info.get('scale', '?')} scale)", out, body)
+
+
+def write_report(out: str | Path, reanalyze: bool = False, point: str | None = None) -> Path:
+    """Write OUT/report.html for a run, sweep or reproduce dir (reanalyze: redraw figures, recompute claims, from stored runs)."""
+    out = Path(out)
+    kind = result_kind(out)
+    if point is not None and kind != "sweep":
+        raise ConfigError(f"--point: only for a sweep dir; {out} is a {KINDS[kind]}")
+    path = out / REPORT
+    _check_ours(path)
+    if kind == "reproduce":
+        if reanalyze or not (out / "claims.json").is_file():
+            from .reproduce import ANALYSES, analyze
+
+            experiment = read_json(out / "reproduce.json").get("experiment")
+            if experiment not in ANALYSES:
+                raise StoreError(f"{out}: no claims.json and no analysis for experiment {experiment!r} (report knows {', '.join(ANALYSES)}, cifar10)")
+            analyze(out)
+        text = render(out)
+    elif kind == "cifar10":
+        text = render_cifar(out, reanalyze)
+    elif kind == "run":
+        text = render_run(out, reanalyze)
+    else:
+        text = render_sweep(out, point)
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
