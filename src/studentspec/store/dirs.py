@@ -18,7 +18,8 @@ class StoreError(ValueError):
 
 # What a run dir written by studentspec may hold: its files, `plot`'s figures, `converge`'s results, `report`'s page.
 RUN_ENTRIES = frozenset({"config.yaml", "scalars.parquet", "teachers.parquet", "students.parquet", "summary.json", "weights.npz", "report.html",
-                         "order.parquet", "figures", "converge.json", "converge_teachers.parquet", "converge_students.parquet"})
+                         "order.parquet", "figures", "converge.json", "converge_teachers.parquet", "converge_students.parquet",
+                         "converge_hessian.parquet"})
 # Kinds of output dir: the files that mark a complete one (written last) and every entry it may hold.
 DIR_KINDS = {
     "run": (("summary.json", "config.yaml"), RUN_ENTRIES),
