@@ -53,7 +53,7 @@ def crash_after(monkeypatch, epochs: int) -> None:
     [],  # the compiled step where it builds
     ["train.kernel=torch", "train.optimizer=adam", "train.lr=0.01", "data.regenerate=true"],  # optimizer moments, regenerated data
     ["train.kernel=torch", "train.momentum=0.9", "teacher.batchnorm=before", "train.loss=mse"],  # BatchNorm statistics
-    ["data.kind=online", "eval.every=2", "theory.enabled=true"],  # fresh inputs per step, evaluations not at every epoch
+    ["data.kind=online", "eval.every=2", "theory.enabled=true", "eval.order=true"],  # fresh inputs, metric columns and tables
     ["train.lr=50", "train.kernel=torch"],  # seeds that diverge before the checkpoint stay frozen after it
 ])
 def test_a_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(tmp_path, monkeypatch, extra):
@@ -69,6 +69,9 @@ def test_a_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(tmp_path,
     same_run(whole, pipelines.write_run(result, tmp_path / "run"))
     assert not ck.checkpoint_path(tmp_path / "run").exists()  # the complete run replaces its checkpoint
     assert load_run(tmp_path / "run").summary["resumed_from_epoch"] == 2 and load_run(whole).summary["resumed_from_epoch"] is None
+    if cfg.eval.order:  # a metric's own table keeps the rows measured before the checkpoint
+        a, b = load_run(whole).table("order"), load_run(tmp_path / "run").table("order")
+        assert len(a) > 0 and a.equals(b)
 
 
 def _kill_when_checkpointed(cmd: list[str], ckpt: Path, cwd: Path, min_epoch: int = 1) -> int:

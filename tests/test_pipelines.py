@@ -39,6 +39,8 @@ def test_pipeline_specific_checks_run_before_any_work():
         load_config(None, ["data.kind=cifar10"])
     with pytest.raises(ConfigError, match="theory.enabled: .*not image data"):
         load_config(None, ["data.kind=cifar10", "data.root=/x", "theory.enabled=true"])
+    with pytest.raises(ConfigError, match="eval.order: .*not image data"):
+        load_config(None, ["data.kind=cifar10", "data.root=/x", "eval.order=true"])
     with pytest.raises(ConfigError, match="teacher.checkpoint: a conv teacher needs image data"):
         load_config(None, ["teacher.checkpoint=T.pt"])
 

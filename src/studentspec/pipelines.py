@@ -54,6 +54,8 @@ def _check_conv(cfg: Config) -> None:
         raise ConfigError(f"theory.enabled: the Lemma's diagnostics support {' and '.join(lemma.PIPELINES)} runs, not image data")
     if cfg.train.optimizer == "gd":
         raise ConfigError("train.optimizer: gd (full batch) is not supported for image data; use sgd or adam")
+    if cfg.eval.order:
+        raise ConfigError("eval.order: the weight-space order parameters are measured for MLP runs, not image data")
 
 
 @dataclass(frozen=True)

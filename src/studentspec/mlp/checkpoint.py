@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..ensemble import loopstate
-from .record import tables
+from .record import metric_tables, tables
 from .train import Loop
 
 
@@ -37,7 +37,7 @@ def snapshot(loop: Loop) -> tuple[int, dict[str, Any], dict[str, pd.DataFrame]]:
     state = loopstate.save("mlp", _tensors(loop), loop.opt, _generators(loop), loop.alive, r.diverged, loop.step,
                            time.perf_counter() - loop.start, eval_time=r.eval_time)
     scalars, teachers, students = tables(r)
-    return loop.epoch, state, {"scalars": scalars, "teachers": teachers, "students": students}
+    return loop.epoch, state, {"scalars": scalars, "teachers": teachers, "students": students, **metric_tables(r)}
 
 
 def restore(loop: Loop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame]) -> None:
