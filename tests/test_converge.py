@@ -18,7 +18,7 @@ from studentspec.mlp.nets import Net
 # is half_sse (the paper's J); lr 0.02 = 0.05 x 2/C is the step an MSE run at lr 0.05 takes.
 SMALL = ["input_dim=10", "output_dim=5", "teacher.widths=[4]", "teacher.decay=0", "data.n_eval=200",
          "eval.every=1000", "eval.grad_norm=false", "train.loss=half_sse", "train.lr=0.02"]
-FILES = ("converge.json", "converge_teachers.parquet", "converge_students.parquet")
+FILES = ("converge.json", "converge_teachers.parquet", "converge_students.parquet", "converge_hessian.parquet")
 
 
 def trained(seeds, extra):
@@ -157,7 +157,7 @@ def tiny_run(tmp_path, name, extra):
     return write_run(train(cfg, progress=False), tmp_path / name)
 
 
-def test_converge_run_writes_three_files_atomically_and_they_load_back(tmp_path, monkeypatch):
+def test_converge_run_writes_four_files_atomically_and_they_load_back(tmp_path, monkeypatch):
     run = tiny_run(tmp_path, "run", ["train.epochs=5", "data.kind=teacher_aware", "data.boundary_exact=true"])
     # a failure while writing leaves nothing behind, not even temporaries
     real = pd.DataFrame.to_parquet
@@ -189,6 +189,19 @@ def test_converge_run_writes_three_files_atomically_and_they_load_back(tmp_path,
     teachers, students = res.to_frames()
     pd.testing.assert_frame_equal(pd.read_parquet(run / "converge_teachers.parquet"), teachers)
     pd.testing.assert_frame_equal(pd.read_parquet(run / "converge_students.parquet"), students)
+    # the Hessian at each end point: all 133 eigenvalues (exact below hessian_exact_max), summarized per seed
+    spectrum = pd.read_parquet(run / "converge_hessian.parquet")
+    pd.testing.assert_frame_equal(spectrum, res.hessian_frame())
+    assert list(spectrum.columns) == ["seed", "index", "eigenvalue", "method"] and (spectrum.method == "exact").all()
+    assert len(spectrum) == 2 * 133 and spectrum.groupby("seed")["index"].apply(list).tolist() == [list(range(133))] * 2
+    for p in res.per_seed:
+        lam = spectrum[spectrum.seed == p.seed].eigenvalue.to_numpy()
+        h = info["per_seed"][str(p.seed)]["hessian"]
+        assert h["n_params"] == 133 and h["method"] == "exact" and (h["min_eigenvalue"], h["max_eigenvalue"]) == (lam.min(), lam.max())
+        tol = 1e-6 * abs(lam).max()
+        assert h["n_near_zero"] == (abs(lam) <= tol).sum() and h["n_negative"] == (lam < -tol).sum() == 0
+        assert h["n_near_zero"] >= 8  # at a critical point: at least one rescaling direction per hidden node
+    assert info["hessian"]["exact_max"] == 3000 and info["hessian"]["tol_rel"] == 1e-6
     assert res.reached and info["all_conclusions_hold"]
     # the stored student was the starting point: same end point as converge() on a rebuilt setup
     stored = load_run(run)

@@ -25,7 +25,28 @@ def test_converge_cli_reaches_critical_point_and_theorem_holds(tmp_path, capsys)
     # critical point that has an unaligned node
     assert len(students) == 8 and students.aligned.all() and set(students.best_teacher) == {0, 1, 2, 3}
     assert (students.fanout_norm > 0.1).all()  # aligned students carry the teacher's fan-out between them
+    # the Hessian at the end point (half_sse, 10*8+8+8*8+8 = 160 parameters: exact): stored, printed, drawn
+    spectrum = pd.read_parquet(run / "converge_hessian.parquet")
+    assert len(spectrum) == 160 and (spectrum.method == "exact").all() and spectrum.eigenvalue.is_monotonic_increasing
+    h = seed["hessian"]
+    assert h["n_params"] == 160 and h["min_eigenvalue"] == spectrum.eigenvalue.min() and h["n_negative"] == 0
+    assert h["n_near_zero"] >= 8  # one rescaling direction per hidden node at a critical point
     assert main(["plot", str(run)]) == 0 and (run / "figures" / "converge.png").is_file()
+    assert (run / "figures" / "hessian.png").is_file() and (run / "figures" / "hessian.pdf").is_file()
+    # Lanczos above --hessian-exact-max (converge starts again from the stored student, to the same end point):
+    # the 3 largest and 3 smallest, equal to the exact ones at the top end
+    assert main(["converge", str(run), "--tol", "1e-9", "--hessian-exact-max", "100", "--hessian-k", "3"]) == 0
+    assert "Hessian (lanczos, 160 parameters)" in capsys.readouterr().out
+    lan = pd.read_parquet(run / "converge_hessian.parquet")
+    assert lan["index"].tolist() == [0, 1, 2, 157, 158, 159] and (lan.method == "lanczos").all()
+    assert abs(lan.eigenvalue.to_numpy()[3:] - spectrum.eigenvalue.to_numpy()[-3:]).max() < 1e-9 * spectrum.eigenvalue.max()
+    assert main(["plot", str(run)]) == 0
+    # a run dir holding converge's files (the Hessian's included) and figures is still ours to --overwrite
+    assert main([*args, "--overwrite"]) == 0 and not (run / "converge_hessian.parquet").exists()
+    for bad in (["--hessian-k", "0"], ["--hessian-tol-rel", "2"], ["--hessian-exact-max", "-1"]):
+        capsys.readouterr()
+        assert main(["converge", str(run), *bad]) == 2
+        assert bad[0][2:].replace("-", "_") in capsys.readouterr().err and not (run / "converge.json").exists()
 
 
 def test_converge_rejects_bad_input(tmp_path, capsys):

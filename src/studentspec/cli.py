@@ -53,11 +53,19 @@ def _converge(args: argparse.Namespace) -> int:
     from .theory import converge
 
     pipelines.require(load_run(args.run_dir).config, converge.PIPELINES, "converge")
-    info = converge.converge_run(args.run_dir, tol=args.tol, max_iter=args.max_iter, method=args.method).to_json()
+    hessian = {k: v for k, v in (("hessian_exact_max", args.hessian_exact_max), ("hessian_k", args.hessian_k),
+                                 ("hessian_tol_rel", args.hessian_tol_rel)) if v is not None}  # None: converge's defaults
+    info = converge.converge_run(args.run_dir, tol=args.tol, max_iter=args.max_iter, method=args.method, **hessian).to_json()
     for seed, r in info["per_seed"].items():
         verdict = ", ".join(f"{k} {'holds' if v else 'FAILS' if v is not None else 'n/a'}" for k, v in r["conclusions"].items())
         grad = f"{r['grad_max']:.2e}" if isinstance(r["grad_max"], (int, float)) else "not finite"
         print(f"seed {seed}: max per-sample gradient {grad} after {r['iterations']} iterations ({r['stop']}); {verdict}")
+        h = r["hessian"]
+        if h["method"] == "skipped":
+            print(f"  Hessian skipped: {h['note']}")
+        else:
+            print(f"  Hessian ({h['method']}, {h['n_params']} parameters): eigenvalues in [{h['min_eigenvalue']:.3e}, {h['max_eigenvalue']:.3e}], "
+                  f"{h['n_near_zero']} near zero, {h['n_negative']} negative" + (" (of the extremes computed)" if h["method"] == "lanczos" else ""))
     print(f"wrote {Path(args.run_dir) / 'converge.json'} (gradient target reached: {info['reached']}, all conclusions hold: {info['all_conclusions_hold']})")
     return 0
 
@@ -211,6 +219,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--max-iter", type=int, help="L-BFGS iterations or Newton steps per seed (default 20000 / 300)")
     c.add_argument("--method", choices=["auto", "lbfgs", "newton"], default="auto",
                    help="auto: exact Newton up to 4000 parameters per seed, else L-BFGS")
+    c.add_argument("--hessian-exact-max", type=int, help="Hessian at the end point: all eigenvalues up to this many parameters "
+                   "per seed (default 3000), else Lanczos extremes")
+    c.add_argument("--hessian-k", type=int, help="Lanczos: the k largest and k smallest Hessian eigenvalues (default 10)")
+    c.add_argument("--hessian-tol-rel", type=float, help="an eigenvalue is near zero when |lambda| <= tol_rel * max|lambda| "
+                   "and negative below -tol_rel * max|lambda| (default 1e-6)")
     c.set_defaults(func=_converge)
     g = sub.add_parser("population", help="gradient flow on the closed-form population loss (one hidden layer, no bias, Gaussian input)")
     g.add_argument("config")

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after style: the Agg backend)
 if TYPE_CHECKING:
     from ..store import Run
 
-__all__ = ["config_title", "converge_figure", "lshape_figure", "mse_figure", "plot_run", "population_figure", "save",
+__all__ = ["config_title", "converge_figure", "hessian_figure", "lshape_figure", "mse_figure", "plot_run", "population_figure", "save",
            "teacher_corr_figure", "theory_figure"]
 
 MAX_SEEDS = 4
@@ -179,6 +179,40 @@ def converge_figure(run: Run) -> Figure:
 
 
 @styled
+def hessian_figure(run: Run) -> Figure:
+    """After `studentspec converge`: each seed's Hessian eigenvalues at its end point, sorted, on a symlog axis."""
+    from ..store import read_json
+
+    eig = pd.read_parquet(run.path / "converge_hessian.parquet")
+    info = read_json(run.path / "converge.json")
+    fig, axes = subplots(1, 1, panel=SINGLE)
+    ax = axes[0, 0]
+    tols = []
+    for i, (seed, h) in enumerate(eig.groupby("seed")):
+        h = h.sort_values("index")
+        summary = info["per_seed"][str(seed)]["hessian"]
+        tols.append(summary["zero_tol"])
+        lanczos = (h["method"] == "lanczos").all()
+        least = ">= " if lanczos else ""  # Lanczos counts only the extremes it computed, one copy of a repeated value
+        label = f"seed {seed}: {least}{summary['n_negative']} < 0, {least}{summary['n_near_zero']} ~ 0 of {summary['n_params']}"
+        half = summary["n_params"] / 2
+        for part in ([h[h["index"] < half], h[h["index"] >= half]] if lanczos else [h]):
+            # lanczos: the two ends of the spectrum, at their positions in it, as markers joined within each end
+            ax.plot(part["index"], part["eigenvalue"], color=_color(run), alpha=0.75, lw=1, marker=seed_marker(i),
+                    ms=3, markevery=1 if lanczos else max(1, len(part) // 12), label=label)
+            label = None
+    tol = max((t for t in tols if t), default=1e-12)
+    # linear up to the decade above the near-zero band (ticks at 0 and powers of ten), logarithmic outside
+    ax.set_yscale("symlog", linthresh=10.0 ** np.ceil(np.log10(tol)))
+    ax.axhspan(-tol, tol, color="grey", alpha=0.15, lw=0, label=f"near zero: |lambda| <= {info['hessian']['tol_rel']:g} max|lambda|")
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.set(xlabel="eigenvalue index (ascending)", ylabel="Hessian eigenvalue")
+    ax.legend()
+    ax.set_title(f"full-batch Hessian at the end point ({info['loss'].split(': ')[-1]})\n{config_title(run)}")
+    return fig
+
+
+@styled
 def population_figure(info: dict[str, Any]) -> Figure:
     """Gradient flow on the population loss: loss vs step per seed, final angle per teacher vs strength."""
     fig, axes = subplots(1, 2)
@@ -207,6 +241,7 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
         figures.append(("theory", theory_figure))
     if (run.path / "converge.json").is_file():
         figures.append(("converge", converge_figure))
+    figures += [("hessian", hessian_figure)] if (run.path / "converge_hessian.parquet").is_file() else []  # converge's Hessian spectrum
     figures += [("order", order_figure)] if run.has_table("order") else []  # eval.order: R heatmaps (order_figures.py)
     made: list[tuple[str, Figure]] = []
     try:  # every figure is drawn before any is written: a run that cannot be drawn leaves no partial set

@@ -37,6 +37,11 @@ number of parameters) per step, fine for the small nets this check is meant for;
 quadratically to a zero-loss point in 10-30 steps. Both stop early ("stalled") when progress
 dies: at the rounding floor, or when a training sample sits on a student's boundary (a ReLU
 kink) and the loss only creeps down; `reached` is then False.
+
+At the end point of each seed the spectrum of the full-batch Hessian of the same objective is
+computed (theory/hessian.py: exact up to `hessian_exact_max` parameters, else Lanczos extremes):
+its near-zero eigenvalues are the flat directions (rescaling symmetries, dead and split nodes),
+its negative ones show a saddle.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ import torch
 from torch import Tensor
 
 from ..ensemble import activations
+from . import hessian as hess
 from . import lemma
 from ..config import Config, ConfigError
 from ..mlp.data import label
@@ -93,6 +99,7 @@ class SeedConvergence:
     n_unaligned_checked: int  # unaligned students that are neither dead nor constant
     n_dead: int  # students whose output is zero on every training sample
     n_constant: int  # students whose output is constant (non-zero) on the training set
+    hessian: dict[str, Any] = field(default_factory=dict)  # HessianSpectrum.summary() at the end point
 
 
 @dataclass
@@ -114,6 +121,10 @@ class ConvergeResult:
     wall_time: float = 0.0
     notes: list[str] = field(default_factory=list)
     objective: str = "half_sse"  # the losses.py objective minimized (and whose per-sample gradients tol bounds)
+    spectra: list[hess.HessianSpectrum] = field(default_factory=list)  # per seed, the Hessian at the end point
+    hessian_exact_max: int = hess.EXACT_MAX
+    hessian_k: int = hess.LANCZOS_K
+    hessian_tol_rel: float = hess.TOL_REL
 
     @property
     def reached(self) -> bool:
@@ -128,6 +139,18 @@ class ConvergeResult:
     def to_frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(teachers, students) DataFrames, one row per (seed, node)."""
         return self.teachers.copy(), self.students.copy()
+
+    def hessian_frame(self) -> pd.DataFrame:
+        """One row per (seed, eigenvalue): seed, index (position in the ascending spectrum), eigenvalue, method."""
+        pairs = list(zip(self.per_seed, self.spectra, strict=True))
+
+        def col(f: Any, dtype: Any) -> np.ndarray:
+            return np.concatenate([np.asarray(f(s, h), dtype=dtype) for s, h in pairs] + [np.zeros(0, dtype)])
+
+        return pd.DataFrame({"seed": col(lambda s, h: np.full(len(h.eigenvalues), s.seed), np.int64),
+                             "index": col(lambda s, h: h.index, np.int64),
+                             "eigenvalue": col(lambda s, h: h.eigenvalues, np.float64),
+                             "method": col(lambda s, h: np.full(len(h.eigenvalues), h.method, dtype=object), object)})
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary: settings, per-seed convergence and conclusions."""
@@ -146,6 +169,10 @@ class ConvergeResult:
             "all_conclusions_hold": all(v is not False for s in self.per_seed for v in s.conclusions.values()),
             "wall_time_s": round(self.wall_time, 3),
             "notes": list(self.notes),
+            "hessian": {"objective": "the Hessian of the loss above on the full training set, at the end point, within its ReLU gate pattern",
+                        "exact_max": self.hessian_exact_max, "k": self.hessian_k, "tol_rel": self.hessian_tol_rel,
+                        "near_zero": "|lambda| <= tol_rel * max|lambda| (zero_tol)", "negative": "lambda < -zero_tol",
+                        "lanczos": "the k smallest and k largest eigenvalues; its counts are over those 2k only (lower bounds)"},
             "per_seed": {str(s.seed): _jsonable(asdict(s)) for s in self.per_seed},
         }
 
@@ -359,6 +386,9 @@ def converge(
     flat_rtol: float = 1e-6,
     check_every: int = 100,
     objective: str | None = None,
+    hessian_exact_max: int = hess.EXACT_MAX,
+    hessian_k: int = hess.LANCZOS_K,
+    hessian_tol_rel: float = hess.TOL_REL,
 ) -> ConvergeResult:
     """Minimize each seed's full-batch loss from `student` until the max per-sample gradient < tol.
 
@@ -372,8 +402,12 @@ def converge(
     at most `flat_rtol` times the seed's largest. `cfg` only supplies the seed labels
     (positions 0..S-1 without it). `check_every`: LBFGS iterations between restarts/checks.
     `objective`: "half_sse" or "mse" (None: cfg.train.loss where it is one of them, else half_sse).
+    At each seed's end point the Hessian spectrum of the objective (hessian.spectrum): exact up to
+    `hessian_exact_max` parameters, else the `hessian_k` extremes at each end by Lanczos; near
+    zero means |lambda| <= `hessian_tol_rel` * max|lambda|.
     """
     _check_args(tol, max_iter, method, angle_tol, fanout_rtol, fanout_tol, flat_rtol)
+    hess.check_args(hessian_exact_max, hessian_k, hessian_tol_rel)
     if objective is None:
         objective = cfg.train.loss if cfg is not None and cfg.train.loss in OBJECTIVES else "half_sse"
     if objective not in OBJECTIVES:
@@ -409,6 +443,9 @@ def converge(
         raise ConfigError(f"converge: cfg has {len(seeds)} seeds but the nets hold {S}")
     runs = []
     finals: list[list[Tensor]] = []
+    spectra: list[hess.HessianSpectrum] = []
+    # Hessian columns per vmapped chunk: bounds the exact build's memory to ~CHUNK_ELEMENTS activations
+    chunk = max(1, hess.CHUNK_ELEMENTS // (x.shape[1] * (x.shape[2] + sum(student64.widths) + student64.weights[-1].shape[2])))
     for s in range(S):
         one = student64.select([s])
         p = _Problem(one, x[s], y[s], objective)
@@ -422,13 +459,14 @@ def converge(
         runs.append(dict(seed=seeds[s], iterations=its, grad_start=g0, grad_max=g1, loss_start=l0, loss=float(p.loss(theta)),
                          reached=g1 < tol, stop="tol" if g1 < tol else ("max_iter" if stop == "tol" else stop)))
         finals.append([t.detach().clone() for t in p.unflatten(theta)])
+        spectra.append(hess.spectrum(p.loss, theta.detach(), hessian_exact_max, hessian_k, hessian_tol_rel, chunk))
     params = [torch.stack([f[i] for f in finals]) for i in range(len(finals[0]))]
     out = Net(params[0::2], params[1::2], student64.activation, student64.slope)
     teachers, students, concl = _tables(teacher, out, x, seeds, angle_tol, fanout_tol, fanout_rtol, flat_rtol)
     per_seed = []
-    for r, c in zip(runs, concl):
+    for r, c, h in zip(runs, concl, spectra, strict=True):
         conclusions = {"conclusion_2": c.pop("conclusion_2"), "conclusion_3": c.pop("conclusion_3")}
-        per_seed.append(SeedConvergence(**r, conclusions=conclusions, **c))
+        per_seed.append(SeedConvergence(**r, conclusions=conclusions, **c, hessian=h.summary()))
     notes = ["conclusion_2 counts only teacher nodes whose boundary crosses the training set and whose fan-out is non-zero (column checked)",
              "conclusion_3 leaves out dead students (output zero on every training sample) and constant ones (output constant on "
              "the training set, e.g. zero fan-in weight with a positive bias: an extra output bias): their fan-out changes f by "
@@ -436,7 +474,8 @@ def converge(
     if len(student64.weights) > 2:
         notes.append("conclusion_3 is claimed for two-layer nets only; it is null here (lowest-layer fan-outs are still in the students table)")
     return ConvergeResult(method, float(tol), max_iter, float(angle_tol), float(fanout_rtol), fanout_tol, float(flat_rtol), per_seed,
-                          teachers, students, out, len(student64.weights), time.perf_counter() - start, notes, objective)
+                          teachers, students, out, len(student64.weights), time.perf_counter() - start, notes, objective,
+                          spectra, hessian_exact_max, hessian_k, float(hessian_tol_rel))
 
 
 # ---------------------------------------------------------------------------- stored runs
@@ -452,15 +491,18 @@ def _stored_net(arrays: dict[str, np.ndarray], prefix: str, depth: int, cfg: Con
 
 
 def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int | None = None, method: str = "auto", angle_tol: float = 1.0,
-                 fanout_rtol: float = 1e-3, fanout_tol: float | None = None, flat_rtol: float = 1e-6) -> ConvergeResult:
-    """Converge a stored run's final students; write converge.json and converge_{teachers,students}.parquet into it.
+                 fanout_rtol: float = 1e-3, fanout_tol: float | None = None, flat_rtol: float = 1e-6,
+                 hessian_exact_max: int = hess.EXACT_MAX, hessian_k: int = hess.LANCZOS_K,
+                 hessian_tol_rel: float = hess.TOL_REL) -> ConvergeResult:
+    """Converge a stored run's final students; write converge.json and converge_{teachers,students,hessian}.parquet into it.
 
     The teacher and training set are rebuilt from config.yaml with build() (they depend only on
     the config and seeds) and checked against the stored teacher; the final student weights
     come from weights.npz. Each file is written to a temporary name in run_dir and renamed
-    only once all three are written (converge.json last). Arguments as in converge().
+    only once all four are written (converge.json last). Arguments as in converge().
     """
     _check_args(tol, max_iter, method, angle_tol, fanout_rtol, fanout_tol, flat_rtol)
+    hess.check_args(hessian_exact_max, hessian_k, hessian_tol_rel)
     run = load_run(run_dir)
     cfg, path = run.config, Path(run.path)
     if cfg.teacher.batchnorm != "none":
@@ -499,11 +541,14 @@ def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int | None =
         notes.append(f"seeds {diverged} diverged during training and are skipped")
         student, teacher, x = student.select(keep), teacher.select(keep), x[keep]
         cfg = cfg.model_copy(update={"seeds": [cfg.seeds[i] for i in keep]})
-    result = converge(cfg, student, teacher, x, None, tol, max_iter, method, angle_tol, fanout_rtol, fanout_tol, flat_rtol)
+    result = converge(cfg, student, teacher, x, None, tol, max_iter, method, angle_tol, fanout_rtol, fanout_tol, flat_rtol,
+                      hessian_exact_max=hessian_exact_max, hessian_k=hessian_k, hessian_tol_rel=hessian_tol_rel)
     result.notes += notes
     teachers, students = result.to_frames()
+    spectrum = result.hessian_frame()
     info = result.to_json() | {"run": str(path), "n_train": int(x.shape[1]), "seeds": list(cfg.seeds)}
     write_all(path, {"converge_teachers.parquet": lambda p: teachers.to_parquet(p, index=False),
                       "converge_students.parquet": lambda p: students.to_parquet(p, index=False),
+                      "converge_hessian.parquet": lambda p: spectrum.to_parquet(p, index=False),
                       "converge.json": lambda p: p.write_text(json.dumps(strict_json(info), indent=1, allow_nan=False))})
     return result
