@@ -315,6 +315,14 @@ def test_hessian_options_out_of_range_raise_one_line_config_errors():
         assert "\n" not in str(err.value)
 
 
+def test_a_lanczos_end_that_did_not_converge_reports_no_extreme():
+    """Only the top end converged (as on two_layer_quick's 7600 parameters): no min eigenvalue is claimed from it."""
+    top = hess.HessianSpectrum(100, "lanczos", np.array([3.0, 5.0]), np.array([98, 99]), 1e-6, converged=False)
+    assert top.summary()["min_eigenvalue"] is None and top.summary()["max_eigenvalue"] == 5.0
+    both = hess.HessianSpectrum(100, "lanczos", np.array([-1.0, 0.0, 3.0, 5.0]), np.array([0, 1, 98, 99]), 1e-6)
+    assert (both.summary()["min_eigenvalue"], both.summary()["n_negative"], both.summary()["n_near_zero"]) == (-1.0, 1, 1)
+
+
 def test_non_finite_end_point_skips_the_hessian():
     p = hess.spectrum(lambda t: (t * float("inf")).sum(), torch.ones(3, dtype=F64))
     assert p.method == "skipped" and len(p.eigenvalues) == 0 and p.summary()["n_near_zero"] is None

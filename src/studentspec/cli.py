@@ -64,7 +64,8 @@ def _converge(args: argparse.Namespace) -> int:
         if h["method"] == "skipped":
             print(f"  Hessian skipped: {h['note']}")
         else:
-            print(f"  Hessian ({h['method']}, {h['n_params']} parameters): eigenvalues in [{h['min_eigenvalue']:.3e}, {h['max_eigenvalue']:.3e}], "
+            lo, hi = (f"{v:.3e}" if v is not None else "not converged" for v in (h["min_eigenvalue"], h["max_eigenvalue"]))
+            print(f"  Hessian ({h['method']}, {h['n_params']} parameters): eigenvalues in [{lo}, {hi}], "
                   f"{h['n_near_zero']} near zero, {h['n_negative']} negative" + (" (of the extremes computed)" if h["method"] == "lanczos" else ""))
     print(f"wrote {Path(args.run_dir) / 'converge.json'} (gradient target reached: {info['reached']}, all conclusions hold: {info['all_conclusions_hold']})")
     return 0
