@@ -157,3 +157,21 @@ train: {{lr: 0.01, batch_size: 20, steps_per_epoch: 2, epochs: 1, dtype: float32
     assert main(["run", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     run = load_run(tmp_path / "run")
     assert run.summary["student_widths"] == [6, 6] and run.summary["n_train"] == 40 and run.scalars["step"].max() == 2
+
+
+def test_augmentation_does_not_depend_on_the_default_dtype():
+    """A process whose default dtype is float64 (some test modules set it) must crop and flip exactly like any other."""
+    from studentspec.conv.images import augment
+
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    before = torch.get_default_dtype()
+    try:
+        out = {}
+        for dtype in (torch.float32, torch.float64):
+            torch.set_default_dtype(dtype)
+            g = torch.Generator().manual_seed(5)
+            out[dtype] = (augment(x, g), g.get_state())
+    finally:
+        torch.set_default_dtype(before)
+    assert torch.equal(out[torch.float32][0], out[torch.float64][0])
+    assert torch.equal(out[torch.float32][1], out[torch.float64][1])  # the generator moved on by the same amount

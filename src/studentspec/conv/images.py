@@ -241,7 +241,7 @@ def augment(x: Tensor, g: torch.Generator, pad: int = 4, flip: bool = True) -> T
         cols = (off[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # [B, 1, 1, W]
         x = padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
     if flip:
-        f = (torch.rand(b, generator=g) < 0.5).to(x.device)[:, None, None, None]
+        f = (torch.rand(b, generator=g, dtype=torch.float32) < 0.5).to(x.device)[:, None, None, None]  # float32 whatever the default dtype
         x = torch.where(f, x.flip(-1), x)
     return x
 
