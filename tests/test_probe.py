@@ -199,7 +199,7 @@ CASES = [
     Case("prune-not-a-checkpoint", ["teacher", "prune", "T.pt", "--out", "P.pt"], ("T.pt", "not a readable"), write("T.pt", "text")),
     Case("prune-bad-ratios", ["teacher", "prune", "T.pt", "--ratios", "0.3,abc", "--out", "P.pt"], ("--ratios",), crafted_checkpoint),
     Case("reproduce-overrides-not-cifar", ["reproduce", "two-layer", "train.lr=0.1", "--out", "r"], ("overrides",)),
-    Case("report-not-a-reproduce-dir", ["report", "run"], ("run", "not a reproduce dir"), copy_run()),
+    Case("report-not-a-result-dir", ["report", "notes"], ("notes", "not a run, sweep or reproduce dir"), write("notes/todo.txt", "x")),
     Case("report-missing-dir", ["report", "nothing"], ("nothing", "not found")),
 ]
 
