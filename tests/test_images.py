@@ -110,7 +110,7 @@ def test_augment_matches_a_per_image_loop():
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     out = augment(x, g1, pad=2)
     off = torch.randint(0, 5, (2, 9), generator=g2)
-    flip = torch.rand(9, generator=g2) < 0.5
+    flip = torch.rand(9, generator=g2, dtype=torch.float32) < 0.5  # float32 uniforms, whatever the default dtype
     for i in range(9):
         p = np.pad(x[i].numpy(), ((0, 0), (2, 2), (2, 2)))
         ref = p[:, off[0, i] : off[0, i] + 8, off[1, i] : off[1, i] + 6]
