@@ -85,6 +85,8 @@ def fit_teacher(teacher: Net, x: Tensor, tune: bool) -> Net:
     ~50%), then standardize every output to mean 0, std 1. BatchNorm statistics, when present,
     are always set from x (a teacher's BatchNorm is a fixed affine map).
     """
+    if not tune and teacher.batchnorm == "none":
+        return teacher  # nothing to calibrate: skip the forward pass
     act = activations.get(teacher.activation)
 
     def calibrate(l: int, z: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +26,9 @@ class DataKind:
     """One kind of MLP input data (data.kind)."""
 
     name: str
-    # (generator, n, config, the seed's lowest teacher layer (w [d, m], b [m]), training split?) -> inputs [n', d] float64
-    draw: Callable[[torch.Generator, int, Config, Tensor, Tensor, bool], Tensor]
+    # (generator, n, config, the seed's lowest teacher layer (w [d, m], b [m]), training split?, out) -> inputs [n', d] float64;
+    # `out` (a preallocated [n', d] slice, or None) may be filled in place and returned, or ignored
+    draw: Callable[..., Tensor]
     fixed: bool = True  # a fixed training set; False: fresh inputs every step (no training set, eval set only)
 
 
@@ -47,10 +49,31 @@ def train_size(cfg: Config) -> int:
 
 
 def make_inputs(cfg: Config, teacher: Net, gens: list[torch.Generator], n: int, training: bool) -> Tensor:
-    """Inputs [S, n', d] float64 for every seed, drawn by data.kind from each seed's generator."""
+    """Inputs [S, n', d] float64 for every seed, drawn by data.kind from each seed's generator.
+
+    Seeds are drawn on torch's threads at once (each from its own generator, so the numbers do not
+    depend on the split) straight into their slice of the result: start-up was mostly this.
+    """
     kind = get(cfg.data.kind)
     w, b = teacher.weights[0], teacher.biases[0]
-    return torch.stack([kind.draw(g, n, cfg, w[s], b[s], training) for s, g in enumerate(gens)])
+    first = kind.draw(gens[0], n, cfg, w[0], b[0], training)
+    out = torch.empty((len(gens), *first.shape), dtype=first.dtype)
+    out[0] = first
+    del first
+
+    def fill(s: int) -> None:
+        got = kind.draw(gens[s], n, cfg, w[s], b[s], training, out[s])
+        if got.data_ptr() != out[s].data_ptr():  # a kind that builds its own tensor
+            out[s] = got
+
+    threads = min(torch.get_num_threads(), len(gens) - 1)
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:  # torch's ops release the GIL
+            list(pool.map(fill, range(1, len(gens))))
+    else:
+        for s in range(1, len(gens)):
+            fill(s)
+    return out
 
 
 class BatchStream:
@@ -137,7 +160,8 @@ class BatchStream:
 @torch.no_grad()
 def label(teacher: Net, x: Tensor, chunk: int = 65536) -> Tensor:
     """Teacher outputs for inputs [S, N, d], computed in chunks of samples."""
-    return torch.cat([teacher.forward(x[:, i : i + chunk])[0] for i in range(0, max(x.shape[1], 1), chunk)], dim=1)
+    parts = [teacher.forward(x[:, i : i + chunk])[0] for i in range(0, max(x.shape[1], 1), chunk)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # one chunk: no copy
 
 
 # each registers itself; this order is the order config errors list them in

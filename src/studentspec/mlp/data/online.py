@@ -3,4 +3,5 @@
 from . import DataKind, register
 from .gaussian import gaussian
 
-ONLINE = register(DataKind(name="online", draw=lambda g, n, cfg, w, b, training: gaussian(g, n, cfg.input_dim, cfg.data.std), fixed=False))
+ONLINE = register(DataKind(name="online", draw=lambda g, n, cfg, w, b, training, out=None: gaussian(g, n, cfg.input_dim, cfg.data.std, out),
+                             fixed=False))

@@ -56,11 +56,11 @@ def teacher_aware(
     return torch.cat(out)
 
 
-def draw(g: torch.Generator, n: int, cfg: Config, w: Tensor, b: Tensor, training: bool) -> Tensor:
+def draw(g: torch.Generator, n: int, cfg: Config, w: Tensor, b: Tensor, training: bool, out: Tensor | None = None) -> Tensor:
     """The boundary set around the seed's lowest teacher layer for training, Gaussian inputs for evaluation."""
     dc = cfg.data
     if not training:
-        return gaussian(g, n, cfg.input_dim, dc.std)
+        return gaussian(g, n, cfg.input_dim, dc.std, out)
     return teacher_aware(g, w, b, n, dc.std, dc.boundary_exact, dc.boundary_shift_mean, dc.boundary_shift_sigma)
 
 
