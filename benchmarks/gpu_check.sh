@@ -4,7 +4,7 @@
 # the same steps on the CPU at small sizes, the CUDA tests skipped. Uses the repository's src/ without installing it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-gpu_check_out}"
+OUT="${OUT:-runs/gpu_check}"  # the device tool sets $OUT
 mkdir -p "$OUT"
 PY="${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
