@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,7 @@ def worker(seeds: int, m: int, multi: int) -> dict[str, float]:
                 evaluate(s.teacher_run, s.student, x, y, "half_sse", cfg.eval.batch_size, with_grad=grad, kernel=kernel)
                 key = f"{kernel}_{'grad' if grad else 'forward'}"
                 out[key] = min(out.get(key, float("inf")), time.perf_counter() - t0)
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 
@@ -49,8 +51,8 @@ def main() -> None:
     if a.worker:
         print(json.dumps(worker(*a.worker)))
         return
-    print(f"| m | multi | n | S | with gradient: compiled (s) | torch (s) | torch / compiled | forward only: compiled (s) | torch (s) | torch / compiled |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| m | multi | n | S | with gradient: compiled (s) | torch (s) | torch / compiled | forward only: compiled (s) | torch (s) | torch / compiled | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for point in a.points:
         m, multi = (int(v) for v in point.split("x"))
         rows = []
@@ -66,7 +68,8 @@ def main() -> None:
             return statistics.median(r[f"torch_{kind}"] / r[f"auto_{kind}"] for r in rows)
 
         print(f"| {m} | {multi} | {m * multi} | {a.seeds} | {med('auto_grad'):.2f} | {med('torch_grad'):.2f} | {ratio('grad'):.2f}x"
-              f" | {med('auto_forward'):.2f} | {med('torch_forward'):.2f} | {ratio('forward'):.2f}x |", flush=True)
+              f" | {med('auto_forward'):.2f} | {med('torch_forward'):.2f} | {ratio('forward'):.2f}x | {max(r['peak_rss_mib'] for r in rows):.0f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -76,7 +77,8 @@ def worker(args: argparse.Namespace) -> dict[str, float]:
     per_eval = full_eval / (args.epochs + 1)  # timed inside train()
     loop = lean - lean_eval
     return {"reference": ref, "build_s": build_s, "lean_s": lean, "full_s": full, "eval_s": per_eval, "loop_s": loop,
-            "studentspec": seed_steps / loop, "studentspec_whole": seed_steps / (build_s + lean)}
+            "studentspec": seed_steps / loop, "studentspec_whole": seed_steps / (build_s + lean),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
@@ -109,10 +111,10 @@ def main() -> None:
     # paper cadence: the run evaluating every 1000 steps (epochs + 1 times) against its own step loop
     overhead = statistics.median(row["full_s"] / (row["full_s"] - (args.epochs + 1) * row["eval_s"]) for row in rows)
     print(f"| threads | reference seed-steps/s | studentspec S={args.seeds} training seed-steps/s | speed-up | whole run (build + 2 evaluations) seed-steps/s"
-          " | speed-up | build (s) | one evaluation (s) | time with an evaluation every 1000 steps / training only |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          " | speed-up | build (s) | one evaluation (s) | time with an evaluation every 1000 steps / training only | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.threads} | {med('reference'):.0f} | {med('studentspec'):.0f} | {ratio('studentspec'):.1f}x | {med('studentspec_whole'):.0f} | {ratio('studentspec_whole'):.1f}x"
-          f" | {med('build_s'):.2f} | {med('eval_s'):.2f} | {overhead:.2f} |")
+          f" | {med('build_s'):.2f} | {med('eval_s'):.2f} | {overhead:.2f} | {max(r['peak_rss_mib'] for r in rows):.0f} |")
 
 
 if __name__ == "__main__":

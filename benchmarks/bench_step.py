@@ -58,6 +58,13 @@ def timed(fn: Callable[[], int], min_time: float) -> float:
     return steps / elapsed
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set size, MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, autograd: bool, n: int = N) -> dict[str, float]:
     """One measurement in this process: GEMM peak, step rate on pre-drawn batches, full-loop rate."""
     import torch
@@ -140,6 +147,7 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
 
         res["autograd_rate"] = timed(pass_autograd, min_time)
         res["manual_rate_again"] = timed(pass_predrawn, min_time)
+    res["peak_rss_mib"] = peak_rss_mib()
     return res
 
 
@@ -210,9 +218,10 @@ def merge(logs: list[str]) -> dict[tuple[int, str, int, int], list[dict[str, flo
 def table(runs: dict[tuple[int, str, int, int], list[dict[str, float]]], autograd: bool) -> None:
     """Print the markdown table of medians [min-max] over each point's processes."""
     head = ("| S | n | dtype | threads | step | processes | seed-steps/s median [min-max] | GFLOP/s | GEMM peak GFLOP/s | % of peak"
-            " | full-loop seed-steps/s | torch-path seed-steps/s | compiled / torch |")
+            " | full-loop seed-steps/s | torch-path seed-steps/s | compiled / torch | peak RSS MiB |")
     print(head + (" autograd seed-steps/s | hand-derived / autograd |" if autograd else ""))
     print("|" + "---|" * (head.count("|") - 1 + (2 if autograd else 0)))
+    rss = lambda rs: f" {max(r.get('peak_rss_mib', float('nan')) for r in rs):.0f} |"  # noqa: E731
     for (size, dtype, threads, n), rs in runs.items():
         ss = [size * r["rate"] for r in rs]
         gf = [x * flops_per_seed_step(n) / 1e9 for x in ss]
@@ -224,6 +233,7 @@ def table(runs: dict[tuple[int, str, int, int], list[dict[str, float]]], autogra
             row += f" {fmt([size * r['torch_rate'] for r in rs])} | {fmt(ratio)} |"
         else:
             row += " | |"
+        row += rss(rs)
         if autograd:
             ratio = [(r["rate"] + r["manual_rate_again"]) / 2 / r["autograd_rate"] for r in rs]
             row += f" {fmt([size * r['autograd_rate'] for r in rs])} | {fmt(ratio)} |"
