@@ -157,15 +157,18 @@ def theory_figure(run: Run) -> Figure:
     return fig
 
 
+def _converge_panel(run: Run, table: str) -> tuple[pd.DataFrame, dict[str, Any], Figure, Axes]:
+    """A table `converge` wrote into the run dir, its converge.json, and one panel to draw them on."""
+    from ..store import read_json
+
+    fig, axes = subplots(1, 1, panel=SINGLE)
+    return pd.read_parquet(run.path / table), read_json(run.path / "converge.json"), fig, axes[0, 0]
+
+
 @styled
 def converge_figure(run: Run) -> Figure:
     """After `studentspec converge`: each student's angle to its nearest teacher vs its fan-out norm."""
-    from ..store import read_json
-
-    st = pd.read_parquet(run.path / "converge_students.parquet")
-    info = read_json(run.path / "converge.json")
-    fig, axes = subplots(1, 1, panel=SINGLE)
-    ax = axes[0, 0]
+    st, info, fig, ax = _converge_panel(run, "converge_students.parquet")
     for i, (seed, s) in enumerate(st.groupby("seed")):
         ax.scatter(np.clip(s["angle_deg"], 1e-6, None), s["fanout_norm"], s=12, alpha=0.6, color=_color(run), marker=seed_marker(i),
                    linewidths=0, label=f"seed {seed}")
@@ -181,12 +184,7 @@ def converge_figure(run: Run) -> Figure:
 @styled
 def hessian_figure(run: Run) -> Figure:
     """After `studentspec converge`: each seed's Hessian eigenvalues at its end point, sorted, on a symlog axis."""
-    from ..store import read_json
-
-    eig = pd.read_parquet(run.path / "converge_hessian.parquet")
-    info = read_json(run.path / "converge.json")
-    fig, axes = subplots(1, 1, panel=SINGLE)
-    ax = axes[0, 0]
+    eig, info, fig, ax = _converge_panel(run, "converge_hessian.parquet")
     tols = []
     for i, (seed, h) in enumerate(eig.groupby("seed")):
         h = h.sort_values("index")
