@@ -66,7 +66,8 @@ def test_hand_backward_equals_autograd_of_the_half_sse_objective(name):
 
 @pytest.mark.parametrize("name", ["linear", "erf"])
 def test_new_activations_train_on_their_path_and_fit_their_teacher(name):
-    """linear runs in the compiled kernel (Leaky ReLU's code at a = 1) where it builds, erf (no kernel id) on torch."""
+    """linear runs in the compiled kernel (Leaky ReLU's code at a = 1) where it builds, erf (no kernel id) on torch.
+    Objective: half_sse (the config default, the paper's J); the check is on the eval MSE (mean over samples and outputs)."""
     from studentspec.mlp import kernel as ckernel
 
     cfg = load_config(None, ["seeds=[1,2]", "input_dim=6", "output_dim=3", "teacher.widths=[3]", f"teacher.activation={name}",
