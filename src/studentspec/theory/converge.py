@@ -263,7 +263,6 @@ def _lbfgs(p: _Problem, theta: Tensor, tol: float, max_iter: int, check_every: i
 
 
 def _newton(p: _Problem, theta: Tensor, tol: float, max_iter: int) -> tuple[Tensor, int, str]:
-    hess_fn = torch.func.jacrev(torch.func.jacrev(p.loss))  # reverse-over-reverse: exact, no jvp decompositions
     grad_fn = torch.func.grad(p.loss)
     loss = float(p.loss(theta))
     mu_rel, it, idle = 1e-4, 0, 0
@@ -273,7 +272,7 @@ def _newton(p: _Problem, theta: Tensor, tol: float, max_iter: int) -> tuple[Tens
             return theta, it, "tol"
         if not math.isfinite(loss):
             return theta, it, "non_finite"
-        g, H = grad_fn(theta), hess_fn(theta)
+        g, H = grad_fn(theta), hess.hessian(p.loss, theta)  # the one dense Hessian (theory/hessian.py)
         if not (bool(torch.isfinite(g).all()) and bool(torch.isfinite(H).all())):
             return theta, it, "non_finite"
         lam, Q = torch.linalg.eigh(H)
