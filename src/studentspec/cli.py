@@ -103,18 +103,29 @@ def _slurm(items: list[str]) -> dict[str, object]:
     return params
 
 
+def _pack(raw: str) -> int | None:
+    """--pack: 'auto' -> None, else a number of seeds >= 0 (ConfigError otherwise)."""
+    if raw == "auto":
+        return None
+    if not raw.isdigit():
+        raise ConfigError(f"--pack: must be auto or a number of seeds >= 0, got {raw!r}")
+    return int(raw)
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from .sweep.cost import estimate
     from .sweep.executors import machine_workers
-    from .sweep.grid import job_table, run_sweep, summary_table
+    from .sweep.grid import job_table, pack_table, run_sweep, summary_table
 
+    pack = _pack(args.pack)
     result = run_sweep(args.config, args.grid, args.out, args.ensemble_size, args.workers, args.threads, args.dry_run, not args.quiet,
-                       executor=args.executor, address=args.address, gpus_per_job=args.gpus_per_job, slurm=_slurm(args.slurm))
+                       executor=args.executor, address=args.address, gpus_per_job=args.gpus_per_job, slurm=_slurm(args.slurm), pack=pack)
     if args.dry_run:
         jobs = result["jobs"]
         print(job_table(jobs))
+        print(pack_table(result["packs"]))
         workers = args.workers or machine_workers(args.threads)
-        cost = estimate(args.config, [j.overrides for j in jobs], [j.seeds for j in jobs], workers, args.threads)
+        cost = estimate(args.config, [j.overrides for j in jobs], [j.seeds for j in jobs], workers, args.threads, tasks=len(result["packs"]))
         print(f"{cost['jobs']} jobs, {cost['seed_steps']:.3g} seed-steps, {cost['gflop']:.3g} GFLOP; "
               f"estimated {_duration(cost['seconds'])} on {workers} local worker(s) x {args.threads} thread(s) "
               f"(calibrated on job {jobs[0].id if jobs else '-'}: {cost.get('t_step', 0) * 1e3:.3f} ms/step, "
@@ -245,7 +256,11 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--gpus-per-job", type=float, help="GPUs per Ray job (default 0.25 for CUDA jobs, 0 on CPU); a fraction shares a device")
     w.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                    help="submitit parameter for --executor slurm, e.g. slurm_partition=dev timeout_min=60; cluster=local runs without SLURM")
-    w.add_argument("--dry-run", action="store_true", help="print the job table and an estimated cost (one short calibration run), run nothing")
+    w.add_argument("--pack", default="auto", metavar="auto|N",
+                   help="train jobs that differ only in build-only keys (teacher.decay, teacher.bias, student.init_std/init_scale) "
+                        "as one ensemble of at most N seeds, bitwise the same results; auto (default): up to 256 seeds while the "
+                        "ensemble's memory floor stays under 1 GiB (it pays for small students and many short jobs); 0 or 1: off")
+    w.add_argument("--dry-run", action="store_true", help="print the job table, the packing and an estimated cost (one short calibration run), run nothing")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(func=_sweep)
     k = sub.add_parser("query", help='SQL over a sweep\'s tables scalars, teachers, students (DuckDB), e.g. "SELECT ... FROM scalars"')

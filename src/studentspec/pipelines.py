@@ -25,11 +25,14 @@ from .ensemble.hooks import Hooks
 from .ensemble.registry import one_of
 from .mlp import checkpoint as mlp_checkpoint
 from .mlp import data as mlp_data
+from .mlp import memory as mlp_memory
+from .mlp import pack as mlp_pack
 from .mlp import record as mlp_record
 from .mlp import train as mlp_train
 from .mlp.memory import check_fits
 from .store import RunRecord, check_out, write_record
 from .store.checkpoint import checkpoint_path, read_checkpoint, remove_checkpoint, write_checkpoint
+from .store.record import split_record
 
 
 def _check_mlp(cfg: Config) -> None:
@@ -56,6 +59,8 @@ def _check_conv(cfg: Config) -> None:
         raise ConfigError("train.optimizer: gd (full batch) is not supported for image data; use sgd or adam")
     if cfg.eval.order:
         raise ConfigError("eval.order: the weight-space order parameters are measured for MLP runs, not image data")
+    if cfg.eval.dtype is not None:
+        raise ConfigError("eval.dtype: image runs evaluate in train.dtype; set eval.dtype only for MLP runs")
 
 
 @dataclass(frozen=True)
@@ -148,3 +153,40 @@ def write_run(result: Any, out: str | Path, overwrite: bool = False) -> Path:
     path = write_record(record(result), out, overwrite)
     remove_checkpoint(out)
     return path
+
+
+# Packing (mlp/pack.py): sweep jobs whose configs differ only in build-only keys train as one ensemble.
+PACKABLE = ("mlp",)
+
+
+def pack_key(cfg: Config) -> str | None:
+    """Jobs whose configs have equal keys may train as one ensemble; None: this config trains alone
+    (a pipeline other than PACKABLE's, or train.checkpoint_every)."""
+    return mlp_pack.pack_key(cfg) if name_of(cfg) in PACKABLE else None
+
+
+def packed_config(cfgs: list[Config]) -> Config:
+    """The config of the ensemble that packs `cfgs` (seeds = positions 0..N-1): what its memory floor is estimated on."""
+    return mlp_pack.packed_config(cfgs)
+
+
+def memory_floor(cfg: Config) -> int | None:
+    """Bytes an MLP run of `cfg` holds at least (mlp/memory.py); None where the pipeline has no up-front estimate."""
+    return sum(mlp_memory.estimate(cfg).values()) if name_of(cfg) == "mlp" else None
+
+
+def train_packed(cfgs: list[Config], progress: bool = False) -> Any:
+    """Build every member config, pack them into one ensemble and train it; the packed Result (see write_packed)."""
+    if len({pack_key(c) for c in cfgs} - {None}) != 1 or any(pack_key(c) is None for c in cfgs):
+        raise ConfigError("packing: these configs cannot train as one ensemble (they differ in more than build-only keys)")
+    setups = [build(c) for c in cfgs]
+    packed = mlp_pack.pack(setups)
+    del setups  # the members' tensors now live in the packed ensemble
+    return train(packed.cfg, progress=progress, setup=packed)
+
+
+def write_packed(result: Any, cfgs: list[Config], outs: list[str | Path], note: dict[str, Any] | None = None) -> list[Path]:
+    """Write each member of a packed Result to its own run dir (its own config, seeds, tables, weights, summary;
+    `note` added to every summary), replacing a run dir of ours; each is bitwise the member trained alone."""
+    members = split_record(record(result), cfgs, note)
+    return [write_record(rec, out, overwrite=True) for rec, out in zip(members, outs)]

@@ -53,6 +53,42 @@ def time_to_specialize(teachers: pd.DataFrame, split: str = "eval") -> pd.DataFr
     return keys.join(first.rename("time_to_specialize")).reset_index()
 
 
+def split_record(record: RunRecord, configs: list[Config], note: dict[str, Any] | None = None) -> list[RunRecord]:
+    """The records of the members of a packed run (mlp/pack.py), one per config, in order.
+
+    The packed record's seeds are the positions 0..N-1, member k holding the next len(configs[k].seeds) of them.
+    Every table is filtered by its seed column and the positions mapped back to the member's seeds (row order
+    kept), every array is sliced along its leading seed axis, and the summary's seeds, per_seed and diverged
+    entries are the member's; what is not per seed (steps, wall time, versions, ...) is the pack's, plus `note`.
+    """
+    total = sum(len(c.seeds) for c in configs)
+    if list(record.config.seeds) != list(range(total)):
+        raise ValueError(f"split_record: the packed record's seeds must be 0..{total - 1}, got {record.config.seeds}")
+    out, start = [], 0
+    for cfg in configs:
+        ids = range(start, start + len(cfg.seeds))
+        real = dict(zip(ids, cfg.seeds))
+        tables = {}
+        for name, df in record.tables.items():
+            part = df[df["seed"].isin(ids)].reset_index(drop=True)
+            part["seed"] = part["seed"].map(real).astype(df["seed"].dtype)
+            tables[name] = part
+        arrays = {}
+        for key, arr in record.arrays.items():
+            if arr.shape[0] != total:
+                raise ValueError(f"split_record: array {key!r} has no leading seed axis of {total}")
+            arrays[key] = np.ascontiguousarray(arr[start : start + len(cfg.seeds)])
+        summary = dict(record.summary)
+        summary["seeds"] = list(cfg.seeds)
+        if "per_seed" in summary:
+            summary["per_seed"] = {str(real[i]): record.summary["per_seed"][str(i)] for i in ids}
+        if "diverged" in summary:
+            summary["diverged"] = {str(real[int(k)]): v for k, v in record.summary["diverged"].items() if int(k) in real}
+        out.append(RunRecord(cfg, tables, arrays, summary | (note or {})))
+        start += len(cfg.seeds)
+    return out
+
+
 def write_record(record: RunRecord, out: str | Path, overwrite: bool = False) -> Path:
     """Write a run dir atomically (see store.dirs.check_out for what --overwrite may replace); summary.json is
     written last, so a run dir with a summary is complete."""

@@ -72,8 +72,13 @@ def calibrate(cfg: Config, steps: int = 200) -> tuple[float, float, float]:
     return t_build, t_eval, t_step
 
 
-def estimate(config: str | None, overrides: list[list[str]], seeds: list[list[int]], workers: int, threads: int) -> dict[str, float]:
-    """Seed-steps, GFLOP and projected wall time of jobs (overrides and seeds per job) on `workers` workers."""
+def estimate(config: str | None, overrides: list[list[str]], seeds: list[list[int]], workers: int, threads: int,
+             tasks: int | None = None) -> dict[str, float]:
+    """Seed-steps, GFLOP and projected wall time of jobs (overrides and seeds per job) on `workers` workers.
+
+    `tasks`: how many tasks the jobs run as (packed jobs share one; default one per job): the work is spread over
+    at most that many workers. Packing's per-step saving is not modelled (an upper bound for packed small students).
+    """
     costs = [job_cost(load_config(config, [*o, f"seeds={s}"])) for o, s in zip(overrides, seeds)]
     if not costs:
         return {"jobs": 0, "seed_steps": 0, "gflop": 0.0, "seconds": 0.0}
@@ -88,4 +93,4 @@ def estimate(config: str | None, overrides: list[list[str]], seeds: list[list[in
                   for c, s in zip(costs, seeds))
     gflop = sum(c.seed_steps / len(s) * c.step_flops + c.evals * c.eval_flops for c, s in zip(costs, seeds)) / 1e9
     return {"jobs": len(costs), "seed_steps": sum(c.seed_steps for c in costs), "gflop": gflop,
-            "seconds": seconds / max(1, min(workers, len(costs))), "t_step": t_step, "t_eval": t_eval, "t_build": t_build}
+            "seconds": seconds / max(1, min(workers, tasks or len(costs))), "t_step": t_step, "t_eval": t_eval, "t_build": t_build}

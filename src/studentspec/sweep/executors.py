@@ -29,8 +29,23 @@ EXECUTORS = ("local", "ray", "slurm")
 
 
 @dataclass(frozen=True)
+class Member:
+    """One job of a packed task: its id, overrides, seeds and run dir."""
+
+    job_id: str
+    overrides: tuple[str, ...]
+    seeds: tuple[int, ...]
+    out: str
+
+
+@dataclass(frozen=True)
 class Task:
-    """One job to run: its config file, overrides and seeds, the run dir to write, torch threads."""
+    """One job to run: its config file, overrides and seeds, the run dir to write, torch threads.
+
+    A packed task (`packed`: two or more jobs whose configs differ only in build-only keys, mlp/pack.py) trains
+    its members as one ensemble and writes each member's run dir; its own job_id, overrides, seeds and out are
+    its first member's.
+    """
 
     job_id: str
     config: str | None
@@ -39,15 +54,27 @@ class Task:
     out: str
     threads: int
     gpus: float = 0.0  # Ray: the GPU share this job asks for
+    packed: tuple[Member, ...] = ()
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        """The jobs this task runs: its packed members, or itself."""
+        return self.packed or (Member(self.job_id, self.overrides, self.seeds, self.out),)
 
 
 def run_job(task: Task) -> str:
-    """Train one job (a batched ensemble) and write its run dir atomically; returns the job id."""
+    """Train one job (a batched ensemble), or a packed task's members as one ensemble, and write each run dir
+    atomically; returns the (first) job id."""
     import torch
 
     from .. import pipelines
 
     torch.set_num_threads(task.threads)
+    if task.packed:
+        cfgs = [pipelines.load_config(task.config, [*m.overrides, f"seeds={list(m.seeds)}"]) for m in task.packed]
+        note = {"packed_with": [m.job_id for m in task.packed]}  # the jobs trained together; wall times are the pack's
+        pipelines.write_packed(pipelines.train_packed(cfgs), cfgs, [m.out for m in task.packed], note)
+        return task.job_id
     cfg = pipelines.load_config(task.config, [*task.overrides, f"seeds={list(task.seeds)}"])
     # an unfinished job continues from its checkpoint (train.checkpoint_every), if it wrote one
     pipelines.write_run(pipelines.train(cfg, progress=False, out=task.out, resume=True), task.out, overwrite=True)

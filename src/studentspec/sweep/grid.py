@@ -133,6 +133,61 @@ def _manifest(out: Path, config: str | None, grid: dict[str, list[str]], jobs: l
     write_json(path, info)
 
 
+# --pack auto (the default): jobs whose configs differ only in build-only keys (pipelines.pack_key; e.g. every
+# teacher.decay of one (m, multi) point) train as one ensemble of at most AUTO_PACK_SEEDS seeds whose memory
+# floor (mlp/memory.py) stays under AUTO_PACK_BYTES. Why these numbers: packing pays per step (the step's fixed
+# Python/kernel-call cost is shared by more seeds: 87k seed-steps/s at S=32 vs 128k at S=128 for n=5) and per job
+# (process start, imports, write), and costs nothing in results (bitwise the unpacked numbers); the floor under
+# 1 GiB keeps a worker's measured RSS under ~1.5 GB (the paper grid's 32-seed jobs, 1.3 GB, then run alone).
+AUTO_PACK_SEEDS = 256
+AUTO_PACK_BYTES = 2**30
+
+
+def pack_jobs(config: str | None, jobs: list[Job], pack: int | None = None) -> list[list[Job]]:
+    """Group jobs into tasks (manifest order kept): jobs whose configs have one pipelines.pack_key train together,
+    at most `pack` seeds per task (None: auto, see AUTO_PACK_SEEDS / AUTO_PACK_BYTES; 0 or 1: no packing)."""
+    if pack is not None and pack <= 1:
+        return [[j] for j in jobs]
+    cap = AUTO_PACK_SEEDS if pack is None else pack
+    cfgs = {j.id: load_config(config, [*j.overrides, f"seeds={j.seeds}"]) for j in jobs}
+
+    def fits(group: list[Job]) -> bool:
+        if sum(len(j.seeds) for j in group) > cap:
+            return False
+        packed = pipelines.packed_config([cfgs[j.id] for j in group])
+        if pack is None:
+            floor = pipelines.memory_floor(packed)
+            return floor is not None and floor <= AUTO_PACK_BYTES
+        try:  # an explicit --pack N still never packs past this machine's memory
+            pipelines.pipeline(packed).check_memory(packed)
+        except ConfigError:
+            return False
+        return True
+
+    groups: list[list[Job]] = []
+    filling: dict[str, list[Job]] = {}  # pack key -> the group being filled
+    for job in jobs:
+        key = pipelines.pack_key(cfgs[job.id])
+        group = filling.get(key) if key is not None else None
+        if group is not None and fits([*group, job]):
+            group.append(job)
+            continue
+        groups.append([job])
+        if key is not None:
+            filling[key] = groups[-1]
+    return groups
+
+
+def pack_table(groups: list[list[Job]]) -> str:
+    """The packing for --dry-run: which jobs train together, seeds per task."""
+    sizes = sorted({len(g) for g in groups}, reverse=True)
+    head = (f"packing: {sum(len(g) for g in groups)} jobs in {len(groups)} tasks "
+            f"({', '.join(f'{sum(len(g) == k for g in groups)} x {k} job(s)' for k in sizes)})")
+    lines = [head] + [f"  task {i + 1:<4} {sum(len(j.seeds) for j in g):>4} seeds: {' '.join(j.id for j in g)}"
+                      for i, g in enumerate(groups) if len(g) > 1]
+    return "\n".join(lines)
+
+
 def _gpus(config: str | None, job: Job, gpus_per_job: float | None) -> float:
     """The GPU share a job asks Ray for: as given, else 0.25 on a CUDA device and 0 on CPU."""
     if gpus_per_job is not None:
@@ -142,12 +197,15 @@ def _gpus(config: str | None, job: Job, gpus_per_job: float | None) -> float:
 
 def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_size: int | None = None, workers: int | None = None,
               threads: int = 1, dry_run: bool = False, progress: bool = True, *, executor: str = "local",
-              address: str | None = None, gpus_per_job: float | None = None, slurm: dict[str, Any] | None = None) -> dict[str, Any]:
+              address: str | None = None, gpus_per_job: float | None = None, slurm: dict[str, Any] | None = None,
+              pack: int | None = None) -> dict[str, Any]:
     """Run every unfinished job of a sweep on `executor`.
 
-    Returns {'jobs': [...], 'done': [...], 'skipped': [...], 'failed': {id: error}, 'wall_time': s}
-    ({'jobs': [...]} only for a dry run). `workers` defaults to the machine's cores / threads.
+    Returns {'jobs': [...], 'done': [...], 'skipped': [...], 'failed': {id: error}, 'wall_time': s, 'packs': [[job ids]]}
+    ({'jobs': [...], 'packs': [[Job]]} for a dry run). `workers` defaults to the machine's cores / threads.
     `gpus_per_job` (Ray) defaults to 0.25 for jobs on a CUDA device (four ensembles share a GPU), else 0.
+    `pack`: at most this many seeds per task of packed jobs (pack_jobs; None = auto, 0 or 1 = off); the
+    unfinished jobs are packed when the sweep runs, so a resumed sweep may pack them differently.
     """
     if executor not in executors.EXECUTORS:
         raise ConfigError(f"--executor: must be one of {executors.EXECUTORS}, got {executor!r}")
@@ -155,18 +213,20 @@ def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_si
         raise ConfigError("--threads and --workers must be >= 1, --gpus-per-job >= 0")
     if ensemble_size is not None and ensemble_size < 1:
         raise ConfigError(f"--ensemble-size: must be >= 1, got {ensemble_size}")
+    if pack is not None and pack < 0:
+        raise ConfigError(f"--pack: must be auto or a number of seeds >= 0, got {pack}")
     out = Path(out)
     workers = workers or executors.machine_workers(threads)
     file_grid, zipped = yaml_section(config)
     grid = file_grid | parse_grid(items)  # the command line wins over the file's sweep section
     jobs = expand(config, grid, ensemble_size, zipped)
     if dry_run:
-        return {"jobs": jobs}
+        return {"jobs": jobs, "packs": pack_jobs(config, jobs, pack)}
     executors.preflight(executor, address, slurm or {})  # before anything is written
     check_resumable(out, MANIFEST, "sweep", frozenset({LOCK, f"{LOCK}.holder", MANIFEST}))
     out.mkdir(parents=True, exist_ok=True)
     with _lock(out):
-        return _execute(out, config, grid, jobs, workers, threads, progress, executor, address, gpus_per_job, slurm)
+        return _execute(out, config, grid, jobs, workers, threads, progress, executor, address, gpus_per_job, slurm, pack)
 
 
 @contextmanager
@@ -190,13 +250,19 @@ def _lock(out: Path) -> Iterator[None]:
 
 
 def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: list[Job], workers: int, threads: int, progress: bool,
-             executor: str, address: str | None, gpus_per_job: float | None, slurm: dict[str, Any] | None) -> dict[str, Any]:
-    """run_sweep's part under the lock: manifest, stale staging dirs, then the unfinished jobs."""
+             executor: str, address: str | None, gpus_per_job: float | None, slurm: dict[str, Any] | None,
+             pack: int | None = None) -> dict[str, Any]:
+    """run_sweep's part under the lock: manifest, stale staging dirs, then the unfinished jobs, packed into tasks."""
     _manifest(out, config, grid, jobs)
     remove_leftovers(out / "jobs")  # staging dirs of jobs killed mid-write
     todo = [j for j in jobs if not _finished(out / "jobs" / j.id)]
-    tasks = [executors.Task(j.id, config, tuple(j.overrides), tuple(j.seeds), str(out / "jobs" / j.id), threads, _gpus(config, j, gpus_per_job))
-             for j in todo]
+    groups = pack_jobs(config, todo, pack)
+    tasks = []
+    for group in groups:
+        j = group[0]
+        members = tuple(executors.Member(m.id, tuple(m.overrides), tuple(m.seeds), str(out / "jobs" / m.id)) for m in group)
+        tasks.append(executors.Task(j.id, config, tuple(j.overrides), tuple(j.seeds), str(out / "jobs" / j.id), threads,
+                                    _gpus(config, j, gpus_per_job), members if len(group) > 1 else ()))
     if executor == "local":
         finished = executors.local(tasks, workers)
     elif executor == "ray":
@@ -204,17 +270,20 @@ def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: li
     else:
         finished = executors.slurm(tasks, out / "slurm", slurm or {}, workers)
     by_id = {j.id: j for j in jobs}
-    result: dict[str, Any] = {"jobs": jobs, "done": [], "skipped": [j.id for j in jobs if j not in todo], "failed": {}}
+    result: dict[str, Any] = {"jobs": jobs, "done": [], "skipped": [j.id for j in jobs if j not in todo], "failed": {},
+                              "packs": [[j.id for j in g] for g in groups]}
     start = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress, unit="job", dynamic_ncols=True)
     for task, error in finished:
-        if error is None:
-            result["done"].append(task.job_id)
-        else:  # a failing job is reported; the others go on
-            result["failed"][task.job_id] = error
-            job = by_id[task.job_id]
-            tqdm.write(f"job {job.id} failed ({' '.join(job.overrides) or 'base config'}, seeds {job.seeds}): {error}")
-        bar.update(1)
+        for member in task.members:
+            # a failed pack may have written some members before it failed: those are finished
+            if error is None or _finished(Path(member.out)):
+                result["done"].append(member.job_id)
+            else:  # a failing job is reported; the others go on
+                result["failed"][member.job_id] = error
+                job = by_id[member.job_id]
+                tqdm.write(f"job {job.id} failed ({' '.join(job.overrides) or 'base config'}, seeds {job.seeds}): {error}")
+            bar.update(1)
         bar.set_postfix(failed=len(result["failed"]), refresh=False)
     bar.close()
     result["wall_time"] = time.perf_counter() - start
