@@ -174,6 +174,8 @@ class EvalConfig(_Section):
     batch_size: int = Field(256, ge=1)  # rows per seed per chunk: small enough that an ensemble chunk stays in cache
     grad_norm: bool = True
     order: bool = False  # weight-space order parameters R, Q, T per evaluation -> order.parquet (mlp/order.py)
+    # precision of the evaluation's forward and gradient passes (sums always float64); null: train.dtype
+    dtype: Literal["float32", "float64"] | None = None
 
 
 class TheoryConfig(_Section):

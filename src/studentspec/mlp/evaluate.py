@@ -48,6 +48,7 @@ def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, c
     forward pass: through the compiled pass (ckernel, where it applies and `kernel` is not
     "torch"), else the hand-derived backward when the net has no BatchNorm, else autograd.
     `teacher_acts` (from teacher_hidden() on the same x and chunk) saves the teacher's forward.
+    The passes run in the nets' dtype; every sum (MSE, loss, correlations, the gradient) is float64.
     """
     depth = len(teacher.weights) - 1
     compiled = ckernel.CompiledMLP(student, loss_kind) if kernel != "torch" and not ckernel.unsupported(student, loss_kind) else None
@@ -55,13 +56,20 @@ def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, c
     accs = [CorrAccumulator() for _ in range(depth)]
     sq = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     loss = torch.zeros_like(sq)
-    grads: list[Tensor] = [torch.zeros_like(p) for p in student.parameters()] if compiled is not None and with_grad else []
+    # the full-batch gradient is summed in float64 whatever the pass's precision; a float32 pass (eval.dtype) writes
+    # each chunk's gradient to a scratch buffer that is then added in float64
+    grads: list[Tensor] = [torch.zeros_like(p, dtype=torch.float64) for p in student.parameters()] if compiled is not None and with_grad else []
+    scratch = [torch.zeros_like(p) for p in student.parameters()] if grads and student.weights[0].dtype != torch.float64 else []
     n = x.shape[1]
     for i in range(0, n, chunk):
         xb, yb = x[:, i : i + chunk], y[:, i : i + chunk]
         t_hidden = [h[:, i : i + chunk] for h in teacher_acts] if teacher_acts is not None else teacher.forward(xb)[1]
         if compiled is not None:
-            chunk_loss, chunk_sq, s_hidden = compiled.forward_grad(xb, yb, True, grads if with_grad else None, xb.shape[1] / n)
+            for t in scratch:
+                t.zero_()
+            chunk_loss, chunk_sq, s_hidden = compiled.forward_grad(xb, yb, True, (scratch or grads) if with_grad else None, xb.shape[1] / n)
+            for total, part in zip(grads, scratch):
+                total.add_(part)
             for acc, th, sh in zip(accs, t_hidden, s_hidden):
                 acc.update(th, sh)
             sq += chunk_sq
@@ -75,7 +83,7 @@ def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, c
         if fused:
             chunk_loss, g = output_grad(out, yb, loss_kind)
             part = backprop.backward(student, trace.inputs, trace.pre, g.mul_(xb.shape[1] / n))
-            grads = part if not grads else [a.add_(b) for a, b in zip(grads, part)]
+            grads = [b.double() for b in part] if not grads else [a.add_(b) for a, b in zip(grads, part)]  # no copy in float64
         else:
             chunk_loss = per_seed_loss(out, yb, loss_kind)
         loss += chunk_loss.double() * xb.shape[1]
@@ -100,7 +108,7 @@ def grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 
     params = [t.detach().requires_grad_(True) for t in student.parameters()]
     depth = len(student.weights)
     probe = Net(params[0 : 2 * depth : 2], params[1 : 2 * depth : 2], student.activation, student.slope, student.batchnorm, student.norms)
-    total = [torch.zeros_like(p) for p in params[: 2 * depth]]
+    total = [torch.zeros_like(p, dtype=torch.float64) for p in params[: 2 * depth]]
     n = x.shape[1]
     for i in range(0, n, chunk):
         xb, yb = x[:, i : i + chunk], y[:, i : i + chunk]

@@ -1,7 +1,7 @@
 """Up-front memory estimate of an MLP run: a config whose tensors cannot fit fails before any work.
 
 The estimate counts what the ensemble trainer holds at once for S seeds: the inputs (drawn in
-float64, plus a copy in the run's dtype when it differs), the labels, the student's parameters
+float64, plus a copy in the run's dtype when it differs, and one in eval.dtype when that differs), the labels, the student's parameters
 with their gradients and two optimizer states, the teacher's cached hidden activations, one
 evaluation chunk's activations, and the correlation matrices kept for every evaluation. It is a
 floor (Python, PyTorch and the allocator add their own), so a config is refused only when the
@@ -26,6 +26,9 @@ def estimate(cfg: Config) -> dict[str, int]:
     n_train = train_size(cfg)
     rows = n_train + cfg.data.n_eval
     inputs = S * rows * d * 8 + (S * rows * d * item if item != 8 or cfg.train.device != "cpu" else 0)
+    eval_item = 4 if (cfg.eval.dtype or cfg.train.dtype) == "float32" else 8
+    if eval_item != item:  # eval.dtype: the evaluation's own copy of inputs and labels
+        inputs += S * rows * (d + C) * eval_item
     s_widths, t_widths = cfg.student_widths, cfg.teacher.widths
     dims = [d, *s_widths, C]
     params = S * sum((a + 1) * b for a, b in zip(dims[:-1], dims[1:]))

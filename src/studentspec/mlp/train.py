@@ -45,6 +45,8 @@ class Setup:
     # split -> (its inputs, the teacher's hidden activations on them): the teacher is fixed, so
     # evaluations reuse them for as long as the split's tensor is the same object
     teacher_cache: dict[str, tuple[Tensor, list[Tensor]]] = field(default_factory=dict)
+    # split -> (its inputs, inputs and labels in eval.dtype) when that differs from the run's dtype
+    eval_copies: dict[str, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
     build_seconds: float = 0.0  # counted in the run's wall time
 
 
@@ -232,13 +234,20 @@ def _evaluate_all(s: Setup, step: int, kernel: str) -> list[EvalPoint]:
     splits = [("eval", s.x_eval, s.y_eval)]
     if train_size(cfg):
         splits.insert(0, ("train", s.stream.x_train, s.stream.y_train))
+    dtype = DTYPES[cfg.eval.dtype or cfg.train.dtype]
+    teacher, student = (s.teacher_run, s.student) if dtype == s.dtype else (s.teacher_run.to(s.device, dtype), s.student.to(s.device, dtype))
     points = []
     for name, x, y in splits:
+        if dtype != s.dtype:  # eval.dtype: the split rounded once to the evaluation's precision, kept while the split is the same
+            copies = s.eval_copies.get(name)
+            if copies is None or copies[0] is not x:
+                copies = s.eval_copies[name] = (x, x.to(dtype), y.to(dtype))
+            x, y = copies[1], copies[2]
         cached = s.teacher_cache.get(name)
-        acts = cached[1] if cached is not None and cached[0] is x else teacher_hidden(s.teacher_run, x, cfg.eval.batch_size, CACHE_BYTES)
+        acts = cached[1] if cached is not None and cached[0] is x else teacher_hidden(teacher, x, cfg.eval.batch_size, CACHE_BYTES)
         if acts is not None:
             s.teacher_cache[name] = (x, acts)
-        res = evaluate(s.teacher_run, s.student, x, y, cfg.train.loss, cfg.eval.batch_size, with_grad=cfg.eval.grad_norm and name == "train",
+        res = evaluate(teacher, student, x, y, cfg.train.loss, cfg.eval.batch_size, with_grad=cfg.eval.grad_norm and name == "train",
                        kernel=kernel, teacher_acts=acts)
         points.append(EvalPoint(step, name, res, res.grad_norm, fanout_norms(s.student)))
     for metric in metrics.enabled(cfg):
