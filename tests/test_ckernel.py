@@ -287,3 +287,32 @@ def test_every_call_is_checked_against_the_prototype():
             step(*args[:4], ffi.cast(other, 0), *args[5:])
         with pytest.raises(TypeError):  # x given as a bare address, as ctypes' c_void_p took it
             step(*args[:4], 4096, *args[5:])
+
+
+@needs_kernel
+@pytest.mark.skipif("avx512f" not in ckernel._cpu_flags(), reason="the CPU has no AVX-512F: only the 256-bit build runs here")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_512_bit_build_gives_the_256_bit_bits(monkeypatch, dtype):
+    """Each output element is one lane summing over k in order with the same FMAs, whatever the vector width: the
+    AVX-512 build (default where the CPU has it) must reproduce the AVX2 build bit for bit, steps and evaluation."""
+    monkeypatch.setenv("STUDENTSPEC_KERNEL_ISA", "avx2")
+    narrow, why = ckernel._load.__wrapped__()
+    assert narrow is not None, why
+    monkeypatch.delenv("STUDENTSPEC_KERNEL_ISA")
+    assert ckernel.isa() == "avx512" and "-mavx512f" in ckernel.flags()
+    wide, why = ckernel._load.__wrapped__()
+    assert wide is not None, why
+    results = []
+    for dll in (narrow, wide):
+        monkeypatch.setattr(ckernel, "_load", lambda dll=dll: (dll, ""))
+        gen = torch.Generator().manual_seed(5)
+        net = _net(3, [13, 37, 21, 7], "leaky_relu", gen, dtype)  # widths off every tile and vector multiple
+        x, y = torch.randn(3, 40, 13, generator=gen, dtype=dtype), torch.randn(3, 40, 7, generator=gen, dtype=dtype)
+        step = ckernel.CompiledMLP(net, "half_sse")
+        alive = torch.ones(3, dtype=torch.bool)
+        losses = [step(x[:, 8 * t : 8 * t + 8], y[:, 8 * t : 8 * t + 8], 0.05, alive).clone() for t in range(5)]
+        grads = [torch.zeros_like(p) for p in net.parameters()]
+        loss, sq, hidden = step.forward_grad(x, y, True, grads, 0.5)
+        results.append([*losses, loss, sq, *hidden, *grads, *(p.detach().clone() for p in net.parameters())])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)

@@ -43,6 +43,8 @@ SOURCES = [SOURCE, HEADER, SOURCE.with_name("sgd_step_impl.h")]  # all hashed: a
 SUFFIX = {torch.float64: "f64", torch.float32: "f32"}
 CTYPE = {torch.float64: "double", torch.float32: "float"}
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-std=c11", "-shared", "-fPIC"]
+# 512-bit vectors where the CPU has AVX-512F (same bits: see sgd_step.c); STUDENTSPEC_KERNEL_ISA=avx2 keeps 256-bit ones
+AVX512_FLAGS = ["-mavx512f"]
 MAX_LAYERS = 63  # the C side keeps one pointer per layer in a fixed array
 
 
@@ -73,14 +75,29 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "studentspec"
 
 
-def _cpu_ok() -> bool:
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
     if platform.machine() not in ("x86_64", "AMD64"):
-        return False
+        return frozenset()
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+        return frozenset(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split())
     except (OSError, StopIteration):
-        return False
-    return "avx2" in flags and "fma" in flags
+        return frozenset()
+
+
+def _cpu_ok() -> bool:
+    return {"avx2", "fma"} <= _cpu_flags()
+
+
+def isa() -> str:
+    """The vector width the kernel is built for on this CPU: "avx512" (where it has AVX-512F and
+    STUDENTSPEC_KERNEL_ISA is not "avx2") or "avx2"."""
+    return "avx512" if "avx512f" in _cpu_flags() and os.environ.get("STUDENTSPEC_KERNEL_ISA") != "avx2" else "avx2"
+
+
+def flags() -> list[str]:
+    """The compiler flags of this CPU's build."""
+    return FLAGS + (AVX512_FLAGS if isa() == "avx512" else [])
 
 
 def _compiler() -> str | None:
@@ -91,7 +108,7 @@ def _compiler() -> str | None:
 def library_path() -> Path:
     """Where the library built from the current SOURCES and FLAGS is (or will be) cached."""
     source = b"".join(f.read_bytes() for f in SOURCES)
-    tag = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
+    tag = hashlib.sha256(source + " ".join(flags()).encode()).hexdigest()[:16]
     return cache_dir() / f"sgd_step-{tag}.so"
 
 
@@ -112,7 +129,7 @@ def _load() -> tuple[Any, str]:
         failed: list[str] = []
 
         def compile_to(tmp: Path) -> None:
-            proc = subprocess.run([cc, *FLAGS, "-o", str(tmp), str(SOURCE), "-lm"], capture_output=True, text=True)
+            proc = subprocess.run([cc, *flags(), "-o", str(tmp), str(SOURCE), "-lm"], capture_output=True, text=True)
             if proc.returncode != 0:
                 failed.append(f"compiling {SOURCE.name} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
                 raise _CompileFailed

@@ -80,6 +80,63 @@ long ss_workspace(int L, const int *widths, int B) {
     return total + 4 * (long)B * widest + (long)B * (widths[0] + widths[L]);
 }
 
+#ifdef __AVX512F__
+/* 512-bit vectors (built with -mavx512f where the CPU has it: kernel/__init__.py). Every output element is
+ * still one lane accumulating over k in order, with the same FMAs, and every other sum is scalar: a seed's
+ * numbers are the same bits as the 256-bit build's. */
+#define REAL double
+#define VEC __m512d
+#define MASKV __mmask8
+#define VL 8
+#define SUFFIX f64
+#define V_FMA _mm512_fmadd_pd
+#define V_ZERO _mm512_setzero_pd
+#define V_LOAD _mm512_loadu_pd
+#define V_STORE _mm512_storeu_pd
+#define V_BCAST(p) _mm512_set1_pd(*(p))
+#define V_MUL _mm512_mul_pd
+#define V_ADD _mm512_add_pd
+#define V_SET1 _mm512_set1_pd
+#define V_MASKLOAD(p, m) _mm512_maskz_loadu_pd(m, p)
+#define V_MASKSTORE(p, m, v) _mm512_mask_storeu_pd(p, m, v)
+#define LANE_MASK(n) ((__mmask8)((1u << (n)) - 1u))
+#include "sgd_step_impl.h"
+#undef REAL
+#undef VEC
+#undef MASKV
+#undef VL
+#undef SUFFIX
+#undef V_FMA
+#undef V_ZERO
+#undef V_LOAD
+#undef V_STORE
+#undef V_BCAST
+#undef V_MUL
+#undef V_ADD
+#undef V_SET1
+#undef V_MASKLOAD
+#undef V_MASKSTORE
+#undef LANE_MASK
+
+#define REAL float
+#define VEC __m512
+#define MASKV __mmask16
+#define VL 16
+#define SUFFIX f32
+#define V_FMA _mm512_fmadd_ps
+#define V_ZERO _mm512_setzero_ps
+#define V_LOAD _mm512_loadu_ps
+#define V_STORE _mm512_storeu_ps
+#define V_BCAST(p) _mm512_set1_ps(*(p))
+#define V_MUL _mm512_mul_ps
+#define V_ADD _mm512_add_ps
+#define V_SET1(a) _mm512_set1_ps((float)(a))
+#define V_MASKLOAD(p, m) _mm512_maskz_loadu_ps(m, p)
+#define V_MASKSTORE(p, m, v) _mm512_mask_storeu_ps(p, m, v)
+#define LANE_MASK(n) ((__mmask16)((1u << (n)) - 1u))
+#include "sgd_step_impl.h"
+
+#else
 #define REAL double
 #define VEC __m256d
 #define MASKV __m256i
@@ -130,3 +187,4 @@ long ss_workspace(int L, const int *widths, int B) {
 #define LANE_MASK(n) _mm256_set_epi32((n) > 7 ? -1 : 0, (n) > 6 ? -1 : 0, (n) > 5 ? -1 : 0, (n) > 4 ? -1 : 0, \
                                       (n) > 3 ? -1 : 0, (n) > 2 ? -1 : 0, (n) > 1 ? -1 : 0, (n) > 0 ? -1 : 0)
 #include "sgd_step_impl.h"
+#endif

@@ -1,5 +1,5 @@
 /* The type-generic body of sgd_step.c, included once per precision. Before including, define
- * REAL (double/float), VEC (its 256-bit vector), VL (lanes), SUFFIX (f64/f32), the V_* vector
+ * REAL (double/float), VEC (its 256- or 512-bit vector), VL (lanes), SUFFIX (f64/f32), the V_* vector
  * operations and LANE_MASK(n). Tiles named 4x12 and 6x8 are 4 x 3VL and 6 x 2VL elements. */
 
 static MASKV SFX(lane_mask)(int n) { /* the first n (0..VL) lanes on */
@@ -33,7 +33,7 @@ static void SFX(gemm)(int M, int N, int K, const REAL *A, long sam, long sak, co
                  long ldc, double alpha, int acc_into) {
     /* 6 x 2VL tiles: exact for the [width, batch] products; for float32 everywhere (4 x 24 tiles
      * waste most of their last block on widths like 100 and 50: S=32 35 % -> 46 % of peak) */
-    int narrow = VL == 8 || (N % (2 * VL) == 0 && N <= 8 * VL);
+    int narrow = sizeof(REAL) == 4 || (N % (2 * VL) == 0 && N <= 8 * VL);
     int MR = narrow ? 6 : 4, NR = narrow ? 2 * VL : 3 * VL;
     for (int n0 = 0; n0 < N; n0 += NR) { /* a panel of B stays in L1 across the row blocks */
         int cols = N - n0 < NR ? N - n0 : NR;
