@@ -31,13 +31,17 @@ class CorrAccumulator:
             self.sum_s = torch.zeros_like(self.shift_s[:, 0])
             self.sq_t, self.sq_s = self.sum_t.clone(), self.sum_s.clone()
             self.cross = torch.zeros(t.shape[0], t.shape[2], s.shape[2], dtype=torch.float64, device=t.device)
-        t, s = t - self.shift_t, s - self.shift_s
+        # s - shift into a buffer kept across chunks (a fresh [S, b, n] tensor per chunk cost more in page faults
+        # than the arithmetic), squared in place below; elementwise, so the same bits as plain `s - shift`
+        if getattr(self, "_buf", None) is None or self._buf.shape != s.shape:
+            self._buf = torch.empty_like(s)
+        t, s = t - self.shift_t, torch.sub(s, self.shift_s, out=self._buf)
         self.n += t.shape[1]
         self.sum_t += t.sum(1)
         self.sum_s += s.sum(1)
         self.sq_t += t.square().sum(1)
-        self.sq_s += s.square().sum(1)
         self.cross = baddbmm(self.cross, t.transpose(1, 2), s)
+        self.sq_s += s.square_().sum(1)
 
     def variances(self) -> tuple[Tensor, Tensor]:
         """Population variances of teacher [S, m] and student [S, n] nodes."""
