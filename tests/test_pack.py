@@ -53,8 +53,8 @@ def sweeps(request, tmp_path_factory):
     """(case, items, packed sweep dir, its result, unpacked sweep dir)."""
     root = tmp_path_factory.mktemp(request.param)
     items = CASES[request.param]
-    packed = run_sweep(None, items, root / "packed", workers=1, progress=False)
-    plain = run_sweep(None, items, root / "plain", workers=1, progress=False, pack=0)
+    packed = run_sweep(None, items, root / "packed", workers=1, progress=False, pack=None)  # auto
+    plain = run_sweep(None, items, root / "plain", workers=1, progress=False)  # the default: no packing
     assert not packed["failed"] and not plain["failed"]
     return request.param, items, root / "packed", packed, root / "plain"
 
@@ -91,7 +91,7 @@ def test_resume_redoes_the_unfinished_members_of_a_pack(sweeps, tmp_path):
     for job in jobs[1:3]:  # members 2 and 3 of the pack never got written
         shutil.rmtree(out / "jobs" / job.id)
     (out / ".sweep.lock.holder").unlink(missing_ok=True)
-    again = run_sweep(None, items, out, workers=1, progress=False)
+    again = run_sweep(None, items, out, workers=1, progress=False, pack=None)
     assert sorted(again["done"]) == sorted(j.id for j in jobs[1:3]) and len(again["skipped"]) == len(jobs) - 2
     assert again["packs"] == [[j.id for j in jobs[1:3]]]
     for job in jobs:
@@ -136,14 +136,16 @@ def test_pack_refuses_members_that_differ_in_more():
 
 def test_dry_run_shows_the_packing(tmp_path, capsys):
     items = ["seeds=[1,2]", *TINY, "teacher.decay=0,1", "student.multi=1,2"]
-    assert main(["sweep", "configs/two_layer_quick.yaml", *items, "--dry-run", "--out", str(tmp_path / "dry")]) == 0
+    assert main(["sweep", "configs/two_layer_quick.yaml", *items, "--dry-run", "--pack", "auto", "--out", str(tmp_path / "dry")]) == 0
     text = capsys.readouterr().out
     jobs = expand("configs/two_layer_quick.yaml", parse_grid(items), None)
     assert "packing: 4 jobs in 2 tasks (2 x 2 job(s))" in text
     assert re.search(rf"task 1 +4 seeds: {jobs[0].id} {jobs[1].id}\n +task 2 +4 seeds: {jobs[2].id} {jobs[3].id}\n", text)
     assert not (tmp_path / "dry").exists()
-    assert main(["sweep", "configs/two_layer_quick.yaml", *items, "--dry-run", "--pack", "0", "--out", str(tmp_path / "dry")]) == 0
+    assert main(["sweep", "configs/two_layer_quick.yaml", *items, "--dry-run", "--out", str(tmp_path / "dry")]) == 0  # default: off
     assert "packing: 4 jobs in 4 tasks (4 x 1 job(s))" in capsys.readouterr().out
+    assert main(["sweep", "configs/two_layer_quick.yaml", *items, "--dry-run", "--pack", "4", "--out", str(tmp_path / "dry")]) == 0
+    assert "packing: 4 jobs in 2 tasks (2 x 2 job(s))" in capsys.readouterr().out
     assert main(["sweep", "configs/two_layer_quick.yaml", *items, "--pack", "two", "--out", str(tmp_path / "bad")]) == 2
     assert "--pack" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     with pytest.raises(ConfigError, match="--pack"):

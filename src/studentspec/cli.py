@@ -256,10 +256,11 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--gpus-per-job", type=float, help="GPUs per Ray job (default 0.25 for CUDA jobs, 0 on CPU); a fraction shares a device")
     w.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                    help="submitit parameter for --executor slurm, e.g. slurm_partition=dev timeout_min=60; cluster=local runs without SLURM")
-    w.add_argument("--pack", default="auto", metavar="auto|N",
+    w.add_argument("--pack", default="0", metavar="auto|N",
                    help="train jobs that differ only in build-only keys (teacher.decay, teacher.bias, student.init_std/init_scale) "
-                        "as one ensemble of at most N seeds, bitwise the same results; auto (default): up to 256 seeds while the "
-                        "ensemble's memory floor stays under 1 GiB (it pays for small students and many short jobs); 0 or 1: off")
+                        "as one ensemble of at most N seeds, bitwise the same results; auto: up to 256 seeds while the ensemble's "
+                        "memory floor stays under 1 GiB; 0 or 1 (default): off, because on the 2-core reference machine copying "
+                        "the members into one ensemble cost more than it saved (BENCHMARKS.md, packing)")
     w.add_argument("--dry-run", action="store_true", help="print the job table, the packing and an estimated cost (one short calibration run), run nothing")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(func=_sweep)

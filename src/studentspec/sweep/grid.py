@@ -133,12 +133,14 @@ def _manifest(out: Path, config: str | None, grid: dict[str, list[str]], jobs: l
     write_json(path, info)
 
 
-# --pack auto (the default): jobs whose configs differ only in build-only keys (pipelines.pack_key; e.g. every
+# --pack auto: jobs whose configs differ only in build-only keys (pipelines.pack_key; e.g. every
 # teacher.decay of one (m, multi) point) train as one ensemble of at most AUTO_PACK_SEEDS seeds whose memory
 # floor (mlp/memory.py) stays under AUTO_PACK_BYTES. Why these numbers: packing pays per step (the step's fixed
 # Python/kernel-call cost is shared by more seeds: 87k seed-steps/s at S=32 vs 128k at S=128 for n=5) and per job
 # (process start, imports, write), and costs nothing in results (bitwise the unpacked numbers); the floor under
 # 1 GiB keeps a worker's measured RSS under ~1.5 GB (the paper grid's 32-seed jobs, 1.3 GB, then run alone).
+# Not the default (run_sweep's pack=0): on the 2-core machine, bench_sweep's grid took 96-122 s packed against
+# 70-90 s unpacked: pack()'s copy of the members' inputs cost more there than the shared step overhead saved.
 AUTO_PACK_SEEDS = 256
 AUTO_PACK_BYTES = 2**30
 
@@ -178,6 +180,25 @@ def pack_jobs(config: str | None, jobs: list[Job], pack: int | None = None) -> l
     return groups
 
 
+def longest_first(config: str | None, groups: list[list[Job]]) -> list[list[Job]]:
+    """Tasks in decreasing order of their FLOP count (cost.job_cost; a pipeline it does not model first), so
+    the workers finish together: a large pack started last kept one worker busy alone (measured: 117-122 s
+    against 83-90 s unpacked on bench_sweep's grid)."""
+    from .cost import job_cost
+
+    def flops(group: list[Job]) -> float:
+        total = 0.0
+        for job in group:
+            try:
+                c = job_cost(load_config(config, [*job.overrides, f"seeds={job.seeds}"]))
+            except ConfigError:
+                return float("inf")
+            total += c.seed_steps / len(job.seeds) * c.step_flops + c.evals * c.eval_flops
+        return total
+
+    return sorted(groups, key=flops, reverse=True)  # stable: equal costs keep the manifest order
+
+
 def pack_table(groups: list[list[Job]]) -> str:
     """The packing for --dry-run: which jobs train together, seeds per task."""
     sizes = sorted({len(g) for g in groups}, reverse=True)
@@ -198,13 +219,13 @@ def _gpus(config: str | None, job: Job, gpus_per_job: float | None) -> float:
 def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_size: int | None = None, workers: int | None = None,
               threads: int = 1, dry_run: bool = False, progress: bool = True, *, executor: str = "local",
               address: str | None = None, gpus_per_job: float | None = None, slurm: dict[str, Any] | None = None,
-              pack: int | None = None) -> dict[str, Any]:
+              pack: int | None = 0) -> dict[str, Any]:
     """Run every unfinished job of a sweep on `executor`.
 
     Returns {'jobs': [...], 'done': [...], 'skipped': [...], 'failed': {id: error}, 'wall_time': s, 'packs': [[job ids]]}
     ({'jobs': [...], 'packs': [[Job]]} for a dry run). `workers` defaults to the machine's cores / threads.
     `gpus_per_job` (Ray) defaults to 0.25 for jobs on a CUDA device (four ensembles share a GPU), else 0.
-    `pack`: at most this many seeds per task of packed jobs (pack_jobs; None = auto, 0 or 1 = off); the
+    `pack`: at most this many seeds per task of packed jobs (pack_jobs; None = auto, 0 or 1 = off, the default); the
     unfinished jobs are packed when the sweep runs, so a resumed sweep may pack them differently.
     """
     if executor not in executors.EXECUTORS:
@@ -256,7 +277,7 @@ def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: li
     _manifest(out, config, grid, jobs)
     remove_leftovers(out / "jobs")  # staging dirs of jobs killed mid-write
     todo = [j for j in jobs if not _finished(out / "jobs" / j.id)]
-    groups = pack_jobs(config, todo, pack)
+    groups = longest_first(config, pack_jobs(config, todo, pack))
     tasks = []
     for group in groups:
         j = group[0]
