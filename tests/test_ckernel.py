@@ -246,7 +246,7 @@ def test_the_c_source_includes_the_header_the_binding_declares_and_it_is_hashed(
     assert '#include "sgd_step.h"' in ckernel.SOURCE.read_text()  # so the compiler checks the definitions against it
     assert ckernel.HEADER in ckernel.SOURCES  # a changed header rebuilds
     assert _header_functions() == {"ss_workspace", "ss_sgd_step_f64", "ss_sgd_step_f32", "ss_forward_grad_f64",
-                                   "ss_forward_grad_f32"}
+                                   "ss_forward_grad_f32", "ss_corr_update_f64", "ss_corr_update_f32"}
     assert not any(line.lstrip().startswith("#") for line in ckernel.declarations().splitlines())
 
 
@@ -295,6 +295,8 @@ def test_every_call_is_checked_against_the_prototype():
 def test_the_512_bit_build_gives_the_256_bit_bits(monkeypatch, dtype):
     """Each output element is one lane summing over k in order with the same FMAs, whatever the vector width: the
     AVX-512 build (default where the CPU has it) must reproduce the AVX2 build bit for bit, steps and evaluation."""
+    from studentspec.ensemble.corr import CorrAccumulator
+
     monkeypatch.setenv("STUDENTSPEC_KERNEL_ISA", "avx2")
     narrow, why = ckernel._load.__wrapped__()
     assert narrow is not None, why
@@ -313,6 +315,51 @@ def test_the_512_bit_build_gives_the_256_bit_bits(monkeypatch, dtype):
         losses = [step(x[:, 8 * t : 8 * t + 8], y[:, 8 * t : 8 * t + 8], 0.05, alive).clone() for t in range(5)]
         grads = [torch.zeros_like(p) for p in net.parameters()]
         loss, sq, hidden = step.forward_grad(x, y, True, grads, 0.5)
-        results.append([*losses, loss, sq, *hidden, *grads, *(p.detach().clone() for p in net.parameters())])
+        acc = CorrAccumulator()
+        for i in range(0, 40, 16):
+            t_part, h_part = x[:, i : i + 16, :5], hidden[0][:, i : i + 16]
+            acc.update(t_part, h_part) if acc.n == 0 else step.corr_update(acc, t_part, h_part)
+        results.append([*losses, loss, sq, *hidden, *grads, *(p.detach().clone() for p in net.parameters()), acc.cross, acc.sq_s])
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compiled_correlation_sums_match_numpy_corrcoef(dtype):
+    """CompiledMLP.corr_update (every chunk after the first) against numpy.corrcoef of the whole split, with a dead
+    teacher node, a dead and a constant student node, chunks of uneven size, and a teacher slice read in place."""
+    import numpy as np
+
+    from studentspec.ensemble.corr import CorrAccumulator
+
+    g = np.random.default_rng(3)
+    S, N, m, n = 3, 300, 4, 37
+    t = np.maximum(g.normal(size=(S, N, m)) + 0.2, 0)
+    h = np.maximum(g.normal(size=(S, N, n)) + 0.5 * t[:, :, np.arange(n) % m] + 3.0, 0)  # offset: the shifts matter
+    t[1, :, 2] = 0.0
+    h[0, :, 3] = 0.0
+    h[2, :, 5] = 3.7
+    tt, ht = torch.from_numpy(t).to(dtype), torch.from_numpy(h).to(dtype)
+    gen = torch.Generator().manual_seed(0)
+    step = ckernel.CompiledMLP(_net(S, [2, n, 1], "relu", gen, dtype), "half_sse")
+    acc = CorrAccumulator()
+    for i in range(0, N, 64):  # 64, ..., 44 rows
+        th, hh = tt[:, i : i + 64], ht[:, i : i + 64].contiguous()
+        acc.update(th, hh) if acc.n == 0 else step.corr_update(acc, th, hh)
+    assert acc.n == N
+    corr = acc.corr().numpy()
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    for k in range(S):
+        tk, hk = tt[k].double().numpy(), ht[k].double().numpy()  # the values the kernel saw
+        with np.errstate(invalid="ignore", divide="ignore"):
+            want = np.nan_to_num(np.corrcoef(np.concatenate([tk, hk], axis=1), rowvar=False)[:m, m:])
+        np.testing.assert_allclose(corr[k], want, atol=tol)
+    assert (corr[1, 2] == 0).all() and (corr[0, :, 3] == 0).all() and (corr[2, :, 5] == 0).all()
+    # seed 1 alone gives the same bits
+    one = CorrAccumulator()
+    step1 = ckernel.CompiledMLP(_net(1, [2, n, 1], "relu", gen, dtype), "half_sse")
+    for i in range(0, N, 64):
+        th, hh = tt[1:2, i : i + 64], ht[1:2, i : i + 64].contiguous()
+        one.update(th, hh) if one.n == 0 else step1.corr_update(one, th, hh)
+    assert torch.equal(one.corr()[0], acc.corr()[1]) and torch.equal(one.cross[0], acc.cross[1])

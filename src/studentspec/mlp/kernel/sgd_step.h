@@ -24,4 +24,12 @@ void ss_forward_grad_f32(int S, int L, const int *widths, int B, const float *x,
                          float **W, float **bias, int act, double slope, int obj, float **hidden, double *loss,
                          double *sq, float **gW, float **gb, double gscale, float *work, int threads);
 
+/* Streaming correlation sums of one chunk (see sgd_step_impl.h); REAL is the activations' precision, sums are double. */
+void ss_corr_update_f64(int S, int B, int m, int n, const double *t, long t_rows, const double *h, long h_rows,
+                        const double *shift_t, const double *shift_s, double *sum_t, double *sq_t, double *sum_s,
+                        double *sq_s, double *cross, double *work, int threads);
+void ss_corr_update_f32(int S, int B, int m, int n, const float *t, long t_rows, const float *h, long h_rows,
+                        const double *shift_t, const double *shift_s, double *sum_t, double *sq_t, double *sum_s,
+                        double *sq_s, double *cross, double *work, int threads);
+
 #endif

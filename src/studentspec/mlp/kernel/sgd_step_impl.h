@@ -222,3 +222,34 @@ void SFX(ss_forward_grad)(int S, int L, const int *widths, int B, const REAL *x,
     SFX(Mode) mode = {gW != NULL, 0.0, gscale, gW, gb, hidden, sq};
     SFX(all_seeds)(S, L, widths, B, x, y, NULL, seed_rows, W, bias, act, slope, obj, &mode, NULL, loss, work, threads);
 }
+
+/* One chunk of the streaming Pearson sums of ensemble/corr.py's CorrAccumulator, for every seed: with
+ * tc = t - shift_t and hc = h - shift_s in double (teacher t [B, m] at t + s * t_rows * m, student h [B, n] at
+ * h + s * h_rows * n), sum_t += sum_r tc, sq_t += sum_r tc^2, sum_s += sum_r hc, sq_s += sum_r hc^2 (each over
+ * r in order) and cross += tc^T hc through the float64 register tiles (each element summed over r in order, then
+ * added), whatever REAL is. work: threads * B * (m + n) doubles. */
+void SFX(ss_corr_update)(int S, int B, int m, int n, const REAL *t, long t_rows, const REAL *h, long h_rows,
+                         const double *shift_t, const double *shift_s, double *sum_t, double *sq_t, double *sum_s,
+                         double *sq_s, double *cross, double *work, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int s = 0; s < S; s++) {
+        double *tc = work + (long)B * (m + n) * (threads > 1 ? omp_get_thread_num() : 0), *hc = tc + (long)B * m;
+        const double *at = shift_t + (long)s * m, *as = shift_s + (long)s * n;
+        double *st = sum_t + (long)s * m, *qt = sq_t + (long)s * m, *ss = sum_s + (long)s * n, *qs = sq_s + (long)s * n;
+        for (int r = 0; r < B; r++) {
+            const REAL *tr = t + ((long)s * t_rows + r) * m, *hr = h + ((long)s * h_rows + r) * n;
+            double *tcr = tc + (long)r * m, *hcr = hc + (long)r * n;
+            for (int j = 0; j < m; j++) {
+                tcr[j] = (double)tr[j] - at[j];
+                st[j] += tcr[j];
+                qt[j] = fma(tcr[j], tcr[j], qt[j]); /* fma(): the same rounding in vector body and remainder */
+            }
+            for (int k = 0; k < n; k++) {
+                hcr[k] = (double)hr[k] - as[k];
+                ss[k] += hcr[k];
+                qs[k] = fma(hcr[k], hcr[k], qs[k]);
+            }
+        }
+        gemm_f64(m, n, B, tc, 1, m, hc, n, cross + (long)s * m * n, n, 1.0, 1);
+    }
+}
