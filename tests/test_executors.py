@@ -187,6 +187,18 @@ def _tasks(*ids, out="unused"):
     return [Task(i, None, (), (1,), out, 1) for i in ids]
 
 
+def test_a_pack_whose_worker_dies_is_retried_member_by_member():
+    """A packed task (several jobs in one ensemble) whose worker is killed is retried unpacked: each member alone,
+    so the members that fit finish; a member that kills its worker alone again fails alone."""
+    import fault_jobs
+    from studentspec.sweep.executors import DIED, Member, Task, local
+
+    members = tuple(Member(i, (), (1,), "unused") for i in ("pack-kill", "m2", "kill"))
+    pack = Task("pack-kill", None, (), (1,), "unused", 1, packed=members)
+    got = [(t.job_id, t.packed, err) for t, err in local([pack, *_tasks("a")], 2, fn=fault_jobs.run)]
+    assert sorted(got) == [("a", (), None), ("kill", (), DIED), ("m2", (), None), ("pack-kill", (), None)]
+
+
 def test_a_killed_worker_fails_only_its_own_job():
     """One worker SIGKILLed (as by the OOM killer) breaks the pool; the pool is rebuilt, its siblings finish."""
     import fault_jobs

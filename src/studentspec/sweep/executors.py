@@ -129,14 +129,21 @@ def local(tasks: list[Task], workers: int, fn: Callable[[Task], str] = run_job) 
     """Run tasks in a pool of spawned worker processes that die with this process.
 
     A worker killed from outside (OOM killer, SIGKILL) breaks its pool: the tasks then in flight
-    are each retried alone in a fresh pool, so only one that kills its worker again fails; the
+    are each retried alone in a fresh pool (a packed task member by member, unpacked: a pack is the
+    likeliest to have run out of memory), so only one that kills its worker again fails; the
     pending tasks go on in a new pool.
     """
     queue = list(tasks)
     while queue:
         for task in (yield from _pool(queue, max(1, workers), fn)):
-            if (yield from _pool([task], 1, fn)):
-                yield task, DIED
+            for alone in unpacked(task):
+                if (yield from _pool([alone], 1, fn)):
+                    yield alone, DIED
+
+
+def unpacked(task: Task) -> list[Task]:
+    """A packed task's members as tasks of their own (a plain task: itself)."""
+    return [Task(m.job_id, task.config, m.overrides, m.seeds, m.out, task.threads, task.gpus) for m in task.members]
 
 
 def check_address(address: str, timeout: float = 3.0) -> None:
