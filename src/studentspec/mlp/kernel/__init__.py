@@ -40,7 +40,7 @@ except ImportError:  # a declared dependency; without it training takes the torc
 
 SOURCE = Path(__file__).with_name("sgd_step.c")
 HEADER = SOURCE.with_name("sgd_step.h")  # the exported prototypes: #included by SOURCE, read by ffi.cdef
-SOURCES = [SOURCE, HEADER, SOURCE.with_name("sgd_step_impl.h")]  # all hashed: a change to any rebuilds
+SOURCES = [SOURCE, HEADER, SOURCE.with_name("sgd_step_impl.h"), SOURCE.with_name("sgd_step_undef.h")]  # all hashed: a change to any rebuilds
 SUFFIX = {torch.float64: "f64", torch.float32: "f32"}
 CTYPE = {torch.float64: "double", torch.float32: "float"}
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-std=c11", "-shared", "-fPIC"]

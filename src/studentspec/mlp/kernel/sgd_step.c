@@ -101,22 +101,7 @@ long ss_workspace(int L, const int *widths, int B) {
 #define V_MASKSTORE(p, m, v) _mm512_mask_storeu_pd(p, m, v)
 #define LANE_MASK(n) ((__mmask8)((1u << (n)) - 1u))
 #include "sgd_step_impl.h"
-#undef REAL
-#undef VEC
-#undef MASKV
-#undef VL
-#undef SUFFIX
-#undef V_FMA
-#undef V_ZERO
-#undef V_LOAD
-#undef V_STORE
-#undef V_BCAST
-#undef V_MUL
-#undef V_ADD
-#undef V_SET1
-#undef V_MASKLOAD
-#undef V_MASKSTORE
-#undef LANE_MASK
+#include "sgd_step_undef.h"
 
 #define REAL float
 #define VEC __m512
@@ -154,24 +139,11 @@ long ss_workspace(int L, const int *widths, int B) {
 #define V_MASKSTORE _mm256_maskstore_pd
 #define LANE_MASK(n) _mm256_set_epi64x((n) > 3 ? -1 : 0, (n) > 2 ? -1 : 0, (n) > 1 ? -1 : 0, (n) > 0 ? -1 : 0)
 #include "sgd_step_impl.h"
-#undef REAL
-#undef VEC
-#undef VL
-#undef SUFFIX
-#undef V_FMA
-#undef V_ZERO
-#undef V_LOAD
-#undef V_STORE
-#undef V_BCAST
-#undef V_MUL
-#undef V_ADD
-#undef V_SET1
-#undef V_MASKLOAD
-#undef V_MASKSTORE
-#undef LANE_MASK
+#include "sgd_step_undef.h"
 
 #define REAL float
 #define VEC __m256
+#define MASKV __m256i
 #define VL 8
 #define SUFFIX f32
 #define V_FMA _mm256_fmadd_ps
