@@ -222,3 +222,18 @@ def test_real_sizes_build_mnist_sized_inputs_and_wide_layers(recipe):
     assert w.shape == (784, 1000) and torch.isfinite(w).all()
     assert len({tuple(c) for c in w.T.tolist()}) == 1000  # distinct rows
     assert teacher.weights[1].shape == (1, 1000, 10)
+
+
+def test_small_pages_tensors_are_ordinary_writable_tensors_that_keep_their_memory():
+    """make_inputs' buffers come from an anonymous mapping (no huge pages): they must behave like torch.empty's."""
+    import gc
+
+    from studentspec.mlp.data import small_pages
+
+    t = small_pages((3, 5, 7), torch.float64)
+    gc.collect()  # the mapping must live as long as the tensor, with no other reference to it
+    assert t.shape == (3, 5, 7) and t.dtype == torch.float64 and t.is_contiguous()
+    t.copy_(torch.arange(105, dtype=torch.float64).view(3, 5, 7))
+    assert t.sum().item() == 105 * 104 / 2
+    assert small_pages((0, 4), torch.float32).shape == (0, 4)
+    assert small_pages((2, 3), torch.float32).dtype == torch.float32

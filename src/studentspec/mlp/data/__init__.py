@@ -7,6 +7,8 @@ A kind draws one seed's inputs from that seed's generator; the stream turns a fi
 from __future__ import annotations
 
 import math
+import mmap
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +50,22 @@ def train_size(cfg: Config) -> int:
     return cfg.data.n_train if get(cfg.data.kind).fixed else 0
 
 
+def small_pages(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """An uninitialized CPU tensor in an anonymous mapping of its own, on ordinary pages.
+
+    `import studentspec` asks PyTorch for transparent huge pages (faster steps on some CPUs); a data set is written
+    once at start-up, and where huge-page faults stall for compaction its first touch took 0.7-1.3 s per 256 MB
+    against 0.07 s on ordinary pages (BENCHMARKS.md, start-up). The tensor keeps the mapping alive.
+    """
+    count = math.prod(shape)
+    if count == 0:  # e.g. online data's empty training set
+        return torch.empty(shape, dtype=dtype)
+    buf = mmap.mmap(-1, count * torch.empty((), dtype=dtype).element_size())
+    with warnings.catch_warnings():  # frombuffer warns that an mmap is writable; writing it is the point
+        warnings.simplefilter("ignore")
+        return torch.frombuffer(buf, dtype=dtype, count=count).view(shape)
+
+
 def make_inputs(cfg: Config, teacher: Net, gens: list[torch.Generator], n: int, training: bool) -> Tensor:
     """Inputs [S, n', d] float64 for every seed, drawn by data.kind from each seed's generator.
 
@@ -57,7 +75,7 @@ def make_inputs(cfg: Config, teacher: Net, gens: list[torch.Generator], n: int, 
     kind = get(cfg.data.kind)
     w, b = teacher.weights[0], teacher.biases[0]
     first = kind.draw(gens[0], n, cfg, w[0], b[0], training)
-    out = torch.empty((len(gens), *first.shape), dtype=first.dtype)
+    out = small_pages((len(gens), *first.shape), first.dtype)
     out[0] = first
     del first
 
