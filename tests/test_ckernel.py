@@ -294,7 +294,8 @@ def test_every_call_is_checked_against_the_prototype():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_the_512_bit_build_gives_the_256_bit_bits(monkeypatch, dtype):
     """Each output element is one lane summing over k in order with the same FMAs, whatever the vector width: the
-    AVX-512 build (default where the CPU has it) must reproduce the AVX2 build bit for bit, steps and evaluation."""
+    AVX-512 build (default where the CPU has it) must reproduce the AVX2 build bit for bit, steps and evaluation.
+    Objective: half_sse (the paper's J) in both builds; the oracle is the other build, not an equation."""
     from studentspec.ensemble.corr import CorrAccumulator
 
     monkeypatch.setenv("STUDENTSPEC_KERNEL_ISA", "avx2")
