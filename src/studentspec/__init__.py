@@ -12,9 +12,8 @@ from typing import Any
 # a matrix sits in memory, so a seed would not give the same bits alone and inside an ensemble.
 # Read at MKL's first GEMM, so setting it here works even after `import torch`.
 os.environ.setdefault("MKL_CBWR", "AUTO")
-# Transparent huge pages for PyTorch's large CPU buffers: an ensemble's weights span thousands of
-# 4 KiB pages, and the TLB misses cost a large ensemble's step ~20 % (BENCHMARKS.md).
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# PyTorch's transparent huge pages (THP_MEM_ALLOC_ENABLE=1) are left to the user: on a VM whose kernel compacts
+# memory on a huge-page fault they made start-up 1-3x slower and the step ~8 % slower (BENCHMARKS.md, start-up).
 
 __version__ = "0.1.0"
 

@@ -53,9 +53,9 @@ def train_size(cfg: Config) -> int:
 def small_pages(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """An uninitialized CPU tensor in an anonymous mapping of its own, on ordinary pages.
 
-    `import studentspec` asks PyTorch for transparent huge pages (faster steps on some CPUs); a data set is written
-    once at start-up, and where huge-page faults stall for compaction its first touch took 0.7-1.3 s per 256 MB
-    against 0.07 s on ordinary pages (BENCHMARKS.md, start-up). The tensor keeps the mapping alive.
+    Whatever THP_MEM_ALLOC_ENABLE says: a data set is written once at start-up, and where huge-page faults stall
+    for compaction its first touch took 0.7-1.3 s per 256 MB against 0.07 s on ordinary pages (BENCHMARKS.md,
+    start-up). The tensor keeps the mapping alive.
     """
     count = math.prod(shape)
     if count == 0:  # e.g. online data's empty training set
