@@ -56,6 +56,7 @@ CASES = [
     ([8, 11, 6, 9, 4], 5, "leaky_relu", "half_sse"),  # three hidden layers
     ([20, 17, 19, 23], 24, "leaky_relu", "ce"),  # batch 24: the narrow 6 x 8 float64 tiles for the signal below
     ([12, 40, 9], 32, "relu", "mse"),  # batch 32: the narrow 6 x 16 float32 tiles
+    ([30, 56, 48], 16, "relu", "half_sse"),  # edge panels of exactly one vector (8 x VL tiles, unmasked) or two
     ([7, 13, 6, 5], 5, "linear", "half_sse"),  # identity: Leaky ReLU's code at a = 1 (the net's slope 0.1 must not leak in)
 ]
 TOL = {torch.float64: dict(rtol=1e-12, atol=1e-13), torch.float32: dict(rtol=2e-5, atol=2e-6)}

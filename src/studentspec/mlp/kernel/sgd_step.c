@@ -69,6 +69,26 @@
         SFX(store_rows)(&r[0][0], 2, rows, C, ldc, cols, alpha, acc_into);                                        \
     }
 
+#define TILE_8x1(NAME, LOAD)                                                                                  \
+    static void NAME(int K, const REAL *A, long sam, long sak, int rows, const REAL *B, long ldb,         \
+                     REAL *C, long ldc, int cols, double alpha, int acc_into, const MASKV *mk) {          \
+        VEC c0 = V_ZERO(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;                   \
+        const REAL *a0 = A, *a1 = rows > 1 ? A + sam : A, *a2 = rows > 2 ? A + 2 * sam : A;               \
+        const REAL *a3 = rows > 3 ? A + 3 * sam : A, *a4 = rows > 4 ? A + 4 * sam : A;                    \
+        const REAL *a5 = rows > 5 ? A + 5 * sam : A, *a6 = rows > 6 ? A + 6 * sam : A;                    \
+        const REAL *a7 = rows > 7 ? A + 7 * sam : A;                                                       \
+        (void)mk;                                                                                            \
+        for (int k = 0; k < K; k++, B += ldb, a0 += sak, a1 += sak, a2 += sak, a3 += sak, a4 += sak,        \
+                 a5 += sak, a6 += sak, a7 += sak) {                                                          \
+            VEC b0 = LOAD(B, 0);                                                                             \
+            FMA(c0, V_BCAST(a0), b0); FMA(c1, V_BCAST(a1), b0); FMA(c2, V_BCAST(a2), b0);                    \
+            FMA(c3, V_BCAST(a3), b0); FMA(c4, V_BCAST(a4), b0); FMA(c5, V_BCAST(a5), b0);                    \
+            FMA(c6, V_BCAST(a6), b0); FMA(c7, V_BCAST(a7), b0);                                              \
+        }                                                                                                    \
+        VEC r[8] = {c0, c1, c2, c3, c4, c5, c6, c7};                                                         \
+        SFX(store_rows)(r, 1, rows, C, ldc, cols, alpha, acc_into);                                          \
+    }
+
 #define PLAIN(p, v) V_LOAD(p)
 #define MASKED(p, v) V_MASKLOAD(p, mk[v])
 

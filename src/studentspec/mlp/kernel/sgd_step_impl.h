@@ -1,6 +1,6 @@
 /* The type-generic body of sgd_step.c, included once per precision. Before including, define
  * REAL (double/float), VEC (its 256- or 512-bit vector), VL (lanes), SUFFIX (f64/f32), the V_* vector
- * operations and LANE_MASK(n). Tiles named 4x12 and 6x8 are 4 x 3VL and 6 x 2VL elements. */
+ * operations and LANE_MASK(n). Tiles named 4x12, 6x8 and 8x1 are 4 x 3VL, 6 x 2VL and 8 x VL elements. */
 
 static MASKV SFX(lane_mask)(int n) { /* the first n (0..VL) lanes on */
     return LANE_MASK(n);
@@ -27,6 +27,10 @@ TILE_4x12(SFX(tile_4x12), PLAIN)
 TILE_4x12(SFX(tile_4x12_m), MASKED)
 TILE_6x8(SFX(tile_6x8), PLAIN)
 TILE_6x8(SFX(tile_6x8_m), MASKED)
+TILE_8x1(SFX(tile_8x1), PLAIN)
+TILE_8x1(SFX(tile_8x1_m), MASKED)
+
+typedef void (*SFX(Tile))(int, const REAL *, long, long, int, const REAL *, long, REAL *, long, int, double, int, const MASKV *);
 
 /* C[M, N] (=|+=) alpha * A @ B, A[m, k] = A[m*sam + k*sak], B row-major [K, N] (leading dim ldb). */
 static void SFX(gemm)(int M, int N, int K, const REAL *A, long sam, long sak, const REAL *B, long ldb, REAL *C,
@@ -34,19 +38,25 @@ static void SFX(gemm)(int M, int N, int K, const REAL *A, long sam, long sak, co
     /* 6 x 2VL tiles: exact for the [width, batch] products; for float32 everywhere (4 x 24 tiles
      * waste most of their last block on widths like 100 and 50: S=32 35 % -> 46 % of peak) */
     int narrow = sizeof(REAL) == 4 || (N % (2 * VL) == 0 && N <= 8 * VL);
-    int MR = narrow ? 6 : 4, NR = narrow ? 2 * VL : 3 * VL;
+    int NR = narrow ? 2 * VL : 3 * VL;
     for (int n0 = 0; n0 < N; n0 += NR) { /* a panel of B stays in L1 across the row blocks */
-        int cols = N - n0 < NR ? N - n0 : NR;
+        int cols = N - n0 < NR ? N - n0 : NR, MR;
         MASKV mk[3];
         for (int v = 0; v < 3; v++) mk[v] = SFX(lane_mask)(cols - VL * v < 0 ? 0 : (cols - VL * v > VL ? VL : cols - VL * v));
+        SFX(Tile) tile;
+        if (cols <= VL) { /* an edge panel of one vector (e.g. the last 4 of 100 columns): 8 x VL tiles, not a wide tile mostly masked off */
+            MR = 8;
+            tile = cols == VL ? SFX(tile_8x1) : SFX(tile_8x1_m);
+        } else if (narrow || cols <= 2 * VL) {
+            MR = 6;
+            tile = cols == 2 * VL ? SFX(tile_6x8) : SFX(tile_6x8_m);
+        } else {
+            MR = 4;
+            tile = cols == 3 * VL ? SFX(tile_4x12) : SFX(tile_4x12_m);
+        }
         for (int m0 = 0; m0 < M; m0 += MR) {
             int rows = M - m0 < MR ? M - m0 : MR;
-            const REAL *a = A + m0 * sam;
-            REAL *c = C + (long)m0 * ldc + n0;
-            if (narrow)
-                (cols == 2 * VL ? SFX(tile_6x8) : SFX(tile_6x8_m))(K, a, sam, sak, rows, B + n0, ldb, c, ldc, cols, alpha, acc_into, mk);
-            else
-                (cols == 3 * VL ? SFX(tile_4x12) : SFX(tile_4x12_m))(K, a, sam, sak, rows, B + n0, ldb, c, ldc, cols, alpha, acc_into, mk);
+            tile(K, A + m0 * sam, sam, sak, rows, B + n0, ldb, C + (long)m0 * ldc + n0, ldc, cols, alpha, acc_into, mk);
         }
     }
 }
