@@ -137,6 +137,14 @@ static void SFX(seed_pass)(int s, int S, int L, const int *widths, int B, const 
             const char *w = (const char *)(W[l] + (long)(s + 1) * widths[l] * widths[l + 1]);
             for (long o = 0; o < (long)widths[l] * widths[l + 1] * (long)sizeof(REAL); o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
         }
+    if (idx && s + 1 < S) /* and its batch rows, scattered over a training set far bigger than the caches */
+        for (int r = 0; r < B; r++) {
+            long row = idx[(long)(s + 1) * B + r];
+            const char *xr = (const char *)(x + ((long)(s + 1) * n_rows + row) * widths[0]);
+            const char *yr = (const char *)(y + ((long)(s + 1) * n_rows + row) * widths[L]);
+            for (long o = 0; o < (long)widths[0] * (long)sizeof(REAL); o += 64) _mm_prefetch(xr + o, _MM_HINT_T1);
+            for (long o = 0; o < (long)widths[L] * (long)sizeof(REAL); o += 64) _mm_prefetch(yr + o, _MM_HINT_T1);
+        }
     long rows = idx || !n_rows ? B : n_rows; /* rows between two seeds' batches */
     const REAL *ys = y + (long)s * rows * out;
     h[0] = (REAL *)x + (long)s * rows * in;
