@@ -212,6 +212,32 @@ def test_forward_grad_matches_autograd_on_a_slice_without_touching_parameters(ac
 
 
 @needs_kernel
+def test_forward_grad_storage_holds_the_activations_it_would_allocate():
+    """`storage` (reused by chunked evaluation) only moves where the activations are written: same bits as fresh
+    tensors, returned as views of it, chunk after chunk of different sizes; a short or mistyped one is refused.
+    Objective: half_sse (the paper's J); the oracle is the same pass without storage."""
+    gen = torch.Generator().manual_seed(9)
+    net = _net(2, [9, 21, 13, 5], "leaky_relu", gen)
+    step = ckernel.CompiledMLP(net, "half_sse")
+    storage = [torch.full((2 * 40 * w,), float("nan"), dtype=torch.float64) for w in (21, 13)]
+    for B in (40, 17):
+        x = torch.randn(2, B, 9, generator=gen, dtype=torch.float64)
+        y = torch.randn(2, B, 5, generator=gen, dtype=torch.float64)
+        grads, grads_s = ([torch.zeros_like(p) for p in net.parameters()] for _ in range(2))
+        loss, sq, hidden = step.forward_grad(x, y, True, grads, 0.5)
+        loss_s, sq_s, hidden_s = step.forward_grad(x, y, True, grads_s, 0.5, storage)
+        assert torch.equal(loss, loss_s) and torch.equal(sq, sq_s)
+        for h, hs, buf in zip(hidden, hidden_s, storage):
+            assert torch.equal(h, hs) and hs.data_ptr() == buf.data_ptr()
+        for g, gs in zip(grads, grads_s):
+            assert torch.equal(g, gs)
+    with pytest.raises(ValueError, match="storage"):
+        step.forward_grad(x, y, True, None, 1.0, [storage[0][:10], storage[1]])
+    with pytest.raises(ValueError, match="storage"):
+        step.forward_grad(x, y, True, None, 1.0, [t.float() for t in storage])
+
+
+@needs_kernel
 def test_evaluate_agrees_with_the_torch_path():
     from studentspec.mlp.evaluate import evaluate
     from studentspec.mlp.train import build

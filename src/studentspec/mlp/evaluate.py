@@ -61,13 +61,16 @@ def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, c
     grads: list[Tensor] = [torch.zeros_like(p, dtype=torch.float64) for p in student.parameters()] if compiled is not None and with_grad else []
     scratch = [torch.zeros_like(p) for p in student.parameters()] if grads and student.weights[0].dtype != torch.float64 else []
     n = x.shape[1]
+    # the compiled pass writes every chunk's activations into the same storage (fresh tensors cost page faults)
+    storage = [torch.empty(x.shape[0] * min(chunk, n) * w.shape[2], dtype=w.dtype) for w in student.weights[:-1]] if compiled else None
     for i in range(0, n, chunk):
         xb, yb = x[:, i : i + chunk], y[:, i : i + chunk]
         t_hidden = [h[:, i : i + chunk] for h in teacher_acts] if teacher_acts is not None else teacher.forward(xb)[1]
         if compiled is not None:
             for t in scratch:
                 t.zero_()
-            chunk_loss, chunk_sq, s_hidden = compiled.forward_grad(xb, yb, True, (scratch or grads) if with_grad else None, xb.shape[1] / n)
+            chunk_loss, chunk_sq, s_hidden = compiled.forward_grad(xb, yb, True, (scratch or grads) if with_grad else None, xb.shape[1] / n,
+                                                                    storage)
             for total, part in zip(grads, scratch):
                 total.add_(part)
             for acc, th, sh in zip(accs, t_hidden, s_hidden):

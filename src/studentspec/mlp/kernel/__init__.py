@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -215,11 +216,13 @@ class CompiledMLP:
             raise ValueError(f"the compiled step needs contiguous {self.dtype} training sets")
         return self._run(x_train, y_train, idx.to(torch.int64).contiguous(), lr, alive)
 
-    def forward_grad(self, x: Tensor, y: Tensor, hidden: bool, grads: list[Tensor] | None, gscale: float) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def forward_grad(self, x: Tensor, y: Tensor, hidden: bool, grads: list[Tensor] | None, gscale: float,
+                     storage: list[Tensor] | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Per-seed loss [S], sum of squared errors [S] and hidden activations ([S, B, w_l] each, if `hidden`) on (x, y).
 
         With `grads` ([dW_1, db_1, ...] shaped like the parameters), adds gscale * the gradient to them.
-        Parameters are not touched.
+        Parameters are not touched. `storage` (one flat tensor of the run's dtype per hidden layer, at least S * B * w_l
+        long) holds the activations instead of fresh tensors: a chunked pass reuses it rather than fault in new pages.
         """
         S, B, _ = x.shape
         seed_rows = _seed_rows(x)
@@ -227,7 +230,12 @@ class CompiledMLP:
             x, y, seed_rows = x.contiguous(), y.contiguous(), B
         self._check_dtype(x, y)
         net = self.net
-        hs = [torch.empty(S, B, w.shape[2], dtype=self.dtype) for w in net.weights[:-1]] if hidden else []
+        shapes = [(S, B, w.shape[2]) for w in net.weights[:-1]] if hidden else []
+        if storage is not None and not all(t.dtype == self.dtype and t.is_contiguous() and t.numel() >= math.prod(shape)
+                                           for t, shape in zip(storage, shapes, strict=True)):
+            raise ValueError(f"storage: one contiguous {self.dtype} tensor of at least S * B * w_l elements per hidden layer")
+        hs = [torch.empty(shape, dtype=self.dtype) if storage is None else t.view(-1)[: math.prod(shape)].view(shape)
+              for t, shape in zip(storage or [None] * len(shapes), shapes)]
         loss, sq = torch.empty(S, dtype=torch.float64), torch.empty(S, dtype=torch.float64)
         threads, work = self._workspace(S, B)
         if grads is not None and not all(g.is_contiguous() and g.dtype == self.dtype for g in grads):

@@ -97,7 +97,7 @@ long ss_workspace(int L, const int *widths, int B) {
     long total = 0, widest = 0;
     for (int l = 1; l <= L; l++) total += (long)B * widths[l];
     for (int l = 0; l <= L; l++) widest = widths[l] > widest ? widths[l] : widest;
-    return total + 4 * (long)B * widest + (long)B * (widths[0] + widths[L]);
+    return total + 5 * (long)B * widest + (long)B * (widths[0] + widths[L]);
 }
 
 #ifdef __AVX512F__

@@ -104,6 +104,21 @@ static double SFX(loss_and_grad)(int B, int C, REAL *out, const REAL *y, int obj
 }
 
 
+/* db[j] += scale * sum over r of g[r, j], each sum in double over r in order: the sums of a block of columns run side
+ * by side (vector lanes), not one long dependent chain per column (evaluation's batches have hundreds of rows). */
+static void SFX(bias_grad)(int B, int b, const REAL *g, REAL *db, double scale) {
+    double acc[256];
+    for (int j0 = 0; j0 < b; j0 += 256) {
+        int n = b - j0 < 256 ? b - j0 : 256;
+        for (int j = 0; j < n; j++) acc[j] = 0.0;
+        for (int r = 0; r < B; r++) {
+            const REAL *gr = g + (long)r * b + j0;
+            for (int j = 0; j < n; j++) acc[j] += gr[j];
+        }
+        for (int j = 0; j < n; j++) db[j0 + j] += (REAL)(scale * acc[j]);
+    }
+}
+
 /* What a pass over one seed does besides forward and loss: an SGD update (gW == NULL), or
  * adding gscale * the gradient to gW, gb without touching the parameters (evaluation). */
 typedef struct {
@@ -126,7 +141,7 @@ static void SFX(seed_pass)(int s, int S, int L, const int *widths, int B, const 
     if (mode->hidden)
         for (int l = 1; l < L; l++) h[l] = mode->hidden[l - 1] + (long)s * B * widths[l];
     REAL *gT = p, *belowT = gT + (long)B * widest, *ga = belowT + (long)B * widest, *gb = ga + (long)B * widest;
-    REAL *xb = gb + (long)B * widest, *yb = xb + (long)B * widths[0];
+    REAL *wT = gb + (long)B * widest, *xb = wT + (long)B * widest, *yb = xb + (long)B * widths[0];
     int in = widths[0], out = widths[L];
     if (alive && !alive[s]) {
         loss[s] = NAN;
@@ -177,23 +192,27 @@ static void SFX(seed_pass)(int s, int S, int L, const int *widths, int B, const 
     for (int l = L - 1; l >= 0; l--) {
         int a = widths[l], b = widths[l + 1];
         REAL *w = W[l] + (long)s * a * b, *c = bias[l] + (long)s * b;
-        if (l > 0) { /* the signal below, through W before its update: belowT = W g^T */
+        /* the signal below, through W before its update: element (r, i) is sum over k of W[i, k] g[r, k] in k order
+         * either way, so the same bits; as g W^T [B, a] where W is the smaller to transpose (evaluation's batches),
+         * else as W g^T [a, B] (training's) */
+        int rowwise = (long)a * b <= (long)B * widest;
+        if (l > 0 && rowwise) {
+            SFX(transpose)(a, b, w, wT);
+            SFX(gemm)(B, a, b, g, b, 1, wT, a, belowT, a, 1.0, 0);
+        } else if (l > 0) {
             SFX(transpose)(B, b, g, gT);
             SFX(gemm)(a, B, b, w, b, 1, gT, B, belowT, B, 1.0, 0);
         }
         REAL *dw = mode->gW ? mode->gW[l] + (long)s * a * b : w, *db = mode->gW ? mode->gb[l] + (long)s * b : c;
         double scale = mode->gW ? mode->gscale : -mode->lr;
         SFX(gemm)(a, b, B, h[l], 1, a, g, b, dw, b, scale, 1); /* W -= lr h^T g, or gW += gscale h^T g */
-        for (int j = 0; j < b; j++) {
-            double sum = 0.0;
-            for (int r = 0; r < B; r++) sum += g[(long)r * b + j];
-            db[j] += (REAL)(scale * sum);
-        }
-        if (l > 0) { /* g <- (belowT)^T * psi'(z): h > 0 exactly where z > 0 (slope > 0) */
+        SFX(bias_grad)(B, b, g, db, scale);
+        if (l > 0) { /* g <- the signal below * psi'(z): h > 0 exactly where z > 0 (slope > 0) */
             REAL *next = g == ga ? gb : ga, *hl = h[l];
+            long si = rowwise ? 1 : B, sr = rowwise ? a : 1; /* its strides over i and r */
             for (int r = 0; r < B; r++)
                 for (int i = 0; i < a; i++) {
-                    REAL v = belowT[(long)i * B + r];
+                    REAL v = belowT[i * si + r * sr];
                     next[(long)r * a + i] = hl[(long)r * a + i] > 0 ? v : (act ? (REAL)(slope * v) : 0);
                 }
             g = next;
