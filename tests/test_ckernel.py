@@ -127,6 +127,41 @@ def test_non_finite_and_dead_seeds_keep_their_parameters():
         assert torch.equal(old[1], new[1]) and torch.equal(old[2], new[2])
 
 
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_block_of_steps_equals_step_after_step_bitwise(threads, dtype):
+    """indexed_steps (a seed's T steps back to back) against T indexed() calls with the train loop's bookkeeping
+    between them (a seed with a non-finite loss is marked dead): same parameters and losses, bit for bit, for a seed
+    dead from the start, one whose training set turns non-finite mid-block, and the healthy rest. Objective:
+    half_sse (the paper's J); the oracle is the one-step kernel, itself held to autograd above."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(5)
+        widths, T, B, n_rows = [9, 23, 14, 6], 7, 5, 40
+        nets = [_net(4, widths, "leaky_relu", torch.Generator().manual_seed(6), dtype) for _ in range(2)]
+        x = torch.randn(4, n_rows, widths[0], generator=gen, dtype=dtype)
+        y = torch.randn(4, n_rows, widths[-1], generator=gen, dtype=dtype)
+        idx = torch.randint(0, n_rows - 1, (T, 4, B), generator=gen)
+        x[1, n_rows - 1] = float("inf")
+        idx[4, 1, 2] = n_rows - 1  # seed 1 meets the bad row at step 4
+        alive0 = torch.tensor([True, True, False, True])
+        blocked = ckernel.CompiledMLP(nets[0], "half_sse").indexed_steps(x, y, idx, 0.05, alive0.clone())
+        step, alive, losses = ckernel.CompiledMLP(nets[1], "half_sse"), alive0.clone(), []
+        for t in range(T):
+            losses.append(step.indexed(x, y, idx[t], 0.05, alive).clone())
+            alive &= torch.isfinite(losses[-1])
+        assert blocked.shape == (T, 4) and torch.equal(blocked.isnan(), torch.stack(losses).isnan())
+        assert torch.equal(blocked.nan_to_num(), torch.stack(losses).nan_to_num())
+        assert torch.isfinite(blocked[:4, 1]).all() and not torch.isfinite(blocked[4:, 1]).any()
+        assert torch.isnan(blocked[:, 2]).all() and torch.isfinite(blocked[:, [0, 3]]).all()
+        for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+            assert torch.equal(a, b)
+    finally:
+        torch.set_num_threads(old)
+
+
 TINY = ["seeds=[1,2]", "input_dim=8", "output_dim=5", "teacher.widths=[3]", "student.multi=2", "data.n_train=200",
         "data.n_eval=100", "train.steps_per_epoch=20", "train.epochs=2", "train.lr=0.05"]
 
@@ -272,7 +307,8 @@ def _header_functions() -> set[str]:
 def test_the_c_source_includes_the_header_the_binding_declares_and_it_is_hashed():
     assert '#include "sgd_step.h"' in ckernel.SOURCE.read_text()  # so the compiler checks the definitions against it
     assert ckernel.HEADER in ckernel.SOURCES  # a changed header rebuilds
-    assert _header_functions() == {"ss_workspace", "ss_sgd_step_f64", "ss_sgd_step_f32", "ss_forward_grad_f64",
+    assert _header_functions() == {"ss_workspace", "ss_sgd_step_f64", "ss_sgd_step_f32", "ss_sgd_steps_f64", "ss_sgd_steps_f32",
+                                   "ss_forward_grad_f64",
                                    "ss_forward_grad_f32", "ss_corr_update_f64", "ss_corr_update_f32"}
     assert not any(line.lstrip().startswith("#") for line in ckernel.declarations().splitlines())
 

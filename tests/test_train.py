@@ -103,6 +103,30 @@ def test_diverging_seed_is_frozen_and_siblings_go_on(kernel):
     assert all(torch.isfinite(t).all() for t in frozen)
 
 
+@needs_kernel
+def test_blocks_of_compiled_steps_change_no_number_and_no_divergence_step(monkeypatch):
+    """The compiled trainer runs up to STEP_BLOCK steps per call, seed by seed; one step per call must give the same
+    run: every parameter bit, the loss trace, and the step a diverging seed (2, through a huge input scale) is
+    reported at. Objective: the config's default (half_sse, the paper's J) in both runs."""
+    import studentspec.mlp.train as mtrain
+
+    cfg = load_config(None, ["seeds=[1,2,3]", *TINY, "train.kernel=c"])
+    runs = []
+    for block in (mtrain.STEP_BLOCK, 1):
+        monkeypatch.setattr(mtrain, "STEP_BLOCK", block)
+        s = build(cfg)
+        assert mtrain.step_block(cfg, s.student) == block
+        s.stream.set_training(s.stream.x_train * torch.tensor([1.0, 1e6, 1.0], dtype=torch.float64)[:, None, None])
+        runs.append(train(cfg, progress=False, setup=s))
+    blocked, single = runs
+    assert list(blocked.diverged) == [2] and blocked.diverged == single.diverged
+    for seed in (1, 2, 3):
+        for a, b in zip(student_of(blocked, seed), student_of(single, seed)):
+            assert torch.equal(a, b)
+    for a, b in zip(tables(blocked), tables(single)):
+        assert a.equals(b)
+
+
 def test_quick_two_layer_run_specializes_every_teacher_with_l_shape():
     """d=20, 4 teacher nodes, multi 5, p=0: every teacher node > 0.95; unmatched students' fan-out ~ 0."""
     cfg = load_config(None, ["seeds=[1,2]", "input_dim=20", "output_dim=10", "teacher.widths=[4]", "teacher.decay=0",

@@ -27,6 +27,7 @@ from ..ensemble.optim import Optimizer, frozen, seed_mask
 from .teacher import build_teacher, fit_teacher
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+STEP_BLOCK, BLOCK_FLOPS = 50, 5e9  # compiled steps per call: at most 50, and about 5 GFLOP (a second or two)
 
 
 @dataclass
@@ -287,13 +288,14 @@ def train(s: Setup, hooks: Hooks = Hooks()) -> TrainResult:
     fused = manual and tc.optimizer in ("sgd", "gd") and not tc.momentum and not tc.weight_decay
     compiled = _compiled_step(cfg, s.student)
     constraints = Constraints.of(cfg, s.student)
+    block = step_block(cfg, s.student)
     result.kernel = "c" if compiled is not None else "torch"
     if loop.epoch == 0:  # a resumed run's checkpoint holds its earlier evaluations
         record(0)
     step = loop.step
     for epoch in range(loop.epoch, tc.epochs):
         lr = lr_at(tc.lr, epoch, tc.lr_reduction)
-        for item in s.stream.epoch(epoch) if compiled is None else _compiled_epoch(s, compiled, epoch, lr, alive):
+        for item in s.stream.epoch(epoch) if compiled is None else _compiled_epoch(s, compiled, epoch, lr, alive, block):
             if compiled is not None:  # the step ran; it skipped dead seeds and left a seed with a non-finite loss as it was
                 loss = item
                 _check(result, cfg.seeds, alive, loss, step)
@@ -345,8 +347,16 @@ def _compiled_step(cfg: Config, net: Net) -> ckernel.CompiledMLP | None:
     return None if why else ckernel.CompiledMLP(net, tc.loss)
 
 
-def _compiled_epoch(s: Setup, compiled: ckernel.CompiledMLP, epoch: int, lr: float, alive: Tensor) -> Iterator[Tensor]:
-    """One epoch of compiled steps, yielding each step's per-seed loss; batches of a fixed set are gathered in the kernel."""
+def step_block(cfg: Config, net: Net) -> int:
+    """Steps one compiled call runs seed by seed (indexed_steps): up to 50, fewer where a step is big (a call cannot
+    be interrupted, and the progress bar and divergence reports wait for it); 1 where constraints act between steps."""
+    flops = 6 * len(cfg.seeds) * cfg.train.batch_size * sum(w.shape[1] * w.shape[2] for w in net.weights)
+    return 1 if Constraints.of(cfg, net) else max(1, min(STEP_BLOCK, int(BLOCK_FLOPS // max(flops, 1))))
+
+
+def _compiled_epoch(s: Setup, compiled: ckernel.CompiledMLP, epoch: int, lr: float, alive: Tensor, block: int) -> Iterator[Tensor]:
+    """One epoch of compiled steps, yielding each step's per-seed loss; batches of a fixed set are gathered in the kernel,
+    `block` steps per call (the train loop marks diverged seeds dead between calls; inside one, the kernel stops them)."""
     idx_epoch = s.stream.indices(epoch)
     if idx_epoch is None:
         for x, y in s.stream.epoch(epoch):
@@ -354,8 +364,12 @@ def _compiled_epoch(s: Setup, compiled: ckernel.CompiledMLP, epoch: int, lr: flo
         return
     x, y = s.stream.x_train.contiguous(), s.stream.y_train.contiguous()
     compiled.check_indices(idx_epoch, x.shape[1])
-    for idx in idx_epoch:
-        yield compiled.indexed(x, y, idx, lr, alive)
+    if block == 1:
+        for idx in idx_epoch:
+            yield compiled.indexed(x, y, idx, lr, alive)
+        return
+    for t0 in range(0, len(idx_epoch), block):
+        yield from compiled.indexed_steps(x, y, idx_epoch[t0 : t0 + block], lr, alive)
 
 
 def _check(result: TrainResult, seeds: list[int], alive: Tensor, loss: Tensor, step: int) -> bool:

@@ -196,6 +196,7 @@ class CompiledMLP:
         self.dtype = net.weights[0].dtype
         sfx = SUFFIX[self.dtype]
         self._step, self._forward_grad = getattr(dll, f"ss_sgd_step_{sfx}"), getattr(dll, f"ss_forward_grad_{sfx}")
+        self._steps = getattr(dll, f"ss_sgd_steps_{sfx}")
         self._corr_update = getattr(dll, f"ss_corr_update_{sfx}")
         self._real = ffi.typeof(f"{CTYPE[self.dtype]} *")  # ctype objects: cheaper to cast to than strings
         self._f64, self._i64, self._u8 = ffi.typeof("double *"), ffi.typeof("long *"), ffi.typeof("unsigned char *")
@@ -215,6 +216,26 @@ class CompiledMLP:
         if x_train.dtype != self.dtype or y_train.dtype != self.dtype or not (x_train.is_contiguous() and y_train.is_contiguous()):
             raise ValueError(f"the compiled step needs contiguous {self.dtype} training sets")
         return self._run(x_train, y_train, idx.to(torch.int64).contiguous(), lr, alive)
+
+    def indexed_steps(self, x_train: Tensor, y_train: Tensor, idx: Tensor, lr: float, alive: Tensor) -> Tensor:
+        """len(idx) consecutive indexed() steps (idx [T, S, B]), each seed's back to back while its parameters sit in cache.
+
+        Returns the losses [T, S]: a seed whose loss turns non-finite keeps its parameters from then on and its later
+        losses are NaN, as if marked dead after that step; the numbers are those of T indexed() calls.
+        """
+        if x_train.dtype != self.dtype or y_train.dtype != self.dtype or not (x_train.is_contiguous() and y_train.is_contiguous()):
+            raise ValueError(f"the compiled step needs contiguous {self.dtype} training sets")
+        T, S, B = idx.shape
+        idx = idx.to(torch.int64).contiguous()
+        threads, _ = self._workspace(S, B)
+        alive_u8 = alive.to(torch.uint8).contiguous()
+        loss = torch.empty(T, S, dtype=torch.float64)
+        cast, real = ffi.cast, self._real
+        self._steps(T, S, self.depth, self.widths, B, cast(real, x_train.data_ptr()), cast(real, y_train.data_ptr()),
+                    cast(self._i64, idx.data_ptr()), x_train.shape[1], self._ptrs(self.net.weights), self._ptrs(self.net.biases),
+                    self.act, self.slope, self.obj, float(lr), cast(self._u8, alive_u8.data_ptr()),
+                    cast(self._f64, loss.data_ptr()), self._work_ptr, threads)
+        return loss
 
     def forward_grad(self, x: Tensor, y: Tensor, hidden: bool, grads: list[Tensor] | None, gscale: float,
                      storage: list[Tensor] | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:

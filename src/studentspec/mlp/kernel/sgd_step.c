@@ -6,7 +6,7 @@
  * Layouts (row-major, seed axis first): x [S, B, w0], y [S, B, wL], W_l [S, w_l, w_{l+1}],
  * b_l [S, w_{l+1}]; layer l computes h_{l+1} = psi(h_l W_l + b_l), the top layer is linear.
  * Every seed is computed by the same instructions whatever S is, so a seed gives the same bits
- * alone and inside an ensemble. Exported: ss_workspace, ss_sgd_step_{f64,f32},
+ * alone and inside an ensemble. Exported: ss_workspace, ss_sgd_step_{f64,f32}, ss_sgd_steps_{f64,f32},
  * ss_forward_grad_{f64,f32} (sgd_step_impl.h, included once per precision), declared in
  * sgd_step.h: included here, so the compiler checks every definition against the prototypes
  * the Python binding hands to cffi.

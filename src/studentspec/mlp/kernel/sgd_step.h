@@ -17,6 +17,13 @@ void ss_sgd_step_f32(int S, int L, const int *widths, int B, const float *x, con
                      long n_rows, float **W, float **bias, int act, double slope, int obj, double lr,
                      const unsigned char *alive, double *loss, float *work, int threads);
 
+void ss_sgd_steps_f64(int T, int S, int L, const int *widths, int B, const double *x, const double *y, const long *idx,
+                      long n_rows, double **W, double **bias, int act, double slope, int obj, double lr,
+                      const unsigned char *alive, double *loss, double *work, int threads);
+void ss_sgd_steps_f32(int T, int S, int L, const int *widths, int B, const float *x, const float *y, const long *idx,
+                      long n_rows, float **W, float **bias, int act, double slope, int obj, double lr,
+                      const unsigned char *alive, double *loss, float *work, int threads);
+
 void ss_forward_grad_f64(int S, int L, const int *widths, int B, const double *x, const double *y, long seed_rows,
                          double **W, double **bias, int act, double slope, int obj, double **hidden, double *loss,
                          double *sq, double **gW, double **gb, double gscale, double *work, int threads);

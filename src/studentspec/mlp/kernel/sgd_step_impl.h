@@ -129,8 +129,26 @@ typedef struct {
     double *sq;    /* if set, sq[s] = sum over the batch of (out - y)^2 */
 } SFX(Mode);
 
+/* Start moving seed s's parameters (if `params`) and the rows ids[0:B] of its training set (if ids) towards L2 while
+ * another pass computes: the rows are scattered over a set far bigger than the caches. */
+static void SFX(prefetch)(int s, int L, const int *widths, int B, const REAL *x, const REAL *y, const long *ids, long n_rows,
+                          REAL **W, int params) {
+    if (params)
+        for (int l = 0; l < L; l++) {
+            const char *w = (const char *)(W[l] + (long)s * widths[l] * widths[l + 1]);
+            for (long o = 0; o < (long)widths[l] * widths[l + 1] * (long)sizeof(REAL); o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
+        }
+    if (ids)
+        for (int r = 0; r < B; r++) {
+            const char *xr = (const char *)(x + ((long)s * n_rows + ids[r]) * widths[0]);
+            const char *yr = (const char *)(y + ((long)s * n_rows + ids[r]) * widths[L]);
+            for (long o = 0; o < (long)widths[0] * (long)sizeof(REAL); o += 64) _mm_prefetch(xr + o, _MM_HINT_T1);
+            for (long o = 0; o < (long)widths[L] * (long)sizeof(REAL); o += 64) _mm_prefetch(yr + o, _MM_HINT_T1);
+        }
+}
+
 /* One seed (see SFX(ss_sgd_step) and SFX(ss_forward_grad)), with its own workspace. */
-static void SFX(seed_pass)(int s, int S, int L, const int *widths, int B, const REAL *x, const REAL *y,
+static void SFX(seed_pass)(int s, int L, const int *widths, int B, const REAL *x, const REAL *y,
                       const long *idx, long n_rows, REAL **W, REAL **bias, int act, double slope, int obj,
                       const SFX(Mode) *mode, const unsigned char *alive, double *loss, REAL *work) {
     int widest = 0;
@@ -147,19 +165,6 @@ static void SFX(seed_pass)(int s, int S, int L, const int *widths, int B, const 
         loss[s] = NAN;
         return;
     }
-    if (s + 1 < S) /* the next seed's parameters start moving towards L2 while this one computes */
-        for (int l = 0; l < L; l++) {
-            const char *w = (const char *)(W[l] + (long)(s + 1) * widths[l] * widths[l + 1]);
-            for (long o = 0; o < (long)widths[l] * widths[l + 1] * (long)sizeof(REAL); o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
-        }
-    if (idx && s + 1 < S) /* and its batch rows, scattered over a training set far bigger than the caches */
-        for (int r = 0; r < B; r++) {
-            long row = idx[(long)(s + 1) * B + r];
-            const char *xr = (const char *)(x + ((long)(s + 1) * n_rows + row) * widths[0]);
-            const char *yr = (const char *)(y + ((long)(s + 1) * n_rows + row) * widths[L]);
-            for (long o = 0; o < (long)widths[0] * (long)sizeof(REAL); o += 64) _mm_prefetch(xr + o, _MM_HINT_T1);
-            for (long o = 0; o < (long)widths[L] * (long)sizeof(REAL); o += 64) _mm_prefetch(yr + o, _MM_HINT_T1);
-        }
     long rows = idx || !n_rows ? B : n_rows; /* rows between two seeds' batches */
     const REAL *ys = y + (long)s * rows * out;
     h[0] = (REAL *)x + (long)s * rows * in;
@@ -224,14 +229,13 @@ static void SFX(all_seeds)(int S, int L, const int *widths, int B, const REAL *x
                       long n_rows, REAL **W, REAL **bias, int act, double slope, int obj, const SFX(Mode) *mode,
                       const unsigned char *alive, double *loss, REAL *work, int threads) {
     long ws = ss_workspace(L, widths, B);
-    if (threads <= 1) { /* no thread team for the one-thread case (sweep workers) */
-        for (int s = 0; s < S; s++) SFX(seed_pass)(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, obj, mode, alive, loss, work);
-        return;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int s = 0; s < S; s++) {
+        if (s + 1 < S) /* the next seed's parameters and batch move towards L2 while this one computes */
+            SFX(prefetch)(s + 1, L, widths, B, x, y, idx ? idx + (long)(s + 1) * B : NULL, n_rows, W, 1);
+        SFX(seed_pass)(s, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, obj, mode, alive, loss,
+                       work + ws * omp_get_thread_num());
     }
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int s = 0; s < S; s++)
-        SFX(seed_pass)(s, S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, obj, mode, alive, loss,
-                  work + ws * omp_get_thread_num());
 }
 
 /* One step for every seed with alive[s]: loss[s] is its loss on (x, y); if that is finite its
@@ -246,6 +250,35 @@ void SFX(ss_sgd_step)(int S, int L, const int *widths, int B, const REAL *x, con
                  double *loss, REAL *work, int threads) {
     SFX(Mode) mode = {1, lr, 0.0, NULL, NULL, NULL, NULL};
     SFX(all_seeds)(S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, obj, &mode, alive, loss, work, threads);
+}
+
+/* T consecutive steps of ss_sgd_step with idx [T, S, B] (batch rows of each step) and loss [T, S], run seed after
+ * seed: a seed's T steps follow one another while its parameters stay in L2 (step after step over the whole ensemble
+ * streamed every seed's parameters through L3 once per step). A seed's numbers are the same as T ss_sgd_step
+ * calls': after a non-finite loss it takes no further step and its later losses are NaN, as a seed marked dead. */
+void SFX(ss_sgd_steps)(int T, int S, int L, const int *widths, int B, const REAL *x, const REAL *y, const long *idx,
+                       long n_rows, REAL **W, REAL **bias, int act, double slope, int obj, double lr,
+                       const unsigned char *alive, double *loss, REAL *work, int threads) {
+    SFX(Mode) mode = {1, lr, 0.0, NULL, NULL, NULL, NULL};
+    long ws = ss_workspace(L, widths, B);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int s = 0; s < S; s++) {
+        REAL *wk = work + ws * omp_get_thread_num();
+        int live = alive[s];
+        for (int t = 0; t < T; t++) {
+            if (t + 1 < T) /* the next step's rows; after the last, the next seed's parameters and first rows */
+                SFX(prefetch)(s, L, widths, B, x, y, idx + ((long)(t + 1) * S + s) * B, n_rows, W, 0);
+            else if (s + 1 < S)
+                SFX(prefetch)(s + 1, L, widths, B, x, y, idx + (long)(s + 1) * B, n_rows, W, 1);
+            double *lt = loss + (long)t * S;
+            if (!live) {
+                lt[s] = NAN;
+                continue;
+            }
+            SFX(seed_pass)(s, L, widths, B, x, y, idx + (long)t * S * B, n_rows, W, bias, act, slope, obj, &mode, NULL, lt, wk);
+            live = isfinite(lt[s]);
+        }
+    }
 }
 
 /* Forward, loss and gradient of every seed on a batch, parameters untouched (evaluation):
