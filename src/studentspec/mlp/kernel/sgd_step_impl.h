@@ -29,6 +29,10 @@ TILE_6x8(SFX(tile_6x8), PLAIN)
 TILE_6x8(SFX(tile_6x8_m), MASKED)
 TILE_8x1(SFX(tile_8x1), PLAIN)
 TILE_8x1(SFX(tile_8x1_m), MASKED)
+#ifdef __AVX512F__
+TILE_8x12(SFX(tile_8x12), PLAIN)
+TILE_8x12(SFX(tile_8x12_m), MASKED)
+#endif
 
 typedef void (*SFX(Tile))(int, const REAL *, long, long, int, const REAL *, long, REAL *, long, int, double, int, const MASKV *);
 
@@ -51,8 +55,13 @@ static void SFX(gemm)(int M, int N, int K, const REAL *A, long sam, long sak, co
             MR = 6;
             tile = cols == 2 * VL ? SFX(tile_6x8) : SFX(tile_6x8_m);
         } else {
+#ifdef __AVX512F__ /* 32 registers: 8 x 3VL tiles (24 accumulators) read each panel of B half as often */
+            MR = 8;
+            tile = cols == 3 * VL ? SFX(tile_8x12) : SFX(tile_8x12_m);
+#else
             MR = 4;
             tile = cols == 3 * VL ? SFX(tile_4x12) : SFX(tile_4x12_m);
+#endif
         }
         for (int m0 = 0; m0 < M; m0 += MR) {
             int rows = M - m0 < MR ? M - m0 : MR;
