@@ -92,10 +92,21 @@
             x = V_BCAST(a6); FMA(c60, x, b0); FMA(c61, x, b1); FMA(c62, x, b2);                              \
             x = V_BCAST(a7); FMA(c70, x, b0); FMA(c71, x, b1); FMA(c72, x, b2);                              \
         }                                                                                                    \
+        if (rows == 8 && cols == 3 * VL) { /* a full tile: stored from the registers, as store_rows would */     \
+            VEC al = V_SET1(alpha);                                                                          \
+            STORE3(C, c00, c01, c02); STORE3(C + ldc, c10, c11, c12); STORE3(C + 2 * ldc, c20, c21, c22);   \
+            STORE3(C + 3 * ldc, c30, c31, c32); STORE3(C + 4 * ldc, c40, c41, c42);                          \
+            STORE3(C + 5 * ldc, c50, c51, c52); STORE3(C + 6 * ldc, c60, c61, c62);                          \
+            STORE3(C + 7 * ldc, c70, c71, c72);                                                              \
+            return;                                                                                          \
+        }                                                                                                    \
         VEC r[8][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32},                   \
                        {c40, c41, c42}, {c50, c51, c52}, {c60, c61, c62}, {c70, c71, c72}};                  \
         SFX(store_rows)(&r[0][0], 3, rows, C, ldc, cols, alpha, acc_into);                                   \
     }
+/* C[0:3VL] (=|+=) alpha * (c0, c1, c2), the arithmetic of store_rows */
+#define STORE1(p, c) V_STORE(p, acc_into ? V_ADD(V_LOAD(p), V_MUL(al, c)) : V_MUL(al, c))
+#define STORE3(p, c0, c1, c2) STORE1(p, c0); STORE1((p) + VL, c1); STORE1((p) + 2 * VL, c2)
 #define TILE_8x1(NAME, LOAD)                                                                                  \
     static void NAME(int K, const REAL *A, long sam, long sak, int rows, const REAL *B, long ldb,         \
                      REAL *C, long ldc, int cols, double alpha, int acc_into, const MASKV *mk) {          \
