@@ -69,19 +69,22 @@
         SFX(store_rows)(&r[0][0], 2, rows, C, ldc, cols, alpha, acc_into);                                        \
     }
 
+/* The 8-row tiles' pointers to rows 0..7 of A (rows past `rows` repeat row 0) and their step to the next k */
+#define ROWS8                                                                                                \
+    const REAL *a0 = A, *a1 = rows > 1 ? A + sam : A, *a2 = rows > 2 ? A + 2 * sam : A;                   \
+    const REAL *a3 = rows > 3 ? A + 3 * sam : A, *a4 = rows > 4 ? A + 4 * sam : A;                        \
+    const REAL *a5 = rows > 5 ? A + 5 * sam : A, *a6 = rows > 6 ? A + 6 * sam : A;                        \
+    const REAL *a7 = rows > 7 ? A + 7 * sam : A
+#define NEXT_K8 k++, B += ldb, a0 += sak, a1 += sak, a2 += sak, a3 += sak, a4 += sak, a5 += sak, a6 += sak, a7 += sak
 #define TILE_8x12(NAME, LOAD)                                                                                 \
     static void NAME(int K, const REAL *A, long sam, long sak, int rows, const REAL *B, long ldb,         \
                      REAL *C, long ldc, int cols, double alpha, int acc_into, const MASKV *mk) {          \
         VEC c00 = V_ZERO(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00, c20 = c00, c21 = c00;     \
         VEC c22 = c00, c30 = c00, c31 = c00, c32 = c00, c40 = c00, c41 = c00, c42 = c00, c50 = c00;         \
         VEC c51 = c00, c52 = c00, c60 = c00, c61 = c00, c62 = c00, c70 = c00, c71 = c00, c72 = c00;         \
-        const REAL *a0 = A, *a1 = rows > 1 ? A + sam : A, *a2 = rows > 2 ? A + 2 * sam : A;               \
-        const REAL *a3 = rows > 3 ? A + 3 * sam : A, *a4 = rows > 4 ? A + 4 * sam : A;                    \
-        const REAL *a5 = rows > 5 ? A + 5 * sam : A, *a6 = rows > 6 ? A + 6 * sam : A;                    \
-        const REAL *a7 = rows > 7 ? A + 7 * sam : A;                                                       \
+        ROWS8;                                                                                               \
         (void)mk;                                                                                            \
-        for (int k = 0; k < K; k++, B += ldb, a0 += sak, a1 += sak, a2 += sak, a3 += sak, a4 += sak,        \
-                 a5 += sak, a6 += sak, a7 += sak) {                                                          \
+        for (int k = 0; k < K; NEXT_K8) {                                                                    \
             VEC b0 = LOAD(B, 0), b1 = LOAD(B + VL, 1), b2 = LOAD(B + 2 * VL, 2), x;                          \
             x = V_BCAST(a0); FMA(c00, x, b0); FMA(c01, x, b1); FMA(c02, x, b2);                              \
             x = V_BCAST(a1); FMA(c10, x, b0); FMA(c11, x, b1); FMA(c12, x, b2);                              \
@@ -111,13 +114,9 @@
     static void NAME(int K, const REAL *A, long sam, long sak, int rows, const REAL *B, long ldb,         \
                      REAL *C, long ldc, int cols, double alpha, int acc_into, const MASKV *mk) {          \
         VEC c0 = V_ZERO(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;                   \
-        const REAL *a0 = A, *a1 = rows > 1 ? A + sam : A, *a2 = rows > 2 ? A + 2 * sam : A;               \
-        const REAL *a3 = rows > 3 ? A + 3 * sam : A, *a4 = rows > 4 ? A + 4 * sam : A;                    \
-        const REAL *a5 = rows > 5 ? A + 5 * sam : A, *a6 = rows > 6 ? A + 6 * sam : A;                    \
-        const REAL *a7 = rows > 7 ? A + 7 * sam : A;                                                       \
+        ROWS8;                                                                                               \
         (void)mk;                                                                                            \
-        for (int k = 0; k < K; k++, B += ldb, a0 += sak, a1 += sak, a2 += sak, a3 += sak, a4 += sak,        \
-                 a5 += sak, a6 += sak, a7 += sak) {                                                          \
+        for (int k = 0; k < K; NEXT_K8) {                                                                    \
             VEC b0 = LOAD(B, 0);                                                                             \
             FMA(c0, V_BCAST(a0), b0); FMA(c1, V_BCAST(a1), b0); FMA(c2, V_BCAST(a2), b0);                    \
             FMA(c3, V_BCAST(a3), b0); FMA(c4, V_BCAST(a4), b0); FMA(c5, V_BCAST(a5), b0);                    \
