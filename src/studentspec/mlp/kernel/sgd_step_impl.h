@@ -38,7 +38,7 @@ typedef void (*SFX(Tile))(int, const REAL *, long, long, int, const REAL *, long
 
 /* C[M, N] (=|+=) alpha * A @ B, A[m, k] = A[m*sam + k*sak], B row-major [K, N] (leading dim ldb). */
 static void SFX(gemm)(int M, int N, int K, const REAL *A, long sam, long sak, const REAL *B, long ldb, REAL *C,
-                 long ldc, double alpha, int acc_into) {
+                 long ldc, double alpha, int acc_into, Prefetch *pf) {
     /* 6 x 2VL tiles: exact for the [width, batch] products; for 256-bit float32 everywhere (its 4 x 24 tiles wasted
      * most of their last block on widths like 100 and 50: S=32 35 % -> 46 % of peak). The 512-bit build's wide
      * 8 x 3VL tiles with one-vector edges beat 6 x 2VL for float32 too (step +10 %, evaluation -8 %). */
@@ -66,6 +66,7 @@ static void SFX(gemm)(int M, int N, int K, const REAL *A, long sam, long sak, co
         }
         for (int m0 = 0; m0 < M; m0 += MR) {
             int rows = M - m0 < MR ? M - m0 : MR;
+            pf_some(pf, 3);
             tile(K, A + m0 * sam, sam, sak, rows, B + n0, ldb, C + (long)m0 * ldc + n0, ldc, cols, alpha, acc_into, mk);
         }
     }
@@ -139,28 +140,28 @@ typedef struct {
     double *sq;    /* if set, sq[s] = sum over the batch of (out - y)^2 */
 } SFX(Mode);
 
-/* Start moving seed s's parameters (if `params`) and the rows ids[0:B] of its training set (if ids) towards L2 while
- * another pass computes: the rows are scattered over a set far bigger than the caches. */
-static void SFX(prefetch)(int s, int L, const int *widths, int B, const REAL *x, const REAL *y, const long *ids, long n_rows,
-                          REAL **W, int params) {
-    if (params)
-        for (int l = 0; l < L; l++) {
-            const char *w = (const char *)(W[l] + (long)s * widths[l] * widths[l + 1]);
-            for (long o = 0; o < (long)widths[l] * widths[l + 1] * (long)sizeof(REAL); o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
-        }
-    if (ids)
-        for (int r = 0; r < B; r++) {
-            const char *xr = (const char *)(x + ((long)s * n_rows + ids[r]) * widths[0]);
-            const char *yr = (const char *)(y + ((long)s * n_rows + ids[r]) * widths[L]);
-            for (long o = 0; o < (long)widths[0] * (long)sizeof(REAL); o += 64) _mm_prefetch(xr + o, _MM_HINT_T1);
-            for (long o = 0; o < (long)widths[L] * (long)sizeof(REAL); o += 64) _mm_prefetch(yr + o, _MM_HINT_T1);
-        }
+/* Start moving seed s's parameters towards L2 while another seed computes (read in order: the hardware streams the rest). */
+static void SFX(prefetch_params)(int s, int L, const int *widths, REAL **W) {
+    for (int l = 0; l < L; l++) {
+        const char *w = (const char *)(W[l] + (long)s * widths[l] * widths[l + 1]);
+        for (long o = 0; o < (long)widths[l] * widths[l + 1] * (long)sizeof(REAL); o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
+    }
+}
+
+/* Queue the lines of seed s's batch rows ids[0:B] (x and y) for the next pass to prefetch; none without ids. */
+static void SFX(queue_rows)(Prefetch *p, int s, int L, const int *widths, int B, const REAL *x, const REAL *y, const long *ids,
+                            long n_rows) {
+    p->n = p->i = 0;
+    for (int r = 0; ids && r < B; r++) {
+        pf_add(p, x + ((long)s * n_rows + ids[r]) * widths[0], (long)widths[0] * (long)sizeof(REAL));
+        pf_add(p, y + ((long)s * n_rows + ids[r]) * widths[L], (long)widths[L] * (long)sizeof(REAL));
+    }
 }
 
 /* One seed (see SFX(ss_sgd_step) and SFX(ss_forward_grad)), with its own workspace. */
 static void SFX(seed_pass)(int s, int L, const int *widths, int B, const REAL *x, const REAL *y,
                       const long *idx, long n_rows, REAL **W, REAL **bias, int act, double slope, int obj,
-                      const SFX(Mode) *mode, const unsigned char *alive, double *loss, REAL *work) {
+                      const SFX(Mode) *mode, const unsigned char *alive, double *loss, REAL *work, Prefetch *pf) {
     int widest = 0;
     for (int l = 0; l <= L; l++) widest = widths[l] > widest ? widths[l] : widest;
     REAL *h[64]; /* h[l]: input of layer l ([B, w_l]); h[L]: the output, then dLoss/dout */
@@ -191,7 +192,7 @@ static void SFX(seed_pass)(int s, int L, const int *widths, int B, const REAL *x
         int a = widths[l], b = widths[l + 1];
         const REAL *w = W[l] + (long)s * a * b, *c = bias[l] + (long)s * b;
         REAL *z = h[l + 1];
-        SFX(gemm)(B, b, a, h[l], a, 1, w, b, z, b, 1.0, 0);
+        SFX(gemm)(B, b, a, h[l], a, 1, w, b, z, b, 1.0, 0, pf);
         for (int r = 0; r < B; r++)
             for (int j = 0; j < b; j++) {
                 REAL v = z[(long)r * b + j] + c[j];
@@ -213,14 +214,14 @@ static void SFX(seed_pass)(int s, int L, const int *widths, int B, const REAL *x
         int rowwise = (long)a * b <= (long)B * widest;
         if (l > 0 && rowwise) {
             SFX(transpose)(a, b, w, wT);
-            SFX(gemm)(B, a, b, g, b, 1, wT, a, belowT, a, 1.0, 0);
+            SFX(gemm)(B, a, b, g, b, 1, wT, a, belowT, a, 1.0, 0, pf);
         } else if (l > 0) {
             SFX(transpose)(B, b, g, gT);
-            SFX(gemm)(a, B, b, w, b, 1, gT, B, belowT, B, 1.0, 0);
+            SFX(gemm)(a, B, b, w, b, 1, gT, B, belowT, B, 1.0, 0, pf);
         }
         REAL *dw = mode->gW ? mode->gW[l] + (long)s * a * b : w, *db = mode->gW ? mode->gb[l] + (long)s * b : c;
         double scale = mode->gW ? mode->gscale : -mode->lr;
-        SFX(gemm)(a, b, B, h[l], 1, a, g, b, dw, b, scale, 1); /* W -= lr h^T g, or gW += gscale h^T g */
+        SFX(gemm)(a, b, B, h[l], 1, a, g, b, dw, b, scale, 1, pf); /* W -= lr h^T g, or gW += gscale h^T g */
         SFX(bias_grad)(B, b, g, db, scale);
         if (l > 0) { /* g <- the signal below * psi'(z): h > 0 exactly where z > 0 (slope > 0) */
             REAL *next = g == ga ? gb : ga, *hl = h[l];
@@ -241,10 +242,12 @@ static void SFX(all_seeds)(int S, int L, const int *widths, int B, const REAL *x
     long ws = ss_workspace(L, widths, B);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int s = 0; s < S; s++) {
-        if (s + 1 < S) /* the next seed's parameters and batch move towards L2 while this one computes */
-            SFX(prefetch)(s + 1, L, widths, B, x, y, idx ? idx + (long)(s + 1) * B : NULL, n_rows, W, 1);
+        Prefetch pf; /* the next seed's batch rows (and parameters) move towards L2 while this one computes */
+        SFX(queue_rows)(&pf, s + 1, L, widths, B, x, y, idx && s + 1 < S ? idx + (long)(s + 1) * B : NULL, n_rows);
+        if (s + 1 < S) SFX(prefetch_params)(s + 1, L, widths, W);
         SFX(seed_pass)(s, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, obj, mode, alive, loss,
-                       work + ws * omp_get_thread_num());
+                       work + ws * omp_get_thread_num(), &pf);
+        pf_some(&pf, PF_LINES);
     }
 }
 
@@ -274,18 +277,20 @@ void SFX(ss_sgd_steps)(int T, int S, int L, const int *widths, int B, const REAL
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int s = 0; s < S; s++) {
         REAL *wk = work + ws * omp_get_thread_num();
+        Prefetch pf;
         int live = alive[s];
         for (int t = 0; t < T; t++) {
-            if (t + 1 < T) /* the next step's rows; after the last, the next seed's parameters and first rows */
-                SFX(prefetch)(s, L, widths, B, x, y, idx + ((long)(t + 1) * S + s) * B, n_rows, W, 0);
-            else if (s + 1 < S)
-                SFX(prefetch)(s + 1, L, widths, B, x, y, idx + (long)(s + 1) * B, n_rows, W, 1);
+            /* the next step's rows; before the last, the next seed's parameters and first rows */
+            int s1 = t + 1 < T ? s : s + 1, t1 = t + 1 < T ? t + 1 : 0;
+            SFX(queue_rows)(&pf, s1, L, widths, B, x, y, s1 < S ? idx + ((long)t1 * S + s1) * B : NULL, n_rows);
+            if (t + 1 == T && s + 1 < S) SFX(prefetch_params)(s + 1, L, widths, W);
             double *lt = loss + (long)t * S;
             if (!live) {
                 lt[s] = NAN;
                 continue;
             }
-            SFX(seed_pass)(s, L, widths, B, x, y, idx + (long)t * S * B, n_rows, W, bias, act, slope, obj, &mode, NULL, lt, wk);
+            SFX(seed_pass)(s, L, widths, B, x, y, idx + (long)t * S * B, n_rows, W, bias, act, slope, obj, &mode, NULL, lt, wk, &pf);
+            pf_some(&pf, PF_LINES);
             live = isfinite(lt[s]);
         }
     }
@@ -330,6 +335,6 @@ void SFX(ss_corr_update)(int S, int B, int m, int n, const REAL *t, long t_rows,
                 qs[k] = fma(hcr[k], hcr[k], qs[k]);
             }
         }
-        gemm_f64(m, n, B, tc, 1, m, hc, n, cross + (long)s * m * n, n, 1.0, 1);
+        gemm_f64(m, n, B, tc, 1, m, hc, n, cross + (long)s * m * n, n, 1.0, 1, NULL);
     }
 }
