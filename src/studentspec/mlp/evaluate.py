@@ -62,7 +62,7 @@ def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, c
     scratch = [torch.zeros_like(p) for p in student.parameters()] if grads and student.weights[0].dtype != torch.float64 else []
     n = x.shape[1]
     # the compiled pass writes every chunk's activations into the same storage (fresh tensors cost page faults)
-    storage = [torch.empty(x.shape[0] * min(chunk, n) * w.shape[2], dtype=w.dtype) for w in student.weights[:-1]] if compiled else None
+    storage = [torch.empty(x.shape[0] * min(chunk, n) * w.shape[2], dtype=w.dtype) for w in student.weights[:-1]] if compiled is not None else None
     for i in range(0, n, chunk):
         xb, yb = x[:, i : i + chunk], y[:, i : i + chunk]
         t_hidden = [h[:, i : i + chunk] for h in teacher_acts] if teacher_acts is not None else teacher.forward(xb)[1]

@@ -288,7 +288,7 @@ def train(s: Setup, hooks: Hooks = Hooks()) -> TrainResult:
     fused = manual and tc.optimizer in ("sgd", "gd") and not tc.momentum and not tc.weight_decay
     compiled = _compiled_step(cfg, s.student)
     constraints = Constraints.of(cfg, s.student)
-    block = step_block(cfg, s.student)
+    block = 1 if constraints else step_block(cfg, s.student)  # constraints act between two steps
     result.kernel = "c" if compiled is not None else "torch"
     if loop.epoch == 0:  # a resumed run's checkpoint holds its earlier evaluations
         record(0)
@@ -348,10 +348,10 @@ def _compiled_step(cfg: Config, net: Net) -> ckernel.CompiledMLP | None:
 
 
 def step_block(cfg: Config, net: Net) -> int:
-    """Steps one compiled call runs seed by seed (indexed_steps): up to 50, fewer where a step is big (a call cannot
-    be interrupted, and the progress bar and divergence reports wait for it); 1 where constraints act between steps."""
+    """Steps one compiled call runs seed by seed (indexed_steps): up to STEP_BLOCK, fewer where a step is big (a call
+    cannot be interrupted, and the progress bar and divergence reports wait for it)."""
     flops = 6 * len(cfg.seeds) * cfg.train.batch_size * sum(w.shape[1] * w.shape[2] for w in net.weights)
-    return 1 if Constraints.of(cfg, net) else max(1, min(STEP_BLOCK, int(BLOCK_FLOPS // max(flops, 1))))
+    return max(1, min(STEP_BLOCK, int(BLOCK_FLOPS // max(flops, 1))))
 
 
 def _compiled_epoch(s: Setup, compiled: ckernel.CompiledMLP, epoch: int, lr: float, alive: Tensor, block: int) -> Iterator[Tensor]:
@@ -364,10 +364,6 @@ def _compiled_epoch(s: Setup, compiled: ckernel.CompiledMLP, epoch: int, lr: flo
         return
     x, y = s.stream.x_train.contiguous(), s.stream.y_train.contiguous()
     compiled.check_indices(idx_epoch, x.shape[1])
-    if block == 1:
-        for idx in idx_epoch:
-            yield compiled.indexed(x, y, idx, lr, alive)
-        return
     for t0 in range(0, len(idx_epoch), block):
         yield from compiled.indexed_steps(x, y, idx_epoch[t0 : t0 + block], lr, alive)
 

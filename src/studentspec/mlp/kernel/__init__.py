@@ -213,8 +213,7 @@ class CompiledMLP:
 
         idx [S, B] int64 must lie in [0, x_train.shape[1]): check_indices() once per epoch, not per step.
         """
-        if x_train.dtype != self.dtype or y_train.dtype != self.dtype or not (x_train.is_contiguous() and y_train.is_contiguous()):
-            raise ValueError(f"the compiled step needs contiguous {self.dtype} training sets")
+        self._check_training_sets(x_train, y_train)
         return self._run(x_train, y_train, idx.to(torch.int64).contiguous(), lr, alive)
 
     def indexed_steps(self, x_train: Tensor, y_train: Tensor, idx: Tensor, lr: float, alive: Tensor) -> Tensor:
@@ -223,8 +222,7 @@ class CompiledMLP:
         Returns the losses [T, S]: a seed whose loss turns non-finite keeps its parameters from then on and its later
         losses are NaN, as if marked dead after that step; the numbers are those of T indexed() calls.
         """
-        if x_train.dtype != self.dtype or y_train.dtype != self.dtype or not (x_train.is_contiguous() and y_train.is_contiguous()):
-            raise ValueError(f"the compiled step needs contiguous {self.dtype} training sets")
+        self._check_training_sets(x_train, y_train)
         T, S, B = idx.shape
         idx = idx.to(torch.int64).contiguous()
         threads, _ = self._workspace(S, B)
@@ -310,6 +308,10 @@ class CompiledMLP:
                    self._ptrs(self.net.biases), self.act, self.slope, self.obj, float(lr),
                    cast(self._u8, alive_u8.data_ptr()), self._loss_ptr, self._work_ptr, threads)
         return self.loss
+
+    def _check_training_sets(self, x_train: Tensor, y_train: Tensor) -> None:
+        if x_train.dtype != self.dtype or y_train.dtype != self.dtype or not (x_train.is_contiguous() and y_train.is_contiguous()):
+            raise ValueError(f"the compiled step needs contiguous {self.dtype} training sets")
 
     def _check_dtype(self, x: Tensor, y: Tensor) -> None:
         if x.dtype != self.dtype or y.dtype != self.dtype:

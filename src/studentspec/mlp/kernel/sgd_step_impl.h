@@ -278,7 +278,7 @@ void SFX(ss_sgd_steps)(int T, int S, int L, const int *widths, int B, const REAL
     for (int s = 0; s < S; s++) {
         REAL *wk = work + ws * omp_get_thread_num();
         Prefetch pf;
-        int live = alive[s];
+        int live = !alive || alive[s];
         for (int t = 0; t < T; t++) {
             /* the next step's rows; before the last, the next seed's parameters and first rows */
             int s1 = t + 1 < T ? s : s + 1, t1 = t + 1 < T ? t + 1 : 0;
