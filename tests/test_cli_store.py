@@ -88,7 +88,7 @@ def stored(tmp_path_factory):
 
 def test_store_round_trip(stored):
     result, path = stored
-    assert sorted(p.name for p in path.iterdir()) == sorted(["config.yaml", "scalars.parquet", "teachers.parquet", "students.parquet", "summary.json", "weights.npz"])
+    assert sorted(p.name for p in path.iterdir()) == sorted([".studentspec", "config.yaml", "scalars.parquet", "teachers.parquet", "students.parquet", "summary.json", "weights.npz"])
     run = load_run(path)
     assert run.config == result.setup.cfg
     for col in ["seed", "step", "split", "mse"]:

@@ -212,7 +212,8 @@ def test_every_figure_is_drawn_and_saved_in_the_one_style(makers: dict[str, Call
         assert paths[1].read_bytes()[:5] == b"%PDF-"
         _assert_style_size(paths[0], size)
         assert plt.get_fignums() == [], name  # save closed it
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{n}.{e}" for n in makers for e in ("png", "pdf"))  # no temporaries
+    names = sorted(f"{n}.{e}" for n in makers for e in ("png", "pdf"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".studentspec", *names]  # the marker, no temporaries
 
 
 def test_figure_modules_share_the_one_save_and_style() -> None:
@@ -233,8 +234,10 @@ def test_plot_run_saves_at_the_style_dpi(run: Run, tmp_path: Path) -> None:
 
 
 def test_save_is_atomic_and_closes_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    style.save(style.subplots(1, 1)[0], tmp_path, "f")  # a figure folder studentspec made, holding f.png and f.pdf
     old = tmp_path / "f.png"
     old.write_bytes(b"old")
+    before = sorted(p.name for p in tmp_path.iterdir())
     fig, _ = style.subplots(1, 1)
 
     def broken(*args: Any, **kwargs: Any) -> None:
@@ -244,7 +247,7 @@ def test_save_is_atomic_and_closes_on_failure(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(fig, "savefig", broken)
     with pytest.raises(OSError, match="disk full"):
         style.save(fig, tmp_path, "f")
-    assert old.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.png"]  # no temporary left, old file kept
+    assert old.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary left, old file kept
     assert plt.get_fignums() == []
 
 

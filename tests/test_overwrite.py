@@ -82,20 +82,20 @@ def test_overwrite_replaces_our_run_dir_and_leaves_no_temporaries(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing staged or set aside is left
 
 
-def test_a_failed_swap_keeps_the_old_run_complete(tmp_path, monkeypatch):
+def test_a_failed_swap_keeps_the_old_run_complete(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     assert run(out) == 0
     before = snapshot(out)
     real = os.replace
 
     def failing(src, dst):
-        if ".partial-" in str(src):  # the new run's rename onto out
-            raise OSError("disk gone")
+        if Path(src).name.startswith(".run.partial-") and Path(dst) == out:  # the new run's rename onto out
+            raise OSError(5, "disk gone")
         return real(src, dst)
 
     monkeypatch.setattr(os, "replace", failing)
-    with pytest.raises(OSError, match="disk gone"):
-        run(out, "train.lr=0.02", "--overwrite")
+    assert run(out, "train.lr=0.02", "--overwrite") == 1
+    one_line_error(capsys, "Input/output error", "unchanged")
     monkeypatch.setattr(os, "replace", real)
     assert snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
@@ -125,37 +125,3 @@ def test_teacher_overwrite_refuses_a_file_that_is_not_a_checkpoint(tmp_path, cap
     assert main(["teacher", "train", "cifar10", "--root", str(tmp_path / "nope"), "--out", str(mine), "--overwrite"]) == 2
     one_line_error(capsys, "not a studentspec teacher checkpoint")
     assert mine.read_bytes() == b"%PDF-1.4 mine"
-
-
-def test_leftovers_of_killed_writers_are_cleaned_only_when_their_process_is_gone(tmp_path):
-    import subprocess
-
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = tmp_path / f".a.partial-{dead.pid}-abcdefgh"
-    live = tmp_path / f".b.partial-{os.getpid()}-abcdefgh"  # a writer that is still running
-    aside = tmp_path / f".c.old-{dead.pid}-abcdefgh"  # killed between its two renames: c's old run waits here
-    for d in (stale, live, aside / "c"):
-        d.mkdir(parents=True)
-        (d / "summary.json").write_text("{}")
-    (tmp_path / ".d.partial-notapid-abcdefgh").mkdir()  # not our naming: untouched
-    assert run(tmp_path / "new") == 0
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(["new", live.name, "c", ".d.partial-notapid-abcdefgh"])
-    assert (tmp_path / "c" / "summary.json").is_file()  # the old run is back in place
-
-
-def test_resumable_commands_accept_their_own_unfinished_start_and_refuse_other_folders(tmp_path):
-    """sweep / reproduce add to a dir only when it is theirs: its marker, or nothing but their own entries so far."""
-    own = frozenset({".sweep.lock", ".sweep.lock.holder", "sweep.json"})
-    d = tmp_path / "sw"
-    d.mkdir()
-    store.check_resumable(d, "sweep.json", "sweep", own)  # empty
-    (d / ".sweep.lock").write_text("")
-    (d / ".sweep.json.abcd1234.tmp").write_text("{")  # killed while atomic_write wrote the manifest
-    store.check_resumable(d, "sweep.json", "sweep", own)
-    (d / "notes.txt").write_text("mine")
-    with pytest.raises(store.StoreError, match="holds other files and is not a sweep dir"):
-        store.check_resumable(d, "sweep.json", "sweep", own)
-    (d / "sweep.json").write_text("{}")  # a sweep dir: the user's extra file is left alone, not a reason to refuse
-    store.check_resumable(d, "sweep.json", "sweep", own)

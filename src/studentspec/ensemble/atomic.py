@@ -1,4 +1,8 @@
-"""The one atomic file write: a file is either its old whole self or its new whole self, never half written."""
+"""The one atomic file write: a file is either its old whole self or its new whole self, never half written.
+
+Temporary files and folders get the modes an ordinary create would give under the process's umask
+(tempfile makes them 0600 / 0700, which would hide results from the colleagues the umask admits).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,46 @@ from pathlib import Path
 from typing import Any
 
 
+def umask() -> int:
+    """This process's umask, read without changing it where Linux tells it (/proc), else by setting it back at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def temp_file(folder: Path, prefix: str) -> Path:
+    """An empty new file `PREFIX*.tmp` in `folder` with the umask's mode (0666 & ~umask)."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
+def temp_dir(folder: Path, prefix: str) -> Path:
+    """A new empty folder `PREFIX*` in `folder` with the umask's mode (0777 & ~umask)."""
+    path = Path(tempfile.mkdtemp(dir=folder, prefix=prefix))
+    os.chmod(path, 0o777 & ~umask())
+    return path
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> None:
     """Call write(tmp_path) on a temporary name beside `path` (`.NAME.XXXXXXXX.tmp`), then rename it onto `path`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_file(path.parent, f".{path.name}.")
     try:
-        write(Path(tmp))
+        write(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_all(folder: Path, writers: dict[str, Callable[[Path], Any]]) -> None:
@@ -31,9 +64,7 @@ def write_all(folder: Path, writers: dict[str, Callable[[Path], Any]]) -> None:
     temps: dict[str, Path] = {}
     try:
         for name, write in writers.items():
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-            os.close(fd)
-            temps[name] = Path(tmp)
+            temps[name] = temp_file(folder, f".{name}.")
             write(temps[name])
         for name, tmp in temps.items():
             os.replace(tmp, folder / name)

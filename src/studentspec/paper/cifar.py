@@ -62,7 +62,7 @@ def reproduce(out_dir: str | Path, scale: str = "quick", overrides: list[str] | 
     from .. import pipelines
     from ..conv.train import build as build_conv
     from .figures import save
-    from ..store import StoreError, load_run, read_json, write_json
+    from ..store import StoreError, claim_resumable, load_run, read_json, write_json
 
     path = Path(config) if config is not None else config_path(scale)
     overrides = list(overrides or [])
@@ -78,7 +78,7 @@ def reproduce(out_dir: str | Path, scale: str = "quick", overrides: list[str] | 
     out = Path(out_dir)
     if (out / "reproduce.json").is_file() and (held := read_json(out / "reproduce.json").get("scale")) != scale:
         raise StoreError(f"{out}: holds cifar10 at scale {held}; choose another --out")  # its teacher and runs are another scale's
-    out.mkdir(parents=True, exist_ok=True)
+    claim_resumable(out, "reproduce")
     times: dict[str, float] = {}
 
     def stage(name: str, make: Any, load: Any) -> Any:

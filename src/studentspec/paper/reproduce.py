@@ -29,9 +29,10 @@ from . import claims as C
 from . import grid_figures as F
 from .cifar import reproduce as reproduce_cifar
 from ..config import Config, ConfigError, build_config, load_config
+from ..ensemble.atomic import atomic_write
 from ..config import steps_per_epoch as config_steps_per_epoch
 from ..mlp.data import train_size
-from ..store import StoreError, check_resumable, load_run, read_json, write_json
+from ..store import StoreError, check_resumable, claim_files, claim_resumable, load_run, read_json, write_json
 
 EXPERIMENTS = ("two-layer", "sample-complexity", "deep", "cifar10")
 SCALES = ("tiny", "quick", "paper")
@@ -149,9 +150,11 @@ def _part_file(out: Path, part: Part) -> Path:
     # (each job's run dir still records its fully resolved config)
     text = yaml.safe_dump(part.config | ({"sweep": sweep} if sweep else {}), sort_keys=False)
     path = out / "configs" / f"{part.name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        claim_resumable(path.parent, "reproduce")  # a marked folder of the configs studentspec writes
     if not path.is_file() or path.read_text() != text:  # unchanged text keeps the sweep manifest valid on resume
-        path.write_text(text)
+        claim_files(path.parent, [path.name])
+        atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
 
 
@@ -163,7 +166,7 @@ def _claim_scale(out: Path, experiment: str, scale: str) -> dict[str, Any]:
         if (info.get("experiment"), info.get("scale")) != (experiment, scale):
             raise StoreError(f"{out}: holds {info.get('experiment')} at scale {info.get('scale')}; choose another --out")
         return info
-    out.mkdir(parents=True, exist_ok=True)
+    claim_resumable(out, "reproduce")
     info = {"experiment": experiment, "scale": scale, "invocations": []}
     write_json(path, info)
     return info
@@ -183,7 +186,7 @@ def reproduce(experiment: str, scale: str, out: str | Path, workers: int | None 
 
     `executor` and `executor_options` (address, gpus_per_job, slurm) go to `sweep.run_sweep`: paper scale on Ray or SLURM.
     """
-    check_resumable(out, "reproduce.json", "reproduce", CIFAR_ENTRIES if experiment == "cifar10" else frozenset({"reproduce.json"}))
+    check_resumable(out, "reproduce.json", "reproduce")
     if experiment == "cifar10":
         # science.md 4.4: teacher, pruned teacher, a student per multi, figures; bad input (no data at data.root, another
         # scale in OUT) raises ConfigError / StoreError, the CLI's exit 2
@@ -227,9 +230,6 @@ def reproduce(experiment: str, scale: str, out: str | Path, workers: int | None 
         print(f"{experiment} ({scale}): {analyzed['summary']['passed']}/{analyzed['summary']['total']} claims pass; "
               f"wall time {record['wall_time_s']:.0f} s; wrote {path}")
     return 1 if failed else 0
-
-
-CIFAR_ENTRIES = frozenset({"teacher.pt", "teacher_pruned.pt", "runs", "figures", "reproduce.json"})  # what cifar.reproduce writes, reproduce.json last
 
 
 # ---------------------------------------------------------------- analysis (stored dirs only)

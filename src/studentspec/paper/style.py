@@ -106,10 +106,12 @@ def styled(make: Callable[P, R]) -> Callable[P, R]:
 
 def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
     """Write out_dir/NAME.png and NAME.pdf at DPI (each atomically), close the figure, return the paths."""
+    from ..store import claim_figures
+
     out_dir = Path(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         paths = [out_dir / f"{name}.{ext}" for ext in FORMATS]
+        claim_figures(out_dir, [p.name for p in paths])  # a figure folder studentspec owns, never over another file
         with paper_style():
             for path in paths:
                 atomic_write(path, lambda tmp, ext=path.suffix[1:]: fig.savefig(tmp, dpi=DPI, format=ext))

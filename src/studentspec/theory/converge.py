@@ -66,7 +66,7 @@ from ..mlp.data import label
 from ..ensemble.losses import per_seed_loss
 from ..ensemble.atomic import write_all
 from ..mlp.nets import Net
-from ..store import StoreError, load_run, strict_json
+from ..store import StoreError, check_files, claim_files, load_run, strict_json
 from ..mlp.train import build
 
 PIPELINES = ("mlp",)  # converge continues MLP runs (the theorem's setting); conv runs are refused (exit 2)
@@ -489,6 +489,9 @@ def _stored_net(arrays: dict[str, np.ndarray], prefix: str, depth: int, cfg: Con
     return Net(ws, bs, cfg.teacher.activation, cfg.teacher.leaky_slope)
 
 
+CONVERGE_FILES = ("converge_teachers.parquet", "converge_students.parquet", "converge_hessian.parquet", "converge.json")
+
+
 def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int | None = None, method: str = "auto", angle_tol: float = 1.0,
                  fanout_rtol: float = 1e-3, fanout_tol: float | None = None, flat_rtol: float = 1e-6,
                  hessian_exact_max: int = hess.EXACT_MAX, hessian_k: int = hess.LANCZOS_K,
@@ -504,6 +507,7 @@ def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int | None =
     hess.check_args(hessian_exact_max, hessian_k, hessian_tol_rel)
     run = load_run(run_dir)
     cfg, path = run.config, Path(run.path)
+    check_files(path, CONVERGE_FILES)  # before any work: never over files studentspec has no record of writing
     if cfg.teacher.batchnorm != "none":
         raise ConfigError("converge supports nets without BatchNorm")
     if cfg.data.kind == "online":
@@ -546,8 +550,10 @@ def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int | None =
     teachers, students = result.to_frames()
     spectrum = result.hessian_frame()
     info = result.to_json() | {"run": str(path), "n_train": int(x.shape[1]), "seeds": list(cfg.seeds)}
-    write_all(path, {"converge_teachers.parquet": lambda p: teachers.to_parquet(p, index=False),
-                      "converge_students.parquet": lambda p: students.to_parquet(p, index=False),
-                      "converge_hessian.parquet": lambda p: spectrum.to_parquet(p, index=False),
-                      "converge.json": lambda p: p.write_text(json.dumps(strict_json(info), indent=1, allow_nan=False))})
+    files = {"converge_teachers.parquet": lambda p: teachers.to_parquet(p, index=False),
+             "converge_students.parquet": lambda p: students.to_parquet(p, index=False),
+             "converge_hessian.parquet": lambda p: spectrum.to_parquet(p, index=False),
+             "converge.json": lambda p: p.write_text(json.dumps(strict_json(info), indent=1, allow_nan=False))}
+    claim_files(path, files)  # recorded in the run dir's marker before they are written
+    write_all(path, files)
     return result
