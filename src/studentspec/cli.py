@@ -32,12 +32,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from .paper.figures import plot_run, population_figure, save
-    from .store import StoreError, load_run, not_figures, read_json
+    from .store import check_figures, load_run, read_json
 
     src = Path(args.run_dir)
     out = Path(args.out) if args.out else src / "figures"
-    if out.exists() and (not out.is_dir() or not_figures(out)):
-        raise StoreError(f"{out}: is not a figure folder (it holds other files); choose another --out")
+    check_figures(out)  # before any work: only a folder of figures studentspec made (or an empty one)
     if (src / "population.json").is_file():  # a `studentspec population` dir
         paths = save(population_figure(read_json(src / "population.json")), out, "population")
     else:

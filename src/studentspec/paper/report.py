@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..config import ConfigError, parse_yaml
 from ..ensemble.atomic import atomic_write
-from ..store import StoreError, read_json
+from ..store import StoreError, check_figures, check_files, claim_files, read_json
 
 CSS = """
 body { font-family: Georgia, 'DejaVu Serif', serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -60,7 +60,6 @@ RUN_CAPTIONS = {
 }
 REPORT = "report.html"
 REPORT_FIGURES = "report_figures"  # a sweep report's figures of its chosen point, inside the sweep dir
-_TITLE = "<title>studentspec"  # every page studentspec writes has it: an existing report.html without it is not ours
 
 
 def _e(value: Any) -> str:
@@ -190,18 +189,6 @@ def result_kind(out: Path) -> str:
     raise StoreError(f"{out}: not a run, sweep or reproduce dir (no summary.json with config.yaml, no sweep.json, no reproduce.json)")
 
 
-def _check_ours(path: Path) -> None:
-    """Refuse to replace a report.html that studentspec did not write (a link, a folder, another page)."""
-    if not (path.exists() or path.is_symlink()):
-        return
-    if path.is_symlink() or not path.is_file():
-        raise StoreError(f"{path}: exists and is not a file studentspec wrote; move it away")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        head = f.read(4096)
-    if _TITLE not in head:
-        raise StoreError(f"{path}: exists and is not a report studentspec wrote; move it away")
-
-
 def _page(title: str, out: Path, body: str, regenerate: str = "") -> str:
     """A whole self-contained page: title, provenance line, body."""
     return f"""<!DOCTYPE html>
@@ -219,12 +206,6 @@ def _figure_names(folder: Path) -> list[str]:
     """The PNG figures in `folder`: plot_run's in RUN_CAPTIONS order, then any other, sorted."""
     names = {p.stem for p in folder.glob("*.png") if p.is_file()} if folder.is_dir() else set()
     return [n for n in RUN_CAPTIONS if n in names] + sorted(names - set(RUN_CAPTIONS))
-
-
-def _figure_folder(folder: Path) -> None:
-    """StoreError unless `folder` is absent or a folder (figures are drawn into it)."""
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise StoreError(f"{folder}: exists and is not a folder of figures; move it away")
 
 
 def _seed_table(summary: dict[str, Any], lead: list[Any] | None = None) -> tuple[list[str], list[list[Any]]]:
@@ -262,7 +243,7 @@ def render_run(out: Path, redraw: bool = False) -> str:
 
     summary = read_json(out / "summary.json")
     fig_dir = out / "figures"
-    _figure_folder(fig_dir)
+    check_figures(fig_dir)
     if redraw or not all((fig_dir / f"{n}.png").is_file() for n in ("lshape", "teacher_corr", "mse")):
         plot_run(load_run(out), fig_dir)
     header, rows = _seed_table(summary)
@@ -356,16 +337,12 @@ def _point_job(out: Path, manifest: dict[str, Any], point: str | None) -> dict[s
 def _point_figures(out: Path, job: dict[str, Any]) -> list[str]:
     """Draw the run figures of one job into out/REPORT_FIGURES (never into the job dir); older figures there are removed."""
     from .figures import plot_run
-    from ..store import load_run, not_figures
+    from ..store import load_run, remove_stale
 
     folder = out / REPORT_FIGURES
-    _figure_folder(folder)
-    if folder.is_dir() and not_figures(folder):
-        raise StoreError(f"{folder}: holds files studentspec did not write ({', '.join(not_figures(folder)[:3])}); move them away")
+    check_figures(folder)
     paths = plot_run(load_run(out / "jobs" / job["id"]), folder)
-    for stale in folder.iterdir():  # another point's figures (e.g. its converge or theory figure)
-        if stale not in paths and stale.is_file() and not stale.is_symlink():
-            stale.unlink()
+    remove_stale(folder, [p.name for p in paths])  # another point's figures (e.g. its converge or theory figure), if ours
     return [p.stem for p in paths if p.suffix == ".png"]
 
 
@@ -442,7 +419,7 @@ def render_cifar(out: Path, redraw: bool = False) -> str:
         raise StoreError(f"{out}: cifar10 reproduce dir without runs/multi_*/ (re-run `studentspec reproduce cifar10` to finish it)")
     runs = {float(run.config.student.multi): run for run in map(load_run, dirs)}
     fig_dir = out / "figures"
-    _figure_folder(fig_dir)
+    check_figures(fig_dir)
     for name, make in (("layer_corr", layer_corr_figure), ("channel_corr", channel_corr_figure)):
         if redraw or not (fig_dir / f"{name}.png").is_file():
             save(make(runs), fig_dir, name)
@@ -492,7 +469,7 @@ def write_report(out: str | Path, reanalyze: bool = False, point: str | None = N
     if point is not None and kind != "sweep":
         raise ConfigError(f"--point: only for a sweep dir; {out} is a {KINDS[kind]}")
     path = out / REPORT
-    _check_ours(path)
+    check_files(out, [REPORT])  # before any work: never over a page studentspec has no record of writing
     if kind == "reproduce":
         if reanalyze or not (out / "claims.json").is_file():
             from .reproduce import ANALYSES, analyze
@@ -508,6 +485,7 @@ def write_report(out: str | Path, reanalyze: bool = False, point: str | None = N
         text = render_run(out, reanalyze)
     else:
         text = render_sweep(out, point)
+    claim_files(out, [REPORT])
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 

@@ -31,7 +31,7 @@ from . import executors
 from .. import pipelines
 from ..config import ConfigError, parse_yaml, read_mapping
 from ..pipelines import load_config
-from ..store import StoreError, check_resumable, load_run, read_json, remove_leftovers, write_json
+from ..store import StoreError, check_resumable, claim_resumable, load_run, read_json, remove_leftovers, write_json
 
 MANIFEST = "sweep.json"
 LOCK = ".sweep.lock"
@@ -244,8 +244,8 @@ def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_si
     if dry_run:
         return {"jobs": jobs, "packs": pack_jobs(config, jobs, pack)}
     executors.preflight(executor, address, slurm or {})  # before anything is written
-    check_resumable(out, MANIFEST, "sweep", frozenset({LOCK, f"{LOCK}.holder", MANIFEST}))
-    out.mkdir(parents=True, exist_ok=True)
+    check_resumable(out, MANIFEST, "sweep")
+    claim_resumable(out, "sweep")  # created and marked first: studentspec's own from the first instant
     with _lock(out):
         return _execute(out, config, grid, jobs, workers, threads, progress, executor, address, gpus_per_job, slurm, pack)
 
