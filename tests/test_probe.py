@@ -64,7 +64,9 @@ def held_lock(ws: Path, run: Path) -> None:
     """A sweep dir whose lock is held by this (live) process, as a running sweep holds it."""
     import filelock
 
-    (ws / "sw").mkdir()
+    from studentspec.store import claim_resumable
+
+    claim_resumable(ws / "sw", "sweep")  # a running sweep's dir carries its marker from the first instant
     lock = filelock.FileLock(ws / "sw" / ".sweep.lock")
     lock.acquire()
     (ws / "sw" / ".sweep.lock.holder").write_text(f"pid {os.getpid()} on this host")
