@@ -98,7 +98,7 @@ def test_report_of_a_non_result_dir_is_refused(tmp_path):
     with pytest.raises(StoreError, match="not a run, sweep or reproduce dir"):
         report.write_report(tmp_path)
     (tmp_path / "reproduce.json").write_text(json.dumps({"scale": "quick", "per_multi": {}}))  # no experiment named
-    with pytest.raises(StoreError, match="no analysis for experiment None"):
+    with pytest.raises(StoreError, match="experiment"):
         report.write_report(tmp_path)
     (tmp_path / "reproduce.json").write_text(json.dumps({"experiment": "cifar10", "scale": "tiny", "per_multi": {}}))  # cifar.reproduce's record, no runs
     with pytest.raises(StoreError, match="cifar10 reproduce dir without runs/multi_"):
@@ -264,8 +264,8 @@ def test_run_report_holds_the_stored_numbers_and_writes_only_its_page_and_figure
     after = _snapshot(run_dir)
     new = set(after) - set(before)
     assert {p for p in new if p.parts[0] != "figures"} == {Path("report.html")}
-    assert {p.name for p in new if p.parts[0] == "figures"} == {f"{n}.{e}" for n in ("lshape", "teacher_corr", "mse") for e in ("png", "pdf")}
-    assert all(after[p] == before[p] for p in before)  # the run's own files untouched
+    assert {p.name for p in new if p.parts[0] == "figures"} == {".studentspec"} | {f"{n}.{e}" for n in ("lshape", "teacher_corr", "mse") for e in ("png", "pdf")}
+    assert all(after[p] == before[p] for p in before if p.name != ".studentspec")  # the run's own files untouched (its marker records the new ones)
     check_out(run_dir, overwrite=True)  # a run dir with a report is still a run dir --overwrite may replace
 
     page = parse(run_dir / "report.html")
@@ -299,7 +299,7 @@ def test_run_report_holds_the_stored_numbers_and_writes_only_its_page_and_figure
     report.write_report(run_dir)
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "figures").iterdir()} == times
     report.write_report(run_dir, reanalyze=True)
-    assert all(p.stat().st_mtime_ns != t for p, t in times.items())
+    assert all(p.stat().st_mtime_ns != t for p, t in times.items() if p.name != ".studentspec")
 
 
 def test_sweep_report_tables_per_swept_key(sweep_dir, capsys):
@@ -308,7 +308,7 @@ def test_sweep_report_tables_per_swept_key(sweep_dir, capsys):
     before = _snapshot(sweep_dir)
     assert main(["report", str(sweep_dir)]) == 0
     after = _snapshot(sweep_dir)
-    assert all(after[p] == before[p] for p in before)  # nothing of the sweep changed, nothing written into job dirs
+    assert all(after[p] == before[p] for p in before if p != Path(".studentspec"))  # nothing of the sweep changed, nothing written into job dirs
     assert {p.parts[0] for p in set(after) - set(before)} == {"report.html", report.REPORT_FIGURES}
     manifest = json.loads((sweep_dir / "sweep.json").read_text())
     # per job and seed, the final numbers straight from the job's Parquet files
@@ -372,11 +372,16 @@ def test_sweep_report_point_draws_that_points_figures(sweep_dir, tmp_path):
     manifest = json.loads((sweep_dir / "sweep.json").read_text())
     job = next(j for j in manifest["jobs"] if j["point"]["student.multi"] == "2" and j["point"]["data.n_train"] == "90")
     assert job["id"] != manifest["jobs"][0]["id"]
-    (sweep_dir / report.REPORT_FIGURES).mkdir(exist_ok=True)
-    (sweep_dir / report.REPORT_FIGURES / "converge.png").write_bytes(b"another point's figure")  # ours (a figure name): replaced set
+    from studentspec.store import claim_files
+
+    figs = sweep_dir / report.REPORT_FIGURES
+    claim_files(figs, ["converge.png"])  # another point's figure, recorded as studentspec's: stale, removed
+    (figs / "converge.png").write_bytes(b"another point's figure")
+    (figs / "sketch.png").write_bytes(b"the user's own figure")  # not recorded: left alone
     assert main(["report", str(sweep_dir), "--point", "student.multi=2,data.n_train=90"]) == 0
-    assert sorted(p.name for p in (sweep_dir / report.REPORT_FIGURES).iterdir()) == sorted(
-        f"{n}.{e}" for n in ("lshape", "teacher_corr", "mse") for e in ("png", "pdf"))
+    assert sorted(p.name for p in figs.iterdir()) == sorted(
+        [".studentspec", "sketch.png", *(f"{n}.{e}" for n in ("lshape", "teacher_corr", "mse") for e in ("png", "pdf"))])
+    (figs / "sketch.png").unlink()
     text = (sweep_dir / "report.html").read_text()
     assert f"job {job['id']}" in text
     # the same figure drawn here from that job's run dir (PNG output of Agg is deterministic)
@@ -412,14 +417,18 @@ def test_point_only_for_sweeps_and_foreign_files_refused(run_dir, sweep_dir, tmp
     d = tmp_path / "copy"
     shutil.copytree(sweep_dir, d)
     (d / report.REPORT_FIGURES / "notes.txt").write_text("mine")
-    assert main(["report", str(d)]) == 2
-    assert "holds files studentspec did not write (notes.txt)" in capsys.readouterr().err
+    assert main(["report", str(d)]) == 0  # a user's file in studentspec's figure folder is left alone
     assert (d / report.REPORT_FIGURES / "notes.txt").read_text() == "mine"
-    (d / report.REPORT_FIGURES / "notes.txt").unlink()
-    (d / "report.html").write_text("<html><title>my own page</title></html>")
-    assert main(["report", str(d)]) == 2
-    assert "not a report studentspec wrote" in capsys.readouterr().err
-    assert (d / "report.html").read_text() == "<html><title>my own page</title></html>"
+    capsys.readouterr()
+    fresh = tmp_path / "fresh"  # a sweep dir whose marker has no record of a report.html
+    shutil.copytree(sweep_dir, fresh, ignore=shutil.ignore_patterns("report*"))
+    mark = json.loads((fresh / ".studentspec").read_text())
+    mark["files"] = [f for f in mark["files"] if not f.startswith("report")]
+    (fresh / ".studentspec").write_text(json.dumps(mark))
+    (fresh / "report.html").write_text("<html><title>studentspec: my own page</title></html>")
+    assert main(["report", str(fresh)]) == 2
+    assert "no record of writing it" in capsys.readouterr().err
+    assert (fresh / "report.html").read_text() == "<html><title>studentspec: my own page</title></html>"
 
 
 @pytest.mark.parametrize("kind", ["empty", "population", "file"])
@@ -462,7 +471,7 @@ def test_cifar10_report_teachers_students_figures(cifar_dir):
     assert text.count("<figure") == 2 and "fig-layer_corr" in text and "fig-channel_corr" in text
     seeds = table(page, "Per-seed summary")
     assert len(seeds) == 1 + 4 and seeds[0][:3] == ["multi", "seed", "eval_mse"]
-    assert sorted(p.name for p in cifar_dir.iterdir()) == ["figures", "report.html", "reproduce.json", "runs", "teacher.pt", "teacher_pruned.pt"]
+    assert sorted(p.name for p in cifar_dir.iterdir()) == [".studentspec", "figures", "report.html", "reproduce.json", "runs", "teacher.pt", "teacher_pruned.pt"]
 
 
 def test_new_reports_render_in_headless_chromium(run_dir, sweep_dir, cifar_dir):

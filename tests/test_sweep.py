@@ -187,7 +187,8 @@ def test_a_second_sweep_into_a_locked_dir_exits_2_naming_the_holder(tmp_path, ca
     out = tmp_path / "sw"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; from studentspec.sweep.grid import _lock\n"
-        f"out = Path({str(out)!r}); out.mkdir()\n"
+        "from studentspec.store import claim_resumable\n"
+        f"out = Path({str(out)!r}); claim_resumable(out, 'sweep')\n"
         "with _lock(out):\n    print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
