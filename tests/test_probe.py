@@ -191,7 +191,8 @@ CASES = [
     Case("sweep-bad-slurm", ["sweep", QUICK, *TINY, "--out", "sw", "--slurm", "partition"], ("--slurm",)),
     Case("query-missing-dir", ["query", "nothing", "SELECT 1"], ("nothing", "not a sweep directory")),
     Case("query-no-finished-job", ["query", "sw", "SELECT 1"], ("no finished job",),
-         write("sw/sweep.json", '{"config": null, "grid": {}, "jobs": [{"id": "0000-aaaaaaaa", "point": {}}]}')),
+         write("sw/sweep.json", '{"config": null, "config_text": "", "grid": {}, '
+                                '"jobs": [{"id": "0000-aaaaaaaa", "overrides": [], "point": {}, "seeds": [1]}]}')),
     # teacher checkpoints and reports
     Case("teacher-out-exists", ["teacher", "train", "cifar10", "--root", "data", "--out", "T.pt"], ("T.pt", "already exists"), write("T.pt", "mine")),
     Case("teacher-overwrite-foreign-file", ["teacher", "train", "cifar10", "--root", "data", "--out", "T.pt", "--overwrite"],

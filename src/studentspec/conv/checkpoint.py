@@ -8,12 +8,15 @@ evaluation, the evaluations so far and the time spent; the teacher and the image
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from torch import Tensor
 
+from ..config import steps_per_epoch
 from ..ensemble import loopstate
+from ..store import StoreError
 from .record import conv_tables
 from .train import ConvLoop
 
@@ -32,9 +35,16 @@ def snapshot(loop: ConvLoop) -> tuple[int, dict[str, Any], dict[str, pd.DataFram
     return loop.epoch, state, {"scalars": scalars, "teachers": teachers, "students": students}
 
 
-def restore(loop: ConvLoop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame]) -> None:
-    """Put a snapshot back into a freshly built loop of the same config, in place."""
-    got = loopstate.load(state, "conv", _tensors(loop), loop.opt, [*loop.samplers, *loop.augs], loop.alive, loop.result.diverged)
+def restore(loop: ConvLoop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame], file: Path | str = "state.pt") -> None:
+    """Put a snapshot back into a freshly built loop of the same config, in place, once every tensor and number fits it;
+    StoreError naming `file` (the checkpoint's state.pt) and the field otherwise, with nothing restored."""
+    cfg = loop.setup.cfg
+    step = epoch * steps_per_epoch(cfg.train, loop.setup.data.train_x.shape[0])
+    try:
+        got = loopstate.load(state, "conv", _tensors(loop), loop.opt, [*loop.samplers, *loop.augs], loop.alive, loop.result.diverged,
+                             cfg.seeds, step, {"loss_n": int})
+    except loopstate.StateError as err:
+        raise StoreError(f"{file}: {err}") from None
     loop.loss_n, loop.result.restored = int(got["loss_n"]), frames
     loop.start -= got["elapsed"]
     loop.epoch, loop.step = epoch, got["step"]

@@ -11,6 +11,7 @@ resumed run's numbers are bitwise those of an uninterrupted one.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..ensemble import loopstate
+from ..store import StoreError
 from .record import metric_tables, tables
 from .train import Loop
 
@@ -40,9 +42,15 @@ def snapshot(loop: Loop) -> tuple[int, dict[str, Any], dict[str, pd.DataFrame]]:
     return loop.epoch, state, {"scalars": scalars, "teachers": teachers, "students": students, **metric_tables(r)}
 
 
-def restore(loop: Loop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame]) -> None:
-    """Put a snapshot back into a freshly built loop of the same config, in place."""
-    got = loopstate.load(state, "mlp", _tensors(loop), loop.opt, _generators(loop), loop.alive, loop.result.diverged)
+def restore(loop: Loop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame], file: Path | str = "state.pt") -> None:
+    """Put a snapshot back into a freshly built loop of the same config, in place, once every tensor and number fits it;
+    StoreError naming `file` (the checkpoint's state.pt) and the field otherwise, with nothing restored."""
+    step = epoch * loop.setup.stream.steps_per_epoch()
+    try:
+        got = loopstate.load(state, "mlp", _tensors(loop), loop.opt, _generators(loop), loop.alive, loop.result.diverged,
+                             loop.setup.cfg.seeds, step, {"eval_time": float})
+    except loopstate.StateError as err:
+        raise StoreError(f"{file}: {err}") from None
     loop.result.eval_time, loop.result.restored = float(got["eval_time"]), frames
     loop.start -= got["elapsed"]
     loop.epoch, loop.step = epoch, got["step"]

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import torch
 import yaml
 
 from ..config import Config
+from ..ensemble import loopstate
+from . import schemas
 from .dirs import StoreError, write_dir
 from .jsonfile import read_json, write_json
+from .record import COLUMNS, EXTRA_COLUMNS, EXTRA_TABLES, TABLES, read_table
 
 FORMAT = "studentspec.checkpoint"
 VERSION = 1
@@ -56,27 +59,68 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
     return prefix.rstrip(".") if a != b else ""
 
 
-def read_checkpoint(out: str | Path, cfg: Config) -> tuple[int, dict[str, Any], dict[str, pd.DataFrame]] | None:
-    """(epoch, state, tables) of run dir `out`'s checkpoint, None when there is none; StoreError (one line) when it
-    is incomplete, corrupt, or was written for another config."""
+class Checkpoint(NamedTuple):
+    """A checkpoint read back and checked: what a pipeline's restore(loop, *checkpoint) takes."""
+
+    epoch: int
+    state: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+    file: Path  # its state.pt: named by the restore's errors
+
+
+def read_checkpoint(out: str | Path, cfg: Config) -> Checkpoint | None:
+    """(epoch, state, tables, state file) of run dir `out`'s checkpoint, None when there is none; StoreError (one line
+    naming the file and the field) when it is incomplete, corrupt, was written for another config, or holds an epoch,
+    a state or a table this run cannot continue from. The shapes of the tensors are checked by the restore, against
+    the freshly built loop, before anything is put back."""
     path = checkpoint_path(out)
     if not path.exists():
         return None
-    meta = read_json(path / MARKER) if (path / MARKER).is_file() else None
+    marker = path / MARKER
+    meta = read_json(marker, check=False) if marker.is_file() else None
     if meta is None or meta.get("format") != FORMAT:
         raise StoreError(f"{path}: not a complete studentspec checkpoint (no {MARKER})")
     if meta.get("version") != VERSION:
-        raise StoreError(f"{path}: checkpoint version {meta.get('version')!r}, this studentspec reads {VERSION}")
+        raise StoreError(f"{path}: checkpoint version {str(meta.get('version'))[:60]!r}, this studentspec reads {VERSION}")
+    schemas.validate(schemas.Checkpoint, meta, marker)
     mine = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # the same plain types as the stored JSON
-    key = _first_difference(meta.get("config"), mine)
+    key = _first_difference(meta["config"], mine)
     if key:
         raise StoreError(f"{path}: written for another config ({key} differs); resume with the same config, or remove it")
+    epoch = meta["epoch"]
+    if epoch >= cfg.train.epochs:  # written after an epoch before the last: a larger one would resume into nothing
+        raise StoreError(f"{marker}: field epoch: {epoch}, but a checkpoint of a {cfg.train.epochs}-epoch run is written "
+                         f"after epoch 1 to {cfg.train.epochs - 1}; remove it")
+    names = _table_names(meta["tables"], marker)
     try:
         state = torch.load(path / "state.pt", weights_only=True)
-        tables = {name: pd.read_parquet(path / f"{name}.parquet") for name in meta["tables"]}
     except Exception as err:
         raise StoreError(f"{path}: corrupt checkpoint ({err.__class__.__name__})") from None
-    return int(meta["epoch"]), state, tables
+    try:
+        loopstate.check_form(state)
+    except loopstate.StateError as err:
+        raise StoreError(f"{path / 'state.pt'}: {err}") from None
+    tables = {}
+    for name in names:
+        file = path / f"{name}.parquet"
+        if not file.is_file():
+            raise StoreError(f"{file}: missing (listed in {MARKER}'s tables)")
+        tables[name] = read_table(file, COLUMNS.get(name, EXTRA_COLUMNS), cfg.seeds)
+        if len(tables[name]) and int(tables[name]["step"].max()) > state["step"]:
+            raise StoreError(f"{file}: column 'step' holds steps after the checkpoint's step {state['step']}")
+    return Checkpoint(epoch, state, tables, path / "state.pt")
+
+
+def _table_names(names: list[str], marker: Path) -> list[str]:
+    """The checkpoint's table names when every one is a run's table and the three every run has are there."""
+    for i, name in enumerate(names):
+        if name not in (*TABLES, *EXTRA_TABLES) or names.index(name) != i:
+            raise StoreError(f"{marker}: field tables.{i}: {name[:60]!r} is not a run table or appears twice "
+                             f"(known: {', '.join((*TABLES, *EXTRA_TABLES))})")
+    missing = [t for t in TABLES if t not in names]
+    if missing:
+        raise StoreError(f"{marker}: field tables: {missing[0]!r} missing")
+    return names
 
 
 def remove_checkpoint(out: str | Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..ensemble.atomic import atomic_write
+from . import schemas
 from .dirs import StoreError
 
 
@@ -28,12 +29,13 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(strict_json(data), indent=1, default=str, allow_nan=False)))
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON file written by studentspec; StoreError names the file when it is corrupt."""
+def read_json(path: Path, check: bool = True) -> dict[str, Any]:
+    """Read a JSON file written by studentspec, checked against its file kind's schema (store/schemas.py) when it has
+    one (and `check`); StoreError names the file (and the field) when it is corrupt or does not hold what its kind must."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON, bad UTF-8, an integer of too many digits
         raise StoreError(f"{path}: unreadable or corrupt ({err.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise StoreError(f"{path}: expected a JSON object")
-    return data
+    return schemas.check(path, data) if check else data

@@ -28,6 +28,22 @@ FILES = ("config.yaml", *(f"{t}.parquet" for t in TABLES), "summary.json", "weig
 # order = the weight-space order parameters of mlp/order.py (eval.order)
 EXTRA_TABLES = ("order",)
 assert all(f"{t}.parquet" in RUN_ENTRIES for t in EXTRA_TABLES)
+# What a stored table must hold to be read back (load_run, Run.table, a checkpoint's tables): the columns the readers
+# use, each of its kind; every other column is the pipeline's or a metric's own and passes unchecked.
+KEYS = {"seed": "integer", "step": "integer", "split": "text"}
+COLUMNS = {
+    "scalars": KEYS | {"mse": "number"},
+    "teachers": KEYS | {"layer": "integer", "teacher": "integer", "best_corr": "number", "fanout_norm": "number", "specialized": "boolean"},
+    "students": KEYS | {"layer": "integer", "student": "integer", "best_corr": "number", "fanout_norm": "number"},
+}
+EXTRA_COLUMNS = {"seed": "integer", "step": "integer"}  # an extra table's (e.g. order.parquet)
+SPLITS = frozenset({"train", "eval"})
+_KIND = {
+    "integer": pd.api.types.is_integer_dtype,
+    "number": lambda s: pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s),
+    "boolean": pd.api.types.is_bool_dtype,
+    "text": pd.api.types.is_string_dtype,
+}
 
 
 @dataclass
@@ -89,6 +105,73 @@ def split_record(record: RunRecord, configs: list[Config], note: dict[str, Any] 
     return out
 
 
+def check_table(df: pd.DataFrame, file: Path, columns: dict[str, str], seeds: list[int]) -> pd.DataFrame:
+    """`df` read from `file` when it holds `columns` (name -> kind), only the run's seeds, steps >= 0 and known splits;
+    StoreError naming the file and the column otherwise."""
+    for col, kind in columns.items():
+        if col not in df.columns:
+            raise StoreError(f"{file}: column {col!r} missing")
+        if not _KIND[kind](df[col]):
+            raise StoreError(f"{file}: column {col!r} holds {df[col].dtype} values, {kind} values expected")
+    other = sorted(set(df["seed"].unique().tolist()) - set(seeds))
+    if other:
+        raise StoreError(f"{file}: column 'seed' holds {other[0]}, which is not one of config.yaml's seeds")
+    if len(df) and int(df["step"].min()) < 0:
+        raise StoreError(f"{file}: column 'step' holds a negative step")
+    if "split" in columns and not set(df["split"].unique().tolist()) <= SPLITS:
+        found = sorted(map(str, set(df["split"].unique().tolist()) - SPLITS))[0][:60]
+        raise StoreError(f"{file}: column 'split' holds {found!r}, not one of {sorted(SPLITS)}")
+    return df
+
+
+_ARROW = {"integer": ("is_integer",), "number": ("is_integer", "is_floating", "is_decimal"), "boolean": ("is_boolean",),
+          "text": ("is_string", "is_large_string")}
+
+
+def check_columns(file: Path, columns: dict[str, str]) -> None:
+    """StoreError naming `file` and the column unless its Parquet schema (read alone, no rows) holds `columns` (name ->
+    kind): what a reader that does not load the rows (sweep.query's DuckDB) checks first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(file)
+    except Exception as err:
+        raise StoreError(f"{file}: corrupt or unreadable ({err.__class__.__name__})") from None
+    for col, kind in columns.items():
+        if col not in schema.names:
+            raise StoreError(f"{file}: column {col!r} missing")
+        kind_of = schema.field(col).type
+        if not any(getattr(pa.types, test)(kind_of) for test in _ARROW[kind]):
+            raise StoreError(f"{file}: column {col!r} holds {kind_of} values, {kind} values expected")
+
+
+def read_table(file: Path, columns: dict[str, str], seeds: list[int]) -> pd.DataFrame:
+    """A stored Parquet table, checked (check_table); StoreError naming the file when it is unreadable."""
+    try:
+        df = pd.read_parquet(file)
+    except Exception as err:
+        raise StoreError(f"{file}: corrupt or unreadable ({err.__class__.__name__})") from None
+    return check_table(df, file, columns, seeds)
+
+
+def check_weights(arrays: dict[str, np.ndarray], file: Path, n_seeds: int, shared_teacher: bool) -> dict[str, np.ndarray]:
+    """`arrays` read from weights.npz when every key is a teacher's or student's and every array has a leading seed axis
+    of `n_seeds` (1 for a teacher all seeds share, `shared_teacher`: a conv run's); StoreError naming the array otherwise."""
+    for prefix in ("teacher.", "student."):
+        if not any(k.startswith(prefix) for k in arrays):
+            raise StoreError(f"{file}: no {prefix[:-1]} arrays (keys like {prefix}W1 expected)")
+    for key, arr in arrays.items():
+        if not key.startswith(("teacher.", "student.")):
+            raise StoreError(f"{file}: array {key[:60]!r} is neither a teacher's nor a student's")
+        if arr.dtype.kind not in "biuf":
+            raise StoreError(f"{file}: array {key!r} holds {arr.dtype} values, numbers expected")
+        allowed = {n_seeds, 1} if shared_teacher and key.startswith("teacher.") else {n_seeds}
+        if arr.ndim == 0 or arr.shape[0] not in allowed:
+            raise StoreError(f"{file}: array {key!r} has shape {list(arr.shape)}, a leading axis of {n_seeds} seeds expected")
+    return arrays
+
+
 def write_record(record: RunRecord, out: str | Path, overwrite: bool = False) -> Path:
     """Write a run dir atomically (see store.dirs.check_out for what --overwrite may replace); summary.json is
     written last, so a run dir with a summary is complete."""
@@ -138,23 +221,19 @@ class Run:
             file = self.path / f"{name}.parquet"
             if not file.is_file():
                 raise StoreError(f"{file}: missing (this run did not store the {name!r} table)")
-            try:
-                df = pd.read_parquet(file)
-            except Exception as err:
-                raise StoreError(f"{file}: corrupt or unreadable ({err.__class__.__name__})") from None
-            for col in ("seed", "step"):
-                if col not in df.columns:
-                    raise StoreError(f"{file}: column {col!r} missing")
-            self._extra[name] = df
+            self._extra[name] = read_table(file, EXTRA_COLUMNS, self.config.seeds)
         return self._extra[name]
 
     def weights(self) -> dict[str, np.ndarray]:
-        """Final teacher and student weights, keys like 'teacher.W1', 'student.b2'."""
+        """Final teacher and student weights, keys like 'teacher.W1', 'student.b2'; StoreError naming the file and the
+        array when one is missing, not numeric, or lacks the leading seed axis."""
+        file = self.path / "weights.npz"
         try:
-            with np.load(self.path / "weights.npz") as z:
-                return {k: z[k] for k in z.files}
+            with np.load(file) as z:  # no pickled objects (allow_pickle is off)
+                arrays = {k: z[k] for k in z.files}
         except Exception as err:
-            raise StoreError(f"{self.path / 'weights.npz'}: unreadable ({err.__class__.__name__})") from None
+            raise StoreError(f"{file}: unreadable ({err.__class__.__name__})") from None
+        return check_weights(arrays, file, len(self.config.seeds), self.summary.get("pipeline") == "conv")
 
     def time_to_specialize(self, split: str = "eval") -> pd.DataFrame:
         """First evaluated step at which each teacher node was specialized."""
@@ -162,7 +241,8 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    """Read a run directory written by `studentspec run`; StoreError names what is wrong."""
+    """Read a run directory written by `studentspec run`, every file checked (config, summary schema, table columns and
+    seeds) before it is returned; StoreError names the file and the field or column that is wrong."""
     path = Path(path)
     if not path.is_dir():
         raise StoreError(f"{path}: run directory not found")
@@ -177,14 +257,8 @@ def load_run(path: str | Path) -> Run:
         cfg = build_config(tree)
     except ConfigError as err:
         raise StoreError(f"{path / 'config.yaml'}: invalid ({err})") from None
-    frames = {}
-    for name in ("scalars", "teachers", "students"):
-        try:
-            frames[name] = pd.read_parquet(path / f"{name}.parquet")
-        except Exception as err:
-            raise StoreError(f"{path / name}.parquet: corrupt or unreadable ({err.__class__.__name__})") from None
-        for col in ("seed", "step", "split"):
-            if col not in frames[name].columns:
-                raise StoreError(f"{path / name}.parquet: column {col!r} missing")
-    info = read_json(path / "summary.json")
+    info = read_json(path / "summary.json")  # checked against its schema (store/schemas.py)
+    if info["seeds"] != list(cfg.seeds):
+        raise StoreError(f"{path / 'summary.json'}: field seeds: {str(info['seeds'])[:100]} differs from config.yaml's seeds")
+    frames = {name: read_table(path / f"{name}.parquet", COLUMNS[name], cfg.seeds) for name in TABLES}
     return Run(path, cfg, frames["scalars"], frames["teachers"], frames["students"], info)

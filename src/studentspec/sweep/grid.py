@@ -32,6 +32,7 @@ from .. import pipelines
 from ..config import ConfigError, parse_yaml, read_mapping
 from ..pipelines import load_config
 from ..store import StoreError, check_resumable, claim_resumable, load_run, read_json, remove_leftovers, write_json
+from ..store.record import COLUMNS, check_columns
 
 MANIFEST = "sweep.json"
 LOCK = ".sweep.lock"
@@ -356,10 +357,14 @@ def _finished(run_dir: Path) -> bool:
 
 
 def _finished_jobs(path: Path) -> list[tuple[dict[str, Any], Path]]:
-    """(job record, run dir) of every finished job of a sweep, in manifest order."""
+    """(job record, run dir) of every finished job of a sweep, in manifest order; the manifest is checked against its
+    schema (store/schemas.py: every job id a plain name, so jobs/<id> lies inside the sweep) and no job dir may be a link."""
     if not (path / MANIFEST).is_file():
         raise StoreError(f"{path}: not a sweep directory (no {MANIFEST}; create one with `studentspec sweep`)")
     manifest = read_json(path / MANIFEST)
+    for link in (path / "jobs", *(path / "jobs" / job["id"] for job in manifest["jobs"])):
+        if link.is_symlink():  # studentspec writes job dirs in place: a link leads out of the sweep
+            raise StoreError(f"{link}: a link, not a job dir studentspec wrote; a sweep reads only its own dirs")
     return [(job, path / "jobs" / job["id"]) for job in manifest["jobs"] if (path / "jobs" / job["id"] / "summary.json").is_file()]
 
 
@@ -382,6 +387,7 @@ def query(path: str | Path, sql: str) -> pd.DataFrame:
             file = run_dir / f"{name}.parquet"
             if not file.is_file():
                 raise StoreError(f"{file}: missing")
+            check_columns(file, COLUMNS[name])  # DuckDB would unite a text seed column with the others' numbers
             cols = []
             for key, raw in job["point"].items():
                 cols.append(f'? AS "{key.replace(chr(34), chr(34) * 2)}"')
