@@ -1,18 +1,18 @@
-# Two commands do everything: `make run` and `make test`.
+# Two commands do everything: `make run` and `make test` (`make docs` builds the documentation site).
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 RUN_DIR ?= runs/two_layer_quick
 
-.PHONY: run test bench clean
+.PHONY: run test docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The pinned CPU wheel first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,ray,slurm]'
+	$(BIN)/pip install --quiet -e '.[test,ray,slurm,docs]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -22,8 +22,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# the site in site/; --strict: a broken link, anchor or docstring fails the build
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_step.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site
