@@ -1,4 +1,4 @@
-"""Seed-steps/s of the science.md 4.1 workload on a device, and the paper's two-layer grid projected on it.
+"""Seed-steps/s of the docs/model.md 4.1 workload on a device, and the paper's two-layer grid projected on it.
 
 For S in --sizes and each precision: build, one evaluation (without gradient norms) and one training step timed in
 this process on d=100, m=10, multi=5 (the grid's middle size), C=50, batch 16, the torch path (the compiled step
@@ -26,7 +26,7 @@ from studentspec import pipelines
 from studentspec.mlp.pack import pack
 from studentspec.sweep.cost import job_cost
 
-GRID = [(m, multi, p) for m in (5, 10, 20) for multi in (1, 2, 5, 10) for p in (0, 0.5, 1, 1.5, 2, 2.5)]  # science.md 4.1
+GRID = [(m, multi, p) for m in (5, 10, 20) for multi in (1, 2, 5, 10) for p in (0, 0.5, 1, 1.5, 2, 2.5)]  # docs/model.md 4.1
 
 
 def workload(device: str, dtype: str, seeds: int, m: int = 10, multi: float = 5.0, steps: int = 1000) -> list[str]:

@@ -1,6 +1,6 @@
 """studentspec against a reference of the original per-seed loop, and the cost of evaluation.
 
-Reference (written from science.md 4.1, the original code's workload): one seed at a time, a
+Reference (written from docs/model.md 4.1, the original code's workload): one seed at a time, a
 plain float64 nn.Sequential(Linear(d, n), ReLU, Linear(n, C)) student, torch.optim.SGD(lr 0.01)
 on the paper's J (1/2 sum over outputs, mean over the batch, as the original two-layer code), batches of 16 drawn with replacement from a fixed 10k training set every step.
 studentspec: the same workload for S seeds in one batched `train()` (float64); both at --threads

@@ -1,4 +1,4 @@
-"""Start-up of a run: build() of the science.md 4.1 workload for S seeds, first call in a fresh process.
+"""Start-up of a run: build() of the docs/model.md 4.1 workload for S seeds, first call in a fresh process.
 
 Prints the median over separate processes of build()'s wall time (teacher, 10k training and 10k
 evaluation inputs per seed, labels, student), the import time, and the peak RSS, at 1 and 2 torch threads.

@@ -1,4 +1,4 @@
-"""Training-step throughput on the science.md 4.1 workload, next to the GEMM peak measured in the same process.
+"""Training-step throughput on the docs/model.md 4.1 workload, next to the GEMM peak measured in the same process.
 
 Workload: d=100 inputs, student hidden n (--hidden, default 100; built as teacher widths [n] x
 multi 1, the same student shapes as the paper's [10] x 10), C=50 outputs,

@@ -6,7 +6,7 @@ i.e. what the executor, process start-up, imports and the run-dir write add to e
 Ray starts a local instance inside the measurement (its start-up is part of the figure and is
 also printed on its own); submitit uses its local executor.
 
-grid: science.md 4.1's 72 configurations (m in {5,10,20} x multi in {1,2,5,10} x p in
+grid: docs/model.md 4.1's 72 configurations (m in {5,10,20} x multi in {1,2,5,10} x p in
 {0,..,2.5}) at a reduced scale (configs/two_layer_quick.yaml with d=C=20, 4 seeds, 10 epochs
 of 1000 steps) through the local executor; prints wall time, jobs/s and seed-steps/s.
 

@@ -17,7 +17,7 @@ from studentspec.mlp.nets import Net
 from studentspec.theory.population import check_supported, kernel_args, population_grad, population_loss
 
 SLOPE = 0.1
-FORMULAS = {  # science.md: psi for ReLU and Leaky ReLU; linear is the identity; erf the error function
+FORMULAS = {  # docs/model.md: psi for ReLU and Leaky ReLU; linear is the identity; erf the error function
     "relu": lambda z: np.maximum(z, 0.0),
     "leaky_relu": lambda z: np.where(z > 0, z, SLOPE * z),
     "linear": lambda z: z,

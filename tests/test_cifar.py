@@ -28,7 +28,7 @@ def test_presets_are_valid_configs():
 
 
 def test_paper_preset_is_section_4_4():
-    """science.md 4.4 typed here: 4 layers of 3x3 convs, 64 channels, no padding (32 -> 24), ReLU then BatchNorm, then
+    """docs/model.md 4.4 typed here: 4 layers of 3x3 convs, 64 channels, no padding (32 -> 24), ReLU then BatchNorm, then
     Linear(64*24*24 -> 10); teacher SGD momentum 0.9, weight decay 5e-4, batch 128, crop + flip augmentation;
     pruning ratios [0.3, 0.5, 0.5, 0.7] (64 -> 45, 32, 32, 20); students multi 1, 2, 5 trained with MSE."""
     import torch

@@ -31,7 +31,7 @@ def _module(net: Net, s: int) -> torch.nn.Sequential:
 
 
 def _oracle_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """One seed's objective on a batch [B, C], written out (science.md section 1)."""
+    """One seed's objective on a batch [B, C], written out (docs/model.md section 1)."""
     if loss == "half_sse":  # the paper's J: 1/2 sum over outputs, mean over the batch
         return 0.5 * (out - y).square().sum(dim=1).mean()
     if loss == "mse":  # nn.MSELoss's convention: mean over batch and outputs = (2/C) J

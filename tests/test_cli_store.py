@@ -97,7 +97,7 @@ def test_store_round_trip(stored):
         assert col in run.teachers
     for col in ["seed", "step", "split", "layer", "student", "best_corr", "best_teacher", "fanout_norm"]:
         assert col in run.students
-    # science.md 2: specialized = best correlation > 0.95; counts of students above 0.5, 0.6, 0.7, 0.8, 0.9, 0.95
+    # docs/model.md 2: specialized = best correlation > 0.95; counts of students above 0.5, 0.6, 0.7, 0.8, 0.9, 0.95
     assert run.config.eval.threshold == 0.95  # the default: the spec's threshold
     assert [c for c in run.teachers if c.startswith("n_above_")] == [f"n_above_{t}" for t in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)]
     assert (run.teachers.specialized == (run.teachers.best_corr > 0.95)).all() and len(run.teachers) > 0

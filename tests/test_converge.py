@@ -1,4 +1,4 @@
-"""converge: from a briefly trained student to an SGD critical point, then claims 2 and 3 (science.md 3)."""
+"""converge: from a briefly trained student to an SGD critical point, then claims 2 and 3 (docs/model.md 3)."""
 
 import json
 import os
@@ -65,7 +65,7 @@ def test_relu_multi2_gaussian_data_reaches_critical_point_and_specializes(method
 
 
 def test_relu_multi5_teacher_aware_data_every_student_specializes():
-    """20 students, boundary data (science.md 4.2, exact): every student ends aligned with a teacher."""
+    """20 students, boundary data (docs/model.md 4.2, exact): every student ends aligned with a teacher."""
     cfg, s = trained([1], ["student.multi=5", "data.kind=teacher_aware", "data.boundary_exact=true",
                            "data.n_train=1000", "train.epochs=10"])
     res = converge(cfg, s.student, s.teacher, s.stream.x_train, method="newton")

@@ -1,4 +1,4 @@
-"""eval.dtype: a float64 run evaluated in float32 (sums in float64), against a NumPy float64 oracle of science.md 2.
+"""eval.dtype: a float64 run evaluated in float32 (sums in float64), against a NumPy float64 oracle of docs/model.md 2.
 
 Objective: train.loss = half_sse, the paper's J = (1/N) sum_n 1/2 ||f(x_n) - y_n||^2 over the N samples of a split;
 its full-batch gradient is written out below for the two-layer ReLU net (no code of the package computes the oracle).

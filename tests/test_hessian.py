@@ -2,7 +2,7 @@
 objective, Lanczos against exact, and the node-splitting saddle.
 
 Objective throughout: train.loss=half_sse, the paper's J = 1/2 mean_x sum_c (f*_c(x) - f_c(x))^2 (sum over outputs,
-mean over the training samples), except where mse = (2/C) J is stated. The oracles below are written from science.md 1:
+mean over the training samples), except where mse = (2/C) J is stated. The oracles below are written from docs/model.md 1.6:
 f(x) = W_L^T psi(... psi(W_1^T x + b_1) ...) + b_L with psi = max(z, a z) (a = 0: ReLU), the flat parameter vector
 theta = (W_1, b_1, ..., W_L, b_L), each W_l [n_{l-1}, n_l] row-major, as converge lays it out.
 """
@@ -35,7 +35,7 @@ def unpack(theta: np.ndarray, dims: list[int]) -> list[tuple[np.ndarray, np.ndar
 
 
 def np_forward(theta: np.ndarray, dims: list[int], x: np.ndarray, slope: float) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Output [N, C] and every hidden pre-activation, science.md 1 (psi = max(z, slope z))."""
+    """Output [N, C] and every hidden pre-activation, docs/model.md 1 (psi = max(z, slope z))."""
     layers, h, pre = unpack(theta, dims), x, []
     for l, (W, b) in enumerate(layers):
         z = h @ W + b

@@ -119,7 +119,7 @@ def test_augment_matches_a_per_image_loop():
         assert np.array_equal(out[i].numpy(), ref)
     assert 0 < int(flip.sum()) < 9  # both branches were exercised
     assert torch.equal(augment(x, g1, pad=0, flip=False), x)
-    # science.md 4.4: "random crop pad 4, horizontal flip" is the default
+    # docs/model.md 4.4: random crops (padding 4) and horizontal flips are the default
     assert torch.equal(augment(x, torch.Generator().manual_seed(7)), augment(x, torch.Generator().manual_seed(7), pad=4, flip=True))
     assert not torch.equal(augment(x, torch.Generator().manual_seed(7)), augment(x, torch.Generator().manual_seed(7), pad=3, flip=True))
 

@@ -1,4 +1,4 @@
-"""The import graph, read with ast: the layers of README's architecture, no cycles, a light top-level package."""
+"""The import graph, read with ast: the layers of docs/architecture.md, no cycles, a light top-level package."""
 
 import ast
 from pathlib import Path

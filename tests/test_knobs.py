@@ -1,4 +1,4 @@
-"""The original code's knobs (science.md 4.5), each held to its definition written out independently here.
+"""The original code's knobs (docs/model.md 4.5), each held to its definition written out independently here.
 
 Oracles are per-seed `nn.Linear` stacks trained with `torch.optim.SGD` on the objective half_sse (the paper's
 J = 1/2 sum over outputs, mean over the batch; the default train.loss), with the knob's rule applied by hand:

@@ -1,4 +1,4 @@
-"""The training objectives pinned to their equations (science.md section 1), not to another implementation.
+"""The training objectives pinned to their equations (docs/model.md section 1), not to another implementation.
 
 Objectives, with d = f(x) - f*(x) per sample and a batch of B samples:
   half_sse: 1/2 sum_c d_c^2, mean over the batch (the paper's J; the original two-layer code);
@@ -26,7 +26,7 @@ from studentspec.mlp.train import build
 from conftest import needs_kernel
 
 C = 5  # outputs: mse's 2/C = 0.4 separates it clearly from half_sse
-# science.md 1: J (half_sse), nn.MSELoss (mse) and cross-entropy against the teacher's argmax (ce): the spec's list,
+# docs/model.md 1.6: J (half_sse), nn.MSELoss (mse) and cross-entropy against the teacher's argmax (ce): the spec's list,
 # so a loss the code drops from its LOSSES fails here instead of silently leaving the parametrization
 SPEC_LOSSES = ["half_sse", "mse", "ce"]
 

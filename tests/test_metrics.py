@@ -6,7 +6,7 @@ import torch
 
 from studentspec.ensemble.corr import CorrAccumulator, layer_stats, rho_mean
 
-# science.md 2: "counts of students above thresholds 0.5, 0.6, 0.7, 0.8, 0.9, 0.95 per teacher" (the spec's list, not the code's)
+# docs/model.md 2.3: the counts of students above 0.5, 0.6, 0.7, 0.8, 0.9 and 0.95 per teacher (the spec's list, not the code's)
 SPEC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 

@@ -81,7 +81,7 @@ def test_final_R_Q_T_equal_numpy_on_the_stored_weights(run: Run) -> None:
     assert set(order.loc[order["kind"] == "R", "layer"]) == {1}  # R only where teacher and student share the input space
     assert set(order.loc[order["kind"] == "Q", "layer"]) == set(order.loc[order["kind"] == "T", "layer"]) == {1, 2}
     t1 = order[(order["kind"] == "T") & (order["layer"] == 1) & (order["i"] == order["j"])]
-    np.testing.assert_allclose(t1["inner"], 1.0 + cfg.teacher.bias**2, rtol=1e-12)  # unit rows + bias -0.1 (science.md 4.1)
+    np.testing.assert_allclose(t1["inner"], 1.0 + cfg.teacher.bias**2, rtol=1e-12)  # unit rows + bias -0.1 (docs/model.md 4.1)
 
 
 def test_step_0_equals_numpy_on_the_initial_weights(run: Run, tmp_path: Path) -> None:

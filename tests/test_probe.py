@@ -122,7 +122,7 @@ CASES = [
     Case("unknown-loss", run_cmd("train.loss=hinge"), ("train.loss", "must be one of")),
     Case("unknown-dtype", run_cmd("train.dtype=float16"), ("train.dtype", "must be one of")),
     Case("ce-with-one-output", run_cmd("train.loss=ce", "output_dim=1"), ("train.loss=ce", "output_dim")),
-    # the original code's knobs (science.md 4.5): bad values and combinations
+    # the original code's knobs (docs/model.md 4.5): bad values and combinations
     Case("freeze-out-of-range", run_cmd("train.freeze=[3]"), ("train.freeze", "1..2")),
     Case("freeze-every-layer", run_cmd("train.freeze=[1,2]"), ("train.freeze", "nothing would train")),
     Case("perturb-with-multi", run_cmd("student.perturb=0.1"), ("student.perturb", "student.multi=1")),

@@ -186,7 +186,7 @@ def test_quick_scale_is_valid_and_smaller(tmp_path, name):
 
 
 def test_cifar10_tiny_through_the_cli_end_to_end(tmp_path, capsys):
-    """science.md 4.4 at tiny scale: the real cifar.reproduce (no fake module) on small files in the CIFAR-10 format,
+    """docs/model.md 4.4 at tiny scale: the real cifar.reproduce (no fake module) on small files in the CIFAR-10 format,
     through `studentspec reproduce cifar10 data.root=PATH --scale tiny --out DIR`."""
     import math
 
@@ -209,7 +209,7 @@ def test_cifar10_tiny_through_the_cli_end_to_end(tmp_path, capsys):
     info = json.loads((out / "reproduce.json").read_text())
     assert info["experiment"] == "cifar10" and info["scale"] == "tiny" and info["overrides"] == [f"data.root={root}"]
     assert info["teacher"]["widths"] == [4, 4, 4, 4]
-    # science.md 4.4: mask the lowest [0.3, 0.5, 0.5, 0.7] of each layer's channels (64 -> 45, 32, 32, 20; 4 -> 3, 2, 2, 2)
+    # docs/model.md 4.4: mask the lowest [0.3, 0.5, 0.5, 0.7] of each layer's channels (64 -> 45, 32, 32, 20; 4 -> 3, 2, 2, 2)
     assert info["pruned"]["ratios"] == [0.3, 0.5, 0.5, 0.7] and info["pruned"]["active_widths"] == [3, 2, 2, 2]
     for key in ("teacher", "pruned"):
         assert 0.0 <= info[key]["accuracy"] <= 1.0

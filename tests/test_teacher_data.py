@@ -1,4 +1,4 @@
-"""Teacher recipes (science.md 4.1, 4.3), teacher-aware data (4.2), and the batch stream."""
+"""Teacher recipes (docs/model.md 4.1, 4.3), teacher-aware data (4.2), and the batch stream."""
 
 import math
 
@@ -23,7 +23,7 @@ def two_layer(p=1.5, m=8, seeds=(1, 2)):
     return cfg, build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
 
 
-# science.md 4.1: entries "drawn uniformly from {-1,-0.75,-0.5,-0.25,0,0.25,0.5,0.75,1}" -- the spec's numbers, not the code's GRID
+# docs/model.md 4.1: entries drawn uniformly from {-1,-0.75,-0.5,-0.25,0,0.25,0.5,0.75,1} -- the spec's numbers, not the code's GRID
 SPEC_GRID = torch.tensor([-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
 
 
@@ -32,7 +32,7 @@ def on_grid(values: torch.Tensor) -> bool:
 
 
 def test_two_layer_teacher_draws_every_grid_value_uniformly():
-    """science.md 4.1: each entry uniform over the 9 values. A row's largest |entry| is 1 (all but certain at d=100), so
+    """docs/model.md 4.1: each entry uniform over the 9 values. A row's largest |entry| is 1 (all but certain at d=100), so
     row / max|row| is the drawn grid row itself; over 2000 entries every value appears at ~1/9 each."""
     cfg = load_config(None, ["seeds=[1]", "input_dim=100", "output_dim=50", "teacher.widths=[20]", "teacher.decay=0"])
     t = build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
@@ -72,7 +72,7 @@ def test_two_layer_output_decay_ratios_and_grid():
 
 
 def test_two_layer_student_init_inputs_and_biases_are_the_spec():
-    """science.md 4.1, its numbers typed here: student weights N(0, 0.005^2) with biases 0; x ~ N(0, 1.5^2 I);
+    """docs/model.md 4.1, its numbers typed here: student weights N(0, 0.005^2) with biases 0; x ~ N(0, 1.5^2 I);
     teacher hidden and output biases -0.1; teacher-aware shifts a ~ U[mean, mean + sigma] with mean = sigma = 2.
     Both the defaults and configs/two_layer.yaml hold them, and build() draws from them."""
     for cfg in (load_config(None, []), load_config("configs/two_layer.yaml")):
@@ -141,7 +141,7 @@ def test_deep_teacher_grid_rows_decay_and_bias_range():
 @pytest.mark.parametrize("exact", [False, True])
 @pytest.mark.parametrize("n", [60, 46])
 def test_teacher_aware_points_on_boundary_and_copies_on_opposite_sides(exact, n):
-    """science.md 4.2: ceil(N/(3m)) points per teacher node (46 -> ceil(46/15) = 4, not 3), each kept with its copies
+    """docs/model.md 4.2: ceil(N/(3m)) points per teacher node (46 -> ceil(46/15) = 4, not 3), each kept with its copies
     x +- a w*_j, a ~ U[2, 4] (mean = sigma = 2), every sample rescaled to norm 1.5 sqrt(d) (d = 30)."""
     cfg, t = two_layer(m=5)
     w, b = t.weights[0][0], t.biases[0][0]

@@ -269,7 +269,7 @@ def parser() -> argparse.ArgumentParser:
     k.set_defaults(func=_query)
     t = sub.add_parser("teacher", help="conv teachers on image data: train on labels, prune by fan-out and fine-tune")
     tsub = t.add_subparsers(dest="teacher_command", required=True)
-    tt = tsub.add_parser("train", help="train a conv teacher on true labels (default: science.md 4.4's 4 x 64 teacher)")
+    tt = tsub.add_parser("train", help="train a conv teacher on true labels (default: docs/model.md 4.4's 4 x 64 teacher)")
     tt.add_argument("dataset", choices=["cifar10", "mnist"])
     tt.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. teacher.widths=[16,16,16,16] teacher_train.lr=0.1")
     tt.add_argument("--out", required=True, help="checkpoint file to write (e.g. T.pt)")
@@ -295,7 +295,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("name", choices=["two-layer", "sample-complexity", "deep", "cifar10"])
     e.add_argument("overrides", nargs="*", help="cifar10 only: dotted key=value overrides, e.g. data.root=PATH")
     e.add_argument("--scale", choices=["tiny", "quick", "paper"], default="quick",
-                   help="paper: science.md settings; quick: same shape, minutes on 2 cores; tiny: seconds, a smoke test")
+                   help="paper: the settings of docs/model.md 4; quick: same shape, minutes on 2 cores; tiny: seconds, a smoke test")
     e.add_argument("--out", help="output dir (default runs/reproduce/NAME-SCALE); re-run the same command to resume")
     e.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
     e.add_argument("--executor", choices=["local", "ray", "slurm"], default="local", help="where the sweep jobs run (as in `sweep`)")

@@ -49,7 +49,7 @@ class TeacherConfig(_Section):
     batchnorm: Literal["none", "before", "after"] = "none"
     batchnorm_affine: bool = False
     checkpoint: str | None = None  # a trained conv teacher (`studentspec teacher train`); image data only
-    no_bias: bool = False  # science.md 4.5 `no_bias`: teacher and student biases 0, the student's kept 0 after every step
+    no_bias: bool = False  # docs/model.md 4.5 `no_bias`: teacher and student biases 0, the student's kept 0 after every step
 
     @field_validator("widths")
     @classmethod
@@ -70,7 +70,7 @@ class StudentConfig(_Section):
     multi: float = Field(5.0, ge=1.0)
     init_std: float | None = Field(0.005, gt=0.0)
     init_scale: float = Field(1.0, gt=0.0)
-    # the original code's knobs (science.md 4.5; README "Config keys"): MLP runs only
+    # the original code's knobs (docs/model.md 4.5; docs/configuration.md): MLP runs only
     normalize: bool = False  # every hidden weight column (not the bias) rescaled to unit L2 norm at init and after every step
     adv_init: Literal["none", "adv", "help"] = "none"  # flip first-layer weight vectors away from / towards the weakest teacher node
     perturb: float | None = Field(None, ge=0.0)  # student := teacher + N(0, perturb^2) in every weight and bias (multi 1)
@@ -247,7 +247,7 @@ MLP_KNOBS = {"train.freeze": lambda c: bool(c.train.freeze), "student.normalize"
 
 
 def _check_knobs(cfg: Config) -> None:
-    """ValueError (naming the key) for a combination of the original code's knobs (science.md 4.5) that has no meaning;
+    """ValueError (naming the key) for a combination of the original code's knobs (docs/model.md 4.5) that has no meaning;
     resolves train.sample_budget into train.epochs."""
     t, sc, tc = cfg.teacher, cfg.student, cfg.train
     if t.checkpoint is not None:  # image data (conv students): the knobs below exist for MLP ensembles only
@@ -288,7 +288,7 @@ def samples_per_epoch(train: TrainConfig, n_train: int) -> int:
 def lr_at(lr: float | dict[int, float], epoch: int, reduction: int | None = None) -> float:
     """The learning rate of an epoch: a constant or the last schedule entry at or before it, times 0.5 ** (epoch // reduction).
 
-    train.lr_reduction K halves the lr at every epoch i > 0 with i % K == 0 (science.md 4.5), on top of a schedule.
+    train.lr_reduction K halves the lr at every epoch i > 0 with i % K == 0 (docs/model.md 4.5), on top of a schedule.
     """
     base = lr[max(k for k in lr if k <= epoch)] if isinstance(lr, dict) else lr
     return base if reduction is None else base * 0.5 ** (epoch // reduction)

@@ -31,7 +31,7 @@ from ..ensemble.optim import Optimizer
 FORMAT = "studentspec.conv_teacher"
 VERSION = 1
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# `studentspec teacher train` without --config: science.md 4.4's teacher (4 x 64 channels, ReLU then BatchNorm)
+# `studentspec teacher train` without --config: docs/model.md 4.4's teacher (4 x 64 channels, ReLU then BatchNorm)
 PAPER_TEACHER = ["teacher.widths=[64,64,64,64]", "teacher.batchnorm=after", "teacher.batchnorm_affine=true", "train.dtype=float32"]
 
 
@@ -275,7 +275,7 @@ def _set(key: str, value: Any) -> str:
 
 
 def teacher_config(dataset: str, config: str | None, overrides: list[str], root: str | None = None, epochs: int | None = None) -> Config:
-    """The config of `studentspec teacher train`: a YAML file (else science.md's 4 x 64 teacher), then overrides, then the flags."""
+    """The config of `studentspec teacher train`: a YAML file (else the 4 x 64 teacher of docs/model.md 4.4), then overrides, then the flags."""
     flags = [_set("data.kind", dataset)]
     flags += [_set("data.root", str(root))] if root is not None else []
     flags += [_set("teacher_train.epochs", epochs)] if epochs is not None else []

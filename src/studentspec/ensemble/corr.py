@@ -1,4 +1,4 @@
-"""Streaming Pearson correlation between teacher and student nodes, and what is read off it (science.md section 2)."""
+"""Streaming Pearson correlation between teacher and student nodes, and what is read off it (docs/model.md section 2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training objectives (science.md section 1), one definition each, used by every loss and gradient.
+"""The training objectives (docs/model.md section 1), one definition each, used by every loss and gradient.
 
 With d = f(x) - f*(x) per sample (C outputs) and a batch of B samples:
 

@@ -1,4 +1,4 @@
-"""Streaming, ensemble-batched specialization metrics (science.md section 2)."""
+"""Streaming, ensemble-batched specialization metrics (docs/model.md section 2)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Layer l (1-based) maps h_{l-1} [S, B, n_{l-1}] to h_l = psi(h_{l-1} @ W_l + b_l) with
 W_l [S, n_{l-1}, n_l] and b_l [S, n_l]; the top layer L is linear. The augmented weight of
-node k is the column [W_l[:, k]; b_l[k]] (science.md section 1).
+node k is the column [W_l[:, k]; b_l[k]] (docs/model.md section 1).
 """
 
 from __future__ import annotations

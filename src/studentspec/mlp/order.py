@@ -1,6 +1,6 @@
 """Weight-space order parameters of MLP runs (eval.order): R, Q, T of the augmented weights, stored as order.parquet.
 
-Node k of hidden layer l has the augmented weight w~_k = [W_l[:, k]; b_l[k]] (science.md section 1,
+Node k of hidden layer l has the augmented weight w~_k = [W_l[:, k]; b_l[k]] (docs/model.md section 1,
 `Net.augmented`). At every evaluation this metric stores, per seed:
   R[k, j] = w~_k . w~*_j   student k against teacher j, lowest hidden layer only (only there do
                            teacher and student weights live in one space, the augmented input [x; 1];

@@ -1,7 +1,7 @@
 """Packing: several MLP configs that differ only in what build() makes train as ONE ensemble.
 
 Every tensor of a Setup has a leading seed axis and a seed's numbers do not depend on the ensemble
-it trains in (README "Reproducibility"), so the Setups of configs whose tensors have the same
+it trains in (docs/choices.md, "Reproducibility"), so the Setups of configs whose tensors have the same
 shapes (e.g. every teacher.decay of one (m, multi) grid point) can be concatenated along that axis
 and trained by the unchanged train(); splitting the result by seed (store.record.split_record)
 gives every member exactly the numbers it gets alone. The packed config's seeds are the member

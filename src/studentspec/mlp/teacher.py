@@ -1,4 +1,4 @@
-"""Teacher construction (science.md 4.1 `two_layer` and 4.3 `deep` recipes) and tuning."""
+"""Teacher construction (docs/model.md 4.1 `two_layer` and 4.3 `deep` recipes) and tuning."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def distinct_grid_vectors(g: torch.Generator, count: int, length: int, what: str
 
 
 def _two_layer_seed(cfg: Config, g: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
-    """One seed's teacher by science.md 4.1: unit-norm grid rows, fixed bias, decayed fan-out."""
+    """One seed's teacher by docs/model.md 4.1: unit-norm grid rows, fixed bias, decayed fan-out."""
     t = cfg.teacher
     dims = [cfg.input_dim, *t.widths]
     weights, biases = [], []
@@ -48,7 +48,7 @@ def _two_layer_seed(cfg: Config, g: torch.Generator) -> tuple[list[Tensor], list
 
 
 def _deep_seed(cfg: Config, g: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
-    """One seed's teacher by science.md 4.3: grid rows, U(-0.5,0.5) bias, decay, row-normalized."""
+    """One seed's teacher by docs/model.md 4.3: grid rows, U(-0.5,0.5) bias, decay, row-normalized."""
     t = cfg.teacher
     dims = [cfg.input_dim, *t.widths, cfg.output_dim]
     weights, biases = [], []

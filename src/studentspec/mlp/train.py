@@ -53,7 +53,7 @@ class Setup:
 
 def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, device: torch.device, teacher: Net | None = None) -> Net:
     """Student weights N(0, init_std^2) with zero biases, or PyTorch's Linear default, times init_scale;
-    or the teacher plus noise (student.perturb); then the init knobs of science.md 4.5 (_init_knobs)."""
+    or the teacher plus noise (student.perturb); then the init knobs of docs/model.md 4.5 (_init_knobs)."""
     sc = cfg.student
     needs = [k for k, on in (("student.perturb", sc.perturb is not None), ("student.same_dir", sc.same_dir),
                              ("student.same_sign", sc.same_sign), ("student.adv_init", sc.adv_init != "none")) if on]
@@ -88,7 +88,7 @@ def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, d
 
 
 def _init_knobs(cfg: Config, weights: list[Tensor], biases: list[Tensor], teacher: Net | None) -> None:
-    """The init knobs of science.md 4.5 on the stacked float64 student [S, ...], in place, in the original code's order:
+    """The init knobs of docs/model.md 4.5 on the stacked float64 student [S, ...], in place, in the original code's order:
     same_dir, same_sign (after perturb, in init_student), adv_init; then no_bias and normalize as the training keeps them.
 
     Norms and inner products are taken one seed at a time, so a seed's init does not depend on the ensemble size.
@@ -131,7 +131,7 @@ def unit_columns(w: Tensor) -> Tensor:
 
 @dataclass
 class Constraints:
-    """What the original code's knobs impose after every step (science.md 4.5), on every path (compiled or torch).
+    """What the original code's knobs impose after every step (docs/model.md 4.5), on every path (compiled or torch).
 
     Frozen layers (train.freeze) go back to their initial values, bit for bit: SGD computes every layer's update from
     the weights before the step, so this equals never updating them. Hidden weight columns go back to unit norm

@@ -1,4 +1,4 @@
-"""science.md 4.4 end to end: train the conv teacher, prune it, train students for each multi, draw the report.
+"""docs/model.md 4.4 end to end: train the conv teacher, prune it, train students for each multi, draw the report.
 
 `reproduce(out_dir, scale)` is what `studentspec reproduce cifar10` calls. Every stage is kept in
 out_dir and reused when it is already there (a valid checkpoint or a complete run dir), so an
@@ -40,7 +40,7 @@ def config_path(scale: str) -> Path:
 
 
 def _multis(path: Path, scale: str) -> list[float]:
-    """student.multi values of the preset's sweep grid (science.md: 1, 2, 5); tiny: 1, 2."""
+    """student.multi values of the preset's sweep grid (docs/model.md 4.4: 1, 2, 5); tiny: 1, 2."""
     if scale == "tiny":
         return list(TINY_MULTIS)
     grid = (read_mapping(path).get("sweep") or {}).get("grid") or {}

@@ -1,4 +1,4 @@
-"""The paper's claims (science.md sections 3-4) as statistics of stored results, each with a PASS/FAIL verdict.
+"""The paper's claims (docs/model.md sections 3-4) as statistics of stored results, each with a PASS/FAIL verdict.
 
 Every function takes DataFrames shaped like a run's or a sweep's tables (`load_run`,
 `sweep.load_sweep`: swept keys such as `student.multi` are columns, `job` names the run dir)
@@ -129,7 +129,7 @@ def success_falls_with_decay(teachers: pd.DataFrame, max_rho: float = FASTER_MAX
     return claim(
         "success falls with decay p", "Spearman(p, success rate at the end averaged over teachers, multis and seeds)", value,
         f"<= {max_rho:g}", value <= max_rho,
-        f"Larger p makes the weak nodes weaker (science.md 4.1: success falls faster for larger p). With 6 decays {max_rho:g} "
+        f"Larger p makes the weak nodes weaker (docs/model.md 4.1: success falls faster for larger p). With 6 decays {max_rho:g} "
         "allows about one adjacent pair out of order.", ", ".join(f"p {p:g}: {v:.3f}" for p, v in per_decay.items()))
 
 
@@ -177,7 +177,7 @@ def converges_lower_with_multi(scalars: pd.DataFrame, max_rho: float = CONVERGE_
     value = _spearman(per_multi.index, per_multi.values)
     return claim(
         "larger multi converges lower", "Spearman(multi, final log10 eval MSE averaged over decays and seeds)", value,
-        f"<= {max_rho:g}", value <= max_rho, "science.md 4.1 expects larger multi to converge lower; with 4 multis "
+        f"<= {max_rho:g}", value <= max_rho, "docs/model.md 4.1 expects larger multi to converge lower; with 4 multis "
         f"{max_rho:g} allows one adjacent pair out of order.", detail)
 
 
@@ -188,7 +188,7 @@ def converges_faster_with_multi(scalars: pd.DataFrame, early_step: int, max_rho:
     value = _spearman(per_multi.index, per_multi.values)
     return claim(
         "larger multi converges faster", f"Spearman(multi, log10 eval MSE at step {early_step} averaged over decays and seeds)", value,
-        f"<= {max_rho:g}", value <= max_rho, "science.md 4.1 expects larger multi to converge faster; measured at the success "
+        f"<= {max_rho:g}", value <= max_rho, "docs/model.md 4.1 expects larger multi to converge faster; measured at the success "
         f"rate's early checkpoint (after 5 epochs); with 4 multis {max_rho:g} allows one adjacent pair out of order.", detail)
 
 
@@ -287,7 +287,7 @@ def deep_lowest_highest(scalars: pd.DataFrame, min_fraction: float = LOWEST_MIN_
     return claim(
         "deep: lowest layer specializes most", f"fraction of (run, seed) whose layer-1 rho_mean is the highest at the end (ties within {tie:g} count)",
         value, f">= {min_fraction:g}", value >= min_fraction,
-        f"science.md 4.3: the lowest layer specializes first and most. Near convergence every layer reaches ~0.9999 and the order "
+        f"docs/model.md 4.3: the lowest layer specializes first and most. Near convergence every layer reaches ~0.9999 and the order "
         f"becomes noise, hence the tie margin {tie:g}; {min_fraction:g} tolerates a few runs where an upper layer wins by chance.",
         f"{int(ok.sum())} of {len(ok)}; mean rho per layer " + ", ".join(f"L{l}: {rho[:, i].mean():.3f}" for i, l in enumerate(layers)))
 

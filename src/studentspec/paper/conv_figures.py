@@ -1,4 +1,4 @@
-"""Figures of conv-student runs over several multis (science.md 4.4's report), in the one style of `paper.style`.
+"""Figures of conv-student runs over several multis (docs/model.md 4.4's report), in the one style of `paper.style`.
 
 Layers are ordered curves (`style.ordered_color`), channels are coloured by strength on the same
 colour map, and the threshold line is each run's eval.threshold.

@@ -1,4 +1,4 @@
-"""The paper's figures (science.md 4.1-4.3) drawn from sweep DataFrames, in the one style of `paper.style`.
+"""The paper's figures (docs/model.md 4.1-4.3) drawn from sweep DataFrames, in the one style of `paper.style`.
 
 Every curve of a given `student.multi` has the same colour in every figure (`style.multi_color`),
 run figures included, so the figures read together. Inputs are `sweep.load_sweep` frames; nothing

@@ -6,7 +6,7 @@ grid included, to OUT/configs/<part>.yaml, runs it with `sweep.run_sweep` into O
 run dirs back and writes OUT/figures/*.png|pdf, OUT/claims.json and OUT/report.html. `analyze`
 never trains, so figures, claims and report can be recomputed from old results.
 
-Scales: `paper` = science.md section 4 exactly; `quick` = the same shape with fewer seeds,
+Scales: `paper` = docs/model.md section 4 exactly; `quick` = the same shape with fewer seeds,
 steps and sizes (minutes on 2 cores, every qualitative effect still visible); `tiny` = seconds,
 a smoke test whose claims are not expected to pass.
 """
@@ -60,7 +60,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------- experiment definitions (science.md 4.x)
+# ---------------------------------------------------------------- experiment definitions (docs/model.md 4.x)
 
 TWO_LAYER = {  # 4.1
     "seeds": list(range(1, 33)), "input_dim": 100, "output_dim": 50,
@@ -96,7 +96,7 @@ def parts(experiment: str, scale: str) -> list[Part]:
     if experiment == "two-layer":
         lshape, success = {"teacher": {"widths": [10]}}, {"teacher": {"widths": [20]}}
         base, multis, lshape_decays, decays = TWO_LAYER, MULTIS, [0.0, 1.0, 2.0], DECAYS
-        if scale == "quick":  # the paper's d, C, m and grids; 8 seeds, 2e4 steps, eval set 2000 (README "Reproducing the paper")
+        if scale == "quick":  # the paper's d, C, m and grids; 8 seeds, 2e4 steps, eval set 2000 (docs/reproducing.md)
             base = _merge(TWO_LAYER, {"seeds": list(range(1, 9)), "data": {"n_eval": 2000}, "train": {"epochs": 20}})
             lshape = {"teacher": {"widths": [10]}, "eval": {"every": 5}}
         elif scale == "tiny":
@@ -188,7 +188,7 @@ def reproduce(experiment: str, scale: str, out: str | Path, workers: int | None 
     """
     check_resumable(out, "reproduce.json", "reproduce")
     if experiment == "cifar10":
-        # science.md 4.4: teacher, pruned teacher, a student per multi, figures; bad input (no data at data.root, another
+        # docs/model.md 4.4: teacher, pruned teacher, a student per multi, figures; bad input (no data at data.root, another
         # scale in OUT) raises ConfigError / StoreError, the CLI's exit 2
         reproduce_cifar(Path(out), scale, overrides or [], progress=progress)
         return 0

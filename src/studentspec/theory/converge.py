@@ -1,6 +1,6 @@
 """Drive a trained student to an (SGD) critical point and check the theorem's conclusions.
 
-science.md claims 2 and 3 are statements about a student at which the gradient vanishes at
+docs/model.md claims 2 and 3 are statements about a student at which the gradient vanishes at
 EVERY training sample. SGD only gets near such a point; this module continues from a trained
 student in float64 on the full (fixed) training set until the largest per-sample gradient norm
 (lemma.per_sample_grad_norms, max over samples and layers) is below `tol`, then checks:
@@ -18,7 +18,7 @@ Finite data caveat: the theorem's data assumptions are not checked. With a finit
 training set, several students can sit a fraction of a degree to a few degrees from one
 teacher with the same gate pattern on every training sample (no sample between their
 boundaries); the fit is then exact, the per-sample gradient zero, and conclusion 3 fails at
-a 1 degree tolerance. Teacher-aware boundary data (science.md 4.2) removes that freedom.
+a 1 degree tolerance. Teacher-aware boundary data (docs/model.md 4.2) removes that freedom.
 
 The objective is the run's training objective on the full training set (losses.py): for
 train.loss=half_sse the paper's J = 1/2 mean_x ||f*(x) - f(x)||^2, for mse (2/C) J (same

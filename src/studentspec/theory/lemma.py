@@ -1,4 +1,4 @@
-"""Theory diagnostics (science.md sections 2-3): gradient decomposition, per-sample gradients,
+"""Theory diagnostics (docs/model.md sections 2-3): gradient decomposition, per-sample gradients,
 boundary observation, weight-space alignment. Batched over seeds and samples, no Python loops
 over either.
 
@@ -175,7 +175,7 @@ def hungarian(score: Tensor) -> Tensor:
 
 @dataclass
 class Diagnostics:
-    """Theory diagnostics at one evaluation point; see README "Theory diagnostics"."""
+    """Theory diagnostics at one evaluation point; see docs/theory.md."""
 
     beta_norm: list[Tensor]  # per hidden layer, sqrt(E_x beta_kk) per student node, [S, n_l]
     grad: dict[str, Tensor]  # per-sample gradient-norm summary, each [S, L]

@@ -1,4 +1,4 @@
-"""data.kind gaussian: x ~ N(0, std^2 I) for the training and evaluation sets (science.md 4.1)."""
+"""data.kind gaussian: x ~ N(0, std^2 I) for the training and evaluation sets (docs/model.md 4.1)."""
 
 import torch
 from torch import Tensor

@@ -1,4 +1,4 @@
-"""data.kind teacher_aware: the boundary-augmented training set of science.md 4.2 (evaluation on a Gaussian set)."""
+"""data.kind teacher_aware: the boundary-augmented training set of docs/model.md 4.2 (evaluation on a Gaussian set)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def teacher_aware(
     shift_mean: float = 2.0,
     shift_sigma: float = 2.0,
 ) -> Tensor:
-    """The boundary-augmented set of science.md 4.2 for one seed's lowest layer w [d, m], b [m].
+    """The boundary-augmented set of docs/model.md 4.2 for one seed's lowest layer w [d, m], b [m].
 
     Per teacher node j: ceil(n / 3m) Gaussian points are projected onto j's boundary
     w_j.x + b_j = 0 (in augmented space, then divided by the last coordinate), and kept with
