@@ -393,3 +393,15 @@ def test_figure_modules_do_not_import_the_trainer() -> None:
     heavy = [m for m in loaded if m.split(".")[0] == "torch" or m.startswith(("studentspec.mlp", "studentspec.sweep", "studentspec.store",
                                                                                "studentspec.conv", "studentspec.theory"))]
     assert heavy == []
+
+
+def test_population_figure_draws_non_finite_values_as_gaps() -> None:
+    """population.json stores a non-finite loss or angle as null (strict JSON): the curve has a gap, not a crash."""
+    from studentspec.paper.figures import population_figure
+
+    info = {"seeds": [1, 2], "steps": [0, 1, 2], "loss": [[1.0, None, 0.5], [2.0, 1.0, None]],
+            "teacher_angle_deg": [[10.0, None], [3.0, 4.0]], "teacher_fanout_norm": [[1.0, 0.5], [None, 0.5]]}
+    fig = population_figure(info)
+    line = fig.axes[0].get_lines()[0]
+    assert np.isnan(line.get_ydata()[1]) and line.get_ydata()[2] == 0.5
+    plt.close(fig)

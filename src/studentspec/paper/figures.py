@@ -176,7 +176,7 @@ def converge_figure(run: Run) -> Figure:
     ax.axvline(info["angle_tol_deg"], color="grey", ls=":", lw=1, label="angle tolerance")
     ax.set(xlabel="angle to nearest teacher (deg, lowest layer)", ylabel="fan-out norm ||v_k||")
     ax.legend()
-    grads = ", ".join(f"{r['grad_max']:.1e}" for r in info["per_seed"].values())
+    grads = ", ".join(f"{g:.1e}" if isinstance(g := r["grad_max"], (int, float)) else "not finite" for r in info["per_seed"].values())
     ax.set_title(f"at the critical point (max per-sample gradient {grads})\nall conclusions hold: {info['all_conclusions_hold']}")
     return fig
 
@@ -218,11 +218,13 @@ def population_figure(info: dict[str, Any]) -> Figure:
     multi = (info.get("config") or {}).get("student", {}).get("multi")  # population.json holds its config
     color = multi_color(multi) if multi is not None else "black"
     for i, (seed, loss) in enumerate(zip(info["seeds"], info["loss"])):
+        loss = np.array(loss, dtype=float)  # null (a non-finite value, stored as strict JSON) becomes NaN: a gap in the curve
         a.semilogy(info["steps"], np.clip(loss, 1e-16, None), lw=1, color=color, alpha=0.8, marker=seed_marker(i),
                    markevery=[len(loss) - 1], ms=4, label=f"seed {seed}")
     a.set(xlabel="gradient step", ylabel="population loss J", title="gradient flow (infinite data)")
     a.legend()
     for i, (seed, ang, fan) in enumerate(zip(info["seeds"], info["teacher_angle_deg"], info["teacher_fanout_norm"])):
+        ang, fan = np.array(ang, dtype=float), np.array(fan, dtype=float)
         b.semilogy(fan, np.clip(ang, 1e-6, None), seed_marker(i), color=color, alpha=0.7, label=f"seed {seed}")
     b.set(xlabel="teacher fan-out norm (strength)", ylabel="angle to nearest student (deg)", title="specialization at the end")
     return fig
