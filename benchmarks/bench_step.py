@@ -93,7 +93,7 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
             healthy = bool(torch.isfinite(loss).all())
             backprop.backward(net, hs, zs, g, sgd_lr=LR if healthy else None)
 
-    compiled = None if ckernel.unsupported(net, "half_sse", "sgd", 0.0, 0.0) else ckernel.CompiledMLP(net, "half_sse")
+    compiled = None if ckernel.unsupported(net, "half_sse", "sgd") else ckernel.CompiledMLP(net, "half_sse")
     alive = torch.ones(size, dtype=torch.bool)
 
     def c_step(x: torch.Tensor, y: torch.Tensor) -> None:  # the compiled step with the trainer's finiteness check

@@ -299,10 +299,20 @@ def test_unwritable_cache_falls_back_with_a_reason(monkeypatch, tmp_path):
 
 
 def _header_functions() -> set[str]:
-    """The function names sgd_step.h declares (what the binding hands to ffi.cdef)."""
+    """The function names sgd_step.h declares (what the binding hands to ffi.cdef), comments left out."""
     import re
 
-    return set(re.findall(r"\b(ss_\w+)\s*\(", ckernel.declarations()))
+    code = re.sub(r"/\*.*?\*/", "", ckernel.declarations(), flags=re.S)
+    return set(re.findall(r"\b(ss_\w+)\s*\(", code))
+
+
+def _header_constants() -> dict[str, dict[str, int]]:
+    """Each enum sgd_step.h declares, as {constant: value}, parsed here from the header's text (not through cffi)."""
+    import re
+
+    code = re.sub(r"/\*.*?\*/", "", ckernel.declarations(), flags=re.S)
+    return {name: {k: int(v) for k, v in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
+            for name, body in re.findall(r"enum\s+(\w+)\s*\{([^}]*)\}", code)}
 
 
 def test_the_c_source_includes_the_header_the_binding_declares_and_it_is_hashed():
@@ -314,6 +324,83 @@ def test_the_c_source_includes_the_header_the_binding_declares_and_it_is_hashed(
     assert not any(line.lstrip().startswith("#") for line in ckernel.declarations().splitlines())
 
 
+def test_the_registries_name_the_header_constants_and_cover_them():
+    """Python holds no kernel number of its own: each loss and compiled activation names a constant of the header's
+    enums, constant() reads its value through cffi (the oracle: the header's text parsed here), and every objective
+    and activation the kernel declares is reachable from a registry."""
+    from studentspec.ensemble import activations, losses
+
+    enums = _header_constants()
+    assert set(enums) == set(ckernel.ENUMS)
+    assert set(losses.KERNEL_ENUMS) == set(losses.LOSSES)
+    assert set(losses.KERNEL_ENUMS.values()) == set(enums["ss_objective"])
+    kernels = {activations.get(name).kernel for name in activations.names()} - {None}
+    assert kernels == set(enums["ss_activation"])
+    for constants in enums.values():
+        for name, value in constants.items():
+            assert ckernel.constant(name) == value
+    with pytest.raises(KeyError, match="SS_NOT_THERE"):
+        ckernel.constant("SS_NOT_THERE")
+
+
+def test_unsupported_checks_training_and_evaluation_apart():
+    """None where the compiled code applies, else the reason: an optimizer only matters to training (evaluation is
+    asked with optimizer None), the net, its dtype, the objective and the depth to both."""
+    gen = torch.Generator().manual_seed(0)
+    net = _net(2, [4, 5, 3], "relu", gen)
+    avail = ckernel._load()[1] or None  # where the kernel cannot build, that is the reason left
+    assert ckernel.unsupported(net, "half_sse") == avail
+    assert ckernel.unsupported(net, "half_sse", "sgd") == avail
+    assert ckernel.unsupported(net, "half_sse", "gd") == avail
+    assert ckernel.unsupported(net, "half_sse", momentum=0.9) == avail  # evaluation: no optimizer to refuse
+    for why in (ckernel.unsupported(net, "half_sse", "sgd", momentum=0.9), ckernel.unsupported(net, "half_sse", "adam"),
+                ckernel.unsupported(net, "half_sse", "sgd", weight_decay=1e-4)):
+        assert why == "only plain SGD (no momentum, no weight decay) is compiled"
+    assert ckernel.unsupported(_net(2, [4, 5, 3], "erf", gen), "half_sse") == "activation 'erf' is not compiled"
+    half = _net(2, [4, 5, 3], "relu", gen, torch.float16)
+    assert ckernel.unsupported(half, "mse", "sgd").startswith("only float64/float32")
+    assert ckernel.unsupported(net, "hinge", "sgd") == "loss 'hinge' is not compiled"
+    deepest = ckernel.constant("SS_MAX_LAYERS")
+    assert ckernel.unsupported(_net(1, [2] * (deepest + 1), "relu", gen), "mse") == avail
+    assert ckernel.unsupported(_net(1, [2] * (deepest + 2), "relu", gen), "mse") == f"more than {deepest} layers"
+    with pytest.raises((ValueError, RuntimeError)):  # the binding refuses what it cannot run, whatever the reason
+        ckernel.CompiledMLP(_net(2, [4, 5, 3], "erf", gen), "mse")
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_pass_stays_inside_the_workspace_it_asks_for(dtype):
+    """The workspace's size (ss_workspace) and its carving into buffers (seed_pass) come from one layout: every pass
+    (a step on a given batch, a gathered step, a block of steps, evaluation with activations and gradients) leaves
+    the elements past threads * ss_workspace untouched, and two threads' shares do not overlap (same bits as one)."""
+    gen = torch.Generator().manual_seed(8)
+    widths, B, S, n_rows = [7, 31, 12, 45, 5], 9, 3, 30  # the widest layer inside, wider than input and output
+    x = torch.randn(S, n_rows, widths[0], generator=gen, dtype=dtype)
+    y = torch.randn(S, n_rows, widths[-1], generator=gen, dtype=dtype)
+    idx = torch.randint(0, n_rows, (4, S, B), generator=gen)
+    alive = torch.ones(S, dtype=torch.bool)
+    results = []
+    for threads in (1, 2):
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            net = _net(S, widths, "leaky_relu", torch.Generator().manual_seed(1), dtype)
+            step = ckernel.CompiledMLP(net, "half_sse")
+            need = threads * int(step.dll.ss_workspace(len(widths) - 1, step.widths, B))
+            step.workspace = torch.full((need + 4096,), float("nan"), dtype=dtype)  # big enough: kept, with a tail
+            step._work_ptr = ckernel.ffi.cast(step._real, step.workspace.data_ptr())
+            out = [step(x[:, :B].contiguous(), y[:, :B].contiguous(), 0.05, alive).clone(),
+                   step.indexed(x, y, idx[0], 0.05, alive).clone(), step.indexed_steps(x, y, idx[1:], 0.05, alive)]
+            grads = [torch.zeros_like(p) for p in net.parameters()]
+            loss, sq, hidden = step.forward_grad(x[:, 10 : 10 + B], y[:, 10 : 10 + B], True, grads, 0.5)
+            assert step.workspace.shape[0] == need + 4096 and step.workspace[need:].isnan().all()
+            results.append([*out, loss, sq, *hidden, *grads, *net.parameters()])
+        finally:
+            torch.set_num_threads(old)
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
 @needs_kernel
 def test_the_cdef_declares_exactly_the_functions_the_library_exports():
     import shutil
@@ -321,7 +408,8 @@ def test_the_cdef_declares_exactly_the_functions_the_library_exports():
 
     lib, _ = ckernel._load()
     names = _header_functions()
-    assert set(dir(lib)) == names  # cffi's lib lists what the cdef declared
+    constants = {name for enum in _header_constants().values() for name in enum}
+    assert set(dir(lib)) == names | constants  # cffi's lib lists what the cdef declared: functions and enum constants
     for name in names:
         assert callable(getattr(lib, name))  # found in the library (dlsym)
     nm = shutil.which("nm")
@@ -334,7 +422,8 @@ def test_the_cdef_declares_exactly_the_functions_the_library_exports():
 
 @needs_kernel
 def test_every_call_is_checked_against_the_prototype():
-    """Wrong argument count, a bare int for a pointer, or a pointer of the wrong precision: TypeError, C never called."""
+    """Wrong argument count, a bare int for a pointer, or a pointer of the wrong precision (an argument, a struct or a
+    struct's field): TypeError, C never called."""
     lib, _ = ckernel._load()
     ffi = ckernel.ffi
     for name in _header_functions():
@@ -344,13 +433,18 @@ def test_every_call_is_checked_against_the_prototype():
             fn(*args[:-1])
         with pytest.raises(TypeError, match=f"expects {len(args)} arguments, got {len(args) + 1}"):
             fn(*args, 0)
-    for sfx, other in (("f64", "float *"), ("f32", "double *")):
+    for sfx, other, other_sfx in (("f64", "float *", "f32"), ("f32", "double *", "f64")):
         step = getattr(lib, f"ss_sgd_step_{sfx}")
         args = [ffi.NULL if t.kind == "pointer" else 0 for t in ffi.typeof(step).args]
+        with pytest.raises(TypeError):  # the net of the other precision
+            step(ffi.new(f"struct ss_net_{other_sfx} *"), *args[1:])
+        with pytest.raises(TypeError):  # the work buffer of the other precision
+            step(*args[:5], ffi.cast(other, 0), *args[6:])
+        batch = ffi.new(f"struct ss_batch_{sfx} *")
         with pytest.raises(TypeError):  # x given as the other precision
-            step(*args[:4], ffi.cast(other, 0), *args[5:])
+            batch.x = ffi.cast(other, 0)
         with pytest.raises(TypeError):  # x given as a bare address, as ctypes' c_void_p took it
-            step(*args[:4], 4096, *args[5:])
+            batch.x = 4096
 
 
 @needs_kernel

@@ -8,8 +8,9 @@ With d = f(x) - f*(x) per sample (C outputs) and a batch of B samples:
   (2/C) J, gradient per sample (2/C) d.
 - ``ce``: cross-entropy against the teacher's argmax, mean over the batch.
 
-The compiled kernel (csrc/sgd_step_impl.h, loss_and_grad) implements the same three under the
-ids in KERNEL_IDS; tests/test_losses.py pins both paths to the update equations in NumPy.
+The compiled kernel (mlp/kernel/sgd_step_impl.h, loss_and_grad) implements the same three as the
+constants of sgd_step.h's `enum ss_objective` named in KERNEL_ENUMS; tests/test_losses.py pins both
+paths to the update equations in NumPy.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch import Tensor
 
 LOSSES = ("half_sse", "mse", "ce")
-KERNEL_IDS = {"mse": 0, "ce": 1, "half_sse": 2}  # the `loss` argument of the compiled step
+# each objective's constant in the compiled step's header (mlp/kernel/sgd_step.h), which gives its value
+KERNEL_ENUMS = {"half_sse": "SS_HALF_SSE", "mse": "SS_MSE", "ce": "SS_CE"}
 
 
 def check(kind: str) -> None:

@@ -341,7 +341,7 @@ def _compiled_step(cfg: Config, net: Net) -> ckernel.CompiledMLP | None:
     tc = cfg.train
     if tc.kernel == "torch":
         return None
-    why = ckernel.unsupported(net, tc.loss, tc.optimizer, tc.momentum, tc.weight_decay)
+    why = ckernel.unsupported(net, tc.loss, tc.optimizer, momentum=tc.momentum, weight_decay=tc.weight_decay)
     if why and tc.kernel == "c":
         raise ConfigError(f"train.kernel: c cannot run here: {why}")
     return None if why else ckernel.CompiledMLP(net, tc.loss)

@@ -23,9 +23,11 @@ class Activation:
     forward: Callable[[Tensor, float], Tensor]  # psi(z)
     derivative: Callable[[Tensor, float], Tensor]  # psi'(z) (ReLU: psi'(0) = 0)
     backward: Callable[[Tensor, Tensor, float], Tensor]  # (g, z) -> g * psi'(z); may overwrite g
-    kernel_id: int | None = None  # its id in mlp/kernel/sgd_step_impl.h (0: max(z, 0), 1: max(z, a z)); None: torch path only
+    # the compiled step's code for it: a constant of `enum ss_activation` in mlp/kernel/sgd_step.h, which gives its
+    # value ("SS_ACT_RELU": max(z, 0), "SS_ACT_LEAKY_RELU": max(z, a z)); None: torch path only
+    kernel: str | None = None
     population_kernel: str | None = None  # its closed-form population kernel (population.KERNELS); None: not supported
-    # psi(z) = max(z, a z) with a = leaky_slope(teacher.leaky_slope): the form the kernel (id 1) and "arccos" compute
+    # psi(z) = max(z, a z) with a = leaky_slope(teacher.leaky_slope): the form SS_ACT_LEAKY_RELU and "arccos" compute
     leaky_slope: Callable[[float], float] | None = None
     piecewise_linear: bool = False  # psi'' = 0 almost everywhere: what converge's Newton step and the theorem assume
 

@@ -2,14 +2,17 @@
 
 It covers the paper's hot loop (plain MLP, ReLU/Leaky ReLU, MSE/CE, plain SGD, float64 or
 float32 on the CPU) and needs AVX2 + FMA. Everywhere else, or with no compiler, training takes the torch path
-(backprop.py); `train.kernel: c` asks for this one and fails with a one-line reason instead.
+(backprop.py); `train.kernel: c` asks for this one and fails with a one-line reason instead (unsupported()).
 
 The library is bound with cffi in ABI mode (ffi.cdef + ffi.dlopen, nothing compiled by cffi),
-not ctypes: the exported prototypes are written once, in sgd_step.h, which sgd_step.c #includes
-(the C compiler checks the definitions against it) and which ffi.cdef reads (declarations()). So
-every call from Python is checked against the C signature: a missing, extra or misplaced argument,
-or a pointer of the wrong element type (a float * for a double *), raises TypeError instead of
-handing C garbage. Pointers are passed typed: ffi.cast("double *", t.data_ptr()) and the like.
+not ctypes: the contract is written once, in sgd_step.h, which sgd_step.c #includes (the C compiler
+checks the definitions against it) and which ffi.cdef reads (declarations()): the exported prototypes,
+the structs they take (the net, the batch, an evaluation's outputs, the correlation sums) and the enums
+of objectives, activations and limits. So every call from Python is checked against the C signature
+(a missing, extra or misplaced argument, or a pointer of the wrong element type, a float * for a
+double *, raises TypeError instead of handing C garbage), and every number the two sides must agree on
+is the header's: the loss and activation registries name enum constants (losses.KERNEL_ENUMS,
+Activation.kernel), resolved here by constant().
 """
 
 from __future__ import annotations
@@ -28,10 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...ensemble import activations
+from ...ensemble import activations, losses
 from ...ensemble.atomic import atomic_write
 from ...ensemble.corr import CorrAccumulator
-from ...ensemble.losses import KERNEL_IDS
 from ..nets import Net
 
 try:
@@ -42,12 +44,12 @@ except ImportError:  # a declared dependency; without it training takes the torc
 SOURCE = Path(__file__).with_name("sgd_step.c")
 HEADER = SOURCE.with_name("sgd_step.h")  # the exported prototypes: #included by SOURCE, read by ffi.cdef
 SOURCES = [SOURCE, HEADER, SOURCE.with_name("sgd_step_impl.h"), SOURCE.with_name("sgd_step_undef.h")]  # all hashed: a change to any rebuilds
+ENUMS = ("ss_objective", "ss_activation", "ss_limits")  # the enums sgd_step.h declares (cffi lists no enum types)
 SUFFIX = {torch.float64: "f64", torch.float32: "f32"}
 CTYPE = {torch.float64: "double", torch.float32: "float"}
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-std=c11", "-shared", "-fPIC"]
 # 512-bit vectors where the CPU has AVX-512F (same bits: see sgd_step.c); STUDENTSPEC_KERNEL_ISA=avx2 keeps 256-bit ones
 AVX512_FLAGS = ["-mavx512f"]
-MAX_LAYERS = 63  # the C side keeps one pointer per layer in a fixed array
 
 
 class _CompileFailed(Exception):
@@ -68,6 +70,18 @@ def _make_ffi() -> Any:
 
 
 ffi = _make_ffi()  # None without cffi
+
+
+@functools.cache
+def constant(name: str) -> int:
+    """The value sgd_step.h gives the enum constant `name` (e.g. "SS_HALF_SSE"); KeyError where it declares none."""
+    if ffi is None:
+        raise RuntimeError("cffi is not installed: the header's constants are unknown")
+    for enum in ENUMS:
+        values = ffi.typeof(f"enum {enum}").relements
+        if name in values:
+            return int(values[name])
+    raise KeyError(f"sgd_step.h declares no enum constant {name}")
 
 
 def cache_dir() -> Path:
@@ -150,22 +164,36 @@ def _load() -> tuple[Any, str]:
     return dll, ""
 
 
-def unsupported(net: Net, loss: str, optimizer: str = "sgd", momentum: float = 0.0, weight_decay: float = 0.0) -> str:
-    """Why the compiled code cannot train (or evaluate) this setup ("" when it can)."""
+def unsupported(net: Net, loss: str, optimizer: str | None = None, *, momentum: float = 0.0,
+                weight_decay: float = 0.0) -> str | None:
+    """Why the compiled code cannot evaluate this net (optimizer None) or train it with this optimizer; None if it can."""
+    why = _cannot_evaluate(net, loss)
+    if why is None and optimizer is not None:
+        why = _cannot_train(optimizer, momentum, weight_decay)
+    return why or _load()[1] or None
+
+
+def _cannot_evaluate(net: Net, loss: str) -> str | None:
+    """What the compiled forward and gradient pass (and so the step) needs of the net and the objective."""
     w = net.weights[0]
     if net.batchnorm != "none":
         return "BatchNorm students take the torch path"
-    if activations.get(net.activation).kernel_id is None:
+    if activations.get(net.activation).kernel is None:
         return f"activation {net.activation!r} is not compiled"
-    if optimizer not in ("sgd", "gd") or momentum or weight_decay:
-        return "only plain SGD (no momentum, no weight decay) is compiled"
     if w.dtype not in SUFFIX or w.device.type != "cpu":
         return f"only float64/float32 on the CPU is compiled (got {w.dtype} on {w.device})"
-    if loss not in KERNEL_IDS:
+    if loss not in losses.KERNEL_ENUMS:
         return f"loss {loss!r} is not compiled"
-    if len(net.weights) > MAX_LAYERS:
-        return f"more than {MAX_LAYERS} layers"
-    return _load()[1]
+    if ffi is not None and len(net.weights) > constant("SS_MAX_LAYERS"):  # without cffi, _load says so
+        return f"more than {constant('SS_MAX_LAYERS')} layers"
+    return None
+
+
+def _cannot_train(optimizer: str, momentum: float, weight_decay: float) -> str | None:
+    """What the compiled step needs of the optimizer besides what evaluation needs."""
+    if optimizer not in ("sgd", "gd") or momentum or weight_decay:
+        return "only plain SGD (no momentum, no weight decay) is compiled"
+    return None
 
 
 def _seed_rows(t: Tensor) -> int | None:
@@ -183,38 +211,49 @@ class CompiledMLP:
         dll, why = _load()
         if dll is None:
             raise RuntimeError(why)
-        self.dll, self.net, self.obj = dll, net, KERNEL_IDS[loss]
+        why = unsupported(net, loss)
+        if why is not None:
+            raise ValueError(f"the compiled pass cannot run this net: {why}")
         for t in (*net.weights, *net.biases):
             if not t.is_contiguous():
                 raise ValueError("the compiled step needs contiguous parameters")
-        widths = [net.weights[0].shape[1]] + [w.shape[2] for w in net.weights]
-        self.depth = len(net.weights)
-        self.widths = ffi.new("int[]", widths)
-        act = activations.get(net.activation)
-        self.act = act.kernel_id
-        self.slope = float(act.leaky_slope(net.slope)) if act.leaky_slope is not None else float(net.slope)  # linear: 1
+        self.dll, self.net, self.S = dll, net, net.weights[0].shape[0]
         self.dtype = net.weights[0].dtype
-        sfx = SUFFIX[self.dtype]
+        self.depth = len(net.weights)
+        self.widths = ffi.new("int[]", [net.weights[0].shape[1]] + [w.shape[2] for w in net.weights])
+        sfx, ctype = SUFFIX[self.dtype], CTYPE[self.dtype]
         self._step, self._forward_grad = getattr(dll, f"ss_sgd_step_{sfx}"), getattr(dll, f"ss_forward_grad_{sfx}")
         self._steps = getattr(dll, f"ss_sgd_steps_{sfx}")
         self._corr_update = getattr(dll, f"ss_corr_update_{sfx}")
-        self._real = ffi.typeof(f"{CTYPE[self.dtype]} *")  # ctype objects: cheaper to cast to than strings
+        self._real = ffi.typeof(f"{ctype} *")  # ctype objects: cheaper to cast to than strings
         self._f64, self._i64, self._u8 = ffi.typeof("double *"), ffi.typeof("long *"), ffi.typeof("unsigned char *")
+        self._arrays = ffi.typeof(f"{ctype} *[]")
+        # the parameters' pointers, filled in per call (a tensor may be replaced between calls)
+        self._W, self._bias = ffi.new(self._arrays, self.depth), ffi.new(self._arrays, self.depth)
+        act = activations.get(net.activation)
+        slope = float(act.leaky_slope(net.slope)) if act.leaky_slope is not None else float(net.slope)  # linear: 1
+        self._net = ffi.new(f"struct ss_net_{sfx} *", {
+            "S": self.S, "L": self.depth, "widths": self.widths, "W": self._W, "bias": self._bias,
+            "act": constant(act.kernel), "slope": slope, "obj": constant(losses.KERNEL_ENUMS[loss]),
+        })
+        self._batch, self._out = ffi.new(f"struct ss_batch_{sfx} *"), ffi.new(f"struct ss_eval_{sfx} *")
         self.workspace: Tensor | None = None
-        self.loss = torch.empty(net.weights[0].shape[0], dtype=torch.float64)
+        self.loss = torch.empty(self.S, dtype=torch.float64)
         self._loss_ptr = ffi.cast(self._f64, self.loss.data_ptr())
 
     def __call__(self, x: Tensor, y: Tensor, lr: float, alive: Tensor) -> Tensor:
         """SGD step on (x [S, B, w0], y [S, B, wL]) for every alive seed; seeds whose loss is not finite keep their parameters."""
-        return self._run(x.contiguous(), y.contiguous(), None, lr, alive)
+        x, y = x.contiguous(), y.contiguous()
+        self._check_batch(x, y)
+        return self._run(x, y, None, x.shape[1], lr, alive)
 
     def indexed(self, x_train: Tensor, y_train: Tensor, idx: Tensor, lr: float, alive: Tensor) -> Tensor:
         """The same step on the batch x_train[s, idx[s]], y_train[s, idx[s]], gathered inside the kernel.
 
         idx [S, B] int64 must lie in [0, x_train.shape[1]): check_indices() once per epoch, not per step.
         """
-        self._check_training_sets(x_train, y_train)
-        return self._run(x_train, y_train, idx.to(torch.int64).contiguous(), lr, alive)
+        self._check_training_sets(x_train, y_train, idx)
+        return self._run(x_train, y_train, idx.to(torch.int64).contiguous(), idx.shape[1], lr, alive)
 
     def indexed_steps(self, x_train: Tensor, y_train: Tensor, idx: Tensor, lr: float, alive: Tensor) -> Tensor:
         """len(idx) consecutive indexed() steps (idx [T, S, B]), each seed's back to back while its parameters sit in cache.
@@ -222,17 +261,15 @@ class CompiledMLP:
         Returns the losses [T, S]: a seed whose loss turns non-finite keeps its parameters from then on and its later
         losses are NaN, as if marked dead after that step; the numbers are those of T indexed() calls.
         """
-        self._check_training_sets(x_train, y_train)
+        self._check_training_sets(x_train, y_train, idx)
         T, S, B = idx.shape
         idx = idx.to(torch.int64).contiguous()
-        threads, _ = self._workspace(S, B)
+        threads = self._workspace(S, B)
         alive_u8 = alive.to(torch.uint8).contiguous()
         loss = torch.empty(T, S, dtype=torch.float64)
-        cast, real = ffi.cast, self._real
-        self._steps(T, S, self.depth, self.widths, B, cast(real, x_train.data_ptr()), cast(real, y_train.data_ptr()),
-                    cast(self._i64, idx.data_ptr()), x_train.shape[1], self._ptrs(self.net.weights), self._ptrs(self.net.biases),
-                    self.act, self.slope, self.obj, float(lr), cast(self._u8, alive_u8.data_ptr()),
-                    cast(self._f64, loss.data_ptr()), self._work_ptr, threads)
+        batch = self._set_batch(x_train, y_train, idx, B)
+        self._steps(T, self._net_now(), batch, float(lr), ffi.cast(self._u8, alive_u8.data_ptr()),
+                    ffi.cast(self._f64, loss.data_ptr()), self._work_ptr, threads)
         return loss
 
     def forward_grad(self, x: Tensor, y: Tensor, hidden: bool, grads: list[Tensor] | None, gscale: float,
@@ -247,24 +284,25 @@ class CompiledMLP:
         seed_rows = _seed_rows(x)
         if seed_rows is None or seed_rows != _seed_rows(y):  # else a slice of bigger [S, N, w] sets, read in place
             x, y, seed_rows = x.contiguous(), y.contiguous(), B
-        self._check_dtype(x, y)
-        net = self.net
-        shapes = [(S, B, w.shape[2]) for w in net.weights[:-1]] if hidden else []
+        self._check_batch(x, y)
+        shapes = [(S, B, w.shape[2]) for w in self.net.weights[:-1]] if hidden else []
         if storage is not None and not all(t.dtype == self.dtype and t.is_contiguous() and t.numel() >= math.prod(shape)
                                            for t, shape in zip(storage, shapes, strict=True)):
             raise ValueError(f"storage: one contiguous {self.dtype} tensor of at least S * B * w_l elements per hidden layer")
         hs = [torch.empty(shape, dtype=self.dtype) if storage is None else t.view(-1)[: math.prod(shape)].view(shape)
               for t, shape in zip(storage or [None] * len(shapes), shapes)]
         loss, sq = torch.empty(S, dtype=torch.float64), torch.empty(S, dtype=torch.float64)
-        threads, work = self._workspace(S, B)
+        threads = self._workspace(S, B)
         if grads is not None and not all(g.is_contiguous() and g.dtype == self.dtype for g in grads):
             raise ValueError(f"gradient buffers must be contiguous {self.dtype}")
-        cast, real, f64 = ffi.cast, self._real, self._f64
-        self._forward_grad(S, self.depth, self.widths, B, cast(real, x.data_ptr()), cast(real, y.data_ptr()), seed_rows,
-                           self._ptrs(net.weights), self._ptrs(net.biases), self.act, self.slope, self.obj,
-                           self._ptrs(hs), cast(f64, loss.data_ptr()), cast(f64, sq.data_ptr()),
-                           self._ptrs(grads[0::2] if grads else []), self._ptrs(grads[1::2] if grads else []),
-                           float(gscale), self._work_ptr, threads)
+        # the pointer arrays live in these locals until the call returns: the struct holds only their addresses
+        g_w, g_b = (grads[0::2], grads[1::2]) if grads else ([], [])
+        hidden_p, gw_p, gb_p = self._pointers(hs), self._pointers(g_w), self._pointers(g_b)
+        out = self._out
+        out.loss, out.sq = ffi.cast(self._f64, loss.data_ptr()), ffi.cast(self._f64, sq.data_ptr())
+        out.hidden, out.gW, out.gb, out.gscale = hidden_p, gw_p, gb_p, float(gscale)
+        batch = self._set_batch(x, y, None, B, rows=seed_rows)
+        self._forward_grad(self._net_now(), batch, out, self._work_ptr, threads)
         return loss, sq, hs
 
     def corr_update(self, acc: CorrAccumulator, t: Tensor, h: Tensor) -> None:
@@ -274,6 +312,8 @@ class CompiledMLP:
             raise ValueError("the first chunk sets the accumulator's shifts: give it to acc.update")
         S, B, m = t.shape
         n = h.shape[2]
+        if h.shape[:2] != t.shape[:2]:  # the kernel reads B rows of both, unchecked
+            raise ValueError(f"teacher and student chunks must share seeds and rows (got {tuple(t.shape)}, {tuple(h.shape)})")
         t_rows, h_rows = _seed_rows(t), _seed_rows(h)
         if t_rows is None:
             t, t_rows = t.contiguous(), B
@@ -286,8 +326,11 @@ class CompiledMLP:
         threads = max(1, min(torch.get_num_threads(), S))
         work = torch.empty(threads * B * (m + n), dtype=torch.float64)
         cast, real, f64 = ffi.cast, self._real, self._f64
-        self._corr_update(S, B, m, n, cast(real, t.data_ptr()), t_rows, cast(real, h.data_ptr()), h_rows,
-                          *(cast(f64, a.data_ptr()) for a in state), cast(f64, work.data_ptr()), threads)
+        names = ("shift_t", "shift_s", "sum_t", "sq_t", "sum_s", "sq_s", "cross")
+        fields = {name: cast(f64, a.data_ptr()) for name, a in zip(names, state, strict=True)}
+        sums = ffi.new("struct ss_corr *", {"m": m, "n": n, **fields})
+        self._corr_update(S, B, cast(real, t.data_ptr()), t_rows, cast(real, h.data_ptr()), h_rows, sums,
+                          cast(f64, work.data_ptr()), threads)
         acc.n += B
 
     @staticmethod
@@ -296,42 +339,59 @@ class CompiledMLP:
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n_rows):
             raise IndexError(f"batch indices must lie in [0, {n_rows})")
 
-    def _run(self, x: Tensor, y: Tensor, idx: Tensor | None, lr: float, alive: Tensor) -> Tensor:
-        self._check_dtype(x, y)
-        S = x.shape[0]
-        B = x.shape[1] if idx is None else idx.shape[1]
-        threads, work = self._workspace(S, B)
+    def _run(self, x: Tensor, y: Tensor, idx: Tensor | None, B: int, lr: float, alive: Tensor) -> Tensor:
+        threads = self._workspace(x.shape[0], B)
         alive_u8 = alive.to(torch.uint8).contiguous()
-        cast, real = ffi.cast, self._real
-        self._step(S, self.depth, self.widths, B, cast(real, x.data_ptr()), cast(real, y.data_ptr()),
-                   ffi.NULL if idx is None else cast(self._i64, idx.data_ptr()), x.shape[1], self._ptrs(self.net.weights),
-                   self._ptrs(self.net.biases), self.act, self.slope, self.obj, float(lr),
-                   cast(self._u8, alive_u8.data_ptr()), self._loss_ptr, self._work_ptr, threads)
+        self._step(self._net_now(), self._set_batch(x, y, idx, B), float(lr), ffi.cast(self._u8, alive_u8.data_ptr()),
+                   self._loss_ptr, self._work_ptr, threads)
         return self.loss
 
-    def _check_training_sets(self, x_train: Tensor, y_train: Tensor) -> None:
+    def _net_now(self) -> Any:
+        """The net's struct with its parameters' data pointers, looked up per call (a tensor may have been replaced)."""
+        cast, real = ffi.cast, self._real
+        for l, (w, b) in enumerate(zip(self.net.weights, self.net.biases, strict=True)):
+            self._W[l] = cast(real, w.data_ptr())
+            self._bias[l] = cast(real, b.data_ptr())
+        return self._net
+
+    def _set_batch(self, x: Tensor, y: Tensor, idx: Tensor | None, B: int, *, rows: int | None = None) -> Any:
+        """The batch struct pointed at x, y (rows per seed: x.shape[1] unless given) and idx (None: NULL)."""
+        batch, cast = self._batch, ffi.cast
+        batch.B, batch.rows = B, x.shape[1] if rows is None else rows
+        batch.x, batch.y = cast(self._real, x.data_ptr()), cast(self._real, y.data_ptr())
+        batch.idx = ffi.NULL if idx is None else cast(self._i64, idx.data_ptr())
+        return batch
+
+    def _check_training_sets(self, x_train: Tensor, y_train: Tensor, idx: Tensor) -> None:
         if x_train.dtype != self.dtype or y_train.dtype != self.dtype or not (x_train.is_contiguous() and y_train.is_contiguous()):
             raise ValueError(f"the compiled step needs contiguous {self.dtype} training sets")
+        self._check_seeds(x_train, y_train)
+        if idx.shape[-2] != self.S:
+            raise ValueError(f"batch indices must hold the net's {self.S} seeds (got {idx.shape[-2]})")
+
+    def _check_batch(self, x: Tensor, y: Tensor) -> None:
+        self._check_dtype(x, y)
+        self._check_seeds(x, y)
+
+    def _check_seeds(self, x: Tensor, y: Tensor) -> None:
+        if x.shape[0] != self.S or y.shape[0] != self.S:
+            raise ValueError(f"inputs must hold the net's {self.S} seeds (got {x.shape[0]} and {y.shape[0]})")
 
     def _check_dtype(self, x: Tensor, y: Tensor) -> None:
         if x.dtype != self.dtype or y.dtype != self.dtype:
             raise ValueError(f"inputs must be {self.dtype} like the parameters")
 
-    def _ptrs(self, ts: list[Tensor]) -> Any:
-        """The tensors' data pointers, typed, looked up per call (safe if a tensor is replaced); NULL for none.
-
-        A list: cffi turns it into a C array for the `REAL **` argument for the call's duration (cheaper than ffi.new).
-        """
+    def _pointers(self, ts: list[Tensor]) -> Any:
+        """A C array of the tensors' data pointers, typed (keep it alive while C may read it); NULL for none."""
         if not ts:
             return ffi.NULL
-        cast, real = ffi.cast, self._real
-        return [cast(real, t.data_ptr()) for t in ts]
+        return ffi.new(self._arrays, [ffi.cast(self._real, t.data_ptr()) for t in ts])
 
-    def _workspace(self, S: int, batch: int) -> tuple[int, Tensor]:
-        """Threads to share the seeds over (torch's, at most S) and a workspace for them, grown as needed and reused."""
+    def _workspace(self, S: int, batch: int) -> int:
+        """Threads to share the seeds over (torch's, at most S), with a workspace for them, grown as needed, reused."""
         threads = max(1, min(torch.get_num_threads(), S))
         need = threads * int(self.dll.ss_workspace(self.depth, self.widths, batch))
         if self.workspace is None or self.workspace.shape[0] < need:
             self.workspace = torch.empty(need, dtype=self.dtype)
             self._work_ptr = ffi.cast(self._real, self.workspace.data_ptr())  # kept alive by self.workspace
-        return threads, self.workspace
+        return threads

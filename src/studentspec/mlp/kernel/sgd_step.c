@@ -7,9 +7,9 @@
  * b_l [S, w_{l+1}]; layer l computes h_{l+1} = psi(h_l W_l + b_l), the top layer is linear.
  * Every seed is computed by the same instructions whatever S is, so a seed gives the same bits
  * alone and inside an ensemble. Exported: ss_workspace, ss_sgd_step_{f64,f32}, ss_sgd_steps_{f64,f32},
- * ss_forward_grad_{f64,f32} (sgd_step_impl.h, included once per precision), declared in
- * sgd_step.h: included here, so the compiler checks every definition against the prototypes
- * the Python binding hands to cffi.
+ * ss_forward_grad_{f64,f32}, ss_corr_update_{f64,f32} (sgd_step_impl.h, included once per precision), declared
+ * with their structs and enums in sgd_step.h: included here, so the compiler checks every definition against the
+ * declarations the Python binding hands to cffi.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -149,13 +149,37 @@ static void pf_some(Prefetch *p, int k) { /* the next k queued lines (none witho
 #define PLAIN(p, v) V_LOAD(p)
 #define MASKED(p, v) V_MASKLOAD(p, mk[v])
 
-/* Elements (of the run's precision) of workspace one thread of ss_sgd_step / ss_forward_grad needs. */
-long ss_workspace(int L, const int *widths, int B) {
-    long total = 0, widest = 0;
-    for (int l = 1; l <= L; l++) total += (long)B * widths[l];
-    for (int l = 0; l <= L; l++) widest = widths[l] > widest ? widths[l] : widest;
-    return total + 5 * (long)B * widest + (long)B * (widths[0] + widths[L]);
+/* Where one thread's workspace (elements of the run's precision) puts each buffer of a pass over one seed: h[l]
+ * ([B, widths[l]], l = 1..L: layer l's output, h[L] then dLoss/dout), five [B, widest] scratch buffers and the
+ * gathered batch xb [B, widths[0]], yb [B, widths[L]]; `end` is the whole (ss_workspace). Both the size and the
+ * carving (seed_pass) come from here, so they cannot drift apart. */
+typedef struct {
+    long h[SS_MAX_LAYERS + 1];
+    long gT, belowT, ga, gb, wT, xb, yb, end;
+    int widest;
+} Layout;
+
+static Layout layout(int L, const int *widths, int B) {
+    Layout o = {.widest = 0};
+    long at = 0;
+    for (int l = 1; l <= L; l++) {
+        o.h[l] = at;
+        at += (long)B * widths[l];
+    }
+    for (int l = 0; l <= L; l++) o.widest = widths[l] > o.widest ? widths[l] : o.widest;
+    long scratch = (long)B * o.widest;
+    o.gT = at;
+    o.belowT = o.gT + scratch;
+    o.ga = o.belowT + scratch;
+    o.gb = o.ga + scratch;
+    o.wT = o.gb + scratch;
+    o.xb = o.wT + scratch;
+    o.yb = o.xb + (long)B * widths[0];
+    o.end = o.yb + (long)B * widths[L];
+    return o;
 }
+
+long ss_workspace(int L, const int *widths, int B) { return layout(L, widths, B).end; }
 
 #ifdef __AVX512F__
 /* 512-bit vectors (built with -mavx512f where the CPU has it: kernel/__init__.py). Every output element is

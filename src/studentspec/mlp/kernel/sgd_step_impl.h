@@ -77,24 +77,22 @@ static void SFX(transpose)(int R, int Cn, const REAL *src, REAL *dst) {
         for (int j = 0; j < Cn; j++) dst[(long)j * R + i] = src[(long)i * Cn + j];
 }
 
-/* Objective of one seed's output [B, C] and its gradient written over `out`; *sq gets sum (out - y)^2.
- * obj (losses.KERNEL_IDS): 0 mse = mean over B and C, 2 half_sse = 1/2 sum over C, mean over B
- * (the paper's J), 1 cross-entropy to the argmax of y, mean over B. */
-static double SFX(loss_and_grad)(int B, int C, REAL *out, const REAL *y, int obj, double *sq) {
+/* The objective (enum ss_objective, defined in sgd_step.h) of one seed's output [B, C] against y, its gradient
+ * written over `out`; *sq gets sum (out - y)^2. Cross-entropy is to the argmax of y. */
+static double SFX(loss_and_grad)(int B, int C, REAL *out, const REAL *y, enum ss_objective obj, double *sq) {
     double total = 0.0;
     *sq = 0.0;
-    if (obj == 1)
-        for (long i = 0; i < (long)B * C; i++) *sq += ((double)out[i] - y[i]) * ((double)out[i] - y[i]);
-    if (obj != 1) {
-        double scale = obj == 0 ? 2.0 / ((double)B * C) : 1.0 / (double)B;
+    if (obj != SS_CE) { /* half_sse and mse: the squares, then the gradient d * scale */
+        double scale = obj == SS_MSE ? 2.0 / ((double)B * C) : 1.0 / (double)B;
         for (long i = 0; i < (long)B * C; i++) {
             double diff = (double)out[i] - y[i];
             total += diff * diff;
             out[i] = (REAL)(diff * scale);
         }
         *sq = total;
-        return obj == 0 ? total / ((double)B * C) : total * (0.5 / (double)B);
+        return obj == SS_MSE ? total / ((double)B * C) : total * (0.5 / (double)B);
     }
+    for (long i = 0; i < (long)B * C; i++) *sq += ((double)out[i] - y[i]) * ((double)out[i] - y[i]);
     for (int b = 0; b < B; b++) {
         REAL *o = out + (long)b * C;
         const REAL *t = y + (long)b * C;
@@ -140,78 +138,78 @@ typedef struct {
     double *sq;    /* if set, sq[s] = sum over the batch of (out - y)^2 */
 } SFX(Mode);
 
+#define NET struct SFX(ss_net)
+#define BATCH struct SFX(ss_batch)
+
 /* Start moving seed s's parameters towards L2 while another seed computes (read in order: the hardware streams the rest). */
-static void SFX(prefetch_params)(int s, int L, const int *widths, REAL **W) {
-    for (int l = 0; l < L; l++) {
-        const char *w = (const char *)(W[l] + (long)s * widths[l] * widths[l + 1]);
+static void SFX(prefetch_params)(int s, const NET *net) {
+    const int *widths = net->widths;
+    for (int l = 0; l < net->L; l++) {
+        const char *w = (const char *)(net->W[l] + (long)s * widths[l] * widths[l + 1]);
         for (long o = 0; o < (long)widths[l] * widths[l + 1] * (long)sizeof(REAL); o += 64) _mm_prefetch(w + o, _MM_HINT_T1);
     }
 }
 
 /* Queue the lines of seed s's batch rows ids[0:B] (x and y) for the next pass to prefetch; none without ids. */
-static void SFX(queue_rows)(Prefetch *p, int s, int L, const int *widths, int B, const REAL *x, const REAL *y, const long *ids,
-                            long n_rows) {
+static void SFX(queue_rows)(Prefetch *p, int s, const NET *net, const BATCH *batch, const long *ids) {
+    int in = net->widths[0], out = net->widths[net->L];
     p->n = p->i = 0;
-    for (int r = 0; ids && r < B; r++) {
-        pf_add(p, x + ((long)s * n_rows + ids[r]) * widths[0], (long)widths[0] * (long)sizeof(REAL));
-        pf_add(p, y + ((long)s * n_rows + ids[r]) * widths[L], (long)widths[L] * (long)sizeof(REAL));
+    for (int r = 0; ids && r < batch->B; r++) {
+        pf_add(p, batch->x + ((long)s * batch->rows + ids[r]) * in, (long)in * (long)sizeof(REAL));
+        pf_add(p, batch->y + ((long)s * batch->rows + ids[r]) * out, (long)out * (long)sizeof(REAL));
     }
 }
 
-/* One seed (see SFX(ss_sgd_step) and SFX(ss_forward_grad)), with its own workspace. */
-static void SFX(seed_pass)(int s, int L, const int *widths, int B, const REAL *x, const REAL *y,
-                      const long *idx, long n_rows, REAL **W, REAL **bias, int act, double slope, int obj,
-                      const SFX(Mode) *mode, const unsigned char *alive, double *loss, REAL *work, Prefetch *pf) {
-    int widest = 0;
-    for (int l = 0; l <= L; l++) widest = widths[l] > widest ? widths[l] : widest;
-    REAL *h[64]; /* h[l]: input of layer l ([B, w_l]); h[L]: the output, then dLoss/dout */
-    REAL *p = work;
-    for (int l = 1; l <= L; l++, p += (long)B * widths[l - 1]) h[l] = p;
-    if (mode->hidden)
-        for (int l = 1; l < L; l++) h[l] = mode->hidden[l - 1] + (long)s * B * widths[l];
-    REAL *gT = p, *belowT = gT + (long)B * widest, *ga = belowT + (long)B * widest, *gb = ga + (long)B * widest;
-    REAL *wT = gb + (long)B * widest, *xb = wT + (long)B * widest, *yb = xb + (long)B * widths[0];
-    int in = widths[0], out = widths[L];
-    if (alive && !alive[s]) {
-        loss[s] = NAN;
-        return;
+/* Seed s's batch: its inputs into *x and its teacher outputs returned, read in place or, with idx, its rows
+ * idx[s, :] gathered into xb, yb (no batch tensor). */
+static const REAL *SFX(seed_batch)(int s, const NET *net, const BATCH *batch, REAL *xb, REAL *yb, REAL **x) {
+    int B = batch->B, in = net->widths[0], out = net->widths[net->L];
+    long rows = batch->rows ? batch->rows : B; /* rows from one seed's block to the next */
+    if (!batch->idx) {
+        *x = (REAL *)batch->x + (long)s * rows * in;
+        return batch->y + (long)s * rows * out;
     }
-    long rows = idx || !n_rows ? B : n_rows; /* rows between two seeds' batches */
-    const REAL *ys = y + (long)s * rows * out;
-    h[0] = (REAL *)x + (long)s * rows * in;
-    if (idx) { /* rows idx[s, :] of this seed's training set [n_rows, w]: gathered here, no batch tensor */
-        for (int r = 0; r < B; r++) {
-            long row = idx[(long)s * B + r];
-            memcpy(xb + (long)r * in, x + ((long)s * n_rows + row) * in, sizeof(REAL) * in);
-            memcpy(yb + (long)r * out, y + ((long)s * n_rows + row) * out, sizeof(REAL) * out);
-        }
-        h[0] = xb;
-        ys = yb;
+    for (int r = 0; r < B; r++) {
+        long row = batch->idx[(long)s * B + r];
+        memcpy(xb + (long)r * in, batch->x + ((long)s * rows + row) * in, sizeof(REAL) * in);
+        memcpy(yb + (long)r * out, batch->y + ((long)s * rows + row) * out, sizeof(REAL) * out);
     }
+    *x = xb;
+    return yb;
+}
+
+/* Seed s's forward pass: h[l + 1] = psi(h[l] W_l + b_l) for every layer, the top one without psi. */
+static void SFX(forward)(int s, const NET *net, int B, REAL **h, Prefetch *pf) {
+    int L = net->L, leaky = net->act == SS_ACT_LEAKY_RELU;
+    double slope = net->slope;
     for (int l = 0; l < L; l++) {
-        int a = widths[l], b = widths[l + 1];
-        const REAL *w = W[l] + (long)s * a * b, *c = bias[l] + (long)s * b;
+        int a = net->widths[l], b = net->widths[l + 1];
+        const REAL *w = net->W[l] + (long)s * a * b, *c = net->bias[l] + (long)s * b;
         REAL *z = h[l + 1];
         SFX(gemm)(B, b, a, h[l], a, 1, w, b, z, b, 1.0, 0, pf);
         for (int r = 0; r < B; r++)
             for (int j = 0; j < b; j++) {
                 REAL v = z[(long)r * b + j] + c[j];
-                z[(long)r * b + j] = l == L - 1 || v > 0 ? v : (act ? (REAL)(slope * v) : 0);
+                z[(long)r * b + j] = l == L - 1 || v > 0 ? v : (leaky ? (REAL)(slope * v) : 0);
             }
     }
-    REAL *g = h[L];
-    double sq;
-    loss[s] = SFX(loss_and_grad)(B, out, g, ys, obj, &sq);
-    if (mode->sq) mode->sq[s] = sq;
-    if (!mode->backward) return;
-    if (!mode->gW && !isfinite(loss[s])) return; /* an update would spoil the parameters: keep them */
-    for (int l = L - 1; l >= 0; l--) {
-        int a = widths[l], b = widths[l + 1];
-        REAL *w = W[l] + (long)s * a * b, *c = bias[l] + (long)s * b;
+}
+
+/* Seed s's backward pass from g = dLoss/dout (over h[L]): an SGD update of its parameters, or gscale * the gradient
+ * added to gW, gb (mode). */
+static void SFX(backward)(int s, const NET *net, int B, REAL **h, const SFX(Mode) *mode, REAL *work, const Layout *at,
+                          Prefetch *pf) {
+    int leaky = net->act == SS_ACT_LEAKY_RELU;
+    double slope = net->slope;
+    REAL *g = h[net->L], *gT = work + at->gT, *belowT = work + at->belowT, *ga = work + at->ga, *gb = work + at->gb;
+    REAL *wT = work + at->wT;
+    for (int l = net->L - 1; l >= 0; l--) {
+        int a = net->widths[l], b = net->widths[l + 1];
+        REAL *w = net->W[l] + (long)s * a * b, *c = net->bias[l] + (long)s * b;
         /* the signal below, through W before its update: element (r, i) is sum over k of W[i, k] g[r, k] in k order
          * either way, so the same bits; as g W^T [B, a] where W is the smaller to transpose (evaluation's batches),
          * else as W g^T [a, B] (training's) */
-        int rowwise = (long)a * b <= (long)B * widest;
+        int rowwise = (long)a * b <= (long)B * at->widest;
         if (l > 0 && rowwise) {
             SFX(transpose)(a, b, w, wT);
             SFX(gemm)(B, a, b, g, b, 1, wT, a, belowT, a, 1.0, 0, pf);
@@ -229,51 +227,70 @@ static void SFX(seed_pass)(int s, int L, const int *widths, int B, const REAL *x
             for (int r = 0; r < B; r++)
                 for (int i = 0; i < a; i++) {
                     REAL v = belowT[i * si + r * sr];
-                    next[(long)r * a + i] = hl[(long)r * a + i] > 0 ? v : (act ? (REAL)(slope * v) : 0);
+                    next[(long)r * a + i] = hl[(long)r * a + i] > 0 ? v : (leaky ? (REAL)(slope * v) : 0);
                 }
             g = next;
         }
     }
 }
 
-static void SFX(all_seeds)(int S, int L, const int *widths, int B, const REAL *x, const REAL *y, const long *idx,
-                      long n_rows, REAL **W, REAL **bias, int act, double slope, int obj, const SFX(Mode) *mode,
-                      const unsigned char *alive, double *loss, REAL *work, int threads) {
-    long ws = ss_workspace(L, widths, B);
+/* One seed (see ss_sgd_step and ss_forward_grad), in its own workspace: forward, loss, then backward (mode). */
+static void SFX(seed_pass)(int s, const NET *net, const BATCH *batch, const SFX(Mode) *mode, const unsigned char *alive,
+                           double *loss, REAL *work, Prefetch *pf) {
+    if (alive && !alive[s]) {
+        loss[s] = NAN;
+        return;
+    }
+    int L = net->L, B = batch->B;
+    Layout at = layout(L, net->widths, B);
+    REAL *h[SS_MAX_LAYERS + 1]; /* h[l]: input of layer l ([B, w_l]); h[L]: the output, then dLoss/dout */
+    for (int l = 1; l <= L; l++)
+        h[l] = mode->hidden && l < L ? mode->hidden[l - 1] + (long)s * B * net->widths[l] : work + at.h[l];
+    const REAL *ys = SFX(seed_batch)(s, net, batch, work + at.xb, work + at.yb, &h[0]);
+    SFX(forward)(s, net, B, h, pf);
+    double sq;
+    loss[s] = SFX(loss_and_grad)(B, net->widths[L], h[L], ys, net->obj, &sq);
+    if (mode->sq) mode->sq[s] = sq;
+    if (!mode->backward) return;
+    if (!mode->gW && !isfinite(loss[s])) return; /* an update would spoil the parameters: keep them */
+    SFX(backward)(s, net, B, h, mode, work, &at, pf);
+}
+
+static void SFX(all_seeds)(const NET *net, const BATCH *batch, const SFX(Mode) *mode, const unsigned char *alive,
+                           double *loss, REAL *work, int threads) {
+    int S = net->S, B = batch->B;
+    const long *idx = batch->idx;
+    long ws = ss_workspace(net->L, net->widths, B);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int s = 0; s < S; s++) {
         Prefetch pf; /* the next seed's batch rows (and parameters) move towards L2 while this one computes */
-        SFX(queue_rows)(&pf, s + 1, L, widths, B, x, y, idx && s + 1 < S ? idx + (long)(s + 1) * B : NULL, n_rows);
-        if (s + 1 < S) SFX(prefetch_params)(s + 1, L, widths, W);
-        SFX(seed_pass)(s, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, obj, mode, alive, loss,
-                       work + ws * omp_get_thread_num(), &pf);
+        SFX(queue_rows)(&pf, s + 1, net, batch, idx && s + 1 < S ? idx + (long)(s + 1) * B : NULL);
+        if (s + 1 < S) SFX(prefetch_params)(s + 1, net);
+        SFX(seed_pass)(s, net, batch, mode, alive, loss, work + ws * omp_get_thread_num(), &pf);
         pf_some(&pf, PF_LINES);
     }
 }
 
-/* One step for every seed with alive[s]: loss[s] is its loss on (x, y); if that is finite its
- * parameters take the SGD step W -= lr dW, b -= lr db, else they are left as they were.
- * Dead seeds are skipped (loss NaN). act: 0 ReLU, 1 Leaky ReLU; obj: the objective (see
- * loss_and_grad). With idx ([S, B] row numbers), x and y are whole
- * training sets [S, n_rows, w] and the batch is gathered from them; else they are the batch.
- * Seeds are shared out over `threads` threads, each with its own ss_workspace() doubles of
- * `work`; a seed's numbers do not depend on the split. */
-void SFX(ss_sgd_step)(int S, int L, const int *widths, int B, const REAL *x, const REAL *y, const long *idx, long n_rows,
-                 REAL **W, REAL **bias, int act, double slope, int obj, double lr, const unsigned char *alive,
-                 double *loss, REAL *work, int threads) {
-    SFX(Mode) mode = {1, lr, 0.0, NULL, NULL, NULL, NULL};
-    SFX(all_seeds)(S, L, widths, B, x, y, idx, n_rows, W, bias, act, slope, obj, &mode, alive, loss, work, threads);
+/* One step for every seed with alive[s] (NULL: every seed): loss[s] is its loss on its batch; if that is finite its
+ * parameters take the SGD step W -= lr dW, b -= lr db, else they are left as they were. Dead seeds are skipped
+ * (loss NaN). Seeds are shared out over `threads` threads, each with its own ss_workspace() elements of `work`; a
+ * seed's numbers do not depend on the split. */
+void SFX(ss_sgd_step)(const NET *net, const BATCH *batch, double lr, const unsigned char *alive, double *loss,
+                      REAL *work, int threads) {
+    SFX(Mode) mode = {.backward = 1, .lr = lr};
+    SFX(all_seeds)(net, batch, &mode, alive, loss, work, threads);
 }
 
-/* T consecutive steps of ss_sgd_step with idx [T, S, B] (batch rows of each step) and loss [T, S], run seed after
- * seed: a seed's T steps follow one another while its parameters stay in L2 (step after step over the whole ensemble
- * streamed every seed's parameters through L3 once per step). A seed's numbers are the same as T ss_sgd_step
- * calls': after a non-finite loss it takes no further step and its later losses are NaN, as a seed marked dead. */
-void SFX(ss_sgd_steps)(int T, int S, int L, const int *widths, int B, const REAL *x, const REAL *y, const long *idx,
-                       long n_rows, REAL **W, REAL **bias, int act, double slope, int obj, double lr,
-                       const unsigned char *alive, double *loss, REAL *work, int threads) {
-    SFX(Mode) mode = {1, lr, 0.0, NULL, NULL, NULL, NULL};
-    long ws = ss_workspace(L, widths, B);
+/* T consecutive steps of ss_sgd_step with batch->idx [T, S, B] (batch rows of each step) and loss [T, S], run seed
+ * after seed: a seed's T steps follow one another while its parameters stay in L2 (step after step over the whole
+ * ensemble streamed every seed's parameters through L3 once per step). A seed's numbers are the same as T
+ * ss_sgd_step calls': after a non-finite loss it takes no further step and its later losses are NaN, as a seed
+ * marked dead. */
+void SFX(ss_sgd_steps)(int T, const NET *net, const BATCH *batch, double lr, const unsigned char *alive, double *loss,
+                       REAL *work, int threads) {
+    SFX(Mode) mode = {.backward = 1, .lr = lr};
+    int S = net->S, B = batch->B;
+    long ws = ss_workspace(net->L, net->widths, B);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int s = 0; s < S; s++) {
         REAL *wk = work + ws * omp_get_thread_num();
@@ -282,45 +299,42 @@ void SFX(ss_sgd_steps)(int T, int S, int L, const int *widths, int B, const REAL
         for (int t = 0; t < T; t++) {
             /* the next step's rows; before the last, the next seed's parameters and first rows */
             int s1 = t + 1 < T ? s : s + 1, t1 = t + 1 < T ? t + 1 : 0;
-            SFX(queue_rows)(&pf, s1, L, widths, B, x, y, s1 < S ? idx + ((long)t1 * S + s1) * B : NULL, n_rows);
-            if (t + 1 == T && s + 1 < S) SFX(prefetch_params)(s + 1, L, widths, W);
+            SFX(queue_rows)(&pf, s1, net, batch, s1 < S ? batch->idx + ((long)t1 * S + s1) * B : NULL);
+            if (t + 1 == T && s + 1 < S) SFX(prefetch_params)(s + 1, net);
             double *lt = loss + (long)t * S;
             if (!live) {
                 lt[s] = NAN;
                 continue;
             }
-            SFX(seed_pass)(s, L, widths, B, x, y, idx + (long)t * S * B, n_rows, W, bias, act, slope, obj, &mode, NULL, lt, wk, &pf);
+            BATCH step = {.B = B, .x = batch->x, .y = batch->y, .rows = batch->rows,
+                          .idx = batch->idx + (long)t * S * B};
+            SFX(seed_pass)(s, net, &step, &mode, NULL, lt, wk, &pf);
             pf_some(&pf, PF_LINES);
             live = isfinite(lt[s]);
         }
     }
 }
 
-/* Forward, loss and gradient of every seed on a batch, parameters untouched (evaluation):
- * loss[s], sq[s] = sum (out - y)^2, hidden activations into hidden[l - 1] [S, B, w_l] (if
- * hidden), and gW[l] += gscale dLoss/dW_l, gb[l] += gscale dLoss/db_l (if gW). Seed s's batch
- * is the B rows from x + s * seed_rows * w0 (and likewise y): a slice of a bigger set, uncopied. */
-void SFX(ss_forward_grad)(int S, int L, const int *widths, int B, const REAL *x, const REAL *y, long seed_rows, REAL **W,
-                     REAL **bias,
-                     int act, double slope, int obj, REAL **hidden, double *loss, double *sq, REAL **gW, REAL **gb,
-                     double gscale, REAL *work, int threads) {
-    SFX(Mode) mode = {gW != NULL, 0.0, gscale, gW, gb, hidden, sq};
-    SFX(all_seeds)(S, L, widths, B, x, y, NULL, seed_rows, W, bias, act, slope, obj, &mode, NULL, loss, work, threads);
+/* Forward, loss and gradient of every seed on its batch, parameters untouched (evaluation): see struct ss_eval. */
+void SFX(ss_forward_grad)(const NET *net, const BATCH *batch, const struct SFX(ss_eval) *out, REAL *work, int threads) {
+    SFX(Mode) mode = {.backward = out->gW != NULL, .gscale = out->gscale, .gW = out->gW, .gb = out->gb,
+                      .hidden = out->hidden, .sq = out->sq};
+    SFX(all_seeds)(net, batch, &mode, NULL, out->loss, work, threads);
 }
 
-/* One chunk of the streaming Pearson sums of ensemble/corr.py's CorrAccumulator, for every seed: with
- * tc = t - shift_t and hc = h - shift_s in double (teacher t [B, m] at t + s * t_rows * m, student h [B, n] at
- * h + s * h_rows * n), sum_t += sum_r tc, sq_t += sum_r tc^2, sum_s += sum_r hc, sq_s += sum_r hc^2 (each over
- * r in order) and cross += tc^T hc through the float64 register tiles (each element summed over r in order, then
- * added), whatever REAL is. work: threads * B * (m + n) doubles. */
-void SFX(ss_corr_update)(int S, int B, int m, int n, const REAL *t, long t_rows, const REAL *h, long h_rows,
-                         const double *shift_t, const double *shift_s, double *sum_t, double *sq_t, double *sum_s,
-                         double *sq_s, double *cross, double *work, int threads) {
+/* One chunk of the streaming Pearson sums of ensemble/corr.py's CorrAccumulator (struct ss_corr), for every seed: with
+ * tc = t - shift_t and hc = h - shift_s in double, sum_t += sum_r tc, sq_t += sum_r tc^2, sum_s += sum_r hc,
+ * sq_s += sum_r hc^2 (each over r in order) and cross += tc^T hc through the float64 register tiles (each element
+ * summed over r in order, then added), whatever REAL is. */
+void SFX(ss_corr_update)(int S, int B, const REAL *t, long t_rows, const REAL *h, long h_rows,
+                         const struct ss_corr *acc, double *work, int threads) {
+    int m = acc->m, n = acc->n;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int s = 0; s < S; s++) {
         double *tc = work + (long)B * (m + n) * (threads > 1 ? omp_get_thread_num() : 0), *hc = tc + (long)B * m;
-        const double *at = shift_t + (long)s * m, *as = shift_s + (long)s * n;
-        double *st = sum_t + (long)s * m, *qt = sq_t + (long)s * m, *ss = sum_s + (long)s * n, *qs = sq_s + (long)s * n;
+        const double *at = acc->shift_t + (long)s * m, *as = acc->shift_s + (long)s * n;
+        double *st = acc->sum_t + (long)s * m, *qt = acc->sq_t + (long)s * m;
+        double *ss = acc->sum_s + (long)s * n, *qs = acc->sq_s + (long)s * n;
         for (int r = 0; r < B; r++) {
             const REAL *tr = t + ((long)s * t_rows + r) * m, *hr = h + ((long)s * h_rows + r) * n;
             double *tcr = tc + (long)r * m, *hcr = hc + (long)r * n;
@@ -335,6 +349,9 @@ void SFX(ss_corr_update)(int S, int B, int m, int n, const REAL *t, long t_rows,
                 qs[k] = fma(hcr[k], hcr[k], qs[k]);
             }
         }
-        gemm_f64(m, n, B, tc, 1, m, hc, n, cross + (long)s * m * n, n, 1.0, 1, NULL);
+        gemm_f64(m, n, B, tc, 1, m, hc, n, acc->cross + (long)s * m * n, n, 1.0, 1, NULL);
     }
 }
+
+#undef NET
+#undef BATCH
