@@ -3,14 +3,60 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from .config import ConfigError, parse_yaml
+import yaml
+
+from .config import ConfigError, clip, parse_yaml, quote, yaml_problem
 
 EXIT_BAD_INPUT = 2
 
+PATH_ARGS = {"config": "CONFIG", "out": "--out", "run_dir": "RUN_DIR", "checkpoint": "CHECKPOINT", "root": "--root",
+             "sweep_dir": "SWEEP_DIR", "dirs": "DIR"}  # the parsed arguments that name files or folders
 
+
+def _limit(path: str, name: str, default: int) -> int:
+    """os.pathconf `name` of the nearest existing folder on the way to `path` (default where none answers)."""
+    for folder in [Path(path).absolute(), *Path(path).absolute().parents]:
+        try:
+            return os.pathconf(folder, name)
+        except (OSError, ValueError):  # absent, or itself too long to look up
+            continue
+    return default
+
+
+def _check_path(option: str, raw: str) -> None:
+    """ConfigError (one line) for a path the file system cannot hold (ENAMETOOLONG), before any work reads or writes it."""
+    data = os.fsencode(raw)
+    if b"\0" in data:
+        raise ConfigError(f"{option}: a path cannot contain a NUL character")
+    longest = max(data.split(b"/"), key=len)
+    if len(longest) > (name_max := _limit(raw, "PC_NAME_MAX", 255)):
+        raise ConfigError(f"{option}: {clip(os.fsdecode(longest), 40)}: file name too long ({len(longest)} bytes; the file system allows {name_max})")
+    if len(data) >= (path_max := _limit(raw, "PC_PATH_MAX", 4096)):
+        raise ConfigError(f"{option}: {clip(raw, 40)}: path too long ({len(data)} bytes; the file system allows {path_max - 1})")
+
+
+def _checked_paths(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """`command`, after every path argument it takes (PATH_ARGS) is checked by _check_path."""
+
+    @functools.wraps(command)
+    def checked(args: argparse.Namespace) -> int:
+        for attr, option in PATH_ARGS.items():
+            value = getattr(args, attr, None)
+            for raw in value if isinstance(value, list) else [value]:
+                if raw is not None:
+                    _check_path(option, raw)
+        return command(args)
+
+    return checked
+
+
+@_checked_paths
 def _run(args: argparse.Namespace) -> int:
     from . import pipelines
     from .store import check_out
@@ -30,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+@_checked_paths
 def _plot(args: argparse.Namespace) -> int:
     from .paper.figures import plot_run, population_figure, save
     from .store import check_figures, load_run, read_json
@@ -46,6 +93,7 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+@_checked_paths
 def _converge(args: argparse.Namespace) -> int:
     from . import pipelines
     from .store import load_run
@@ -70,6 +118,7 @@ def _converge(args: argparse.Namespace) -> int:
     return 0
 
 
+@_checked_paths
 def _population(args: argparse.Namespace) -> int:
     from . import pipelines
     from .store import check_out, write_dir, write_json
@@ -97,8 +146,11 @@ def _slurm(items: list[str]) -> dict[str, object]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--slurm {item}: must look like key=value")
-        params[key] = parse_yaml(raw)
+            raise ConfigError(f"--slurm {clip(item)}: must look like key=value")
+        try:
+            params[key] = parse_yaml(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--slurm {clip(key)}: cannot parse value {quote(raw)} ({yaml_problem(err)})") from None
     return params
 
 
@@ -107,10 +159,11 @@ def _pack(raw: str) -> int | None:
     if raw == "auto":
         return None
     if not raw.isdigit():
-        raise ConfigError(f"--pack: must be auto or a number of seeds >= 0, got {raw!r}")
+        raise ConfigError(f"--pack: must be auto or a number of seeds >= 0, got {quote(raw)}")
     return int(raw)
 
 
+@_checked_paths
 def _sweep(args: argparse.Namespace) -> int:
     from .sweep.cost import estimate
     from .sweep.executors import machine_workers
@@ -124,7 +177,8 @@ def _sweep(args: argparse.Namespace) -> int:
         print(job_table(jobs))
         print(pack_table(result["packs"]))
         workers = args.workers or machine_workers(args.threads)
-        cost = estimate(args.config, [j.overrides for j in jobs], [j.seeds for j in jobs], workers, args.threads, tasks=len(result["packs"]))
+        cost = estimate(args.config, [j.overrides for j in jobs], [j.seeds for j in jobs], workers, args.threads, tasks=len(result["packs"]),
+                        configs=result["configs"])
         print(f"{cost['jobs']} jobs, {cost['seed_steps']:.3g} seed-steps, {cost['gflop']:.3g} GFLOP; "
               f"estimated {_duration(cost['seconds'])} on {workers} local worker(s) x {args.threads} thread(s) "
               f"(calibrated on job {jobs[0].id if jobs else '-'}: {cost.get('t_step', 0) * 1e3:.3f} ms/step, "
@@ -137,6 +191,7 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if result["failed"] else 0
 
 
+@_checked_paths
 def _query(args: argparse.Namespace) -> int:
     from .sweep.grid import query
 
@@ -159,6 +214,7 @@ def _check_checkpoint_out(out: Path, overwrite: bool) -> None:
         raise StoreError(f"{out}: --overwrite refuses to replace it: it is not a studentspec teacher checkpoint") from None
 
 
+@_checked_paths
 def _teacher_train(args: argparse.Namespace) -> int:
     from .conv.teacher import describe, save_checkpoint, teacher_config, train_teacher
 
@@ -171,6 +227,7 @@ def _teacher_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@_checked_paths
 def _teacher_prune(args: argparse.Namespace) -> int:
     from .conv.teacher import describe, file_digest, load_checkpoint, parse_ratios, prune_config, prune_teacher, save_checkpoint
 
@@ -185,6 +242,7 @@ def _teacher_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+@_checked_paths
 def _reproduce(args: argparse.Namespace) -> int:
     from .paper.reproduce import reproduce
 
@@ -196,6 +254,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                      executor=args.executor, executor_options=options)
 
 
+@_checked_paths
 def _report(args: argparse.Namespace) -> int:
     from .paper.report import markdown_table, write_report
 

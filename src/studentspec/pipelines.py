@@ -25,6 +25,7 @@ from .ensemble.hooks import Hooks
 from .ensemble.registry import one_of
 from .mlp import checkpoint as mlp_checkpoint
 from .mlp import data as mlp_data
+from .mlp import kernel as mlp_kernel
 from .mlp import memory as mlp_memory
 from .mlp import pack as mlp_pack
 from .mlp import record as mlp_record
@@ -37,6 +38,7 @@ from .store.record import split_record
 
 def _check_mlp(cfg: Config) -> None:
     mlp_data.get(cfg.data.kind)
+    mlp_kernel.check_environment()  # STUDENTSPEC_KERNEL, STUDENTSPEC_KERNEL_ISA: a value they do not document exits 2 here
     if cfg.teacher.checkpoint is not None:
         raise ConfigError(f"teacher.checkpoint: a conv teacher needs image data (data.kind one of {', '.join(conv_images.READERS)})")
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from .. import pipelines
-from ..config import Config, build_config, steps_per_epoch
+from ..config import Config, build_config, config_maker, steps_per_epoch
+from ..ensemble.optimizers import full_batch
 from ..mlp.data import train_size
-from ..pipelines import load_config
 
 PIPELINES = ("mlp",)  # FLOP counts of MLP ensembles; a conv run's cost is not modelled (refused, exit 2)
 
@@ -39,7 +39,7 @@ def job_cost(cfg: Config) -> JobCost:
     widths = [cfg.input_dim, *cfg.student_widths, cfg.output_dim]
     macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     tc, S = cfg.train, len(cfg.seeds)
-    batch = cfg.data.n_train if tc.optimizer == "gd" else tc.batch_size
+    batch = cfg.data.n_train if full_batch(tc.optimizer) else tc.batch_size
     steps = steps_per_epoch(tc, train_size(cfg))
     evals = 1 + sum(1 for e in range(tc.epochs) if (e + 1) % cfg.eval.every == 0 or e + 1 == tc.epochs)
     n_train = train_size(cfg) * (3 if cfg.eval.grad_norm else 1)
@@ -73,16 +73,22 @@ def calibrate(cfg: Config, steps: int = 200) -> tuple[float, float, float]:
 
 
 def estimate(config: str | None, overrides: list[list[str]], seeds: list[list[int]], workers: int, threads: int,
-             tasks: int | None = None) -> dict[str, float]:
+             tasks: int | None = None, configs: list[Config] | None = None) -> dict[str, float]:
     """Seed-steps, GFLOP and projected wall time of jobs (overrides and seeds per job) on `workers` workers.
 
     `tasks`: how many tasks the jobs run as (packed jobs share one; default one per job): the work is spread over
     at most that many workers. Packing's per-step saving is not modelled (an upper bound for packed small students).
+    `configs`: the jobs' validated Configs (sweep.grid.expand's), else each job is validated here.
     """
-    costs = [job_cost(load_config(config, [*o, f"seeds={s}"])) for o, s in zip(overrides, seeds)]
+    if configs is None:
+        make = config_maker(config)  # the file read once
+        configs = [make([*o, f"seeds={s}"]) for o, s in zip(overrides, seeds)]
+    costs = [job_cost(c) for c in configs]
     if not costs:
         return {"jobs": 0, "seed_steps": 0, "gflop": 0.0, "seconds": 0.0}
-    first = load_config(config, [*overrides[0], f"seeds={seeds[0]}", f"train.threads={threads}"])
+    tree = configs[0].to_dict()
+    tree["train"]["threads"] = threads
+    first = build_config(tree)
     previous = torch.get_num_threads()
     try:
         t_build, t_eval, t_step = calibrate(first)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,13 +31,16 @@ from tqdm.auto import tqdm
 
 from . import executors
 from .. import pipelines
-from ..config import ConfigError, parse_yaml, read_mapping
-from ..pipelines import load_config
+from ..config import Config, ConfigError, clip, config_maker, parse_yaml, quote, read_mapping
 from ..store import StoreError, check_resumable, claim_resumable, load_run, read_json, remove_leftovers, write_json
 from ..store.record import COLUMNS, check_columns
 
 MANIFEST = "sweep.json"
 LOCK = ".sweep.lock"
+# Every point is validated and every job gets a manifest entry, a table row and (when run) a process and a run dir:
+# past WARN_JOBS a one-line warning says so; past MAX_JOBS (about two minutes of validation alone) a sweep is refused.
+WARN_JOBS = 10_000
+MAX_JOBS = 1_000_000
 
 
 def split_values(raw: str) -> list[str]:
@@ -58,10 +63,10 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"{item}: grid items must look like key=v1,v2")
+            raise ConfigError(f"{clip(item)}: grid items must look like key=v1,v2")
         values = split_values(raw)
         if any(v.strip() == "" for v in values):
-            raise ConfigError(f"{key}: empty value in the list {raw!r}")
+            raise ConfigError(f"{clip(key)}: empty value in the list {quote(raw)}")
         grid[key] = values
     return grid
 
@@ -81,11 +86,12 @@ def _raw(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=1 << 20).removesuffix("\n...\n").strip()
 
 
-def yaml_section(config: str | None) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """The config file's optional `sweep:` section: {grid: {key: [values]}, zip: {key: [values], ...}}."""
-    if config is None or not Path(config).is_file():
+def yaml_section(config: str | None, tree: dict[str, Any] | None = None) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The config file's optional `sweep:` section: {grid: {key: [values]}, zip: {key: [values], ...}} (from its
+    mapping `tree` when given: the file is read once)."""
+    if tree is None and (config is None or not Path(config).is_file()):
         return {}, {}
-    section = read_mapping(config).get("sweep") or {}
+    section = (read_mapping(config) if tree is None else tree).get("sweep") or {}
     if not isinstance(section, dict) or set(section) - {"grid", "zip"}:
         raise ConfigError("sweep: must be a mapping with 'grid' and/or 'zip' sections")
     out = []
@@ -106,19 +112,54 @@ def _points(grid: dict[str, list[str]], zipped: dict[str, list[str]]) -> list[di
     return [dict(zip(keys, vals)) | row for vals in itertools.product(*(grid[k] for k in keys)) for row in zip_rows]
 
 
-def expand(config: str | None, grid: dict[str, list[str]], ensemble_size: int | None, zipped: dict[str, list[str]] | None = None) -> list[Job]:
-    """Every job of the grid, each validated (a bad key or value raises ConfigError before anything runs)."""
-    jobs = []
-    for point in _points(grid, zipped or {}):
-        overrides = [f"{k}={v}" for k, v in point.items()]
-        cfg = load_config(config, overrides)
-        size = ensemble_size or len(cfg.seeds)
-        for i in range(0, len(cfg.seeds), size):
-            seeds = cfg.seeds[i : i + size]
-            pipelines.pipeline(cfg).check_memory(cfg.model_copy(update={"seeds": seeds}))  # a job that cannot fit fails the sweep up front
-            key = json.dumps({"point": point, "seeds": seeds}, sort_keys=True)
-            jobs.append(Job(f"{len(jobs):04d}-{hashlib.sha1(key.encode()).hexdigest()[:8]}", overrides, point, seeds))
+def _size(grid: dict[str, list[str]], zipped: dict[str, list[str]]) -> int:
+    """How many points _points gives, without making them."""
+    return math.prod(len(v) for v in grid.values()) * (min(len(v) for v in zipped.values()) if zipped else 1)
+
+
+def expand(config: str | None, grid: dict[str, list[str]], ensemble_size: int | None, zipped: dict[str, list[str]] | None = None,
+           *, configs: dict[str, Config] | None = None, tree: dict[str, Any] | None = None, progress: bool = False) -> list[Job]:
+    """Every job of the grid, each validated (a bad key or value raises ConfigError before anything runs).
+
+    The config file is read once (or its mapping `tree` is used) and each point validated once; `configs`, when given,
+    receives every job's Config (its own seeds) by job id, so that packing, ordering and the cost estimate need not
+    validate again. `progress`: a bar on stderr once expanding takes over a second.
+    """
+    zipped = zipped or {}
+    if (n := _size(grid, zipped)) > MAX_JOBS:  # before making a single point
+        raise ConfigError(f"sweep: the grid has {n} points, more than the {MAX_JOBS} jobs a sweep may have (split it into several sweeps)")
+    make = config_maker(config, None if tree is None else {k: v for k, v in tree.items() if k != "sweep"})
+    jobs: list[Job] = []
+    with tqdm(total=n, disable=not progress, delay=1.0, desc="validating the grid", unit="point", file=sys.stderr, leave=False) as bar:
+        for point in _points(grid, zipped):
+            overrides = [f"{k}={v}" for k, v in point.items()]
+            cfg = make(overrides)
+            p = pipelines.pipeline(cfg)
+            size = ensemble_size or len(cfg.seeds)
+            for i in range(0, len(cfg.seeds), size):
+                seeds = cfg.seeds[i : i + size]
+                job_cfg = cfg if len(seeds) == len(cfg.seeds) else cfg.model_copy(update={"seeds": seeds})
+                p.check_memory(job_cfg)  # a job that cannot fit fails the sweep up front
+                key = json.dumps({"point": point, "seeds": seeds}, sort_keys=True)
+                jobs.append(Job(f"{len(jobs):04d}-{hashlib.sha1(key.encode()).hexdigest()[:8]}", overrides, point, seeds))
+                if len(jobs) > MAX_JOBS:
+                    raise ConfigError(f"sweep: more than {MAX_JOBS} jobs (use fewer seeds per point, a larger --ensemble-size, or several sweeps)")
+                if configs is not None:
+                    configs[jobs[-1].id] = job_cfg
+            bar.update()
     return jobs
+
+
+def _configs(config: str | None, jobs: list[Job], configs: dict[str, Config] | None) -> dict[str, Config]:
+    """Every job's Config by id: `configs` as given (expand filled it), else each validated now from one reading of the file."""
+    if configs is not None:
+        return configs
+    make = config_maker(config)
+    out = {}
+    for j in jobs:
+        out[j.id] = make([*j.overrides, f"seeds={j.seeds}"])
+        pipelines.pipeline(out[j.id])
+    return out
 
 
 def _manifest(out: Path, config: str | None, grid: dict[str, list[str]], jobs: list[Job]) -> None:
@@ -146,13 +187,14 @@ AUTO_PACK_SEEDS = 256
 AUTO_PACK_BYTES = 2**30
 
 
-def pack_jobs(config: str | None, jobs: list[Job], pack: int | None = None) -> list[list[Job]]:
+def pack_jobs(config: str | None, jobs: list[Job], pack: int | None = None, configs: dict[str, Config] | None = None) -> list[list[Job]]:
     """Group jobs into tasks (manifest order kept): jobs whose configs have one pipelines.pack_key train together,
-    at most `pack` seeds per task (None: auto, see AUTO_PACK_SEEDS / AUTO_PACK_BYTES; 0 or 1: no packing)."""
+    at most `pack` seeds per task (None: auto, see AUTO_PACK_SEEDS / AUTO_PACK_BYTES; 0 or 1: no packing).
+    `configs`: the jobs' Configs by id (expand's), else validated here."""
     if pack is not None and pack <= 1:
         return [[j] for j in jobs]
     cap = AUTO_PACK_SEEDS if pack is None else pack
-    cfgs = {j.id: load_config(config, [*j.overrides, f"seeds={j.seeds}"]) for j in jobs}
+    cfgs = _configs(config, jobs, configs)
 
     def fits(group: list[Job]) -> bool:
         if sum(len(j.seeds) for j in group) > cap:
@@ -181,17 +223,19 @@ def pack_jobs(config: str | None, jobs: list[Job], pack: int | None = None) -> l
     return groups
 
 
-def longest_first(config: str | None, groups: list[list[Job]]) -> list[list[Job]]:
+def longest_first(config: str | None, groups: list[list[Job]], configs: dict[str, Config] | None = None) -> list[list[Job]]:
     """Tasks in decreasing order of their FLOP count (cost.job_cost; a pipeline it does not model first), so
     the workers finish together: a large pack started last kept one worker busy alone (measured: 117-122 s
-    against 83-90 s unpacked on bench_sweep's grid)."""
+    against 83-90 s unpacked on bench_sweep's grid). `configs`: the jobs' Configs by id (expand's), else validated here."""
     from .cost import job_cost
+
+    cfgs = _configs(config, [j for g in groups for j in g], configs)
 
     def flops(group: list[Job]) -> float:
         total = 0.0
         for job in group:
             try:
-                c = job_cost(load_config(config, [*job.overrides, f"seeds={job.seeds}"]))
+                c = job_cost(cfgs[job.id])
             except ConfigError:
                 return float("inf")
             total += c.seed_steps / len(job.seeds) * c.step_flops + c.evals * c.eval_flops
@@ -210,11 +254,11 @@ def pack_table(groups: list[list[Job]]) -> str:
     return "\n".join(lines)
 
 
-def _gpus(config: str | None, job: Job, gpus_per_job: float | None) -> float:
+def _gpus(config: str | None, job: Job, gpus_per_job: float | None, configs: dict[str, Config] | None = None) -> float:
     """The GPU share a job asks Ray for: as given, else 0.25 on a CUDA device and 0 on CPU."""
     if gpus_per_job is not None:
         return gpus_per_job
-    return 0.25 if load_config(config, job.overrides).train.device.startswith("cuda") else 0.0
+    return 0.25 if _configs(config, [job], configs)[job.id].train.device.startswith("cuda") else 0.0
 
 
 def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_size: int | None = None, workers: int | None = None,
@@ -224,13 +268,15 @@ def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_si
     """Run every unfinished job of a sweep on `executor`.
 
     Returns {'jobs': [...], 'done': [...], 'skipped': [...], 'failed': {id: error}, 'wall_time': s, 'packs': [[job ids]]}
-    ({'jobs': [...], 'packs': [[Job]]} for a dry run). `workers` defaults to the machine's cores / threads.
+    ({'jobs': [...], 'packs': [[Job]], 'configs': [each job's Config]} for a dry run). `workers` defaults to the
+    machine's cores / threads. The config file is read once and each grid point validated once; past WARN_JOBS jobs
+    a warning goes to stderr.
     `gpus_per_job` (Ray) defaults to 0.25 for jobs on a CUDA device (four ensembles share a GPU), else 0.
     `pack`: at most this many seeds per task of packed jobs (pack_jobs; None = auto, 0 or 1 = off, the default); the
     unfinished jobs are packed when the sweep runs, so a resumed sweep may pack them differently.
     """
     if executor not in executors.EXECUTORS:
-        raise ConfigError(f"--executor: must be one of {executors.EXECUTORS}, got {executor!r}")
+        raise ConfigError(f"--executor: must be one of {executors.EXECUTORS}, got {quote(executor)}")
     if threads < 1 or (workers is not None and workers < 1) or (gpus_per_job is not None and gpus_per_job < 0):
         raise ConfigError("--threads and --workers must be >= 1, --gpus-per-job >= 0")
     if ensemble_size is not None and ensemble_size < 1:
@@ -239,16 +285,21 @@ def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_si
         raise ConfigError(f"--pack: must be auto or a number of seeds >= 0, got {pack}")
     out = Path(out)
     workers = workers or executors.machine_workers(threads)
-    file_grid, zipped = yaml_section(config)
+    tree = read_mapping(config) if config is not None else {}  # the one reading of the file
+    file_grid, zipped = yaml_section(config, tree)
     grid = file_grid | parse_grid(items)  # the command line wins over the file's sweep section
-    jobs = expand(config, grid, ensemble_size, zipped)
+    configs: dict[str, Config] = {}
+    jobs = expand(config, grid, ensemble_size, zipped, configs=configs, tree=tree, progress=progress)
+    if len(jobs) > WARN_JOBS:
+        print(f"studentspec: warning: this sweep has {len(jobs)} jobs (over {WARN_JOBS}); each is a process and a run dir: "
+              "fewer, larger ones (more seeds per job with --ensemble-size, or --pack auto) run faster", file=sys.stderr)
     if dry_run:
-        return {"jobs": jobs, "packs": pack_jobs(config, jobs, pack)}
+        return {"jobs": jobs, "packs": pack_jobs(config, jobs, pack, configs), "configs": [configs[j.id] for j in jobs]}
     executors.preflight(executor, address, slurm or {})  # before anything is written
     check_resumable(out, MANIFEST, "sweep")
     claim_resumable(out, "sweep")  # created and marked first: studentspec's own from the first instant
     with _lock(out):
-        return _execute(out, config, grid, jobs, workers, threads, progress, executor, address, gpus_per_job, slurm, pack)
+        return _execute(out, config, grid, jobs, workers, threads, progress, executor, address, gpus_per_job, slurm, pack, configs)
 
 
 @contextmanager
@@ -273,18 +324,20 @@ def _lock(out: Path) -> Iterator[None]:
 
 def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: list[Job], workers: int, threads: int, progress: bool,
              executor: str, address: str | None, gpus_per_job: float | None, slurm: dict[str, Any] | None,
-             pack: int | None = None) -> dict[str, Any]:
-    """run_sweep's part under the lock: manifest, stale staging dirs, then the unfinished jobs, packed into tasks."""
+             pack: int | None = None, configs: dict[str, Config] | None = None) -> dict[str, Any]:
+    """run_sweep's part under the lock: manifest, stale staging dirs, then the unfinished jobs, packed into tasks
+    (`configs`: every job's Config by id, from expand)."""
     _manifest(out, config, grid, jobs)
     remove_leftovers(out / "jobs")  # staging dirs of jobs killed mid-write
     todo = [j for j in jobs if not _finished(out / "jobs" / j.id)]
-    groups = longest_first(config, pack_jobs(config, todo, pack))
+    configs = _configs(config, todo, configs)
+    groups = longest_first(config, pack_jobs(config, todo, pack, configs), configs)
     tasks = []
     for group in groups:
         j = group[0]
         members = tuple(executors.Member(m.id, tuple(m.overrides), tuple(m.seeds), str(out / "jobs" / m.id)) for m in group)
         tasks.append(executors.Task(j.id, config, tuple(j.overrides), tuple(j.seeds), str(out / "jobs" / j.id), threads,
-                                    _gpus(config, j, gpus_per_job), members if len(group) > 1 else ()))
+                                    _gpus(config, j, gpus_per_job, configs), members if len(group) > 1 else ()))
     if executor == "local":
         finished = executors.local(tasks, workers)
     elif executor == "ray":
@@ -292,7 +345,8 @@ def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: li
     else:
         finished = executors.slurm(tasks, out / "slurm", slurm or {}, workers)
     by_id = {j.id: j for j in jobs}
-    result: dict[str, Any] = {"jobs": jobs, "done": [], "skipped": [j.id for j in jobs if j not in todo], "failed": {},
+    unfinished = {j.id for j in todo}  # a set: `j not in todo` compared every pair of 100,000 jobs
+    result: dict[str, Any] = {"jobs": jobs, "done": [], "skipped": [j.id for j in jobs if j.id not in unfinished], "failed": {},
                               "packs": [[j.id for j in g] for g in groups]}
     start = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress, unit="job", dynamic_ncols=True)

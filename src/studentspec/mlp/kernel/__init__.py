@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ...config import env_choice
 from ...ensemble import activations, losses
 from ...ensemble.atomic import atomic_write
 from ...ensemble.corr import CorrAccumulator
@@ -50,6 +51,18 @@ CTYPE = {torch.float64: "double", torch.float32: "float"}
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-std=c11", "-shared", "-fPIC"]
 # 512-bit vectors where the CPU has AVX-512F (same bits: see sgd_step.c); STUDENTSPEC_KERNEL_ISA=avx2 keeps 256-bit ones
 AVX512_FLAGS = ["-mavx512f"]
+# the environment variables read here and their documented values (unset or empty: the default); any other is refused
+ENV = {"STUDENTSPEC_KERNEL": ("torch",), "STUDENTSPEC_KERNEL_ISA": ("avx2",)}
+
+
+def _env(name: str) -> str | None:
+    return env_choice(name, ENV[name])
+
+
+def check_environment() -> None:
+    """ConfigError naming the variable when an ENV variable holds a value it does not document: checked before any work."""
+    for name in ENV:
+        _env(name)
 
 
 class _CompileFailed(Exception):
@@ -108,7 +121,7 @@ def _cpu_ok() -> bool:
 def isa() -> str:
     """The vector width the kernel is built for on this CPU: "avx512" (where it has AVX-512F and
     STUDENTSPEC_KERNEL_ISA is not "avx2") or "avx2"."""
-    return "avx512" if "avx512f" in _cpu_flags() and os.environ.get("STUDENTSPEC_KERNEL_ISA") != "avx2" else "avx2"
+    return "avx512" if "avx512f" in _cpu_flags() and _env("STUDENTSPEC_KERNEL_ISA") != "avx2" else "avx2"
 
 
 def flags() -> list[str]:
@@ -131,7 +144,7 @@ def library_path() -> Path:
 @functools.cache
 def _load() -> tuple[Any, str]:
     """The library (cffi's lib object) and "" or None and why it is unavailable; compiled at most once per source and flags."""
-    if os.environ.get("STUDENTSPEC_KERNEL") == "torch":
+    if _env("STUDENTSPEC_KERNEL") == "torch":
         return None, "STUDENTSPEC_KERNEL=torch is set"
     if ffi is None:
         return None, "cffi is not installed (pip install cffi)"
