@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from ..ensemble.atomic import atomic_write
+from .dirs import StoreError, claim_files
+from .owner import read_mark
 from . import schemas
-from .dirs import StoreError
 
 
 def strict_json(value: Any) -> Any:
@@ -25,7 +26,9 @@ def strict_json(value: Any) -> Any:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write a JSON file atomically, strict (NaN and inf become null)."""
+    """Write a JSON file atomically, strict (NaN and inf become null); in a marked folder only over a file it records."""
+    if read_mark(Path(path).parent) is not None:
+        claim_files(Path(path).parent, [Path(path).name])
     atomic_write(path, lambda p: p.write_text(json.dumps(strict_json(data), indent=1, default=str, allow_nan=False)))
 
 
