@@ -20,7 +20,7 @@ import yaml
 from ..config import Config
 from ..ensemble import loopstate
 from . import schemas
-from .dirs import StoreError, write_dir
+from .dirs import StoreError, check_out, write_dir
 from .jsonfile import read_json, write_json
 from .record import COLUMNS, EXTRA_COLUMNS, EXTRA_TABLES, TABLES, read_table
 
@@ -124,9 +124,13 @@ def _table_names(names: list[str], marker: Path) -> list[str]:
 
 
 def remove_checkpoint(out: str | Path) -> None:
-    """Delete the checkpoint of run dir `out` (only a dir holding studentspec's checkpoint marker)."""
+    """Delete the checkpoint of run dir `out`: only a checkpoint dir studentspec proves it wrote (store.dirs.check_out)."""
     path = checkpoint_path(out)
-    if path.is_dir() and not path.is_symlink() and (path / MARKER).is_file():
+    if path.is_dir() and not path.is_symlink():
+        try:
+            check_out(path, True, "checkpoint")
+        except StoreError:
+            return  # not provably ours: left alone
         shutil.rmtree(path)
 
 
