@@ -17,7 +17,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .style import SINGLE, multi_color, ordered_cmap, ordered_color, save, seed_marker, styled, subplots
+from .style import SINGLE, config_title, multi_color, ordered_cmap, ordered_color, save, seed_marker, styled, subplots
 from .order_figures import order_figure
 
 import matplotlib.pyplot as plt  # noqa: E402  (after style: the Agg backend)
@@ -29,14 +29,6 @@ __all__ = ["config_title", "converge_figure", "hessian_figure", "lshape_figure",
            "teacher_corr_figure", "theory_figure"]
 
 MAX_SEEDS = 4
-
-
-def config_title(run: Run) -> str:
-    """One-line summary of the run's config for figure titles."""
-    c = run.config
-    text = f"m={c.teacher.widths} multi={c.student.multi:g} p={c.teacher.decay:g}"
-    diverged = run.summary.get("diverged") or {}
-    return f"{text} (diverged seeds: {', '.join(map(str, diverged))})" if diverged else text
 
 
 def _split(df: pd.DataFrame, prefer: str, fallback: str) -> tuple[pd.DataFrame, str]:

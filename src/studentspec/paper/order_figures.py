@@ -18,7 +18,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .style import PANEL, styled, subplots
+from .style import PANEL, config_title, styled, subplots
 
 if TYPE_CHECKING:
     from ..store import Run
@@ -56,8 +56,6 @@ def shown_steps(steps: list[int]) -> list[int]:
 @styled
 def order_figure(run: Run) -> Figure:
     """R (student-teacher cosine of augmented weights) heatmaps of the run's first seed at three steps, layer 1."""
-    from .figures import config_title  # lazily: figures imports this module
-
     order = run.table("order")
     r = order[order["kind"] == "R"]
     if r.empty:

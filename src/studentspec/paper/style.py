@@ -6,6 +6,7 @@
   (`ordered_cmap`, `ordered_color`); seeds told apart by marker (`seed_marker`), not colour;
 - size: `figsize(rows, cols, panel)` from three panel sizes, `SMALL` (small multiples), `PANEL`, `SINGLE`;
 - files: `save` writes NAME.png and NAME.pdf at `DPI`, each atomically, and closes the figure.
+- titles: `config_title` names a run's config (shared by the run figures and the order figure).
 
 Importing this module imports matplotlib (Agg) and nothing of the trainer.
 """
@@ -16,7 +17,7 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import matplotlib
 
@@ -27,6 +28,9 @@ from matplotlib.colors import Colormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ..ensemble.atomic import atomic_write  # noqa: E402
+
+if TYPE_CHECKING:
+    from ..store import Run
 
 DPI = 150
 FORMATS = ("png", "pdf")
@@ -70,6 +74,14 @@ def ordered_color(i: int, n: int) -> tuple[float, float, float, float]:
 def seed_marker(i: int) -> str:
     """Marker of the i-th seed shown in a figure."""
     return SEED_MARKERS[i % len(SEED_MARKERS)]
+
+
+def config_title(run: Run) -> str:
+    """One-line summary of a run's config for figure titles (its diverged seeds named)."""
+    c = run.config
+    text = f"m={c.teacher.widths} multi={c.student.multi:g} p={c.teacher.decay:g}"
+    diverged = run.summary.get("diverged") or {}
+    return f"{text} (diverged seeds: {', '.join(map(str, diverged))})" if diverged else text
 
 
 def figsize(rows: int, cols: int, panel: tuple[float, float] = PANEL) -> tuple[float, float]:
