@@ -1,4 +1,4 @@
-"""`cifar.reproduce`: the whole 4.4 pipeline on synthetic CIFAR files (resumable), and its exit-2 path without data."""
+"""`experiments.cifar10.run`: the whole 4.4 pipeline on synthetic CIFAR files (resumable), and its exit-2 path without data."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 
 from image_files import write_cifar
 from studentspec import ConfigError
-from studentspec.paper.cifar import config_path, reproduce
+from studentspec.paper.experiments.cifar10 import config_path, run
 from studentspec.config import load_config
 
 TINY = """seeds: [1, 2]
@@ -34,7 +34,7 @@ def test_paper_preset_is_section_4_4():
     import torch
 
     from studentspec.conv.nets import init_conv_net, n_pruned
-    from studentspec.paper.cifar import _multis
+    from studentspec.paper.experiments.cifar10 import _multis
 
     cfg = load_config(config_path("paper"))
     assert cfg.teacher.widths == [64, 64, 64, 64] and cfg.teacher.activation == "relu" and cfg.teacher.batchnorm == "after"
@@ -54,7 +54,7 @@ def test_paper_preset_is_section_4_4():
 
 def test_reproduce_without_data_says_how_to_get_it(tmp_path):
     with pytest.raises(ConfigError) as err:
-        reproduce(tmp_path / "out", "quick", [f"data.root={tmp_path / 'absent'}"], progress=False)
+        run(tmp_path / "out", "quick", [f"data.root={tmp_path / 'absent'}"], progress=False)
     msg = str(err.value)
     assert "absent" in msg and "cifar-10-python.tar.gz" in msg and "data.root=PATH" in msg and "\n" not in msg
     assert not (tmp_path / "out").exists()
@@ -65,13 +65,13 @@ def test_reproduce_end_to_end_and_resume(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
     out = tmp_path / "out"
-    info = reproduce(out, overrides=[f"data.root={tmp_path / 'data'}"], config=cfg, progress=False)
+    info = run(out, overrides=[f"data.root={tmp_path / 'data'}"], config=cfg, progress=False)
     assert sorted(info["per_multi"]) == ["1", "2"] and info["pruned"]["active_widths"] == [3, 2, 2, 2]
     assert all(len(v["rho_mean"]) == 4 for v in info["per_multi"].values())
     for name in ("teacher.pt", "teacher_pruned.pt", "runs/multi_1/scalars.parquet", "runs/multi_2/summary.json",
                  "figures/layer_corr.png", "figures/channel_corr.pdf", "reproduce.json"):
         assert (out / name).is_file(), name
     # a second call reuses every stage and gives the same numbers
-    again = reproduce(out, overrides=[f"data.root={tmp_path / 'data'}"], config=cfg, progress=False)
+    again = run(out, overrides=[f"data.root={tmp_path / 'data'}"], config=cfg, progress=False)
     assert again["per_multi"] == info["per_multi"]
     assert json.loads((out / "reproduce.json").read_text())["per_multi"] == info["per_multi"]

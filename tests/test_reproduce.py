@@ -1,18 +1,26 @@
-"""`studentspec reproduce`: every experiment at tiny scale (seconds; cifar10 on small CIFAR-format files), resume, the paper-scale grids."""
+"""`studentspec reproduce`: every experiment at tiny scale (seconds; cifar10 on small CIFAR-format files), resume, the paper-scale
+grids, and the registry (a new experiment is one `Experiment` and one registration)."""
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from studentspec.sweep import executors
+from studentspec.paper import claims as C
 from studentspec.paper import reproduce
+from studentspec.paper.experiments import EXPERIMENTS, Experiment, Part
+from studentspec.paper.experiments.results import part_config
+from studentspec.paper.style import save, styled, subplots
 from studentspec.cli import main
 from studentspec.store import StoreError
-from studentspec.sweep.grid import run_sweep
+from studentspec.sweep.grid import load_sweep, run_sweep
 
 EXPECTED = {
     "two-layer": ({"lshape", "success_rate", "convergence", "teacher_curves"},
@@ -125,7 +133,7 @@ def test_paper_scale_is_science_md(tmp_path, name, jobs, seeds, steps):
     for part in reproduce.parts(name, "paper"):
         path = reproduce._part_file(tmp_path, part)
         assert len(run_sweep(str(path), [], tmp_path / part.name, part.ensemble_size, dry_run=True)["jobs"]) == jobs[part.name]
-        cfg = reproduce.part_config(tmp_path, part.name)
+        cfg = part_config(tmp_path, part.name)
         if seeds:
             assert len(cfg.seeds) == seeds and cfg.train.epochs * cfg.train.steps_per_epoch == steps
     if name == "two-layer":
@@ -133,7 +141,7 @@ def test_paper_scale_is_science_md(tmp_path, name, jobs, seeds, steps):
         assert success["teacher"]["widths"] == [20] and success["sweep"]["grid"]["teacher.decay"] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
         assert success["input_dim"] == 100 and success["train"]["lr"] == 0.01 and success["train"]["batch_size"] == 16
     if name == "deep":
-        sample = reproduce.part_config(tmp_path, "sample")
+        sample = part_config(tmp_path, "sample")
         assert sample.teacher.widths == [50, 75, 100, 125] and sample.train.epochs == 200 and sample.data.std == 10.0
 
 
@@ -264,3 +272,77 @@ def test_resume_from_another_directory(tmp_path, monkeypatch):
     monkeypatch.chdir("/")
     monkeypatch.setattr(executors, "local", lambda tasks, workers: pytest.fail("a finished job was run again") if tasks else iter(()))
     assert reproduce.reproduce("sample-complexity", "tiny", tmp_path / "rel", progress=False) == 0
+
+
+# ---------------------------------------------------------------- the registry: a new experiment is one Experiment and one entry
+
+def toy_parts(scale: str) -> list[Part]:
+    """The toy's one sweep: two multis of a two-node teacher, 20 steps each (every scale alike)."""
+    config = {"seeds": [1, 2], "input_dim": 4, "output_dim": 2, "teacher": {"widths": [2]}, "data": {"n_train": 40, "n_eval": 40},
+              "train": {"epochs": 2, "steps_per_epoch": 10, "threads": 1}, "eval": {"every": 1}}
+    return [Part("only", config, {"student.multi": [1.0, 2.0]})]
+
+
+def final_mse_is_finite(scalars) -> dict:
+    """The toy's claim: no (job, seed) ends with a non-finite eval MSE."""
+    last = C.final(scalars, "eval")
+    value = float(np.isfinite(last["mse"]).mean())
+    return C.claim("final MSE finite", "fraction of (job, seed) with a finite final eval MSE", value, ">= 1", value >= 1,
+                   "a toy: 20 SGD steps of a tiny student must not diverge")
+
+
+@styled
+def mse_by_multi(scalars):
+    """The toy's figure: final eval MSE per multi."""
+    fig, axes = subplots(1, 1)
+    last = C.final(scalars, "eval")
+    axes[0, 0].plot(last["student.multi"], last["mse"], "o")
+    return fig
+
+
+def toy_analyze(out: Path, scale: str, figs: Path):
+    """The toy's figure and claim from its stored sweep."""
+    t = load_sweep(out / "sweep" / "only")
+    return save(mse_by_multi(t["scalars"]), figs, "mse_by_multi"), [final_mse_is_finite(t["scalars"])]
+
+
+TOY = Experiment("toy", {"mse_by_multi": "Toy: the final eval MSE of every seed per multi."}, parts=toy_parts, analyze=toy_analyze)
+
+
+def test_a_new_experiment_is_one_registration(tmp_path, monkeypatch, capsys):
+    """An experiment defined here, registered once, runs end to end through the CLI and the orchestrator; its report reads it back."""
+    in_process(monkeypatch)
+    with pytest.raises(SystemExit):  # not registered yet: the CLI's choices come from the registry
+        main(["reproduce", "toy", "--scale", "tiny", "--out", str(tmp_path / "no")])
+    capsys.readouterr()
+    monkeypatch.setitem(EXPERIMENTS, TOY.name, TOY)
+    out = tmp_path / "toy"
+    assert main(["reproduce", "toy", "--scale", "tiny", "--out", str(out), "--quiet"]) == 0
+    doc = json.loads((out / "claims.json").read_text())
+    assert doc["experiment"] == "toy" and doc["figures"] == ["mse_by_multi"] and doc["summary"] == {"passed": 1, "failed": 0, "total": 1}
+    assert [c["name"] for c in doc["claims"]] == ["final MSE finite"]
+    assert len(json.loads((out / "sweep" / "only" / "sweep.json").read_text())["jobs"]) == 2
+    for ext in ("png", "pdf"):
+        assert (out / "figures" / f"mse_by_multi.{ext}").stat().st_size > 1000
+    assert "Toy: the final eval MSE of every seed per multi." in (out / "report.html").read_text()
+    (out / "claims.json").unlink()  # the report re-analyzes through the registry, never trains
+    monkeypatch.setattr(executors, "run_job", lambda *a, **k: pytest.fail("report must not run jobs"))
+    assert main(["report", str(out)]) == 0
+    assert json.loads((out / "claims.json").read_text())["claims"] == doc["claims"]
+
+
+def test_an_experiment_is_sweeps_or_its_own_run():
+    with pytest.raises(TypeError, match="parts and analyze"):
+        Experiment("neither", {})
+    with pytest.raises(TypeError, match="parts and analyze"):
+        Experiment("both", {}, parts=toy_parts, analyze=toy_analyze, run=lambda out, scale, overrides, *, progress: None)
+    with pytest.raises(TypeError, match="parts and analyze"):
+        Experiment("half", {}, parts=toy_parts)
+
+
+def test_the_registry_lists_the_paper_and_loads_nothing_heavy():
+    """The CLI reads the registry for its choices: importing it (and the CLI) loads no torch, pandas, matplotlib or scipy."""
+    assert list(EXPERIMENTS) == ["two-layer", "sample-complexity", "deep", "cifar10"]
+    code = ("import sys, studentspec.cli, studentspec.paper.experiments\n"
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'pandas', 'matplotlib', 'scipy'})))\n")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == []

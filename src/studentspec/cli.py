@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from .config import ConfigError, clip, parse_yaml, quote, yaml_problem
+from .paper.experiments import EXPERIMENTS
 
+EXIT_FAULT = 1  # a fault during the work (a full disk, a file-size limit, ...): one line naming it and what became of the results
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 PATH_ARGS = {"config": "CONFIG", "out": "--out", "run_dir": "RUN_DIR", "checkpoint": "CHECKPOINT", "root": "--root",
              "sweep_dir": "SWEEP_DIR", "dirs": "DIR"}  # the parsed arguments that name files or folders
@@ -68,7 +74,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume and not checkpoint_path(out).exists():
         print(f"no checkpoint of {out} ({checkpoint_path(out)}): starting from step 0", file=sys.stderr)
     result = pipelines.train(cfg, progress=not args.quiet, out=out, resume=args.resume)
-    pipelines.write_run(result, out, overwrite=args.overwrite)
+    with pipelines.interrupt_after():  # a Ctrl-C now lets the run dir be written whole first
+        pipelines.write_run(result, out, overwrite=args.overwrite)
     for seed, step in result.diverged.items():
         print(f"seed {seed} diverged at step {step} (frozen; see summary.json)", file=sys.stderr)
     resumed = f", resumed after epoch {result.resumed_from}" if result.resumed_from is not None else ""
@@ -351,7 +358,7 @@ def parser() -> argparse.ArgumentParser:
     tp.add_argument("--quiet", action="store_true")
     tp.set_defaults(func=_teacher_prune)
     e = sub.add_parser("reproduce", help="run one experiment of the paper (sweeps, figures, claims.json PASS/FAIL, report.html); resumable")
-    e.add_argument("name", choices=["two-layer", "sample-complexity", "deep", "cifar10"])
+    e.add_argument("name", choices=list(EXPERIMENTS))  # the registry (paper/experiments/), read when the parser is built
     e.add_argument("overrides", nargs="*", help="cifar10 only: dotted key=value overrides, e.g. data.root=PATH")
     e.add_argument("--scale", choices=["tiny", "quick", "paper"], default="quick",
                    help="paper: the settings of docs/model.md 4; quick: same shape, minutes on 2 cores; tiny: seconds, a smoke test")
@@ -371,16 +378,147 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _short(path: object) -> str:
+    """A path as text, at most ~100 characters (the middle of a longer one elided)."""
+    text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    return text if len(text) <= 100 else f"{text[:48]}...{text[-48:]}"
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of `path` (not followed), None when absent: a replaced file or dir gets a new one."""
+    try:
+        st = path.lstat()
+    except (OSError, ValueError):  # absent, unreachable, too long, a NUL byte (the command's own check names it)
+        return None
+    return st.st_dev, st.st_ino
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a command writes, seen before it starts, so that the line after a fault or Ctrl-C can say what became of it.
+
+    kind: "whole" (a run dir, population dir or checkpoint file, written whole and swapped in), "resumable" (a sweep
+    or reproduce dir: finished jobs are kept) or "files" (files added one by one, each written whole).
+    """
+
+    path: Path
+    kind: str
+    noun: str = ""
+    before: tuple[int, int] | None = None
+    checkpointed: bool = False  # a run dir, which may have a checkpoint beside it (train.checkpoint_every)
+
+    @classmethod
+    def of(cls, path: str | Path, kind: str, noun: str = "", checkpointed: bool = False) -> Output:
+        """The output at `path` as it is now."""
+        return cls(Path(path), kind, noun, _identity(Path(path)), checkpointed)
+
+    def state(self) -> str:
+        """What became of the output, observed now."""
+        p = _short(self.path)
+        if self.kind == "resumable":
+            return f"the finished jobs in {p} are kept; re-run the same command to resume"
+        if self.kind == "files":
+            return f"each file in {p} is written whole or not at all"
+        now, old = _identity(self.path), f"the old {self.noun} at {p}" if self.noun else p
+        if now == self.before:
+            text = f"{old} is unchanged" if now is not None else f"nothing was written to {p}"
+        else:
+            text = f"the new {self.noun or 'version'} at {p} is complete" if now is not None else f"{p} is missing"
+        store = sys.modules.get("studentspec.store.checkpoint")  # not loaded: the run stopped before training
+        if self.checkpointed and now == self.before and store and (store.checkpoint_path(self.path) / store.MARKER).is_file():
+            text += f"; the checkpoint {_short(store.checkpoint_path(self.path))} is kept: run again with --resume to continue"
+        return text
+
+    def holds(self, path: object) -> bool:
+        """Whether `path` lies in the output or in a hidden sibling made for it (staging, set aside, checkpoint)."""
+        out = Path(os.path.abspath(self.path))
+        try:
+            first = Path(os.path.abspath(os.fsdecode(path))).relative_to(out.parent).parts[0]
+        except (TypeError, ValueError, IndexError):
+            return False
+        return first == out.name or first.startswith(f".{out.name}.")
+
+
+def _output(args: argparse.Namespace) -> Output | None:
+    """The output of the parsed command (None for commands that write nothing)."""
+    command = args.command if args.command != "teacher" else f"teacher {args.teacher_command}"
+    if command == "run":
+        return Output.of(args.out, "whole", "run", checkpointed=True)
+    if command == "population":
+        return Output.of(args.out, "whole", "population dir")
+    if command.startswith("teacher "):
+        return Output.of(args.out, "whole", "checkpoint")
+    if command == "sweep" and not args.dry_run:
+        return Output.of(args.out, "resumable")
+    if command == "reproduce":
+        return Output.of(args.out or f"runs/reproduce/{args.name}-{args.scale}", "resumable")
+    if command == "converge":
+        return Output.of(Path(args.run_dir) / "converge.json", "whole", "converge.json")
+    if command == "plot":
+        return Output.of(args.out or Path(args.run_dir) / "figures", "files")
+    if command == "report" and not args.markdown:
+        return Output.of(args.dirs[0], "files")
+    return None
+
+
+def _fault(err: OSError, output: Output | None) -> str:
+    """The one line for an OSError met during the work: what failed (the output being written, or the file), why,
+    and the state of the results."""
+    reason = os.strerror(err.errno) if err.errno else (str(err).strip().splitlines() or [err.__class__.__name__])[0][:200]
+    where = " -> ".join(_short(f) for f in (err.filename, err.filename2) if f is not None)
+    if output is None:
+        return f"{where}: {reason}" if where else reason
+    if where and not output.holds(err.filename):  # another file (an input): name it alone
+        return f"{where}: {reason} ({output.state()})"
+    at = f" at {where}" if where and where != _short(output.path) else ""
+    return f"writing {_short(output.path)}: {reason}{at} ({output.state()})"
+
+
+def _close_bars() -> None:
+    """End any progress bar's line, so that the message after an interrupt starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
+def _interrupt_once(signum: int, frame: object) -> None:
+    """SIGINT: a KeyboardInterrupt, once; later ones are ignored so that a second Ctrl-C cannot break the cleanup."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; bad input exits 2 with one line naming the cause."""
+    """Entry point; bad input exits 2, a fault 1 and Ctrl-C 130, each with one line naming the cause."""
     from .store import StoreError
 
     args = parser().parse_args(argv)
+    output = _output(args)
+    handler = signal.getsignal(signal.SIGINT)
+    own = handler is signal.default_int_handler and threading.current_thread() is threading.main_thread()
+    if own:
+        signal.signal(signal.SIGINT, _interrupt_once)
     try:
         return int(args.func(args))
     except (ConfigError, StoreError) as err:
         print(f"studentspec: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _close_bars()
+        print(f"studentspec: interrupted{': ' + output.state() if output else ''}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout closed early (`studentspec query ... | head`): nothing to tell
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else the exit's flush fails again, loudly
+        except (OSError, ValueError):
+            pass
+        return EXIT_FAULT
+    except OSError as err:
+        _close_bars()
+        print(f"studentspec: error: {_fault(err, output)}", file=sys.stderr)
+        return EXIT_FAULT
+    finally:
+        if own:
+            signal.signal(signal.SIGINT, handler)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,17 @@ their RunRecords without knowing them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from . import theory  # noqa: F401  (registers the Lemma diagnostics, a per-evaluation metric of MLP runs)
 from .theory import lemma
@@ -31,7 +38,8 @@ from .mlp import pack as mlp_pack
 from .mlp import record as mlp_record
 from .mlp import train as mlp_train
 from .mlp.memory import check_fits
-from .store import RunRecord, check_out, write_record
+from .store import RunRecord, StoreError, check_out, write_record
+from .store.checkpoint import MARKER as CHECKPOINT_MARKER
 from .store.checkpoint import checkpoint_path, read_checkpoint, remove_checkpoint, write_checkpoint
 from .store.record import split_record
 
@@ -138,11 +146,43 @@ def train(cfg: Config, progress: bool = True, on_eval: Callable[[Any], None] | N
     hooks = Hooks(progress, on_eval)
     if out is not None and cfg.train.checkpoint_every:
         check_out(checkpoint_path(out), True, "checkpoint")  # before any work: a checkpoint we may not replace
-        hooks = replace(hooks, checkpoint=lambda loop: write_checkpoint(out, cfg, *p.snapshot(loop)))
+        hooks = replace(hooks, checkpoint=_checkpointer(out, cfg, p))
     found = read_checkpoint(out, cfg) if out is not None and resume else None
     if found is not None:
         hooks = replace(hooks, resume=lambda loop: p.restore(loop, *found))
     return p.train(setup if setup is not None else p.build(cfg), hooks)
+
+
+@contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block is done: a write begun is finished whole
+    (no staging dir or half-removed old version left), then the KeyboardInterrupt is raised."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    handler = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler if handler is not None else signal.SIG_DFL)
+        if held:
+            signal.raise_signal(signal.SIGINT)  # delivered to the handler put back (Python's raises KeyboardInterrupt)
+
+
+def _checkpointer(out: str | Path, cfg: Config, p: Pipeline) -> Callable[[Any], None]:
+    """The checkpoint hook: a checkpoint that cannot be written (a full disk, ...) costs a warning, never the run it protects."""
+
+    def save(loop: Any) -> None:
+        try:
+            with interrupt_after():
+                write_checkpoint(out, cfg, *p.snapshot(loop))
+        except (OSError, StoreError) as err:  # a failed write leaves the previous checkpoint as it was (store.write_dir)
+            why = os.strerror(err.errno) if isinstance(err, OSError) and err.errno else str(err)[:200]
+            kept = "the previous checkpoint is kept" if (checkpoint_path(out) / CHECKPOINT_MARKER).is_file() else "there is no checkpoint yet"
+            tqdm.write(f"warning: checkpoint after epoch {loop.epoch} not written ({why}); {kept}", file=sys.stderr)
+
+    return save
 
 
 def record(result: Any) -> RunRecord:

@@ -10,6 +10,7 @@ inactive channel is zero.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import time
@@ -78,6 +79,12 @@ def _arch(net: ConvNet, image_hw: int) -> dict[str, Any]:
             "affine": bool(net.norms and net.norms[0].weight is not None)}
 
 
+def _save(obj: object, path: Path) -> None:
+    buf = io.BytesIO()  # serialized in memory first: torch reports a failed file write (a full disk) as a RuntimeError
+    torch.save(obj, buf)
+    path.write_bytes(buf.getbuffer())
+
+
 def save_checkpoint(ckpt: TeacherCheckpoint, path: str | Path) -> Path:
     """Write a checkpoint atomically (temporary name, then rename)."""
     path = Path(path)
@@ -95,7 +102,7 @@ def save_checkpoint(ckpt: TeacherCheckpoint, path: str | Path) -> Path:
                "mean": list(ckpt.mean), "std": list(ckpt.std), "image_shape": list(ckpt.image_shape), "history": ckpt.history,
                "ratios": ckpt.ratios, "parent": ckpt.parent, "settings": ckpt.settings}
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: _save(payload, tmp))
     return path
 
 

@@ -9,6 +9,7 @@ instant once the first is written; the run dir's writer removes it when the run 
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,7 +40,9 @@ def write_checkpoint(out: str | Path, cfg: Config, epoch: int, state: dict[str, 
     """Write (or replace, by swapping) the checkpoint of run dir `out` after `epoch` epochs."""
 
     def fill(stage: Path) -> None:
-        torch.save(state, stage / "state.pt")
+        buf = io.BytesIO()  # serialized in memory first: torch reports a failed file write (a full disk) as a RuntimeError
+        torch.save(state, buf)
+        (stage / "state.pt").write_bytes(buf.getbuffer())
         for name, frame in tables.items():
             frame.to_parquet(stage / f"{name}.parquet", index=False)
         write_json(stage / MARKER, {"format": FORMAT, "version": VERSION, "epoch": epoch, "tables": sorted(tables),

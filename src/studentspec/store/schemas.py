@@ -169,7 +169,7 @@ class Tally(Stored):
 
 
 class Claims(Stored):
-    """claims.json: an experiment's claims, their tally and its figures (paper/reproduce.py analyze())."""
+    """claims.json: an experiment's claims, their tally and its figures (paper/analysis.py analyze())."""
 
     experiment: str
     scale: str

@@ -16,8 +16,10 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,12 +98,58 @@ def machine_workers(threads: int) -> int:
 DIED = "its worker process died (killed by the OS, e.g. out of memory, or by a signal)"
 
 
+STOP_GRACE = 10.0  # seconds a worker gets to unwind its job after Ctrl-C before it is killed
+
+
 def _die_with_parent(parent: int) -> None:
-    """Pool initializer: on Linux, SIGKILL this worker when the sweep process ends, however it ends."""
+    """Pool initializer: on Linux, SIGKILL this worker when the sweep process ends, however it ends.
+
+    Ctrl-C reaches every process of the terminal's group: the sweep process alone handles it (see _stop), and a
+    worker ignores SIGINT; it unwinds its job on SIGTERM (its finally blocks remove its staging dirs) and ends quietly.
+    """
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _unwind)
+
+
+def _unwind(signum: int, frame: object) -> None:
+    """A worker's SIGTERM: SystemExit, which unwinds a running job and ends an idle worker without a traceback."""
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT ignored here while workers are spawned, so that they ignore it from their first instruction (an ignored
+    signal stays ignored across exec); blocked too, so that a Ctrl-C meanwhile is delivered afterwards, not lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler if handler is not None else signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _stop(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop a pool's workers now (Ctrl-C): SIGTERM lets each unwind its job, SIGKILL after STOP_GRACE seconds."""
+    procs = list((pool._processes or {}).values())  # Python < 3.14 has no public way (terminate_workers)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)  # a worker that unwound its job then reads its end-of-work sentinel
+    deadline = time.monotonic() + STOP_GRACE
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _pool(queue: list[Task], workers: int, fn: Callable[[Task], str]) -> Generator[tuple[Task, str | None], None, list[Task]]:
@@ -112,16 +160,21 @@ def _pool(queue: list[Task], workers: int, fn: Callable[[Task], str]) -> Generat
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
         running: dict[cf.Future[str], Task] = {}
-        while queue or running:
-            while queue and len(running) < workers:
-                task = queue.pop(0)
-                running[pool.submit(fn, task)] = task
-            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                err = fut.exception()
-                if isinstance(err, BrokenProcessPool):
-                    return list(running.values())
-                yield running.pop(fut), None if err is None else _error(err)
+        try:
+            while queue or running:
+                while queue and len(running) < workers:
+                    task = queue.pop(0)
+                    with _sigint_held():  # submit may spawn a worker
+                        running[pool.submit(fn, task)] = task
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    err = fut.exception()
+                    if isinstance(err, BrokenProcessPool):
+                        return list(running.values())
+                    yield running.pop(fut), None if err is None else _error(err)
+        except (KeyboardInterrupt, GeneratorExit):  # Ctrl-C, or the caller gave up: the pool would wait for every job
+            _stop(pool)
+            raise
     return []
 
 

@@ -1,0 +1,27 @@
+"""The experiments of `studentspec reproduce`, one module each, registered in one explicit list.
+
+`EXPERIMENTS` is read by the orchestrator (`paper.reproduce`: configs, sweeps, analysis, report), by
+the CLI (the names `reproduce` accepts) and by `paper.report` (captions, an experiment's own report
+body). Adding an experiment is one module declaring an `Experiment` (`base.py`), its claims
+(`paper/claims.py`) and figures, and one entry below. Importing this package loads no torch, pandas
+or matplotlib (each analysis imports what it needs when it runs).
+"""
+
+from __future__ import annotations
+
+from . import cifar10, deep, sample_complexity, two_layer
+from .base import SCALES, Analysis, Experiment, Part
+from ...config import ConfigError
+
+__all__ = ["EXPERIMENTS", "SCALES", "Analysis", "Experiment", "Part", "get"]
+
+# in the paper's order (docs/model.md 4.1-4.4): the CLI lists them so
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (two_layer.EXPERIMENT, sample_complexity.EXPERIMENT, deep.EXPERIMENT,
+                                                         cifar10.EXPERIMENT)}
+
+
+def get(name: str) -> Experiment:
+    """The registered experiment `name`; ConfigError naming the registered ones otherwise."""
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"reproduce: unknown experiment {name!r} (one of {', '.join(EXPERIMENTS)})")
+    return EXPERIMENTS[name]
