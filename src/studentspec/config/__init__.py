@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import math
 import os
@@ -87,7 +88,7 @@ class _Loader(Composer, _Parser, SafeConstructor, Resolver):
 
     def _where(self) -> str:
         """The dotted key path being composed, and its line."""
-        keys = ".".join(k for k in self._path if isinstance(k, str))
+        keys = clip(".".join(k for k in self._path if isinstance(k, str)))
         line = self.peek_event().start_mark.line + 1
         return f"{keys} (line {line})" if keys else f"line {line}"
 
@@ -512,15 +513,24 @@ def _first_error(err: ValidationError) -> str:
     errors = err.errors()
     # a union (train.lr: float | dict) reports every member; a member whose type did not even match says least
     e = next((x for x in errors if not x["type"].endswith("_type")), errors[0])
-    # union members (train.lr: float | dict) name their type in the location: keep only real keys
-    loc = clip(".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after", "float", "int", "dict[", "constrained-"))))
+    # union members (train.lr: float | dict) name their type in the location: keep only real keys; a list position
+    # (train.betas' second value) is told beside the value, so that the line starts with a key one can set
+    keys, item = [], ""
+    for before, p in zip([None, *e["loc"]], e["loc"]):
+        if str(p).startswith(("function-after", "float", "int", "dict[", "constrained-")):
+            continue
+        if isinstance(p, int) and not str(before).startswith("dict["):  # a list position, not a schedule's epoch
+            item = f" as item {p + 1}"
+        else:
+            keys.append(str(p))
+    loc = clip(".".join(keys))
     msg = clip(e["msg"].removeprefix("Value error, "), 300)
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
     elif e["type"] == "literal_error":
-        msg = f"must be one of {e['ctx']['expected']}, got {quote(e['input'])}"
+        msg = f"must be one of {e['ctx']['expected']}, got {quote(e['input'])}{item}"
     elif "input" in e and e["type"] not in ("missing",) and loc:  # a whole-config check names its keys itself
-        msg = f"{msg} (got {quote(e['input'])})"
+        msg = f"{msg} (got {quote(e['input'])}{item})"
     return f"{loc}: {msg}" if loc else msg
 
 
@@ -608,7 +618,8 @@ def config_maker(path: str | Path | None = None, tree: dict[str, Any] | None = N
             if item not in values:
                 key, raw = _split(item)
                 values[item] = (key, parse_value(key, raw))
-            _set_dotted(update, *values[item])
+            key, value = values[item]
+            _set_dotted(update, key, copy.deepcopy(value) if isinstance(value, dict) else value)  # a later key may set into it
         return build_config(_merge(base, update))
 
     return make
