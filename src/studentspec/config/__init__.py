@@ -189,17 +189,71 @@ class _Section(BaseModel):
 
 
 class TeacherConfig(_Section):
-    widths: list[Count] = Field(default_factory=lambda: [10], min_length=1, max_length=1000)
-    activation: Name = "relu"  # a registered activation (studentspec.activations): relu, leaky_relu, linear, erf
-    leaky_slope: float = Field(0.1, gt=0.0, lt=1.0)
-    recipe: Literal["two_layer", "deep"] = "two_layer"
-    decay: float = Field(1.0, ge=0.0)
-    bias: float = -0.1
-    tune: bool = False
-    batchnorm: Literal["none", "before", "after"] = "none"
-    batchnorm_affine: bool = False
-    checkpoint: PathText | None = None  # a trained conv teacher (`studentspec teacher train`); image data only
-    no_bias: bool = False  # docs/model.md 4.5 `no_bias`: teacher and student biases 0, the student's kept 0 after every step
+    widths: list[Count] = Field(
+        default_factory=lambda: [10], min_length=1, max_length=1000,
+        description=(
+            "Hidden widths m_l of the teacher, bottom to top; [10] is a two-layer net. The student's are round(multi x "
+            "m_l)."
+        ),
+    )
+    activation: Name = Field(
+        "relu",
+        description=(
+            "psi for teacher AND student, a registered activation (ensemble/activations/): relu, leaky_relu (max(z, a "
+            "z)), linear (identity: deep linear nets, the released two-layer code's nonlinear: false) or erf. relu, "
+            "leaky_relu and linear run in the compiled kernel, erf on the torch path; converge and the theory "
+            "diagnostics need a piecewise-linear one (not erf)."
+        ),
+    )
+    leaky_slope: float = Field(
+        0.1, gt=0.0, lt=1.0,
+        description="a of leaky_relu, psi(z) = max(z, a z); ignored by the other activations.",
+    )
+    recipe: Literal["two_layer", "deep"] = Field(
+        "two_layer",
+        description=(
+            "How the teacher is drawn: two_layer (docs/model.md 4.1: unit-norm grid rows, fixed bias, fan-out row j "
+            "divided by (j+1)^p) or deep (4.3: grid rows, U(-0.5, 0.5) biases, column decay, rows normalized)."
+        ),
+    )
+    decay: float = Field(
+        1.0, ge=0.0,
+        description=(
+            "The fan-out decay p: two_layer divides the fan-out of hidden node j by (j+1)^p, deep divides column i of "
+            "every layer above the first by (1+i)^p."
+        ),
+    )
+    bias: float = Field(-0.1, description="The fixed hidden and output bias of the two_layer recipe.")
+    tune: bool = Field(
+        False,
+        description=(
+            "Tune the teacher on the evaluation set: each hidden bias shifted by its median pre-activation (every node "
+            "active about half the time), then every output standardized (docs/model.md 4.3)."
+        ),
+    )
+    batchnorm: Literal["none", "before", "after"] = Field(
+        "none",
+        description=(
+            "BatchNorm before or after each hidden activation, in teacher and student; the teacher's is a fixed affine "
+            "map set from the evaluation set (docs/model.md 1.10)."
+        ),
+    )
+    batchnorm_affine: bool = Field(False, description="Whether the BatchNorm layers have a learned scale and shift.")
+    checkpoint: PathText | None = Field(
+        None,
+        description=(
+            "A trained conv teacher (`studentspec teacher train` or `prune`) whose outputs conv students learn; image "
+            "data only, and the other teacher keys must describe it."
+        ),
+    )
+    no_bias: bool = Field(
+        False,
+        description=(
+            "The released code's no_bias (docs/model.md 4.5): nets without biases. The teacher's are 0 (its weights "
+            "are the same seed's as with biases: drawn, then dropped; teacher.bias is not used); the student's start "
+            "at 0 and are set back to 0 after every step. Not with teacher.tune, which sets biases."
+        ),
+    )
 
     @field_validator("activation")
     @classmethod
@@ -210,51 +264,208 @@ class TeacherConfig(_Section):
 
 
 class StudentConfig(_Section):
-    multi: float = Field(5.0, ge=1.0)  # the student widths round(multi * m) are checked against INT_MAX by Config
-    init_std: float | None = Field(0.005, gt=0.0)
-    init_scale: float = Field(1.0, gt=0.0)
+    # the student widths round(multi * m) are checked against INT_MAX by Config
+    multi: float = Field(
+        5.0, ge=1.0,
+        description="Over-realization: the student's width is round(multi x teacher width) in every layer.",
+    )
+    init_std: float | None = Field(
+        0.005, gt=0.0,
+        description="Student weights N(0, init_std^2) with zero biases; null: PyTorch's default Linear initialization.",
+    )
+    init_scale: float = Field(
+        1.0, gt=0.0,
+        description="Multiplies the initial student (0.1: the released deep code's intended scale-down, docs/model.md 4.3).",
+    )
     # the original code's knobs (docs/model.md 4.5; docs/configuration.md): MLP runs only
-    normalize: bool = False  # every hidden weight column (not the bias) rescaled to unit L2 norm at init and after every step
-    adv_init: Literal["none", "adv", "help"] = "none"  # flip first-layer weight vectors away from / towards the weakest teacher node
-    perturb: float | None = Field(None, ge=0.0)  # student := teacher + N(0, perturb^2) in every weight and bias (multi 1)
-    same_dir: bool = False  # each student layer := the teacher layer scaled to the student layer's own norm (multi 1)
-    same_sign: bool = False  # flip every student weight and bias whose sign differs from the teacher's (multi 1)
+    normalize: bool = Field(
+        False,
+        description=(
+            "The released two-layer normalize (docs/model.md 4.5): every hidden layer's weight columns (a node's "
+            "incoming weights, not its bias) rescaled to unit L2 norm at initialization and after every step; the "
+            "output layer is left alone."
+        ),
+    )
+    adv_init: Literal["none", "adv", "help"] = Field(
+        "none",
+        description=(
+            "adv or help (docs/model.md 4.5): after the random initialization, flip every first-layer student weight "
+            "vector (not its bias) whose inner product with the weakest teacher node's (index m-1) is positive (adv: "
+            "pointed away from it) or negative (help: towards it)."
+        ),
+    )
+    perturb: float | None = Field(
+        None, ge=0.0,
+        description=(
+            "sigma: the student starts as the (tuned) teacher plus N(0, sigma^2) on every weight and bias, drawn from "
+            "the student's generator (per layer: W, then b). Needs student.multi: 1 and init_scale: 1."
+        ),
+    )
+    same_dir: bool = Field(
+        False,
+        description=(
+            "Each student layer becomes the teacher's layer times r = (the random initialization's Frobenius norm) / "
+            "(the teacher layer's), the bias scaled by the same r (the released code's set_same_dir). Needs "
+            "student.multi: 1."
+        ),
+    )
+    same_sign: bool = Field(
+        False,
+        description=(
+            "Flip every student weight and bias whose sign is opposite to the teacher's (a 0 on either side is kept). "
+            "Needs student.multi: 1."
+        ),
+    )
 
 
 class DataConfig(_Section):
-    kind: Name = "gaussian"  # a registered MLP data kind (mlp/data/) or an image data set (conv/images.py); checked by pipelines
-    root: PathText | None = None  # folder (or .tar.gz for CIFAR-10) of an image data set
-    augment: bool = True  # images: random crop (pad 4) + horizontal flip on training batches
-    std: float = Field(1.5, gt=0.0)
-    n_train: Count = 10000
-    n_eval: int = Field(10000, ge=2, le=INT_MAX)
-    regenerate: bool = False
-    boundary_exact: bool = False
-    boundary_shift_mean: float = Field(2.0, ge=0.0)
-    boundary_shift_sigma: float = Field(2.0, ge=0.0)
+    kind: Name = Field(
+        "gaussian",
+        description=(
+            "gaussian, uniform, online (fresh inputs every step, no training set) or teacher_aware (docs/model.md "
+            "4.2), each a registered MLP data kind (mlp/data/); or an image data set, cifar10 or mnist (conv students; "
+            "docs/images.md)."
+        ),
+    )
+    root: PathText | None = Field(
+        None,
+        description="The folder (or, for CIFAR-10, the .tar.gz archive) of an image data set; nothing is downloaded.",
+    )
+    augment: bool = Field(True, description="Images: random crop (padding 4) and horizontal flip on training batches.")
+    std: float = Field(
+        1.5, gt=0.0,
+        description="Input standard deviation s: gaussian N(0, s^2 I), uniform U(-s sqrt3, s sqrt3) per coordinate.",
+    )
+    n_train: Count = Field(10000, description="Size of the fixed training set (images: the first n training images).")
+    n_eval: int = Field(
+        10000, ge=2, le=INT_MAX,
+        description="Size of the separate evaluation set (images: the first n test images).",
+    )
+    regenerate: bool = Field(
+        False,
+        description="Draw a new training set every epoch (the released code's regen_dataset).",
+    )
+    boundary_exact: bool = Field(
+        False,
+        description=(
+            "teacher_aware: keep the base points exactly on the teacher's boundaries instead of reproducing the "
+            "paper's final rescaling, which moves them slightly off (docs/model.md 4.2)."
+        ),
+    )
+    boundary_shift_mean: float = Field(
+        2.0, ge=0.0,
+        description="teacher_aware: the copies x +- a u_j are shifted by a ~ U[mean, mean + sigma]; this is mean.",
+    )
+    boundary_shift_sigma: float = Field(
+        2.0, ge=0.0,
+        description="teacher_aware: the width sigma of the shift's interval U[mean, mean + sigma].",
+    )
 
 
 class TrainConfig(_Section):
-    optimizer: Name = "sgd"  # a registered optimizer (studentspec.ensemble.optimizers): sgd, gd (full batch), adam
-    lr: float | dict[int, float] = 0.01
-    momentum: Unit = 0.0
+    optimizer: Name = Field(
+        "sgd",
+        description=(
+            "A registered optimizer (ensemble/optimizers/): sgd, adam, or gd (full batch: the whole training set every "
+            "step)."
+        ),
+    )
+    lr: float | dict[int, float] = Field(
+        0.01,
+        description=(
+            "The learning rate: a number, or a schedule {epoch: lr} that gives epoch 0 (each entry holds until the "
+            "next); every value > 0."
+        ),
+    )
+    momentum: Unit = Field(0.0, description="SGD momentum, PyTorch's rule (dampening 0, no Nesterov).")
     # an L2 coefficient (added to the gradient): at 1 or more the decay alone moves a weight by lr times itself or
     # more per step, which no experiment here means
-    weight_decay: float = Field(0.0, ge=0.0, lt=1.0)
-    betas: list[Unit] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)  # Adam: each in [0, 1)
-    batch_size: Count = 16
-    sampling: Literal["replacement", "shuffle"] = "replacement"
-    steps_per_epoch: Count | None = 1000
-    epochs: int = Field(100, ge=0, le=INT_MAX)
-    loss: Literal["half_sse", "mse", "ce"] = "half_sse"  # losses.py: half_sse = the paper's J, mse = (2/C) J
-    dtype: Literal["float32", "float64"] = "float64"
-    device: Name = "cpu"
-    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
-    checkpoint_every: Count | None = None  # epochs between checkpoints of a long run (store/checkpoint.py); null: none
-    kernel: Literal["auto", "c", "torch"] = "auto"  # the compiled SGD step (mlp/kernel/) where it applies
-    freeze: list[int] = Field(default_factory=list, max_length=1000)  # layers (1-based, 1..L) never updated: [1] feature_fixed, [L] top_layer_fixed
-    lr_reduction: Count | None = None  # halve the lr at every epoch i > 0 with i % K == 0 (lr_at)
-    sample_budget: int | None = Field(None, ge=1, le=SEED_MAX)  # back-propagated samples in all: sets train.epochs (samples_per_epoch)
+    weight_decay: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="L2 coefficient added to the gradient (SGD and Adam, PyTorch's rule).",
+    )
+    betas: list[Unit] = Field(
+        default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2,
+        description="Adam's beta1 and beta2.",
+    )
+    batch_size: Count = Field(16, description="Samples per SGD step and seed.")
+    sampling: Literal["replacement", "shuffle"] = Field(
+        "replacement",
+        description=(
+            "replacement: every batch drawn with replacement (docs/model.md 4.1); shuffle: epochs of shuffled passes "
+            "(4.3)."
+        ),
+    )
+    steps_per_epoch: Count | None = Field(
+        1000,
+        description="SGD steps per epoch; null: one pass over the training set.",
+    )
+    epochs: int = Field(
+        100, ge=0, le=INT_MAX,
+        description="Number of epochs (an evaluation follows each eval.every-th).",
+    )
+    loss: Literal["half_sse", "mse", "ce"] = Field(
+        "half_sse",
+        description=(
+            "The objective (ensemble/losses.py, docs/model.md 1.6): half_sse = 1/2 the squared error summed over the C "
+            "outputs, mean over the batch (the paper's J, the released two-layer code); mse = the mean over batch and "
+            "outputs = (2/C) J (PyTorch's MSELoss, the released deep code); ce = cross-entropy against the teacher's "
+            "argmax."
+        ),
+    )
+    dtype: Literal["float32", "float64"] = Field(
+        "float64",
+        description="Precision of training (and, unless eval.dtype says otherwise, of evaluation).",
+    )
+    device: Name = Field(
+        "cpu",
+        description=(
+            "A torch device (cpu, cuda, cuda:1, mps); checked to exist when training starts, so a stored GPU config "
+            "still loads elsewhere."
+        ),
+    )
+    threads: int | None = Field(
+        None, ge=1, le=MAX_THREADS,
+        description="torch threads of this run; null: torch's default.",
+    )
+    checkpoint_every: Count | None = Field(
+        None,
+        description=(
+            "Every N epochs write a checkpoint beside the run dir (.NAME.checkpoint, replaced whole, removed once the "
+            "run dir is written); `run --resume` and a re-run sweep continue from it, bitwise as an uninterrupted run. "
+            "null: none."
+        ),
+    )
+    kernel: Literal["auto", "c", "torch"] = Field(
+        "auto",
+        description=(
+            "auto: the compiled SGD step and evaluation pass (mlp/kernel/) where they apply (an x86-64 CPU with "
+            "AVX2/FMA, no BatchNorm; the step also needs plain SGD), else the torch path; c: insist (exit 2 with the "
+            "reason where it cannot run); torch: never. STUDENTSPEC_KERNEL=torch in the environment also turns it off."
+        ),
+    )
+    freeze: list[int] = Field(
+        default_factory=list, max_length=1000,
+        description=(
+            "Layers never updated (W and b), 1-based: 1 .. L with L the output layer; the two-layer feature_fixed is "
+            "[1], top_layer_fixed [2]. They keep their initial values bit for bit. Not every layer."
+        ),
+    )
+    lr_reduction: Count | None = Field(
+        None,
+        description=(
+            "K: halve the lr at every epoch i > 0 with i % K == 0 (docs/model.md 4.5), on top of train.lr: lr(epoch) = "
+            "(constant or schedule value) x 0.5^(epoch // K)."
+        ),
+    )
+    sample_budget: int | None = Field(
+        None, ge=1, le=SEED_MAX,
+        description=(
+            "Back-propagated samples in all (the released deep code's total_bp_iters): sets train.epochs = budget / "
+            "the samples of one epoch (steps x batch_size; x n_train for gd); must be a whole multiple, and an "
+            "explicit train.epochs must agree."
+        ),
+    )
 
     @field_validator("optimizer")
     @classmethod
@@ -293,34 +504,93 @@ class TrainConfig(_Section):
 class TeacherTrainConfig(_Section):
     """How `studentspec teacher train|prune` trains a conv teacher on labels (image data only)."""
 
-    epochs: int = Field(30, ge=0, le=INT_MAX)
-    lr: float = Field(0.05, gt=0.0)
-    momentum: Unit = 0.9
-    weight_decay: float = Field(5e-4, ge=0.0, lt=1.0)  # as train.weight_decay
-    batch_size: Count = 128
-    schedule: Literal["cosine", "constant"] = "cosine"
-    n_train: Count | None = None  # first n training images only (quick scale)
-    seed: int = Field(0, ge=0, le=SEED_MAX)
-    prune_ratios: list[Unit] = Field(default_factory=lambda: [0.3, 0.5, 0.5, 0.7], max_length=1000)  # each in [0, 1)
-    finetune_epochs: int = Field(10, ge=0, le=INT_MAX)
-    finetune_lr: float = Field(0.01, gt=0.0)
+    epochs: int = Field(30, ge=0, le=INT_MAX, description="Epochs of training the conv teacher on labels.")
+    lr: float = Field(0.05, gt=0.0, description="The teacher's initial learning rate (SGD).")
+    momentum: Unit = Field(0.9, description="The teacher's SGD momentum.")
+    weight_decay: float = Field(
+        5e-4, ge=0.0, lt=1.0,
+        description="The teacher's L2 weight decay, as train.weight_decay.",
+    )
+    batch_size: Count = Field(128, description="Images per step when training the teacher.")
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine",
+        description="The teacher's learning rate over the epochs: cosine decay, or constant.",
+    )
+    n_train: Count | None = Field(
+        None,
+        description="Train the teacher on the first n training images only (quick scale); null: all of them.",
+    )
+    seed: int = Field(
+        0, ge=0, le=SEED_MAX,
+        description="Seed of the teacher's initialization, batch order and augmentation.",
+    )
+    prune_ratios: list[Unit] = Field(
+        default_factory=lambda: [0.3, 0.5, 0.5, 0.7], max_length=1000,
+        description=(
+            "Per conv layer, the fraction of channels `teacher prune` masks (the weakest by mean absolute fan-out "
+            "weight; floor(ratio x channels))."
+        ),
+    )
+    finetune_epochs: int = Field(
+        10, ge=0, le=INT_MAX,
+        description="Epochs of fine-tuning with the pruning masks in place.",
+    )
+    finetune_lr: float = Field(0.01, gt=0.0, description="Learning rate of the fine-tuning.")
 
 
 class EvalConfig(_Section):
-    every: Count = 1
-    threshold: float = Field(0.95, gt=0.0, le=1.0)  # a correlation: a node specializes above it
-    batch_size: Count = 256  # rows per seed per chunk: small enough that an ensemble chunk stays in cache
-    grad_norm: bool = True
-    order: bool = False  # weight-space order parameters R, Q, T per evaluation -> order.parquet (mlp/order.py)
+    every: Count = Field(1, description="Evaluate every N epochs, and always before training and at the end.")
+    threshold: float = Field(
+        0.95, gt=0.0, le=1.0,
+        description="A teacher node is specialized when its best correlation exceeds this (docs/model.md 2.3).",
+    )
+    batch_size: Count = Field(
+        256,
+        description=(
+            "Evaluation chunk: samples per seed (images: per image) processed at once; small enough that an ensemble's "
+            "chunk stays in cache (BENCHMARKS.md)."
+        ),
+    )
+    grad_norm: bool = Field(
+        True,
+        description="Whether to compute the full-batch gradient norm of every layer at every evaluation.",
+    )
+    order: bool = Field(
+        False,
+        description=(
+            "Store the order parameters R, Q, T of the augmented weights at every evaluation in order.parquet "
+            "(mlp/order.py; MLP runs; docs/model.md 2.9). Off by default because the table is large at paper scale; "
+            "measuring changes no other stored number."
+        ),
+    )
     # precision of the evaluation's forward and gradient passes (sums always float64); null: train.dtype
-    dtype: Literal["float32", "float64"] | None = None
+    dtype: Literal["float32", "float64"] | None = Field(
+        None,
+        description=(
+            "Precision of the evaluation's forward and gradient passes; null: train.dtype. float32 evaluates a float64 "
+            "run faster; every sum (MSE, loss, correlation sums, the full-batch gradient) is float64 either way and "
+            "training is untouched. Its effect on the stored numbers is measured in BENCHMARKS.md. MLP runs only."
+        ),
+    )
 
 
 class TheoryConfig(_Section):
-    enabled: bool = False
-    samples: Count = 2000
-    near: float = Field(0.1, gt=0.0)
-    quantiles: list[float] = Field(default_factory=lambda: [0.5, 0.9, 0.99], max_length=100)
+    enabled: bool = Field(
+        False,
+        description=(
+            "Compute the Lemma's diagnostics at every evaluation (MLP runs without BatchNorm, piecewise-linear "
+            "activation; docs/theory.md)."
+        ),
+    )
+    samples: Count = Field(2000, description="Training samples the diagnostics use.")
+    near: float = Field(
+        0.1, gt=0.0,
+        description="Distance from a teacher node's boundary within which a sample counts as near it (near_boundary).",
+    )
+    quantiles: list[float] = Field(
+        default_factory=lambda: [0.5, 0.9, 0.99], max_length=100,
+        description="Quantiles of the per-sample gradient norms to store (ps_grad_q...); distinct, each in [0, 1].",
+    )
 
     @field_validator("quantiles")
     @classmethod
@@ -335,16 +605,61 @@ class TheoryConfig(_Section):
 class Config(_Section):
     """The whole experiment; field names are the public config keys."""
 
-    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1, max_length=MAX_SEEDS)
-    input_dim: Count = 100
-    output_dim: Count = 50
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    student: StudentConfig = Field(default_factory=StudentConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    teacher_train: TeacherTrainConfig = Field(default_factory=TeacherTrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    theory: TheoryConfig = Field(default_factory=TheoryConfig)
+    seeds: list[int] = Field(
+        default_factory=lambda: [1, 2, 3], min_length=1, max_length=MAX_SEEDS,
+        description=(
+            "One ensemble member per seed, each with its own teacher, data, student and random generators; distinct, "
+            "each in [0, 2^63-1]. Seed s gives the same numbers alone or in any ensemble."
+        ),
+    )
+    input_dim: Count = Field(100, description="d, the input dimension (image data: set by the data set).")
+    output_dim: Count = Field(
+        50,
+        description="C, the number of outputs of teacher and student (image data: the number of classes).",
+    )
+    teacher: TeacherConfig = Field(
+        default_factory=TeacherConfig,
+        description=(
+            "The architecture teacher and student share (widths, activation, BatchNorm, biases) and how the teacher is "
+            "drawn (docs/model.md 1.9, 4.1, 4.3) or which trained conv teacher is loaded."
+        ),
+    )
+    student: StudentConfig = Field(
+        default_factory=StudentConfig,
+        description=(
+            "The student's width and initialization, including the released code's initialization knobs (docs/model.md "
+            "4.5)."
+        ),
+    )
+    data: DataConfig = Field(
+        default_factory=DataConfig,
+        description=(
+            "The inputs: a registered MLP data kind or an image data set, the training and evaluation set sizes "
+            "(docs/model.md 1.8)."
+        ),
+    )
+    train: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description=(
+            "How the student is trained: objective, optimizer, learning rate, batches, epochs, precision, device and "
+            "compute path."
+        ),
+    )
+    teacher_train: TeacherTrainConfig = Field(
+        default_factory=TeacherTrainConfig,
+        description=(
+            "How `studentspec teacher train` and `teacher prune` train and prune a conv teacher on labels (image data "
+            "only; docs/images.md)."
+        ),
+    )
+    eval: EvalConfig = Field(
+        default_factory=EvalConfig,
+        description="When and how the specialization metrics are measured (docs/model.md 2).",
+    )
+    theory: TheoryConfig = Field(
+        default_factory=TheoryConfig,
+        description="The Lemma's diagnostics at every evaluation (docs/theory.md).",
+    )
 
     @field_validator("seeds")
     @classmethod
