@@ -35,12 +35,13 @@ from test_probe import QUICK, TINY, snapshot  # noqa: E402
 
 # long enough to be interrupted mid-training (about 2 s of steps; a checkpoint every 5 of 50 epochs)
 LONG = [*TINY, "train.epochs=50", "train.steps_per_epoch=2000", "train.checkpoint_every=5"]
-# four jobs of about 1 s of steps each, two workers
-SWEEP = ["sweep", QUICK, *TINY, "train.lr=0.01,0.02,0.03,0.04", "train.epochs=10", "train.steps_per_epoch=5000", "--workers", "2",
-         "--out", "sw", "--quiet"]
 TIMEOUT = 180
 
 
+def sweep(workers: int) -> list[str]:
+    """A sweep of four jobs of about 1 s of steps each into sw."""
+    return ["sweep", QUICK, *TINY, "train.lr=0.01,0.02,0.03,0.04", "train.epochs=10", "train.steps_per_epoch=5000", "--workers",
+            str(workers), "--out", "sw", "--quiet"]
 def cli(*argv: str) -> list[str]:
     return [sys.executable, "-m", "studentspec.cli", *argv]
 
@@ -157,7 +158,8 @@ def test_ctrl_c_of_a_sweep_stops_its_workers_quietly_and_it_resumes(whom, ws):
     """Ctrl-C in a terminal reaches the whole process group; `kill -INT` only the sweep process: either way one line,
     no worker's traceback, no worker left, no staging dir left; the same command then finishes the sweep (run once:
     a sweep takes 10-30 s on 2 busy cores)."""
-    proc = start(SWEEP, ws)
+    argv = sweep(2 if whom == "group" else 1)  # two workers ignore the terminal's SIGINT; one is stopped by its parent
+    proc = start(argv, ws)
     wait_until(lambda: len(finished_jobs(ws / "sw")) >= 1, proc, "a finished job")
     (os.killpg if whom == "group" else os.kill)(proc.pid, signal.SIGINT)
     rc, out, err = finish(proc)
@@ -168,18 +170,19 @@ def test_ctrl_c_of_a_sweep_stops_its_workers_quietly_and_it_resumes(whom, ws):
     assert 1 <= done < 4 and hidden(ws / "sw" / "jobs") == set()
     if whom == "parent":
         return
-    again = subprocess.run(cli(*SWEEP), cwd=ws, capture_output=True, text=True, timeout=TIMEOUT)
+    again = subprocess.run(cli(*argv), cwd=ws, capture_output=True, text=True, timeout=TIMEOUT)
     assert again.returncode == 0 and again.stderr == "", again.stderr
     assert len(finished_jobs(ws / "sw")) == 4 and re.search(rf"already finished\s+{done}\b", again.stdout), again.stdout
 
 
 def test_sigkill_of_a_sweep_takes_its_workers_and_the_same_command_finishes(ws):
-    proc = start(SWEEP, ws)
+    argv = sweep(1)
+    proc = start(argv, ws)
     wait_until(lambda: len(finished_jobs(ws / "sw")) >= 1, proc, "a finished job")
     proc.kill()  # the sweep process alone: its workers die with it (PR_SET_PDEATHSIG)
     finish(proc)
     assert group_gone(proc.pid), "a worker outlived its killed sweep"
-    again = subprocess.run(cli(*SWEEP), cwd=ws, capture_output=True, text=True, timeout=TIMEOUT)
+    again = subprocess.run(cli(*argv), cwd=ws, capture_output=True, text=True, timeout=TIMEOUT)
     assert again.returncode == 0 and again.stderr == "", again.stderr
     assert len(finished_jobs(ws / "sw")) == 4 and hidden(ws / "sw" / "jobs") == set()  # the killed jobs' staging dirs removed
     for job in finished_jobs(ws / "sw"):
@@ -191,9 +194,11 @@ def test_sigkill_of_a_sweep_takes_its_workers_and_the_same_command_finishes(ws):
     (["population", QUICK, "teacher.bias=0", "--out", "o"], "nothing was written to o"),
     (["converge", "run"], "nothing was written to run/converge.json"),
     (["sweep", QUICK, *TINY, "--out", "o"], "the finished jobs in o are kept; re-run the same command to resume"),
-], ids=["run", "population", "converge", "sweep"])
+    (["teacher", "train", "cifar10", "--root", "data", "--out", "o"], "nothing was written to o"),
+], ids=["run", "population", "converge", "sweep", "teacher"])
 def test_a_keyboard_interrupt_anywhere_in_a_command_is_one_line(argv, state, ws, tiny_run, monkeypatch, capsys):
     """KeyboardInterrupt raised from the middle of the work (here: training, the flow, the continuation, the jobs)."""
+    from studentspec.conv import teacher
     from studentspec.sweep import executors
     from studentspec.theory import converge, population
 
@@ -201,7 +206,8 @@ def test_a_keyboard_interrupt_anywhere_in_a_command_is_one_line(argv, state, ws,
         raise KeyboardInterrupt
 
     shutil.copytree(tiny_run, ws / "run")
-    for module, name in ((pipelines, "train"), (population, "flow_from_config"), (converge, "converge_run"), (executors, "local")):
+    for module, name in ((pipelines, "train"), (population, "flow_from_config"), (converge, "converge_run"), (executors, "local"),
+                         (teacher, "train_teacher")):
         monkeypatch.setattr(module, name, interrupt)
     before = snapshot(ws)
     try:
