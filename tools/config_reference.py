@@ -11,6 +11,7 @@ reach the docs unexplained. tests/test_docs.py runs the check.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 import typing
@@ -121,6 +122,11 @@ def _default(field: FieldInfo) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _linked(text: str) -> str:
+    """A description on one line, its docs/PAGE.md citations as links to the page."""
+    return re.sub(r"docs/([\w-]+)\.md", r"[docs/\1.md](\1.md)", " ".join(text.split()))
+
+
 def _row(key: str, field: FieldInfo) -> str:
     if not field.description:
         raise SystemExit(f"config key {key}: no Field(description=...) in src/studentspec/config/__init__.py")
@@ -129,7 +135,7 @@ def _row(key: str, field: FieldInfo) -> str:
     kind, nested = _type(field.annotation)
     unit = "characters" if _split(field.annotation)[0] is str else "items"
     bounds = "; ".join(r for r in (_constraints(field.metadata, unit), nested) if r)
-    return f"| `{key}` | {kind} | `{_default(field)}` | {bounds} | {' '.join(field.description.split())} |"
+    return f"| `{key}` | {kind} | `{_default(field)}` | {bounds} | {_linked(field.description)} |"
 
 
 def _table(model: type[BaseModel], prefix: str) -> list[str]:
@@ -153,7 +159,7 @@ def render() -> str:
         if _is_section(field):
             if not field.description:
                 raise SystemExit(f"config section {name}: no Field(description=...) in src/studentspec/config/__init__.py")
-            lines += ["", f"## `{name}`", "", " ".join(field.description.split()), "", *_table(field.annotation, f"{name}.")]
+            lines += ["", f"## `{name}`", "", _linked(field.description), "", *_table(field.annotation, f"{name}.")]
     return "\n".join(lines) + "\n"
 
 

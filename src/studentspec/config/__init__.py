@@ -612,10 +612,12 @@ class Config(_Section):
             "each in [0, 2^63-1]. Seed s gives the same numbers alone or in any ensemble."
         ),
     )
-    input_dim: Count = Field(100, description="d, the input dimension (image data: set by the data set).")
+    input_dim: Count = Field(100, description="d, the input dimension (unused with image data: the images set it).")
     output_dim: Count = Field(
         50,
-        description="C, the number of outputs of teacher and student (image data: the number of classes).",
+        description=(
+            "C, the number of outputs of teacher and student (unused with image data: the teacher checkpoint sets it)."
+        ),
     )
     teacher: TeacherConfig = Field(
         default_factory=TeacherConfig,
