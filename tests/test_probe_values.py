@@ -122,6 +122,11 @@ CASES = [
     Case("huge-value-in-a-file", ["run", "v.yaml", "--out", "out"], ("train.optimizer",), write("v.yaml", f"train:\n  optimizer: {BIG}\n")),
     Case("huge-grid-value", sweep_cmd(f"train.lr=0.1,{BIG}"), ("train.lr",)),
     Case("huge-pack", sweep_cmd("--pack", BIG), ("--pack",)),
+    Case("huge-ratios", ["teacher", "prune", "T.pt", "--ratios", f"0.3,{BIG}", "--out", "P.pt"], ("--ratios",)),
+    Case("huge-reproduce-override", ["reproduce", "two-layer", f"train.lr={BIG}", "--out", "r"], ("overrides",)),
+    Case("huge-float-option", ["converge", "nothing", "--tol", BIG], ("converge", "--tol", "invalid float")),
+    Case("huge-choice-option", ["sweep", QUICK, "--executor", BIG, "--out", "sw"], ("sweep", "--executor", "invalid choice")),
+    Case("option-missing", ["run", QUICK], ("run", "--out", "required")),
     Case("bad-slurm-yaml", ["sweep", QUICK, *TINY, "--out", "sw", "--slurm", "timeout_min=[1,"], ("--slurm", "timeout_min", "cannot parse")),
     # YAML: duplicate keys, aliases, nesting
     Case("duplicate-section", ["run", "d.yaml", "--out", "out"], ("d.yaml", "duplicate key 'train'", "line 4", "line 1"),
@@ -183,7 +188,10 @@ def test_probe(case: Case, tmp_path, monkeypatch, capsys):
         monkeypatch.setenv(name, value)
     case.setup(ws, tmp_path)
     before = snapshot(ws)
-    rc = main(case.argv)
+    try:
+        rc = main(case.argv)
+    except SystemExit as stop:  # argparse's own checks exit from parse_args
+        rc = stop.code
     out = capsys.readouterr()
     err = out.err.strip()
     assert rc == 2, (rc, err[:1000], out.out[:1000])

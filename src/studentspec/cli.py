@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
@@ -273,9 +274,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line like every other (no usage block), quoting at most ~160 characters."""
+
+    def error(self, message: str) -> NoReturn:
+        """Exit 2 with one line naming the command and the problem."""
+        command = self.prog.removeprefix("studentspec").strip()
+        self.exit(EXIT_BAD_INPUT, f"studentspec: error: {command + ': ' if command else ''}{clip(message, 160)} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the `studentspec` command."""
-    p = argparse.ArgumentParser(prog="studentspec", description="Teacher-student specialization experiments.")
+    p = _ArgumentParser(prog="studentspec", description="Teacher-student specialization experiments.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train one config (all its seeds batched) and write a run dir")
     r.add_argument("config", help="YAML config file (see configs/)")

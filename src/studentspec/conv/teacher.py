@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..ensemble import seeding
 from ..ensemble.atomic import atomic_write
-from ..config import Config, ConfigError, TeacherTrainConfig, load_config
+from ..config import Config, ConfigError, TeacherTrainConfig, load_config, quote
 from .nets import ConvBatchNorm, ConvNet, apply_masks, init_conv_net, prune_masks
 from .images import ImageSet, augment, channel_stats, epoch_order, load_images, normalize
 from ..ensemble.optim import Optimizer
@@ -308,9 +308,9 @@ def parse_ratios(text: str) -> list[float]:
     try:
         ratios = [float(r) for r in text.split(",")]
     except ValueError:
-        raise ConfigError(f"--ratios: expected comma-separated numbers, got {text!r}") from None
+        raise ConfigError(f"--ratios: expected comma-separated numbers, got {quote(text)}") from None
     if any(not 0.0 <= r < 1.0 for r in ratios):
-        raise ConfigError(f"--ratios: every ratio must lie in [0, 1), got {text!r}")
+        raise ConfigError(f"--ratios: every ratio must lie in [0, 1), got {quote(text)}")
     return ratios
 
 

@@ -25,7 +25,7 @@ import yaml
 from .analysis import analyze
 from .experiments import SCALES, Experiment, Part, get
 from .report import write_report
-from ..config import ConfigError, build_config
+from ..config import ConfigError, build_config, clip
 from ..ensemble.atomic import atomic_write
 from ..store import StoreError, check_resumable, claim_files, claim_resumable, read_json, write_json
 from ..sweep import grid as sweeps  # called through the module: tests replace sweeps.run_sweep
@@ -93,7 +93,7 @@ def reproduce(experiment: str, scale: str, out: str | Path, *, workers: int | No
         found.run(Path(out), scale, overrides or [], progress=progress)
         return 0
     if overrides:
-        raise ConfigError(f"reproduce {experiment}: takes no key=value overrides (its settings are the paper's; got {' '.join(overrides)})")
+        raise ConfigError(f"reproduce {experiment}: takes no key=value overrides (its settings are the paper's; got {clip(' '.join(overrides))})")
     out = Path(out).resolve()  # the sweep manifests record config paths: absolute ones resume from any working directory
     plan = parts(experiment, scale)
     for part in plan:
