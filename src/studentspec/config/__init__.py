@@ -86,29 +86,36 @@ class _Loader(Composer, _Parser, SafeConstructor, Resolver):
         self._path: list[Any] = []  # the keys (str), list positions (int) or None (a key itself) down to the node composed
         self._nodes = 0
 
-    def _where(self) -> str:
-        """The dotted key path being composed, and its line."""
-        keys = clip(".".join(k for k in self._path if isinstance(k, str)))
-        line = self.peek_event().start_mark.line + 1
-        return f"{keys} (line {line})" if keys else f"line {line}"
+    def _keys(self) -> str:
+        """The dotted key path of the node being composed."""
+        return ".".join(k for k in self._path if isinstance(k, str))
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        """Compose one node, refusing aliases and any node past the limits before it is read further."""
+    def _where(self) -> str:
+        """The dotted key path of the node being composed, and its line."""
+        line = self.peek_event().start_mark.line + 1
+        return f"{clip(self._keys())} (line {line})" if self._keys() else f"line {line}"
+
+    def _check(self, parent: Any, index: Any) -> None:
+        """YAMLRefused for an alias or a node past the limits, before it is read further."""
         if self.check_event(yaml.AliasEvent):  # an alias repeats a value: ten of them nested expand a 300-byte file 10^9 times
             raise YAMLRefused(f"{self._where()}: YAML aliases (*{clip(self.peek_event().anchor, 40)}) are not accepted; write the value out")
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise YAMLRefused(f"{self._where()}: more than {MAX_NODES} values in one YAML document")
         if isinstance(index, int) and index >= MAX_ITEMS:
-            if self._path[-1:] == ["seeds"]:
+            if self._keys().rpartition(".")[2] == "seeds":
                 raise YAMLRefused(f"{self._where()}: more than {MAX_SEEDS} seeds ({SEEDS_WHY})")
             raise YAMLRefused(f"{self._where()}: more than {MAX_ITEMS} items in one list")
         if index is None and isinstance(parent, MappingNode) and len(parent.value) >= MAX_ITEMS:
             raise YAMLRefused(f"{self._where()}: more than {MAX_ITEMS} keys in one mapping")
-        if len(self._path) >= MAX_DEPTH:
+        if len(self._path) > MAX_DEPTH:
             raise YAMLRefused(f"{self._where()}: nested more than {MAX_DEPTH} levels deep")
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose one node, refusing aliases and any node past the limits (_check)."""
         self._path.append(clip(index.value, 60) if isinstance(index, ScalarNode) else index)
         try:
+            self._check(parent, index)
             return super().compose_node(parent, index)
         finally:
             self._path.pop()
