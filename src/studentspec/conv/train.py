@@ -31,6 +31,7 @@ from .images import ImageSet, augment, epoch_order, load_images, normalize
 from ..ensemble.losses import per_seed_loss
 from ..ensemble.corr import COUNT_THRESHOLDS, rho_mean
 from ..ensemble.optim import Optimizer, frozen, seed_mask
+from ..ensemble.optimizers import full_batch
 
 
 @dataclass
@@ -152,8 +153,8 @@ def train(s: ConvSetup, hooks: Hooks = Hooks()) -> ConvResult:
     cfg = s.cfg
     result = ConvResult(s)
     tc = cfg.train
-    if tc.optimizer == "gd":
-        raise ConfigError("train.optimizer: gd (full batch) is not supported for image data; use sgd or adam")
+    if full_batch(tc.optimizer):
+        raise ConfigError(f"train.optimizer: {tc.optimizer} (full batch) is not supported for image data; use sgd or adam")
     params = s.student.parameters()
     opt = Optimizer(params, tc.optimizer, tc.momentum, tc.weight_decay, (tc.betas[0], tc.betas[1]))
     n = s.data.train_x.shape[0]

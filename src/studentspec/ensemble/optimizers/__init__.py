@@ -2,7 +2,9 @@
 
 An optimizer is one module here that calls `register(OptimizerRule(...))`, imported at the bottom of
 this file; config validates `train.optimizer` against `names()`, so an unknown name is a config error
-listing the known ones. `ensemble.optim.Optimizer` is the one object trainers hold: it looks the rule
+listing the known ones. Whether a rule steps on the whole training set (gd) is its `full_batch` attribute,
+read through `full_batch(name)` only: the data stream, steps_per_epoch's sample count, the cost estimate
+and the pipelines' checks all ask it, never the name. `ensemble.optim.Optimizer` is the one object trainers hold: it looks the rule
 up here by name; its `frozen` restores a dead seed's parameters and the tensors `state()` lists.
 
 Every registered rule is torch.optim's own update function (torch.optim.sgd.sgd, torch.optim.adam.adam:
@@ -66,12 +68,18 @@ class OptimizerRule:
     name: str
     make: Callable[[list[Tensor], Hyper], Stepper]
     summary: str = ""
+    full_batch: bool = False  # every step takes the whole training set (no batches, no sampling)
 
 
 OPTIMIZERS: Registry[OptimizerRule] = Registry("optimizer")
 register = OPTIMIZERS.register
 get = OPTIMIZERS.get
 names = OPTIMIZERS.names
+
+
+def full_batch(name: str) -> bool:
+    """Whether the optimizer `name` steps on the whole training set: the one place this is read."""
+    return get(name).full_batch
 
 
 # each registers itself; this order is the order config errors list them in

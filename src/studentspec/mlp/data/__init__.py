@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ...config import Config, ConfigError, steps_per_epoch
+from ...ensemble.optimizers import full_batch
 from ...ensemble.registry import Registry
 from ..nets import Net
 
@@ -123,12 +124,12 @@ class BatchStream:
             self.set_training(make_inputs(cfg, self.teacher, self.data_gens, cfg.data.n_train, training=True))
 
     def indices(self, epoch: int) -> Tensor | None:
-        """Row numbers [steps, S, B] of one epoch's batches in (x_train, y_train); None for online data and gd.
+        """Row numbers [steps, S, B] of one epoch's batches in (x_train, y_train); None for online data and full batch (gd).
 
         Use instead of epoch(), not beside it: both draw from the same generators, so
         x_train[s, idx[t, s]] is exactly the batch epoch() would have given at step t.
         """
-        if not get(self.cfg.data.kind).fixed or self.cfg.train.optimizer == "gd":
+        if not get(self.cfg.data.kind).fixed or full_batch(self.cfg.train.optimizer):
             return None
         self._new_epoch(epoch)
         return self._indices(self.steps_per_epoch(), self.cfg.train.batch_size)
@@ -138,7 +139,7 @@ class BatchStream:
         cfg = self.cfg
         self._new_epoch(epoch)
         steps, batch = self.steps_per_epoch(), cfg.train.batch_size
-        if cfg.train.optimizer == "gd":
+        if full_batch(cfg.train.optimizer):
             for _ in range(steps):
                 yield self.x_train, self.y_train
             return
