@@ -1,10 +1,27 @@
-"""Streaming correlation and specialization statistics vs numpy.corrcoef and brute force."""
+"""Streaming correlation and specialization statistics vs numpy.corrcoef and brute force; the per-evaluation metric
+contract (mlp/metrics.py): a metric defined outside the package is one registration, an unlisted or unknown one is an
+error (objective: the paper's half_sse, the config default)."""
+
+import importlib
+import pkgutil
+import sys
+import types
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+import studentspec
+from studentspec import pipelines
+from studentspec.config import load_config
 from studentspec.ensemble.corr import CorrAccumulator, layer_stats, rho_mean
+from studentspec.mlp.memory import estimate
+from studentspec.mlp.metrics import Columns, Context, EvalMetric, Figure, MetricRegistry, Rows, Table, check_listed
+from studentspec.paper.figures import plot_run
+from studentspec.paper.report import run_captions
+from studentspec.store import StoreError, load_run
+from studentspec.theory.metric import METRICS
 
 # docs/model.md 2.3: the counts of students above 0.5, 0.6, 0.7, 0.8, 0.9 and 0.95 per teacher (the spec's list, not the code's)
 SPEC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -102,3 +119,133 @@ def test_full_batch_grad_norms_match_per_seed_autograd(batchnorm, loss):
         teacher = Net([w.clone() for w in W], [v + 0.1 for v in b], "leaky_relu", 0.1)
         res = evaluate(teacher, net, x, y, loss, chunk=10, with_grad=True)
         torch.testing.assert_close(res.grad_norm, got, rtol=1e-10, atol=0)
+
+
+# ---------------------------------------------------------------- the metric contract, from outside the package
+
+TINY = ["input_dim=6", "output_dim=4", "teacher.widths=[3]", "student.multi=2", "data.n_train=120", "data.n_eval=100",
+        "train.steps_per_epoch=20", "train.epochs=2", "train.lr=0.05", "seeds=[1,2]"]
+
+
+def _dead(ctx: Context) -> list[torch.Tensor]:
+    """Per hidden layer, the student nodes with no correlation to any teacher on the first split (dead ones), [S]."""
+    return [(~(ls.corr != 0).any(dim=1)).sum(dim=1) for ls in ctx.points[ctx.first].layers]
+
+
+def _dead_columns(value: list[torch.Tensor], point, rows: Rows) -> None:
+    for l, v in enumerate(value, start=1):
+        rows.scalars[f"dead_students_{l}"] = v.numpy()
+
+
+def _dead_table(cfg, teacher, measured: list[tuple[int, list[torch.Tensor]]], earlier: pd.DataFrame | None) -> pd.DataFrame:
+    new = pd.DataFrame([{"seed": seed, "step": step, "layer": l, "dead": int(v[i])}
+                        for step, value in measured for l, v in enumerate(value, start=1) for i, seed in enumerate(cfg.seeds)])
+    return new if earlier is None else pd.concat([earlier, new], ignore_index=True)
+
+
+def _dead_figure(run):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    t = run.table("dead")
+    ax.plot(t["step"], t["dead"], "o")
+    return fig
+
+
+DEAD = EvalMetric(
+    name="dead", title="the dead student counts", switch=None, measure=_dead,
+    columns=Columns(_dead_columns, scalars=("dead_students_*",)),
+    table=Table("dead", {"seed": "integer", "step": "integer", "layer": "integer", "dead": "integer"}, _dead_table,
+                bytes_per_eval=lambda cfg: 100 * len(cfg.seeds)),
+    figure=Figure("dead", _dead_figure, "Dead student nodes per evaluation."))
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> MetricRegistry:
+    """The package's METRICS, put back as they were after the test."""
+    monkeypatch.setattr(METRICS, "_entries", dict(METRICS._entries))
+    return METRICS
+
+
+def test_a_metric_defined_outside_the_package_is_one_registration(registry: MetricRegistry, tmp_path) -> None:
+    registry.register(DEAD)  # the one call: measured, stored (its column and its table), drawn, captioned, counted
+    cfg = pipelines.load_config(None, TINY)
+    run = load_run(pipelines.write_run(pipelines.train(cfg, progress=False), tmp_path / "run"))
+    assert run.table_names == ["scalars", "teachers", "students", "dead"] and (tmp_path / "run" / "dead.parquet").is_file()
+    train_rows = run.scalars[run.scalars["split"] == "train"]
+    assert len(train_rows) == 2 * 3 and train_rows["dead_students_1"].between(0, 6).all()
+    assert run.scalars[run.scalars["split"] == "eval"]["dead_students_1"].isna().all()  # measured on the first split only
+    dead = run.table("dead")
+    assert sorted(set(dead["step"])) == [0, 20, 40] and len(dead) == 3 * 2
+    merged = dead.merge(train_rows, on=["seed", "step"])
+    assert (merged["dead"] == merged["dead_students_1"]).all()
+    assert {p.name for p in plot_run(run, tmp_path / "figs")} >= {"dead.png", "dead.pdf"}
+    assert run_captions()["dead"] == "Dead student nodes per evaluation."
+    assert estimate(cfg, registry.values())["metric tables"] == 3 * 100 * 2
+
+
+def test_a_metric_declared_in_the_package_but_missing_from_the_list_is_an_error(registry: MetricRegistry,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    unlisted = types.ModuleType("studentspec.mlp.unlisted")
+    unlisted.METRIC = EvalMetric("unlisted", "a metric nobody listed", "eval.grad_norm", _dead)
+    with pytest.raises(ValueError, match="metric 'unlisted' of studentspec.mlp.unlisted is not in the list of metrics"):
+        check_listed(registry, [unlisted])
+    monkeypatch.setitem(sys.modules, unlisted.__name__, unlisted)  # loaded, as an import of it would
+    with pytest.raises(ValueError, match="'unlisted' .* is not in the list"):
+        registry.enabled(load_config(None, TINY))
+    registry.register(unlisted.METRIC)
+    assert [m.name for m in registry.enabled(load_config(None, [*TINY, "eval.grad_norm=true"]))] == ["unlisted"]
+
+
+def test_every_metric_declared_in_the_package_is_listed() -> None:
+    modules = [importlib.import_module(m.name) for m in pkgutil.walk_packages(studentspec.__path__, "studentspec.")]
+    check_listed(METRICS, modules)
+    declared = {v.name for m in modules for v in vars(m).values() if isinstance(v, EvalMetric)}
+    assert declared == set(METRICS.names()) == {"theory", "order"}
+
+
+def test_an_unknown_metric_name_switch_or_table_is_an_error(registry: MetricRegistry, tmp_path) -> None:
+    with pytest.raises(KeyError, match=r"unknown per-evaluation metric 'nope' \(known: theory, order\)"):
+        registry.get("nope")
+    with pytest.raises(ValueError, match="metric switch 'eval.ordr': not a true/false key"):
+        EvalMetric("x", "x", "eval.ordr", _dead)
+    with pytest.raises(ValueError, match="metric switch 'evl.order': 'evl' is not a section"):
+        EvalMetric("x", "x", "evl.order", _dead)
+    with pytest.raises(ValueError, match="metric switch 'eval.threshold': not a true/false key"):
+        EvalMetric("x", "x", "eval.threshold", _dead)
+    with pytest.raises(ValueError, match="table name 'converge_hessian'"):
+        Table("converge_hessian", {"seed": "integer", "step": "integer"}, _dead_table, lambda cfg: 0)
+    with pytest.raises(ValueError, match="seed and step"):
+        Table("mine", {"seed": "integer"}, _dead_table, lambda cfg: 0)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(METRICS.get("order"))
+    twin = EvalMetric("twin", "x", None, _dead, table=DEAD.table)
+    registry.register(DEAD)
+    with pytest.raises(ValueError, match="metric 'twin': table 'dead' is already stored by metric 'dead'"):
+        registry.register(twin)
+    run = load_run(pipelines.write_run(pipelines.train(pipelines.load_config(None, TINY), progress=False), tmp_path / "run"))
+    with pytest.raises(StoreError, match="nope.parquet: missing"):
+        run.table("nope")
+
+
+def test_a_metric_adding_a_column_it_does_not_declare_is_an_error(registry: MetricRegistry) -> None:
+    def sneaky(value, point, rows: Rows) -> None:
+        _dead_columns(value, point, rows)
+        rows.students[0]["surprise"] = 1.0
+
+    registry.register(EvalMetric("sneaky", "x", None, _dead, columns=Columns(sneaky, scalars=("dead_students_*",))))
+    result = pipelines.train(pipelines.load_config(None, TINY), progress=False)
+    with pytest.raises(ValueError, match="metric 'sneaky' added column 'surprise' to students"):
+        pipelines.record(result)
+
+
+def test_image_configs_refuse_every_switched_on_metric_and_full_batch() -> None:
+    from studentspec.config import ConfigError
+    from studentspec.ensemble.optimizers import full_batch
+
+    assert full_batch("gd") and not full_batch("sgd") and not full_batch("adam")
+    for key, what in (("eval.order=true", "eval.order: the weight-space order parameters"),
+                      ("theory.enabled=true", "theory.enabled: the Lemma's diagnostics"),
+                      ("train.optimizer=gd", "train.optimizer: gd .full batch. is not supported")):
+        with pytest.raises(ConfigError, match=what):
+            pipelines.load_config(None, ["data.kind=cifar10", "data.root=/nowhere", key])

@@ -6,6 +6,7 @@ which both sides read from the same run."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -15,11 +16,13 @@ import pytest
 
 from studentspec import pipelines
 from studentspec.cli import main
-from studentspec.config import ConfigError, load_config
-from studentspec.mlp import metrics, order, record
+from studentspec.config import load_config
+from studentspec.mlp import order, record
+from studentspec.mlp.memory import estimate
 from studentspec.paper.figures import plot_run
 from studentspec.paper.order_figures import order_figure
-from studentspec.store import RUN_ENTRIES, Run, RunRecord, StoreError, load_run, write_record
+from studentspec.store import Run, RunRecord, StoreError, load_run, owned, write_record
+from studentspec.theory.metric import METRICS
 
 TINY = ["input_dim=6", "output_dim=4", "teacher.widths=[3,2]", "student.multi=2", "data.n_train=120", "data.n_eval=100",
         "train.steps_per_epoch=20", "train.epochs=2", "train.lr=0.05", "train.loss=half_sse", "seeds=[1,2]"]
@@ -150,14 +153,15 @@ def test_the_R_heatmap_orders_students_by_best_teacher(run: Run, tmp_path: Path)
 def test_a_resumed_run_continues_the_restored_table() -> None:
     """The table contract of a resumed run: the rows its checkpoint restored, then this process's, T not repeated."""
     result = pipelines.train(pipelines.load_config(None, [*TINY, "eval.order=true"]), progress=False)
-    measured = [(p, p.extra["order"]) for p in result.evals if "order" in p.extra]
-    assert [p.step for p, _ in measured] == [0, 20, 40]
-    whole = order.table(result.setup, measured)
-    resumed = order.table(result.setup, measured[2:], order.table(result.setup, measured[:2]))
+    measured = [(p.step, p.extra["order"]) for p in result.evals if "order" in p.extra]
+    assert [step for step, _ in measured] == [0, 20, 40]
+    cfg, teacher = result.setup.cfg, result.setup.teacher
+    whole = order.table(cfg, teacher, measured)
+    resumed = order.table(cfg, teacher, measured[2:], order.table(cfg, teacher, measured[:2]))
     pd.testing.assert_frame_equal(resumed, whole, check_exact=True)
     assert record.metric_tables(result)["order"].equals(whole)
     # as mlp/record.py sees a run resumed from a checkpoint written after step 20: earlier rows restored, later evaluated
-    result.restored = {"order": order.table(result.setup, measured[:2])}
+    result.restored = {"order": order.table(cfg, teacher, measured[:2])}
     result.evals = [p for p in result.evals if p.step > 20]
     pd.testing.assert_frame_equal(record.metric_tables(result)["order"], whole, check_exact=True)
     result.evals = []  # a checkpoint written after the last evaluation: nothing new
@@ -187,7 +191,7 @@ def test_a_corrupt_order_table_is_a_store_error_naming_the_file(run: Run, tmp_pa
     pd.DataFrame({"x": [1]}).to_parquet(out / "order.parquet")
     with pytest.raises(StoreError, match=r"order\.parquet: column 'seed' missing"):
         load_run(out).table("order")
-    with pytest.raises(StoreError, match="no table 'nope'"):
+    with pytest.raises(StoreError, match="nope.parquet: missing .*its tables: scalars, teachers, students, order"):
         copy.table("nope")
 
 
@@ -195,32 +199,51 @@ def test_overwrite_accepts_a_run_dir_holding_order_parquet(tmp_path: Path) -> No
     out = tmp_path / "run"
     config = str(Path(__file__).resolve().parents[1] / "configs" / "two_layer_quick.yaml")
     args = ["run", config, *TINY, "seeds=[1]", "eval.order=true"]
-    assert main([*args, "--out", str(out), "--quiet"]) == 0 and (out / "order.parquet").is_file() and "order.parquet" in RUN_ENTRIES
+    assert main([*args, "--out", str(out), "--quiet"]) == 0 and (out / "order.parquet").is_file()
+    assert "order.parquet" in owned(out, "run").files  # the marker records it: --overwrite may replace it
     assert main(["plot", str(out)]) == 0 and (out / "figures" / "order.png").is_file()
     assert main([*args, "train.lr=0.02", "--out", str(out), "--quiet", "--overwrite"]) == 0
     assert load_run(out).config.train.lr == 0.02 and (out / "order.parquet").is_file()
 
 
-def test_the_store_takes_only_known_extra_tables(run: Run, tmp_path: Path) -> None:
+def test_the_store_takes_any_validly_named_table_and_lists_it(run: Run, tmp_path: Path) -> None:
     frame = pd.DataFrame({"seed": [1], "step": [0], "split": ["eval"]})
-    three = {"scalars": frame, "teachers": frame, "students": frame}
+    three = {name: run.table(name) for name in ("scalars", "teachers", "students")}
+    for bad in ("../x", "Mine", "converge_hessian", ""):
+        with pytest.raises(ValueError, match="table name"):
+            write_record(RunRecord(run.config, {**three, bad: frame}, {}, {}), tmp_path / "bad")
     with pytest.raises(ValueError, match="tables"):
-        write_record(RunRecord(run.config, {**three, "mine": frame}, {}, {}), tmp_path / "bad")
+        write_record(RunRecord(run.config, {"scalars": three["scalars"], "order": frame}, {}, {}), tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
-    back = load_run(write_record(RunRecord(run.config, {**three, "order": frame.drop(columns="split")}, {}, {}), tmp_path / "ok"))
-    assert back.table("order").equals(frame.drop(columns="split"))
+    back = load_run(write_record(RunRecord(run.config, {**three, "mine": frame.drop(columns="split")}, run.weights(), run.summary),
+                                 tmp_path / "ok"))
+    assert back.table_names == ["scalars", "teachers", "students", "mine"] and back.table("mine").equals(frame.drop(columns="split"))
+    assert not back.has_table("order")
 
 
-def test_the_metric_interface_table_and_registration() -> None:
-    with pytest.raises(ValueError, match="both table and table_name"):
-        metrics.EvalMetric("x", lambda cfg: True, lambda s, p: None, table=lambda s, m: None)
-    assert metrics.METRICS.get("order").table_name == "order"
-    assert [m.name for m in metrics.enabled(load_config(None, ["eval.order=true"]))] == ["order"]
+def test_a_run_written_before_runs_listed_their_tables_still_reads_order(run: Run, tmp_path: Path) -> None:
+    """summary.json without "tables" (the previous version's runs): order.parquet is read where it is there."""
+    out = tmp_path / "old"
+    out.mkdir()
+    for f in run.path.iterdir():
+        if f.is_file() and f.name != ".studentspec":
+            (out / f.name).write_bytes(f.read_bytes())
+    summary = json.loads((out / "summary.json").read_text())
+    del summary["tables"]
+    (out / "summary.json").write_text(json.dumps(summary))
+    old = load_run(out)
+    assert old.table_names == ["scalars", "teachers", "students", "order"] and old.table("order").equals(run.table("order"))
+    (out / "order.parquet").unlink()
+    assert load_run(out).table_names == ["scalars", "teachers", "students"]
 
 
-def test_order_that_is_not_registered_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(metrics.METRICS._entries, "order")
-    with pytest.raises(ConfigError, match=r"eval\.order: the 'order' metric is not registered"):
-        metrics.enabled(load_config(None, ["eval.order=true"]))
-    with pytest.raises(ConfigError, match=r"eval\.order"):
-        load_config(None, ["eval.order=3"])
+def test_the_order_metric_declares_its_table_switch_memory_and_figure() -> None:
+    m = METRICS.get("order")
+    assert m is order.METRIC and m.switch == "eval.order" and m.table is not None and m.table.name == "order"
+    assert list(m.table.columns) == list(order.COLUMNS) and m.figure is not None and m.figure.function() is order_figure
+    assert [x.name for x in METRICS.enabled(load_config(None, TINY))] == []
+    assert [x.name for x in METRICS.enabled(load_config(None, [*TINY, "eval.order=true"]))] == ["order"]
+    cfg = load_config(None, [*TINY, "eval.order=true"])
+    # 3 evaluations x 2 seeds x (R 6x3 + Q 6x6 + Q 4x4 floats, then R 18 + Q 21 + Q 10 rows of 52 bytes, twice)
+    assert estimate(cfg, METRICS.values())["metric tables"] == 3 * 2 * (8 * (18 + 36 + 16) + 2 * 52 * (18 + 21 + 10))
+    assert estimate(load_config(None, TINY), METRICS.values())["metric tables"] == 0

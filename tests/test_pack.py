@@ -18,6 +18,7 @@ from studentspec.cli import main
 from studentspec.mlp.pack import BUILD_ONLY, pack
 from studentspec.mlp.train import build
 from studentspec.pipelines import pack_key
+from studentspec.store.owner import MARKER, read_mark
 from studentspec.store.record import split_record
 from studentspec.sweep import grid as sweep_grid
 from studentspec.sweep.grid import expand, pack_jobs, parse_grid, run_sweep
@@ -42,8 +43,9 @@ def _same_job(a: Path, b: Path) -> None:
     """Every stored number of run dirs a and b identical (file bytes), summary.json apart from WALL."""
     names = {p.name for p in a.iterdir()}
     assert names == {p.name for p in b.iterdir()}
-    for name in names - {"summary.json"}:
+    for name in names - {"summary.json", MARKER}:  # the marker holds a random token and its writer: it records the same files
         assert (a / name).read_bytes() == (b / name).read_bytes(), f"{a.name}/{name} differs"
+    assert sorted(read_mark(a).files) == sorted(read_mark(b).files)
     sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
     assert {k: v for k, v in sa.items() if k not in WALL} == {k: v for k, v in sb.items() if k not in WALL}
 

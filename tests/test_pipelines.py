@@ -1,5 +1,6 @@
 """The pipeline seam and the extension points: one table picks the pipeline, the store writes RunRecords, and adding
-a data kind or a per-evaluation metric is one registration (objective: the paper's half_sse, the config default)."""
+a data kind is one registration (a per-evaluation metric: tests/test_metrics.py) (objective: the paper's half_sse,
+the config default)."""
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,6 @@ from studentspec import ConfigError, StoreError, load_config, load_run, pipeline
 from studentspec.cli import main
 from studentspec.ensemble.registry import Registry
 from studentspec.mlp import data as mlp_data
-from studentspec.mlp import metrics
 from studentspec.store import RunRecord, write_record
 
 TINY = ["input_dim=6", "output_dim=4", "teacher.widths=[3]", "student.multi=2", "data.n_train=120", "data.n_eval=100",
@@ -83,9 +83,13 @@ def test_the_store_reads_a_record_it_did_not_get_from_a_pipeline(tmp_path):
     """The store knows no pipeline: any RunRecord with the three tables is a run dir."""
     cfg = load_config(None, ["seeds=[5]"])
     frame = pd.DataFrame({"seed": [5], "step": [0], "split": ["eval"]})
-    path = write_record(RunRecord(cfg, {"scalars": frame, "teachers": frame, "students": frame}, {"x": np.arange(3)}, {"n": 1}), tmp_path / "r")
+    frame = frame.assign(mse=[0.5], layer=[1], teacher=[0], student=[0], best_corr=[0.9], fanout_norm=[1.0], specialized=[False])
+    summary = {"seeds": [5], "steps": 0, "wall_time_s": 0.0, "diverged": {}, "per_seed": {}, "n": 1}
+    arrays = {"teacher.W1": np.arange(3.0)[None], "student.W1": np.arange(3.0)[None]}
+    path = write_record(RunRecord(cfg, {"scalars": frame, "teachers": frame, "students": frame}, arrays, summary), tmp_path / "r")
     run = load_run(path)
-    assert run.summary == {"n": 1} and run.config.seeds == [5] and np.array_equal(run.weights()["x"], np.arange(3))
+    assert run.summary == {**summary, "tables": ["scalars", "teachers", "students"]} and run.config.seeds == [5]
+    assert np.array_equal(run.weights()["student.W1"], np.arange(3.0)[None])
     with pytest.raises(StoreError):
         write_record(RunRecord(cfg, {"scalars": frame, "teachers": frame, "students": frame}, {}, {}), tmp_path / "r")
 
@@ -104,32 +108,6 @@ def test_a_new_data_kind_is_one_registration(monkeypatch, tmp_path):
     torch.testing.assert_close(result.setup.stream.x_train.norm(dim=2), torch.full((2, 120), radius, dtype=torch.float64))
     torch.testing.assert_close(result.setup.x_eval.norm(dim=2), torch.full((2, 100), radius, dtype=torch.float64))
     assert load_run(write_run(result, tmp_path / "run")).config.data.kind == "sphere"
-
-
-def test_a_new_metric_is_one_registration_and_adds_its_columns(monkeypatch):
-    """A metric counting dead student nodes (zero variance on the split): measured at every evaluation, stored."""
-
-    def measure(setup, points):
-        return [(~(ls.corr != 0).any(dim=1)).sum(dim=1) for ls in points[0].result.layers]  # [S] per layer
-
-    def columns(point, value, row, teachers, students):
-        for l, v in enumerate(value, start=1):
-            row[f"dead_students_{l}"] = v.numpy()
-
-    monkeypatch.setitem(metrics.METRICS._entries, "dead", metrics.EvalMetric("dead", lambda cfg: True, measure, columns))
-    result = train(load_config(None, TINY), progress=False)
-    scalars = pipelines.record(result).tables["scalars"]
-    assert "dead_students_1" in scalars.columns
-    train_rows = scalars[scalars.split == "train"]
-    assert len(train_rows) == 2 * 3 and train_rows["dead_students_1"].between(0, 6).all()
-    assert scalars[scalars.split == "eval"]["dead_students_1"].isna().all()  # measured on the first split only
-
-
-def test_an_enabled_metric_that_is_not_registered_is_a_config_error(monkeypatch):
-    monkeypatch.delitem(metrics.METRICS._entries, "theory")
-    with pytest.raises(ConfigError, match="theory.enabled: the 'theory' metric is not registered"):
-        metrics.enabled(load_config(None, ["theory.enabled=true"]))
-    assert metrics.enabled(load_config(None, [])) == []
 
 
 def test_the_registry_refuses_a_second_entry_and_names_the_known_ones():

@@ -20,8 +20,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from . import theory  # noqa: F401  (registers the Lemma diagnostics, a per-evaluation metric of MLP runs)
-from .theory import lemma
 from .config import Config, ConfigError
 from .config import load_config as _load_config
 from .conv import checkpoint as conv_checkpoint
@@ -29,6 +27,7 @@ from .conv import images as conv_images
 from .conv import record as conv_record
 from .conv import train as conv_train
 from .ensemble.hooks import Hooks
+from .ensemble.optimizers import full_batch
 from .ensemble.registry import one_of
 from .mlp import checkpoint as mlp_checkpoint
 from .mlp import data as mlp_data
@@ -42,6 +41,7 @@ from .store import RunRecord, StoreError, check_out, write_record
 from .store.checkpoint import MARKER as CHECKPOINT_MARKER
 from .store.checkpoint import checkpoint_path, read_checkpoint, remove_checkpoint, write_checkpoint
 from .store.record import split_record
+from .theory.metric import METRICS
 
 
 def _check_mlp(cfg: Config) -> None:
@@ -53,7 +53,12 @@ def _check_mlp(cfg: Config) -> None:
 
 def _fits_mlp(cfg: Config) -> None:
     if cfg.train.device == "cpu":  # on an accelerator the floor is checked by build(), on the device
-        check_fits(cfg)
+        check_fits(cfg, metrics=METRICS.values())
+
+
+def _train_mlp(setup: mlp_train.Setup, hooks: Hooks) -> mlp_train.TrainResult:
+    """mlp.train.train measuring the registered metrics (theory/metric.py METRICS) the config switches on."""
+    return mlp_train.train(replace(setup, metrics=METRICS.enabled(setup.cfg)), hooks)
 
 
 def _fits_unknown(cfg: Config) -> None:
@@ -63,12 +68,11 @@ def _fits_unknown(cfg: Config) -> None:
 def _check_conv(cfg: Config) -> None:
     if not cfg.data.root:
         raise ConfigError(f"data.kind: {cfg.data.kind} needs data.root (the folder holding its files)")
-    if cfg.theory.enabled:
-        raise ConfigError(f"theory.enabled: the Lemma's diagnostics support {' and '.join(lemma.PIPELINES)} runs, not image data")
-    if cfg.train.optimizer == "gd":
-        raise ConfigError("train.optimizer: gd (full batch) is not supported for image data; use sgd or adam")
-    if cfg.eval.order:
-        raise ConfigError("eval.order: the weight-space order parameters are measured for MLP runs, not image data")
+    for metric in METRICS.enabled(cfg):  # per-evaluation metrics are the MLP pipeline's (switch-less ones: not asked for)
+        if metric.switch is not None:
+            raise ConfigError(f"{metric.switch}: {metric.title} are measured for MLP runs, not image data")
+    if full_batch(cfg.train.optimizer):
+        raise ConfigError(f"train.optimizer: {cfg.train.optimizer} (full batch) is not supported for image data; use sgd or adam")
     if cfg.eval.dtype is not None:
         raise ConfigError("eval.dtype: image runs evaluate in train.dtype; set eval.dtype only for MLP runs")
 
@@ -88,7 +92,7 @@ class Pipeline:
 
 
 PIPELINES = {
-    "mlp": Pipeline("mlp", _check_mlp, mlp_train.build, mlp_train.train, mlp_record.record, _fits_mlp,
+    "mlp": Pipeline("mlp", _check_mlp, mlp_train.build, _train_mlp, mlp_record.record, _fits_mlp,
                     mlp_checkpoint.snapshot, mlp_checkpoint.restore),
     "conv": Pipeline("conv", _check_conv, conv_train.build, conv_train.train, conv_record.record, _fits_unknown,
                      conv_checkpoint.snapshot, conv_checkpoint.restore),
@@ -214,7 +218,7 @@ def packed_config(cfgs: list[Config]) -> Config:
 
 def memory_floor(cfg: Config) -> int | None:
     """Bytes an MLP run of `cfg` holds at least (mlp/memory.py); None where the pipeline has no up-front estimate."""
-    return sum(mlp_memory.estimate(cfg).values()) if name_of(cfg) == "mlp" else None
+    return sum(mlp_memory.estimate(cfg, METRICS.values()).values()) if name_of(cfg) == "mlp" else None
 
 
 def train_packed(cfgs: list[Config], progress: bool = False) -> Any:

@@ -3,7 +3,8 @@
 The estimate counts what the ensemble trainer holds at once for S seeds: the inputs (drawn in
 float64, plus a copy in the run's dtype when it differs, and one in eval.dtype when that differs), the labels, the student's parameters
 with their gradients and two optimizer states, the teacher's cached hidden activations, one
-evaluation chunk's activations, and the correlation matrices kept for every evaluation. It is a
+evaluation chunk's activations, the correlation matrices kept for every evaluation, and what the run's
+metrics with a table of their own keep per evaluation (their declared `bytes_per_eval`). It is a
 floor (Python, PyTorch and the allocator add their own), so a config is refused only when the
 floor already exceeds the device's total memory.
 """
@@ -11,16 +12,19 @@ floor already exceeds the device's total memory.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from ..config import Config, ConfigError
 from .data import train_size
+from .metrics import EvalMetric
 
 CACHE_BYTES = 256 * 2**20  # per split: above this the trainer recomputes the teacher's hidden activations at every evaluation
 GIB = 2**30
 
 
-def estimate(cfg: Config) -> dict[str, int]:
-    """Bytes per part of an MLP run of `cfg` (all seeds): inputs, labels, parameters, evaluation, records."""
+def estimate(cfg: Config, metrics: Iterable[EvalMetric] = ()) -> dict[str, int]:
+    """Bytes per part of an MLP run of `cfg` (all seeds): inputs, labels, parameters, evaluation, records, and the tables
+    of those of `metrics` (the pipeline's registered ones) that `cfg` switches on."""
     S, d, C = len(cfg.seeds), cfg.input_dim, cfg.output_dim
     item = 4 if cfg.train.dtype == "float32" else 8
     n_train = train_size(cfg)
@@ -41,6 +45,7 @@ def estimate(cfg: Config) -> dict[str, int]:
         "evaluation": min(CACHE_BYTES, S * max(rows, 1) * sum(t_widths) * item) * splits
         + 3 * S * cfg.eval.batch_size * (sum(s_widths) + sum(t_widths) + C) * item,
         "records": evals * splits * S * sum(m * n for m, n in zip(s_widths, t_widths)) * 8,  # the float64 correlation matrices of every evaluation
+        "metric tables": evals * sum(m.table.bytes_per_eval(cfg) for m in metrics if m.table is not None and m.on(cfg)),
     }
 
 
@@ -53,9 +58,9 @@ def total_memory(device: str) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_fits(cfg: Config, available: int | None = None) -> None:
+def check_fits(cfg: Config, available: int | None = None, metrics: Iterable[EvalMetric] = ()) -> None:
     """Raise ConfigError (one line, with the estimate) when the run's tensors alone exceed the device's memory."""
-    parts = estimate(cfg)
+    parts = estimate(cfg, metrics)
     need = sum(parts.values())
     have = total_memory(cfg.train.device) if available is None else available
     if need > have:

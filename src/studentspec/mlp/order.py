@@ -12,12 +12,11 @@ Node k of hidden layer l has the augmented weight w~_k = [W_l[:, k]; b_l[k]] (do
 normalisation), `cosine` = inner / (||w~_a|| ||w~_b||), 0 where a norm is 0, clipped to [-1, 1].
 The student is read at each evaluation, the teacher from the stored float64 copy; products are
 computed in float64 on the CPU with ensemble.batched.bmm, so a seed's rows do not depend on the
-ensemble it ran in. BatchNorm parameters are not part of w~.
+ensemble it ran in. BatchNorm parameters are not part of w~. Declared as METRIC (mlp/metrics.py): its switch,
+its table and schema, its memory per evaluation and its figure (paper/order_figures.py).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,11 +24,15 @@ import torch
 from torch import Tensor
 
 from ..ensemble.batched import bmm
-from .metrics import EvalMetric, register
+from ..config import Config
+from .metrics import Context, EvalMetric, Figure, Table
 from .nets import Net
 
 TABLE = "order"
-COLUMNS = ("seed", "step", "layer", "kind", "i", "j", "cosine", "inner")
+SCHEMA = {"seed": "integer", "step": "integer", "layer": "integer", "kind": "text", "i": "integer", "j": "integer",
+          "cosine": "number", "inner": "number"}
+COLUMNS = tuple(SCHEMA)
+ROW_BYTES = 8 + 8 + 4 + 8 + 4 + 4 + 8 + 8  # seed, step, layer, kind (an object pointer), i, j, cosine, inner
 
 
 def _augmented(net: Net) -> list[Tensor]:
@@ -42,11 +45,11 @@ def gram(a: Tensor, b: Tensor) -> Tensor:
     return bmm(a.transpose(1, 2).contiguous(), b.contiguous())
 
 
-def measure(setup: Any, points: list[Any]) -> list[dict[str, np.ndarray]]:
+def measure(ctx: Context) -> list[dict[str, np.ndarray]]:
     """Per hidden layer, this evaluation's raw inner products: 'Q' [S, n, n] and, on layer 1, 'R' [S, n, m]."""
-    student = _augmented(setup.student)
+    student = _augmented(ctx.student)
     out = [{"Q": gram(w, w).numpy()} for w in student]
-    out[0]["R"] = gram(student[0], setup.teacher.augmented(1).detach().to("cpu", torch.float64)).numpy()
+    out[0]["R"] = gram(student[0], ctx.teacher.augmented(1).detach().to("cpu", torch.float64)).numpy()
     return out
 
 
@@ -73,26 +76,39 @@ def _rows(seeds: np.ndarray, step: int, layer: int, kind: str, inner: np.ndarray
             "cosine": cos[:, i, j].ravel(), "inner": inner[:, i, j].ravel()}
 
 
-def table(setup: Any, measured: list[tuple[Any, list[dict[str, np.ndarray]]]], earlier: pd.DataFrame | None = None) -> pd.DataFrame:
+def table(cfg: Config, teacher_net: Net, measured: list[tuple[int, list[dict[str, np.ndarray]]]],
+          earlier: pd.DataFrame | None = None) -> pd.DataFrame:
     """order.parquet: T of every hidden layer at the first evaluation's step, then per evaluation and layer R (layer 1)
     and Q; a resumed run's `earlier` rows (T included) come first."""
-    seeds = np.asarray(setup.cfg.seeds, dtype=np.int64)
-    teacher = _augmented(setup.teacher)
+    seeds = np.asarray(cfg.seeds, dtype=np.int64)
+    teacher = _augmented(teacher_net)
     t_gram = [gram(w, w).numpy() for w in teacher]
     t_norm = [_norms(g) for g in t_gram]
     parts = [] if earlier is not None or not measured else [
-        _rows(seeds, measured[0][0].step, l, "T", g, _cosine(g, n, n), True) for l, (g, n) in enumerate(zip(t_gram, t_norm), start=1)]
-    for point, layers in measured:
+        _rows(seeds, measured[0][0], l, "T", g, _cosine(g, n, n), True) for l, (g, n) in enumerate(zip(t_gram, t_norm), start=1)]
+    for step, layers in measured:
         for l, value in enumerate(layers, start=1):
             q = value["Q"]
             s_norm = _norms(q)
             if "R" in value:
-                parts.append(_rows(seeds, point.step, l, "R", value["R"], _cosine(value["R"], s_norm, t_norm[l - 1]), False))
-            parts.append(_rows(seeds, point.step, l, "Q", q, _cosine(q, s_norm, s_norm), True))
+                parts.append(_rows(seeds, step, l, "R", value["R"], _cosine(value["R"], s_norm, t_norm[l - 1]), False))
+            parts.append(_rows(seeds, step, l, "Q", q, _cosine(q, s_norm, s_norm), True))
     if not parts:
         return earlier.copy() if earlier is not None else pd.DataFrame({c: [] for c in COLUMNS})
     new = pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in COLUMNS})
     return new if earlier is None else pd.concat([earlier, new], ignore_index=True)
 
 
-ORDER = register(EvalMetric(name="order", enabled=lambda cfg: cfg.eval.order, measure=measure, table=table, table_name=TABLE))
+def bytes_per_eval(cfg: Config) -> int:
+    """What one evaluation adds until the run is recorded: the raw R and Q blocks (float64), then their rows twice
+    (the parts and the concatenated table). T, written once per run, is left out: a floor, as the whole estimate is."""
+    S, n, m = len(cfg.seeds), cfg.student_widths, cfg.teacher.widths
+    raw = n[0] * m[0] + sum(k * k for k in n)
+    rows = n[0] * m[0] + sum(k * (k + 1) // 2 for k in n)
+    return S * (8 * raw + 2 * ROW_BYTES * rows)
+
+
+METRIC = EvalMetric(
+    name="order", title="the weight-space order parameters", switch="eval.order", measure=measure,
+    table=Table(TABLE, SCHEMA, table, bytes_per_eval),
+    figure=Figure("order", "studentspec.paper.order_figures:order_figure", "eval.order: R heatmaps."))

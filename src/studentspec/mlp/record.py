@@ -1,4 +1,5 @@
-"""An MLP ensemble's result as a RunRecord: the three tables (plus registered metrics' own tables), the weights and summary.json."""
+"""An MLP ensemble's result as a RunRecord: the three tables (with the run's metrics' columns), the metrics' own tables,
+the weights and summary.json."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import torch
 from ..ensemble.corr import COUNT_THRESHOLDS, rho_mean
 from ..store.checkpoint import join
 from ..store.record import RunRecord, count_column, time_to_specialize
-from . import metrics, order  # noqa: F401  (order registers the weight-space order parameters, eval.order)
 from .evaluate import fanout_norms
+from .metrics import Rows, check_columns, check_table
 from .nets import Net
 from .train import EvalPoint, TrainResult
 
@@ -51,10 +52,7 @@ def tables(result: TrainResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
             stud.append(pd.DataFrame({"seed": seed_col, "step": p.step, "split": p.split, "layer": l, "student": idx,
                                       "best_corr": _np(ls.student_best).ravel(), "best_teacher": _np(ls.student_best_teacher).ravel(),
                                       "fanout_norm": _np(p.student_fanout[l - 1]).ravel()}))
-        for name, value in p.extra.items():  # registered metrics add their own columns
-            columns = metrics.METRICS.get(name).columns
-            if columns is not None:
-                columns(p, value, row, teach[-len(p.result.layers):], stud[-len(p.result.layers):])
+        _add_columns(result, p, Rows(row, teach[-len(p.result.layers):], stud[-len(p.result.layers):]))
         if p.grad_norm is not None:
             for l in range(p.grad_norm.shape[1]):
                 row[f"grad_norm_{l + 1}"] = _np(p.grad_norm[:, l])
@@ -63,15 +61,32 @@ def tables(result: TrainResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     return join(done, "scalars", scal), join(done, "teachers", teach), join(done, "students", stud)
 
 
+def _add_columns(result: TrainResult, p: EvalPoint, rows: Rows) -> None:
+    """The columns the run's metrics measured at point `p` add to its rows (each only the columns it declares)."""
+    for metric in result.setup.metrics:
+        if metric.columns is None or metric.name not in p.extra:
+            continue
+        before = [set(rows.scalars), *(set(t.columns) for t in rows.teachers), *(set(s.columns) for s in rows.students)]
+        metric.columns.add(p.extra[metric.name], p.result, rows)
+        check_columns(metric, "scalars", before[0], rows.scalars)
+        for old, t in zip(before[1:], rows.teachers):
+            check_columns(metric, "teachers", old, t.columns)
+        for old, s in zip(before[1 + len(rows.teachers):], rows.students):
+            check_columns(metric, "students", old, s.columns)
+
+
 def metric_tables(result: TrainResult) -> dict[str, pd.DataFrame]:
-    """The own tables of registered metrics that measured this run: table_name -> DataFrame (every evaluation, in order;
-    a resumed run's restored rows first)."""
+    """The own tables of the run's metrics: table name -> DataFrame (every evaluation, in order; a resumed run's
+    restored rows first)."""
     out = {}
     restored = getattr(result, "restored", None) or {}
-    for metric in metrics.METRICS.values():
-        measured = [(p, p.extra[metric.name]) for p in result.evals if metric.name in p.extra]
-        if metric.table is not None and metric.table_name is not None and (measured or metric.table_name in restored):
-            out[metric.table_name] = metric.table(result.setup, measured, restored.get(metric.table_name))
+    s = result.setup
+    for metric in s.metrics:
+        if metric.table is None:
+            continue
+        measured = [(p.step, p.extra[metric.name]) for p in result.evals if metric.name in p.extra]
+        if measured or metric.table.name in restored:
+            out[metric.table.name] = check_table(metric, metric.table.build(s.cfg, s.teacher, measured, restored.get(metric.table.name)))
     return out
 
 

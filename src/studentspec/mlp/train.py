@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import backprop, kernel as ckernel, metrics
+from . import backprop, kernel as ckernel
 from ..ensemble import seeding
 from ..config import Config, ConfigError, check_device, lr_at  # lr_at: one definition for the MLP and conv trainers
 from ..ensemble.batched import bmm
@@ -22,6 +22,7 @@ from .data import BatchStream, label, make_inputs, train_size
 from ..ensemble.losses import output_grad, per_seed_loss
 from .memory import CACHE_BYTES, check_fits
 from .evaluate import SplitEval, evaluate, fanout_norms, teacher_hidden
+from .metrics import Context, EvalMetric
 from .nets import Net, make_batchnorms
 from ..ensemble.optim import Optimizer, frozen, seed_mask
 from .teacher import build_teacher, fit_teacher
@@ -49,6 +50,9 @@ class Setup:
     # split -> (its inputs, inputs and labels in eval.dtype) when that differs from the run's dtype
     eval_copies: dict[str, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
     build_seconds: float = 0.0  # counted in the run's wall time
+    # the per-evaluation metrics this run measures: the pipeline sets those its config switches on
+    # (theory/metric.py METRICS); a Setup of build() alone measures none
+    metrics: tuple[EvalMetric, ...] = ()
 
 
 def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, device: torch.device, teacher: Net | None = None) -> Net:
@@ -198,7 +202,7 @@ class EvalPoint:
     result: SplitEval
     grad_norm: Tensor | None
     student_fanout: list[Tensor]  # per hidden layer, [S, n_l]
-    extra: dict[str, Any] = field(default_factory=dict)  # registered metrics (mlp/metrics.py): name -> value
+    extra: dict[str, Any] = field(default_factory=dict)  # the run's metrics (Setup.metrics): name -> value
 
 
 @dataclass
@@ -238,6 +242,7 @@ def _evaluate_all(s: Setup, step: int, kernel: str) -> list[EvalPoint]:
     dtype = DTYPES[cfg.eval.dtype or cfg.train.dtype]
     teacher, student = (s.teacher_run, s.student) if dtype == s.dtype else (s.teacher_run.to(s.device, dtype), s.student.to(s.device, dtype))
     points = []
+    inputs = {name: (x, y) for name, x, y in splits}  # the run's dtype, as metrics see them
     for name, x, y in splits:
         if dtype != s.dtype:  # eval.dtype: the split rounded once to the evaluation's precision, kept while the split is the same
             copies = s.eval_copies.get(name)
@@ -251,8 +256,10 @@ def _evaluate_all(s: Setup, step: int, kernel: str) -> list[EvalPoint]:
         res = evaluate(teacher, student, x, y, cfg.train.loss, cfg.eval.batch_size, with_grad=cfg.eval.grad_norm and name == "train",
                        kernel=kernel, teacher_acts=acts)
         points.append(EvalPoint(step, name, res, res.grad_norm, fanout_norms(s.student)))
-    for metric in metrics.enabled(cfg):
-        points[0].extra[metric.name] = metric.measure(s, points)
+    if s.metrics:
+        ctx = Context(cfg, s.teacher, s.teacher_run, s.student, step, {p.split: p.result for p in points}, inputs)
+        for metric in s.metrics:
+            points[0].extra[metric.name] = metric.measure(ctx)
     return points
 
 

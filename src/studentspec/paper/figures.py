@@ -18,7 +18,6 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from .style import SINGLE, config_title, multi_color, ordered_cmap, ordered_color, save, seed_marker, styled, subplots
-from .order_figures import order_figure
 
 import matplotlib.pyplot as plt  # noqa: E402  (after style: the Agg backend)
 
@@ -222,19 +221,29 @@ def population_figure(info: dict[str, Any]) -> Figure:
     return fig
 
 
+def metric_figures(run: Run) -> list[tuple[str, Any]]:
+    """(name, draw) of the figures the registered metrics declare (theory/metric.py METRICS), for those this run
+    measured: an MLP run whose config switches them on and which stored their tables."""
+    from ..theory.metric import METRICS  # here: importing this module does not import the trainer
+
+    if run.summary.get("pipeline", "mlp") != "mlp":
+        return []
+    return [(m.figure.name, m.figure.function()) for m in METRICS.values()
+            if m.figure is not None and m.on(run.config) and (m.table is None or run.has_table(m.table.name))]
+
+
 def plot_run(run: Run, out_dir: Path) -> list[Path]:
-    """Write lshape, teacher_corr, mse (and theory, when stored) figures as PNG and PDF; return their paths."""
+    """Write lshape, teacher_corr, mse (and converge's and the run's metrics' figures, when stored) as PNG and PDF;
+    return their paths."""
     from ..store import StoreError
 
     out_dir = Path(out_dir)
     paths = []
     figures = [("lshape", lshape_figure), ("teacher_corr", teacher_corr_figure), ("mse", mse_figure)]
-    if "beta_norm" in run.students.columns:
-        figures.append(("theory", theory_figure))
     if (run.path / "converge.json").is_file():
         figures.append(("converge", converge_figure))
     figures += [("hessian", hessian_figure)] if (run.path / "converge_hessian.parquet").is_file() else []  # converge's Hessian spectrum
-    figures += [("order", order_figure)] if run.has_table("order") else []  # eval.order: R heatmaps (order_figures.py)
+    figures += metric_figures(run)  # theory (theory.enabled), order (eval.order: R heatmaps, order_figures.py)
     made: list[tuple[str, Figure]] = []
     try:  # every figure is drawn before any is written: a run that cannot be drawn leaves no partial set
         for name, make in figures:

@@ -23,7 +23,7 @@ from ..ensemble import loopstate
 from . import schemas
 from .dirs import StoreError, check_out, write_dir
 from .jsonfile import read_json, write_json
-from .record import COLUMNS, EXTRA_COLUMNS, EXTRA_TABLES, TABLES, read_table
+from .record import COLUMNS, EXTRA_COLUMNS, TABLE_NAME, TABLES, read_table
 
 FORMAT = "studentspec.checkpoint"
 VERSION = 1
@@ -117,9 +117,8 @@ def read_checkpoint(out: str | Path, cfg: Config) -> Checkpoint | None:
 def _table_names(names: list[str], marker: Path) -> list[str]:
     """The checkpoint's table names when every one is a run's table and the three every run has are there."""
     for i, name in enumerate(names):
-        if name not in (*TABLES, *EXTRA_TABLES) or names.index(name) != i:
-            raise StoreError(f"{marker}: field tables.{i}: {name[:60]!r} is not a run table or appears twice "
-                             f"(known: {', '.join((*TABLES, *EXTRA_TABLES))})")
+        if not TABLE_NAME.fullmatch(name) or names.index(name) != i:
+            raise StoreError(f"{marker}: field tables.{i}: {name[:60]!r} is not a run table name or appears twice")
     missing = [t for t in TABLES if t not in names]
     if missing:
         raise StoreError(f"{marker}: field tables: {missing[0]!r} missing")

@@ -30,17 +30,21 @@ class StoreError(ValueError):
     """A missing, incomplete or corrupt run directory; one-line message naming the file."""
 
 
-# What a run dir written by studentspec may hold: its files, `plot`'s figures, `converge`'s results, `report`'s page.
+# The fixed entries of a run dir: its files, `plot`'s figures, `converge`'s results, `report`'s page. A metric's own
+# table (NAME.parquet) is not listed: the marker records it like every file written.
 RUN_ENTRIES = frozenset({"config.yaml", "scalars.parquet", "teachers.parquet", "students.parquet", "summary.json", "weights.npz", "report.html",
-                         "order.parquet", "figures", "converge.json", "converge_teachers.parquet", "converge_students.parquet",
-                         "converge_hessian.parquet"})
+                         "figures", "converge.json", "converge_teachers.parquet", "converge_students.parquet", "converge_hessian.parquet"})
+# The metric tables of run dirs written before markers (and summary.json's list of tables) existed: history, never
+# extended (a newer run's tables are in its marker and its summary.json).
+LEGACY_TABLES = ("order",)
 # Kinds of output dir: the files that mark a complete one (written last) and, for dirs written before markers
 # existed, every entry it may hold.
+_LEGACY_RUN = RUN_ENTRIES | {f"{t}.parquet" for t in LEGACY_TABLES}
 DIR_KINDS = {
-    "run": (("summary.json", "config.yaml"), RUN_ENTRIES),
+    "run": (("summary.json", "config.yaml"), _LEGACY_RUN),
     "population": (("population.json",), frozenset({"population.json", "figures"})),
     # a run's checkpoint (store/checkpoint.py): its tables are a run dir's
-    "checkpoint": (("checkpoint.json",), RUN_ENTRIES | {"checkpoint.json", "state.pt"}),
+    "checkpoint": (("checkpoint.json",), _LEGACY_RUN | {"checkpoint.json", "state.pt"}),
 }
 FIGURE_SUFFIXES = frozenset({".png", ".pdf"})
 STAGE_SUFFIX = ".partial-4194304-XXXXXXXX"  # the longest pid, tempfile's 8 random characters

@@ -4,11 +4,13 @@ A pipeline turns its result into a RunRecord (mlp/record.py, conv/record.py); th
 and reads RunRecords and knows no pipeline. Every file is written to a temporary name and
 renamed; the whole directory is staged beside its final path and swapped in last, so a run dir
 either holds a complete run or does not exist. Besides the three tables every run has, a record may
-hold EXTRA_TABLES (a per-evaluation metric's own table, e.g. order.parquet), read lazily by `Run.table`.
+hold any other table (a per-evaluation metric's own, e.g. order.parquet): the store takes every validly
+named one, summary.json lists the run's tables ("tables"), and `Run.table` reads one lazily.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +21,14 @@ import yaml
 
 from ..config import Config, ConfigError, build_config, read_mapping
 from ..ensemble.atomic import write_all
-from .dirs import RUN_ENTRIES, StoreError, write_dir
+from .dirs import LEGACY_TABLES, RUN_ENTRIES, StoreError, write_dir
 from .jsonfile import read_json, write_json
+from .schemas import TABLE_PATTERN
 
 TABLES = ("scalars", "teachers", "students")
 FILES = ("config.yaml", *(f"{t}.parquet" for t in TABLES), "summary.json", "weights.npz")
-# optional tables a run dir may hold (each NAME.parquet is in dirs.RUN_ENTRIES, so --overwrite accepts it):
-# order = the weight-space order parameters of mlp/order.py (eval.order)
-EXTRA_TABLES = ("order",)
-assert all(f"{t}.parquet" in RUN_ENTRIES for t in EXTRA_TABLES)
+# A table name: NAME.parquet in the run dir (schemas.TABLE_PATTERN). Names of other commands' files there are refused.
+TABLE_NAME = re.compile(TABLE_PATTERN)
 # What a stored table must hold to be read back (load_run, Run.table, a checkpoint's tables): the columns the readers
 # use, each of its kind; every other column is the pipeline's or a metric's own and passes unchecked.
 KEYS = {"seed": "integer", "step": "integer", "split": "text"}
@@ -36,7 +37,7 @@ COLUMNS = {
     "teachers": KEYS | {"layer": "integer", "teacher": "integer", "best_corr": "number", "fanout_norm": "number", "specialized": "boolean"},
     "students": KEYS | {"layer": "integer", "student": "integer", "best_corr": "number", "fanout_norm": "number"},
 }
-EXTRA_COLUMNS = {"seed": "integer", "step": "integer"}  # an extra table's (e.g. order.parquet)
+EXTRA_COLUMNS = {"seed": "integer", "step": "integer"}  # any other table's (e.g. order.parquet)
 SPLITS = frozenset({"train", "eval"})
 _KIND = {
     "integer": pd.api.types.is_integer_dtype,
@@ -51,9 +52,18 @@ class RunRecord:
     """Everything a finished run stores, whatever pipeline made it."""
 
     config: Config
-    tables: dict[str, pd.DataFrame]  # scalars (per seed and evaluation), teachers and students (per node), EXTRA_TABLES
+    tables: dict[str, pd.DataFrame]  # scalars (per seed and evaluation), teachers and students (per node), metrics' own
     arrays: dict[str, np.ndarray]  # final weights, keys like 'teacher.W1', 'student.b2'
     summary: dict[str, Any]  # summary.json: per-seed final numbers, divergences, versions, wall time
+
+
+def check_table_name(name: str) -> str:
+    """`name` when a record may store a table under it (NAME.parquet); ValueError otherwise."""
+    if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):
+        raise ValueError(f"table name {str(name)[:60]!r}: lowercase letters, digits and _ (at most 64), a letter first")
+    if name not in TABLES and f"{name}.parquet" in RUN_ENTRIES:
+        raise ValueError(f"table name {name!r}: {name}.parquet is another command's file in a run dir")
+    return name
 
 
 def count_column(threshold: float) -> str:
@@ -175,16 +185,19 @@ def check_weights(arrays: dict[str, np.ndarray], file: Path, n_seeds: int, share
 def write_record(record: RunRecord, out: str | Path, overwrite: bool = False) -> Path:
     """Write a run dir atomically (see store.dirs.check_out for what --overwrite may replace); summary.json is
     written last, so a run dir with a summary is complete."""
-    if not set(TABLES) <= set(record.tables) <= set(TABLES) | set(EXTRA_TABLES):
-        raise ValueError(f"a run record holds the tables {TABLES} and optionally {EXTRA_TABLES}, not {sorted(record.tables)}")
+    if not set(TABLES) <= set(record.tables):
+        raise ValueError(f"a run record holds the tables {TABLES} (and any others), not {sorted(record.tables)}")
+    for name in record.tables:
+        check_table_name(name)
+    names = [*TABLES, *(t for t in record.tables if t not in TABLES)]
 
     def fill(stage: Path) -> None:
         writers = {"config.yaml": lambda p: p.write_text(yaml.safe_dump(record.config.to_dict(), sort_keys=False))}
-        for name in record.tables:
+        for name in names:
             writers[f"{name}.parquet"] = lambda p, df=record.tables[name]: df.to_parquet(p, index=False)
         writers["weights.npz"] = lambda p: _savez(p, record.arrays)
         write_all(stage, writers)
-        write_json(stage / "summary.json", record.summary)
+        write_json(stage / "summary.json", {**record.summary, "tables": names})  # what load_run may read
 
     return write_dir(out, overwrite, fill)
 
@@ -206,21 +219,29 @@ class Run:
     summary: dict[str, Any]
     _extra: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False, compare=False)  # extra tables read so far
 
+    @property
+    def table_names(self) -> list[str]:
+        """The tables this run stored: summary.json's list (a run written before it listed them: the three, plus
+        the one other table such runs could hold where its file is there)."""
+        listed = self.summary.get("tables")
+        if listed is not None:
+            return list(listed)
+        return [*TABLES, *(t for t in LEGACY_TABLES if (self.path / f"{t}.parquet").is_file())]
+
     def has_table(self, name: str) -> bool:
-        """Whether the run dir holds table `name` (the three every run has, or one of EXTRA_TABLES)."""
-        return name in TABLES or (name in EXTRA_TABLES and (self.path / f"{name}.parquet").is_file())
+        """Whether the run stored table `name` (the three every run has, or one its summary.json lists)."""
+        return name in self.table_names
 
     def table(self, name: str) -> pd.DataFrame:
-        """A stored table by name: scalars/teachers/students, or an extra table (e.g. 'order') read on first use;
-        StoreError naming the file when it is missing, corrupt or lacks its seed/step columns."""
+        """A stored table by name: scalars/teachers/students, or another the run lists (e.g. 'order') read on first
+        use; StoreError naming the file when it is missing, corrupt or lacks its seed/step columns."""
         if name in TABLES:
             return getattr(self, name)
-        if name not in EXTRA_TABLES:
-            raise StoreError(f"{self.path}: no table {name!r} (known: {', '.join((*TABLES, *EXTRA_TABLES))})")
         if name not in self._extra:
             file = self.path / f"{name}.parquet"
-            if not file.is_file():
-                raise StoreError(f"{file}: missing (this run did not store the {name!r} table)")
+            if name not in self.table_names:
+                why = "missing (this run did not store" if not file.is_file() else "not one of summary.json's tables (not"
+                raise StoreError(f"{file}: {why} the {name!r} table; its tables: {', '.join(self.table_names)})")
             self._extra[name] = read_table(file, EXTRA_COLUMNS, self.config.seeds)
         return self._extra[name]
 

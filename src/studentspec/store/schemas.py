@@ -21,6 +21,7 @@ Int = Annotated[int, Field(ge=0)]
 Num = float | None  # JSON has no NaN: studentspec writes a non-finite number as null (jsonfile.strict_json)
 Seeds = Annotated[list[int], Field(min_length=1)]
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a file name inside its folder: no '/', no leading dot, no '..'
+TABLE_PATTERN = r"[a-z][a-z0-9_]{0,63}"  # a run's table, stored as NAME.parquet (store/record.py)
 
 
 class Stored(BaseModel):
@@ -78,6 +79,7 @@ class Summary(Stored):
     versions: dict[str, str] = {}
     teacher: ConvTeacher | None = None
     student_widths: list[Int] | None = None
+    tables: list[Annotated[str, Field(pattern=f"^{TABLE_PATTERN}$")]] | None = None  # the run's tables (older runs: absent)
 
     @field_validator("diverged", "per_seed")
     @classmethod

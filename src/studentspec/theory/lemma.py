@@ -10,17 +10,23 @@ Lemma's mixing matrices are A_l = J_l [J*_l^T, c*_l] [n_l, m_l+1] and B_l = J_l 
 [n_l, n_l+1], and the back-propagated signal of the loss 1/2 ||f* - f||^2 at the layer's
 pre-activations is -dLoss/dz_l = D_l [A_l f*~_l - B_l f~_l]. With A_{L-1} = V V*^T (augmented
 with the output bias) this is the top-down recursion of the paper.
+
+METRIC declares the diagnostics as a per-evaluation metric of MLP runs (theory.enabled, mlp/metrics.py): measured
+on the training data, stored as columns of the three tables, drawn by paper/figures.py theory_figure.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..ensemble.losses import sample_grad
 from ..ensemble import activations
+from ..mlp.evaluate import SplitEval
+from ..mlp.metrics import Columns, Context, EvalMetric, Figure, Rows
 from ..mlp.nets import Net
 
 PIPELINES = ("mlp",)  # the Lemma's diagnostics need MLP ensembles (theory.enabled on a conv config: exit 2)
@@ -202,3 +208,42 @@ def diagnose(teacher: Net, student: Net, x: Tensor, y: Tensor, corr: list[Tensor
         min_angle_student=best.indices,
         hungarian=[hungarian(c) for c in corr],
     )
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def measure(ctx: Context) -> Diagnostics:
+    """Diagnostics of the first split (training data; the eval set for online data) on its first theory.samples samples."""
+    th = ctx.cfg.theory
+    x, y = ctx.splits[ctx.first]
+    corr = [ls.corr for ls in ctx.points[ctx.first].layers]
+    return diagnose(ctx.teacher_run, ctx.student, x[:, : th.samples], y[:, : th.samples], corr, th.near, th.quantiles,
+                    ctx.cfg.train.loss)
+
+
+def columns(th: Diagnostics, point: SplitEval, rows: Rows) -> None:
+    """Per-sample gradient quantiles per layer (scalars), Hungarian matches and beta norms (per layer), observation,
+    boundary proximity and weight angles (lowest teacher layer)."""
+    for key, val in th.grad.items():
+        for l in range(val.shape[1]):
+            rows.scalars[f"ps_grad_{key}_{l + 1}"] = _np(val[:, l])
+    for l, (t, s) in enumerate(zip(rows.teachers, rows.students)):
+        match = th.hungarian[l].to(point.layers[l].corr.device)
+        t["hungarian_student"] = _np(match).ravel()
+        t["hungarian_corr"] = _np(point.layers[l].corr.gather(2, match[:, :, None]).squeeze(2)).ravel()
+        s["beta_norm"] = _np(th.beta_norm[l]).ravel()
+    lowest = rows.teachers[0]
+    lowest["observed"] = _np(th.observed).ravel()
+    lowest["near_boundary"] = _np(th.near_boundary).ravel()
+    lowest["min_angle"] = _np(th.min_angle).ravel()
+    lowest["min_angle_student"] = _np(th.min_angle_student).ravel()
+
+
+METRIC = EvalMetric(
+    name="theory", title="the Lemma's diagnostics", switch="theory.enabled", measure=measure,
+    columns=Columns(columns, scalars=("ps_grad_*_*",), students=("beta_norm",),
+                    teachers=("hungarian_student", "hungarian_corr", "observed", "near_boundary", "min_angle", "min_angle_student")),
+    figure=Figure("theory", "studentspec.paper.figures:theory_figure",
+                  "Theory diagnostics: sqrt(E beta_kk) L-shape per layer, per-sample gradient norms, lowest-layer angles."))
