@@ -161,8 +161,9 @@ class MetricRegistry(Registry[EvalMetric]):
         if not isinstance(entry, EvalMetric):
             raise TypeError(f"not an EvalMetric: {entry!r}")
         mine = {m.table.name: m.name for m in self.values() if m.table is not None}
-        if entry.table is not None and entry.table.name in mine and entry.name not in self:
-            raise ValueError(f"metric {entry.name!r}: table {entry.table.name!r} is already stored by metric {mine[entry.table.name]!r}")
+        table = entry.table.name if entry.table is not None else None
+        if table in mine and entry.name not in self:
+            raise ValueError(f"metric {entry.name!r}: table {table!r} is already stored by metric {mine[table]!r}")
         return super().register(entry)
 
     def enabled(self, cfg: Config) -> tuple[EvalMetric, ...]:

@@ -85,8 +85,9 @@ def metric_tables(result: TrainResult) -> dict[str, pd.DataFrame]:
         if metric.table is None:
             continue
         measured = [(p.step, p.extra[metric.name]) for p in result.evals if metric.name in p.extra]
-        if measured or metric.table.name in restored:
-            out[metric.table.name] = check_table(metric, metric.table.build(s.cfg, s.teacher, measured, restored.get(metric.table.name)))
+        name = metric.table.name
+        if measured or name in restored:
+            out[name] = check_table(metric, metric.table.build(s.cfg, s.teacher, measured, restored.get(name)))
     return out
 
 
