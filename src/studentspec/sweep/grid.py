@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -350,17 +350,18 @@ def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: li
                               "packs": [[j.id for j in g] for g in groups]}
     start = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress, unit="job", dynamic_ncols=True)
-    for task, error in finished:
-        for member in task.members:
-            # a failed pack may have written some members before it failed: those are finished
-            if error is None or _finished(Path(member.out)):
-                result["done"].append(member.job_id)
-            else:  # a failing job is reported; the others go on
-                result["failed"][member.job_id] = error
-                job = by_id[member.job_id]
-                tqdm.write(f"job {job.id} failed ({' '.join(job.overrides) or 'base config'}, seeds {job.seeds}): {error}")
-            bar.update(1)
-        bar.set_postfix(failed=len(result["failed"]), refresh=False)
+    with closing(finished):  # an exception here (Ctrl-C) stops the executor's workers now, not when it is collected
+        for task, error in finished:
+            for member in task.members:
+                # a failed pack may have written some members before it failed: those are finished
+                if error is None or _finished(Path(member.out)):
+                    result["done"].append(member.job_id)
+                else:  # a failing job is reported; the others go on
+                    result["failed"][member.job_id] = error
+                    job = by_id[member.job_id]
+                    tqdm.write(f"job {job.id} failed ({' '.join(job.overrides) or 'base config'}, seeds {job.seeds}): {error}")
+                bar.update(1)
+            bar.set_postfix(failed=len(result["failed"]), refresh=False)
     bar.close()
     result["wall_time"] = time.perf_counter() - start
     return result
