@@ -138,6 +138,7 @@ typedef struct {
     double *sq;    /* if set, sq[s] = sum over the batch of (out - y)^2 */
 } SFX(Mode);
 
+/* This precision's net and batch structs (sgd_step.h); both names are undefined at the end of this file. */
 #define NET struct SFX(ss_net)
 #define BATCH struct SFX(ss_batch)
 
