@@ -10,7 +10,7 @@ import torch
 
 from studentspec import ConfigError, StoreError, build, load_config, load_run, write_run
 from studentspec import train
-from studentspec.theory.converge import converge, converge_run
+from studentspec.theory.converge import ConvergeOptions, converge, converge_run
 from studentspec.mlp.nets import Net
 
 # d=10, 4 teacher nodes, 5 outputs, no fan-out decay; a short SGD run gets every teacher
@@ -49,7 +49,7 @@ def test_relu_multi2_gaussian_data_reaches_critical_point_and_specializes(method
     """8 students for 4 teachers, 500 Gaussian samples: max per-sample gradient < 1e-10, claims 2 and 3 hold."""
     cfg, s = trained([1, 2], ["student.multi=2", "data.n_train=500", "train.epochs=5"])
     before = [t.clone() for t in s.student.parameters()]
-    res = converge(cfg, s.student, s.teacher, s.stream.x_train, method=method)
+    res = converge(cfg, s.student, s.teacher, s.stream.x_train, options=ConvergeOptions(method=method))
     assert all(torch.equal(a, b) for a, b in zip(before, s.student.parameters()))  # input untouched
     assert [p.seed for p in res.per_seed] == [1, 2]
     assert all(p.grad_start > 1e-2 for p in res.per_seed)
@@ -68,7 +68,7 @@ def test_relu_multi5_teacher_aware_data_every_student_specializes():
     """20 students, boundary data (docs/model.md 4.2, exact): every student ends aligned with a teacher."""
     cfg, s = trained([1], ["student.multi=5", "data.kind=teacher_aware", "data.boundary_exact=true",
                            "data.n_train=1000", "train.epochs=10"])
-    res = converge(cfg, s.student, s.teacher, s.stream.x_train, method="newton")
+    res = converge(cfg, s.student, s.teacher, s.stream.x_train, options=ConvergeOptions(method="newton"))
     _, students = check_specialized(res)
     assert len(students) == 20 and students.aligned.all()
 
@@ -76,7 +76,7 @@ def test_relu_multi5_teacher_aware_data_every_student_specializes():
 def test_leaky_relu_multi5_reaches_critical_point_and_specializes():
     cfg, s = trained([1], ["student.multi=5", "teacher.activation=leaky_relu", "data.kind=teacher_aware",
                            "data.boundary_exact=true", "data.n_train=600", "train.epochs=10"])
-    res = converge(cfg, s.student, s.teacher, s.stream.x_train, method="newton")
+    res = converge(cfg, s.student, s.teacher, s.stream.x_train, options=ConvergeOptions(method="newton"))
     check_specialized(res)
     assert res.student.activation == "leaky_relu"
 
@@ -84,7 +84,7 @@ def test_leaky_relu_multi5_reaches_critical_point_and_specializes():
 def test_untrained_student_is_not_critical_and_not_specialized():
     cfg = load_config(None, ["seeds=[3]", *SMALL, "student.multi=2", "data.n_train=200"])
     s = build(cfg)
-    res = converge(cfg, s.student, s.teacher, s.stream.x_train, max_iter=0)
+    res = converge(cfg, s.student, s.teacher, s.stream.x_train, options=ConvergeOptions(max_iter=0))
     p = res.per_seed[0]
     assert p.iterations == 0 and not p.reached and p.stop == "max_iter" and not res.reached
     assert p.grad_max == p.grad_start > 1e-3
@@ -114,7 +114,7 @@ def exact_student(teacher: Net, loose_fanout: float = 0.0) -> Net:
 def test_constructed_critical_point_tables_dead_and_constant_students():
     cfg = load_config(None, ["seeds=[5]", *SMALL, "student.multi=2", "data.n_train=300"])
     s = build(cfg)
-    res = converge(cfg, exact_student(s.teacher), s.teacher, s.stream.x_train, max_iter=0, method="newton")
+    res = converge(cfg, exact_student(s.teacher), s.teacher, s.stream.x_train, options=ConvergeOptions(max_iter=0, method="newton"))
     p = res.per_seed[0]
     assert p.reached and p.iterations == 0 and p.grad_max < 1e-12
     assert p.conclusions == {"conclusion_2": True, "conclusion_3": True}
@@ -128,7 +128,8 @@ def test_constructed_critical_point_tables_dead_and_constant_students():
     assert students.dead.tolist() == [False] * 6 + [True, False] and students.constant.tolist() == [False] * 7 + [True]
     assert students.fanout_norm[5] == 0.0 and students.fanout_norm[6] == pytest.approx(5**0.5)
     # the same point with fan-out on the unaligned node: not critical, conclusion 3 fails
-    res = converge(cfg, exact_student(s.teacher, loose_fanout=0.5), s.teacher, s.stream.x_train, max_iter=0)
+    res = converge(cfg, exact_student(s.teacher, loose_fanout=0.5), s.teacher, s.stream.x_train,
+                   options=ConvergeOptions(max_iter=0))
     p = res.per_seed[0]
     assert not p.reached and p.conclusions == {"conclusion_2": True, "conclusion_3": False}
     assert p.max_unaligned_fanout == pytest.approx(0.5)
@@ -140,12 +141,12 @@ def test_bad_arguments_raise_one_line_errors():
     for kwargs, msg in [({"tol": 0.0}, "tol"), ({"tol": -1e-3}, "tol"), ({"method": "sgd"}, "method"),
                         ({"max_iter": -1}, "max_iter"), ({"angle_tol": 0}, "angle_tol")]:
         with pytest.raises(ConfigError, match=msg) as err:
-            converge(cfg, s.student, s.teacher, s.stream.x_train, **kwargs)
+            converge(cfg, s.student, s.teacher, s.stream.x_train, options=ConvergeOptions(**kwargs))
         assert "\n" not in str(err.value)
     big = load_config(None, ["seeds=[1]", *SMALL, "teacher.widths=[40]", "student.multi=10", "data.n_train=10", "data.n_eval=10"])
     sb = build(big)
     with pytest.raises(ConfigError, match="too many for a dense Hessian"):
-        converge(big, sb.student, sb.teacher, sb.stream.x_train, method="newton")
+        converge(big, sb.student, sb.teacher, sb.stream.x_train, options=ConvergeOptions(method="newton"))
     bn = load_config(None, ["seeds=[1]", *SMALL, "student.multi=2", "data.n_train=50", "teacher.batchnorm=before"])
     sb = build(bn)
     with pytest.raises(ConfigError, match="converge supports nets without BatchNorm"):
@@ -171,11 +172,11 @@ def test_converge_run_writes_four_files_atomically_and_they_load_back(tmp_path, 
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", flaky)
     with pytest.raises(OSError):
-        converge_run(run, method="newton")
+        converge_run(run, ConvergeOptions(method="newton"))
     monkeypatch.undo()
     assert not any(n.startswith(".") or n.startswith("converge") for n in os.listdir(run))
 
-    res = converge_run(run, method="newton")
+    res = converge_run(run, ConvergeOptions(method="newton"))
     assert all((run / f).is_file() for f in FILES)
     assert not any(n.startswith(".") for n in os.listdir(run))
     info = json.loads((run / "converge.json").read_text())
@@ -210,7 +211,7 @@ def test_converge_run_writes_four_files_atomically_and_they_load_back(tmp_path, 
     s = build(cfg)
     start = Net([torch.as_tensor(w["student.W1"]), torch.as_tensor(w["student.W2"])],
                 [torch.as_tensor(w["student.b1"]), torch.as_tensor(w["student.b2"])])
-    again = converge(cfg, start, s.teacher, s.stream.x_train, method="newton")
+    again = converge(cfg, start, s.teacher, s.stream.x_train, options=ConvergeOptions(method="newton"))
     assert [p.grad_max for p in again.per_seed] == [p.grad_max for p in res.per_seed]
 
 
@@ -225,7 +226,7 @@ def test_converge_run_rejects_bad_runs(tmp_path):
         converge_run(online)
     ok = tiny_run(tmp_path, "ok", ["train.epochs=0"])
     with pytest.raises(ConfigError, match="tol"):
-        converge_run(ok, tol=0)
+        converge_run(ok, ConvergeOptions(tol=0))
     w = dict(np.load(ok / "weights.npz"))
     w["teacher.W1"] = w["teacher.W1"] + 1.0
     np.savez(ok / "weights.npz", **w)
@@ -244,7 +245,7 @@ def test_finite_data_critical_point_can_leave_a_near_aligned_student_with_fan_ou
     training samples (no sample falls between their boundaries): the data cannot tell them apart,
     so conclusion 3 fails at angle_tol=1 and holds once the tolerance covers them."""
     cfg, s = trained([3], ["student.multi=2", "data.n_train=500", "train.epochs=5"])
-    res = converge(cfg, s.student, s.teacher, s.stream.x_train, method="newton")
+    res = converge(cfg, s.student, s.teacher, s.stream.x_train, options=ConvergeOptions(method="newton"))
     p = res.per_seed[0]
     assert p.reached and p.grad_max < 1e-10
     assert p.conclusions == {"conclusion_2": True, "conclusion_3": False}
@@ -257,14 +258,14 @@ def test_finite_data_critical_point_can_leave_a_near_aligned_student_with_fan_ou
     for k, j in zip(loose.student, loose.best_teacher):
         assert torch.equal(zs[:, k] > 0, zt[:, j] > 0)
     # re-checking the converged point with a wider tolerance (max_iter=0 keeps it as it is)
-    wide = converge(cfg, res.student, s.teacher, s.stream.x_train, max_iter=0, angle_tol=3.0)
+    wide = converge(cfg, res.student, s.teacher, s.stream.x_train, options=ConvergeOptions(max_iter=0, angle_tol=3.0))
     assert wide.per_seed[0].reached and wide.per_seed[0].conclusions == {"conclusion_2": True, "conclusion_3": True}
 
 
 def test_deep_net_runs_and_leaves_conclusion_3_unclaimed():
     cfg = load_config(None, ["seeds=[1]", *SMALL, "teacher.widths=[3,2]", "student.multi=2", "data.n_train=100"])
     s = build(cfg)
-    res = converge(cfg, s.student, s.teacher, s.stream.x_train, max_iter=3, method="newton")
+    res = converge(cfg, s.student, s.teacher, s.stream.x_train, options=ConvergeOptions(max_iter=3, method="newton"))
     p = res.per_seed[0]
     assert p.conclusions["conclusion_3"] is None and p.iterations <= 3 and p.loss <= p.loss_start
     assert res.to_json()["depth"] == 3 and len(res.to_frames()[1]) == 6

@@ -14,7 +14,7 @@ import torch
 from studentspec import ConfigError, build, load_config
 from studentspec.mlp.nets import Net
 from studentspec.theory import hessian as hess
-from studentspec.theory.converge import _Problem, converge
+from studentspec.theory.converge import ConvergeOptions, _Problem, converge
 
 F64 = torch.float64
 
@@ -207,7 +207,7 @@ def under_realized(seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, l
     # start from teacher nodes 0 and 1 with their fan-outs; Newton on the full-batch half_sse takes it to a critical point
     start = Net([teacher.weights[0][:, :, :2].clone(), teacher.weights[1][:, :2].clone()],
                 [teacher.biases[0][:, :2].clone(), teacher.biases[1].clone()])
-    res = converge(None, start, teacher, x, tol=1e-300, method="newton", max_iter=200, objective="half_sse")
+    res = converge(None, start, teacher, x, objective="half_sse", options=ConvergeOptions(tol=1e-300, method="newton", max_iter=200))
     # converge stops ("stalled") once the loss no longer drops (per-sample gradients never vanish here); finish with
     # pseudo-inverse Newton steps on the test's own objective until the full-batch gradient is at rounding level
     theta = torch.cat([t[0].reshape(-1) for t in res.student.parameters()])
@@ -238,7 +238,8 @@ def test_splitting_a_node_at_a_non_global_critical_point_keeps_loss_and_gradient
     assert np.abs(G @ W2[k]).max() < 1e-10 and np.abs(np.append(W1[:, k], b1[k]) @ G).max() < 1e-10
     U, sv, Vt = np.linalg.svd(G)
     assert sv[0] > 0.1 and 0 < (z[:, k] > 0).mean() < 1  # node k is active on part of the training set
-    unsplit = converge(None, net_of(theta, dims), net_of(theta, dims), torch.tensor(x)[None], torch.tensor(y)[None], max_iter=0)
+    unsplit = converge(None, net_of(theta, dims), net_of(theta, dims), torch.tensor(x)[None], y=torch.tensor(y)[None],
+                       options=ConvergeOptions(max_iter=0))
     h0 = unsplit.per_seed[0].hessian
     assert h0["method"] == "exact" and h0["n_negative"] == 0  # the 2-node net sits at a local minimum
     for alpha in (0.3, 0.5, 1.5):
@@ -262,7 +263,8 @@ def test_splitting_a_node_at_a_non_global_critical_point_keeps_loss_and_gradient
         # so the Rayleigh quotient of a du + b dt reaches -sigma / sqrt(2 ((1-alpha)^2 + alpha^2)) < 0: a saddle
         c1 = (1 - alpha) ** 2 + alpha**2
         bound = -sv[0] / np.sqrt(2 * c1)
-        res = converge(None, net2, net_of(theta, dims), torch.tensor(x)[None], torch.tensor(y)[None], max_iter=0)
+        res = converge(None, net2, net_of(theta, dims), torch.tensor(x)[None], y=torch.tensor(y)[None],
+                       options=ConvergeOptions(max_iter=0))
         h = res.per_seed[0].hessian
         assert h["method"] == "exact" and h["n_params"] == len(theta) + dims[0] + 1 + dims[2]
         assert h["min_eigenvalue"] <= bound * (1 - 1e-9) and h["n_negative"] >= 1
@@ -288,7 +290,7 @@ def test_splitting_a_node_of_an_exact_fit_adds_exactly_its_parameters_as_flat_di
     base = exact_fit(teacher, {})
     counts = []
     for net in (base, exact_fit(teacher, {1: 0.3}), exact_fit(teacher, {1: 0.3, 2: -0.5})):
-        res = converge(None, net, teacher, x, max_iter=0)
+        res = converge(None, net, teacher, x, options=ConvergeOptions(max_iter=0))
         h = res.per_seed[0].hessian
         assert res.per_seed[0].loss < 1e-28 and h["n_negative"] == 0
         counts.append(h["n_near_zero"])
@@ -311,7 +313,7 @@ def test_hessian_options_out_of_range_raise_one_line_config_errors():
     for kwargs, key in [({"hessian_exact_max": -1}, "hessian_exact_max"), ({"hessian_k": 0}, "hessian_k"),
                         ({"hessian_tol_rel": 1.0}, "hessian_tol_rel"), ({"hessian_k": 2.5}, "hessian_k")]:
         with pytest.raises(ConfigError, match=key) as err:
-            converge(cfg, s.student, s.teacher, s.stream.x_train, max_iter=0, **kwargs)
+            converge(cfg, s.student, s.teacher, s.stream.x_train, options=ConvergeOptions(max_iter=0, **kwargs))
         assert "\n" not in str(err.value)
 
 

@@ -110,7 +110,8 @@ def _converge(args: argparse.Namespace) -> int:
     pipelines.require(load_run(args.run_dir).config, converge.PIPELINES, "converge")
     hessian = {k: v for k, v in (("hessian_exact_max", args.hessian_exact_max), ("hessian_k", args.hessian_k),
                                  ("hessian_tol_rel", args.hessian_tol_rel)) if v is not None}  # None: converge's defaults
-    info = converge.converge_run(args.run_dir, tol=args.tol, max_iter=args.max_iter, method=args.method, **hessian).to_json()
+    options = converge.ConvergeOptions(tol=args.tol, max_iter=args.max_iter, method=args.method, **hessian)
+    info = converge.converge_run(args.run_dir, options).to_json()
     for seed, r in info["per_seed"].items():
         verdict = ", ".join(f"{k} {'holds' if v else 'FAILS' if v is not None else 'n/a'}" for k, v in r["conclusions"].items())
         grad = f"{r['grad_max']:.2e}" if isinstance(r["grad_max"], (int, float)) else "not finite"

@@ -78,6 +78,43 @@ OBJECTIVES = {"half_sse": "J = 1/2 mean_x ||f*(x) - f(x)||^2 (sum over outputs, 
               "mse": "(2/C) J = mean over training samples and outputs of (f*(x) - f(x))^2: train.loss=mse"}
 
 
+@dataclass(frozen=True)
+class ConvergeOptions:
+    """converge's settings (docstring of converge()); out-of-range values raise a one-line ConfigError when built."""
+
+    tol: float = 1e-10  # target max per-sample gradient norm
+    max_iter: int | None = None  # LBFGS iterations or Newton steps per seed; None: DEFAULT_MAX_ITER[method]
+    method: str = "auto"  # one of METHODS
+    angle_tol: float = 1.0  # degrees: "aligned" students, "specialized" teachers
+    fanout_rtol: float = 1e-3  # conclusion 3's threshold relative to the seed's largest student fan-out norm
+    fanout_tol: float | None = None  # ... or absolute
+    flat_rtol: float = 1e-6  # a student is "constant" below this fraction of the seed's largest output std
+    check_every: int = 100  # LBFGS iterations between restarts and checks
+    hessian_exact_max: int = hess.EXACT_MAX
+    hessian_k: int = hess.LANCZOS_K
+    hessian_tol_rel: float = hess.TOL_REL
+
+    def __post_init__(self) -> None:
+        tol, max_iter = self.tol, self.max_iter
+        if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
+            raise ConfigError(f"tol: must be a finite number > 0 (got {tol!r})")
+        if max_iter is not None and (not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 0):
+            raise ConfigError(f"max_iter: must be an integer >= 0 (got {max_iter!r})")
+        if self.method not in METHODS:
+            raise ConfigError(f"method: must be one of {METHODS}, got {self.method!r}")
+        if not 0 < self.angle_tol < 180:
+            raise ConfigError(f"angle_tol: must lie in (0, 180) degrees (got {self.angle_tol!r})")
+        if not self.fanout_rtol > 0:
+            raise ConfigError(f"fanout_rtol: must be > 0 (got {self.fanout_rtol!r})")
+        if self.fanout_tol is not None and not self.fanout_tol > 0:
+            raise ConfigError(f"fanout_tol: must be > 0 (got {self.fanout_tol!r})")
+        if not 0 <= self.flat_rtol < 1:
+            raise ConfigError(f"flat_rtol: must lie in [0, 1) (got {self.flat_rtol!r})")
+        if isinstance(self.check_every, bool) or not isinstance(self.check_every, int) or self.check_every < 1:
+            raise ConfigError(f"check_every: must be an integer >= 1 (got {self.check_every!r})")
+        hess.check_args(self.hessian_exact_max, self.hessian_k, self.hessian_tol_rel)
+
+
 @dataclass
 class SeedConvergence:
     """One seed's optimization and the theorem's conclusions at its end point."""
@@ -307,9 +344,10 @@ def _newton(p: _Problem, theta: Tensor, tol: float, max_iter: int) -> tuple[Tens
 
 
 @torch.no_grad()
-def _tables(teacher: Net, student: Net, x: Tensor, seeds: list[int], angle_tol: float, fanout_tol: float | None,
-            fanout_rtol: float, flat_rtol: float) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+def _tables(teacher: Net, student: Net, x: Tensor, seeds: list[int],
+            options: ConvergeOptions) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
     """Teacher and student tables of the lowest layer plus each seed's conclusions."""
+    angle_tol, fanout_tol, fanout_rtol, flat_rtol = options.angle_tol, options.fanout_tol, options.fanout_rtol, options.flat_rtol
     ang = lemma.alignment(teacher, student, layer=1)  # [S, m, n]
     zt, fs = teacher.trace(x).pre[0], student.trace(x)
     zs, hs = fs.pre[0], fs.hidden[0]
@@ -352,65 +390,8 @@ def _tables(teacher: Net, student: Net, x: Tensor, seeds: list[int], angle_tol: 
     return pd.concat(teach, ignore_index=True), pd.concat(stud, ignore_index=True), concl
 
 
-def _check_args(tol: float, max_iter: int | None, method: str, angle_tol: float, fanout_rtol: float, fanout_tol: float | None,
-                flat_rtol: float = 1e-6) -> None:
-    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
-        raise ConfigError(f"tol: must be a finite number > 0 (got {tol!r})")
-    if max_iter is not None and (not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 0):
-        raise ConfigError(f"max_iter: must be an integer >= 0 (got {max_iter!r})")
-    if method not in METHODS:
-        raise ConfigError(f"method: must be one of {METHODS}, got {method!r}")
-    if not 0 < angle_tol < 180:
-        raise ConfigError(f"angle_tol: must lie in (0, 180) degrees (got {angle_tol!r})")
-    if not fanout_rtol > 0:
-        raise ConfigError(f"fanout_rtol: must be > 0 (got {fanout_rtol!r})")
-    if fanout_tol is not None and not fanout_tol > 0:
-        raise ConfigError(f"fanout_tol: must be > 0 (got {fanout_tol!r})")
-    if not 0 <= flat_rtol < 1:
-        raise ConfigError(f"flat_rtol: must lie in [0, 1) (got {flat_rtol!r})")
-
-
-def converge(
-    cfg: Config | None,
-    student: Net,
-    teacher: Net,
-    x: Tensor,
-    y: Tensor | None = None,
-    tol: float = 1e-10,
-    max_iter: int | None = None,
-    method: str = "auto",
-    angle_tol: float = 1.0,
-    fanout_rtol: float = 1e-3,
-    fanout_tol: float | None = None,
-    flat_rtol: float = 1e-6,
-    check_every: int = 100,
-    objective: str | None = None,
-    hessian_exact_max: int = hess.EXACT_MAX,
-    hessian_k: int = hess.LANCZOS_K,
-    hessian_tol_rel: float = hess.TOL_REL,
-) -> ConvergeResult:
-    """Minimize each seed's full-batch loss from `student` until the max per-sample gradient < tol.
-
-    x [S, N, d] is the fixed training set; y its teacher labels (recomputed from `teacher` in
-    float64 when None). Works on float64 CPU copies; `student` is not modified. `max_iter`
-    counts LBFGS iterations or Newton steps per seed (None: DEFAULT_MAX_ITER[method]); with
-    max_iter=0 it only checks the given point. Students are "aligned" and teachers
-    "specialized" at an angle below `angle_tol` degrees; conclusion 3 uses the fan-out
-    threshold `fanout_tol`, or `fanout_rtol` times the seed's largest student fan-out norm.
-    A student is "constant" when the standard deviation of its output over the training set is
-    at most `flat_rtol` times the seed's largest. `cfg` only supplies the seed labels
-    (positions 0..S-1 without it). `check_every`: LBFGS iterations between restarts/checks.
-    `objective`: "half_sse" or "mse" (None: cfg.train.loss where it is one of them, else half_sse).
-    At each seed's end point the Hessian spectrum of the objective (hessian.spectrum): exact up to
-    `hessian_exact_max` parameters, else the `hessian_k` extremes at each end by Lanczos; near
-    zero means |lambda| <= `hessian_tol_rel` * max|lambda|.
-    """
-    _check_args(tol, max_iter, method, angle_tol, fanout_rtol, fanout_tol, flat_rtol)
-    hess.check_args(hessian_exact_max, hessian_k, hessian_tol_rel)
-    if objective is None:
-        objective = cfg.train.loss if cfg is not None and cfg.train.loss in OBJECTIVES else "half_sse"
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"objective: converge minimizes one of {', '.join(OBJECTIVES)}, got {objective!r}")
+def _check_nets(student: Net, teacher: Net) -> None:
+    """ConfigError unless teacher and student are nets converge handles (same shape, no BatchNorm, piecewise linear)."""
     if student.batchnorm != "none" or teacher.batchnorm != "none":
         raise ConfigError("converge supports nets without BatchNorm")
     if len(student.weights) < 2 or len(student.weights) != len(teacher.weights):
@@ -421,13 +402,21 @@ def converge(
         raise ConfigError(f"converge: student activation {student.activation!r} differs from the teacher's {teacher.activation!r}")
     if not activations.get(student.activation).piecewise_linear:
         raise ConfigError(f"converge: supports piecewise-linear activations (the theorem's setting), not {student.activation!r}")
-    n_params = sum(p[0].numel() for p in student.parameters())
+
+
+def _method(options: ConvergeOptions, n_params: int) -> tuple[str, int]:
+    """(method, max_iter) with "auto" and None resolved for a net of n_params parameters per seed."""
+    method = options.method
     if method == "auto":
         method = "newton" if n_params <= NEWTON_MAX_PARAMS else "lbfgs"
-    max_iter = DEFAULT_MAX_ITER[method] if max_iter is None else max_iter
+    max_iter = DEFAULT_MAX_ITER[method] if options.max_iter is None else options.max_iter
     if method == "newton" and n_params > NEWTON_MAX_PARAMS:
         raise ConfigError(f"method=newton: {n_params} parameters per seed is too many for a dense Hessian (at most {NEWTON_MAX_PARAMS}); use lbfgs")
-    start = time.perf_counter()
+    return method, max_iter
+
+
+def _problem_data(cfg: Config | None, student: Net, teacher: Net, x: Tensor, y: Tensor | None) -> tuple[Net, Net, Tensor, Tensor, list[int]]:
+    """(teacher, student, x, y, seed labels) as float64 CPU copies, checked against each other."""
     teacher = teacher.to("cpu", torch.float64)
     student64 = student.to("cpu", torch.float64)
     x = x.detach().to("cpu", torch.float64)
@@ -440,41 +429,87 @@ def converge(
     seeds = list(cfg.seeds) if cfg is not None else list(range(S))
     if len(seeds) != S:
         raise ConfigError(f"converge: cfg has {len(seeds)} seeds but the nets hold {S}")
-    runs = []
-    finals: list[list[Tensor]] = []
-    spectra: list[hess.HessianSpectrum] = []
-    # Hessian columns per vmapped chunk: bounds the exact build's memory to ~CHUNK_ELEMENTS activations
-    chunk = max(1, hess.CHUNK_ELEMENTS // (x.shape[1] * (x.shape[2] + sum(student64.widths) + student64.weights[-1].shape[2])))
-    for s in range(S):
-        one = student64.select([s])
-        p = _Problem(one, x[s], y[s], objective)
-        theta0 = p.flatten(one)
-        g0, l0 = p.grad_max(theta0), float(p.loss(theta0))
-        if method == "lbfgs":
-            theta, its, stop = _lbfgs(p, theta0, tol, max_iter, check_every)
-        else:
-            theta, its, stop = _newton(p, theta0, tol, max_iter)
-        g1 = p.grad_max(theta)
-        runs.append(dict(seed=seeds[s], iterations=its, grad_start=g0, grad_max=g1, loss_start=l0, loss=float(p.loss(theta)),
-                         reached=g1 < tol, stop="tol" if g1 < tol else ("max_iter" if stop == "tol" else stop)))
-        finals.append([t.detach().clone() for t in p.unflatten(theta)])
-        spectra.append(hess.spectrum(p.loss, theta.detach(), hessian_exact_max, hessian_k, hessian_tol_rel, chunk))
-    params = [torch.stack([f[i] for f in finals]) for i in range(len(finals[0]))]
-    out = Net(params[0::2], params[1::2], student64.activation, student64.slope)
-    teachers, students, concl = _tables(teacher, out, x, seeds, angle_tol, fanout_tol, fanout_rtol, flat_rtol)
-    per_seed = []
-    for r, c, h in zip(runs, concl, spectra, strict=True):
-        conclusions = {"conclusion_2": c.pop("conclusion_2"), "conclusion_3": c.pop("conclusion_3")}
-        per_seed.append(SeedConvergence(**r, conclusions=conclusions, **c, hessian=h.summary()))
+    return teacher, student64, x, y, seeds
+
+
+def _solve(p: _Problem, theta0: Tensor, method: str, max_iter: int, options: ConvergeOptions,
+           chunk: int) -> tuple[dict[str, Any], Tensor, hess.HessianSpectrum]:
+    """One seed: its run record (SeedConvergence's optimization fields but the seed), end point and Hessian spectrum."""
+    tol = options.tol
+    g0, l0 = p.grad_max(theta0), float(p.loss(theta0))
+    if method == "lbfgs":
+        theta, its, stop = _lbfgs(p, theta0, tol, max_iter, options.check_every)
+    else:
+        theta, its, stop = _newton(p, theta0, tol, max_iter)
+    g1 = p.grad_max(theta)
+    run = dict(iterations=its, grad_start=g0, grad_max=g1, loss_start=l0, loss=float(p.loss(theta)),
+               reached=g1 < tol, stop="tol" if g1 < tol else ("max_iter" if stop == "tol" else stop))
+    spectrum = hess.spectrum(p.loss, theta.detach(), exact_max=options.hessian_exact_max, k=options.hessian_k,
+                             tol_rel=options.hessian_tol_rel, chunk_size=chunk)
+    return run, theta, spectrum
+
+
+def _notes(depth: int) -> list[str]:
+    """What the conclusions leave out, for converge.json."""
     notes = ["conclusion_2 counts only teacher nodes whose boundary crosses the training set and whose fan-out is non-zero (column checked)",
              "conclusion_3 leaves out dead students (output zero on every training sample) and constant ones (output constant on "
              "the training set, e.g. zero fan-in weight with a positive bias: an extra output bias): their fan-out changes f by "
              "at most a constant"]
-    if len(student64.weights) > 2:
+    if depth > 2:
         notes.append("conclusion_3 is claimed for two-layer nets only; it is null here (lowest-layer fan-outs are still in the students table)")
-    return ConvergeResult(method, float(tol), max_iter, float(angle_tol), float(fanout_rtol), fanout_tol, float(flat_rtol), per_seed,
-                          teachers, students, out, len(student64.weights), time.perf_counter() - start, notes, objective,
-                          spectra, hessian_exact_max, hessian_k, float(hessian_tol_rel))
+    return notes
+
+
+def converge(cfg: Config | None, student: Net, teacher: Net, x: Tensor, *, y: Tensor | None = None,
+             objective: str | None = None, options: ConvergeOptions | None = None) -> ConvergeResult:
+    """Minimize each seed's full-batch loss from `student` until the max per-sample gradient < options.tol.
+
+    x [S, N, d] is the fixed training set; y its teacher labels (recomputed from `teacher` in
+    float64 when None). Works on float64 CPU copies; `student` is not modified. `cfg` only
+    supplies the seed labels (positions 0..S-1 without it). `objective`: "half_sse" or "mse"
+    (None: cfg.train.loss where it is one of them, else half_sse). The settings are `options`'
+    (None: ConvergeOptions()): `max_iter` counts LBFGS iterations or Newton steps per seed (None:
+    DEFAULT_MAX_ITER[method]); with max_iter=0 it only checks the given point. Students are
+    "aligned" and teachers "specialized" at an angle below `angle_tol` degrees; conclusion 3 uses
+    the fan-out threshold `fanout_tol`, or `fanout_rtol` times the seed's largest student fan-out
+    norm. A student is "constant" when the standard deviation of its output over the training set
+    is at most `flat_rtol` times the seed's largest. `check_every`: LBFGS iterations between
+    restarts/checks. At each seed's end point the Hessian spectrum of the objective
+    (hessian.spectrum): exact up to `hessian_exact_max` parameters, else the `hessian_k` extremes
+    at each end by Lanczos; near zero means |lambda| <= `hessian_tol_rel` * max|lambda|.
+    """
+    options = ConvergeOptions() if options is None else options
+    if objective is None:
+        objective = cfg.train.loss if cfg is not None and cfg.train.loss in OBJECTIVES else "half_sse"
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective: converge minimizes one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    _check_nets(student, teacher)
+    method, max_iter = _method(options, sum(p[0].numel() for p in student.parameters()))
+    start = time.perf_counter()
+    teacher, student64, x, y, seeds = _problem_data(cfg, student, teacher, x, y)
+    runs, finals, spectra = [], [], []
+    # Hessian columns per vmapped chunk: bounds the exact build's memory to ~CHUNK_ELEMENTS activations
+    chunk = max(1, hess.CHUNK_ELEMENTS // (x.shape[1] * (x.shape[2] + sum(student64.widths) + student64.weights[-1].shape[2])))
+    for s in range(student64.n_seeds):
+        one = student64.select([s])
+        p = _Problem(one, x[s], y[s], objective)
+        run, theta, spectrum = _solve(p, p.flatten(one), method, max_iter, options, chunk)
+        runs.append({"seed": seeds[s], **run})
+        finals.append([t.detach().clone() for t in p.unflatten(theta)])
+        spectra.append(spectrum)
+    params = [torch.stack([f[i] for f in finals]) for i in range(len(finals[0]))]
+    out = Net(params[0::2], params[1::2], student64.activation, student64.slope)
+    teachers, students, concl = _tables(teacher, out, x, seeds, options)
+    per_seed = []
+    for r, c, h in zip(runs, concl, spectra, strict=True):
+        conclusions = {"conclusion_2": c.pop("conclusion_2"), "conclusion_3": c.pop("conclusion_3")}
+        per_seed.append(SeedConvergence(**r, conclusions=conclusions, **c, hessian=h.summary()))
+    return ConvergeResult(method=method, tol=float(options.tol), max_iter=max_iter, angle_tol=float(options.angle_tol),
+                          fanout_rtol=float(options.fanout_rtol), fanout_tol=options.fanout_tol, flat_rtol=float(options.flat_rtol),
+                          per_seed=per_seed, teachers=teachers, students=students, student=out, depth=len(student64.weights),
+                          wall_time=time.perf_counter() - start, notes=_notes(len(student64.weights)), objective=objective,
+                          spectra=spectra, hessian_exact_max=options.hessian_exact_max, hessian_k=options.hessian_k,
+                          hessian_tol_rel=float(options.hessian_tol_rel))
 
 
 # ---------------------------------------------------------------------------- stored runs
@@ -492,19 +527,14 @@ def _stored_net(arrays: dict[str, np.ndarray], prefix: str, depth: int, cfg: Con
 CONVERGE_FILES = ("converge_teachers.parquet", "converge_students.parquet", "converge_hessian.parquet", "converge.json")
 
 
-def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int | None = None, method: str = "auto", angle_tol: float = 1.0,
-                 fanout_rtol: float = 1e-3, fanout_tol: float | None = None, flat_rtol: float = 1e-6,
-                 hessian_exact_max: int = hess.EXACT_MAX, hessian_k: int = hess.LANCZOS_K,
-                 hessian_tol_rel: float = hess.TOL_REL) -> ConvergeResult:
+def converge_run(run_dir: str | Path, options: ConvergeOptions | None = None) -> ConvergeResult:
     """Converge a stored run's final students; write converge.json and converge_{teachers,students,hessian}.parquet into it.
 
     The teacher and training set are rebuilt from config.yaml with build() (they depend only on
     the config and seeds) and checked against the stored teacher; the final student weights
     come from weights.npz. Each file is written to a temporary name in run_dir and renamed
-    only once all four are written (converge.json last). Arguments as in converge().
+    only once all four are written (converge.json last). `options` as in converge() (None: the defaults).
     """
-    _check_args(tol, max_iter, method, angle_tol, fanout_rtol, fanout_tol, flat_rtol)
-    hess.check_args(hessian_exact_max, hessian_k, hessian_tol_rel)
     run = load_run(run_dir)
     cfg, path = run.config, Path(run.path)
     check_files(path, CONVERGE_FILES)  # before any work: never over files studentspec has no record of writing
@@ -544,8 +574,7 @@ def converge_run(run_dir: str | Path, tol: float = 1e-10, max_iter: int | None =
         notes.append(f"seeds {diverged} diverged during training and are skipped")
         student, teacher, x = student.select(keep), teacher.select(keep), x[keep]
         cfg = cfg.model_copy(update={"seeds": [cfg.seeds[i] for i in keep]})
-    result = converge(cfg, student, teacher, x, None, tol, max_iter, method, angle_tol, fanout_rtol, fanout_tol, flat_rtol,
-                      hessian_exact_max=hessian_exact_max, hessian_k=hessian_k, hessian_tol_rel=hessian_tol_rel)
+    result = converge(cfg, student, teacher, x, options=options)
     result.notes += notes
     teachers, students = result.to_frames()
     spectrum = result.hessian_frame()

@@ -142,7 +142,7 @@ def _lanczos(matvec: Callable[[np.ndarray], np.ndarray], P: int, k: int) -> tupl
     return lam, index, converged
 
 
-def spectrum(loss: Callable[[Tensor], Tensor], theta: Tensor, exact_max: int = EXACT_MAX, k: int = LANCZOS_K,
+def spectrum(loss: Callable[[Tensor], Tensor], theta: Tensor, *, exact_max: int = EXACT_MAX, k: int = LANCZOS_K,
              tol_rel: float = TOL_REL, chunk_size: int | None = None) -> HessianSpectrum:
     """Hessian eigenvalues of loss at theta: all of them (P <= exact_max) or the k extremes at each end by Lanczos.
 
