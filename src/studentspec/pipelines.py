@@ -26,7 +26,8 @@ from .conv import checkpoint as conv_checkpoint
 from .conv import images as conv_images
 from .conv import record as conv_record
 from .conv import train as conv_train
-from .ensemble.hooks import Hooks
+from .ensemble.hooks import Evaluation, Hooks
+from .ensemble.loop import RunResult
 from .ensemble.optimizers import full_batch
 from .ensemble.registry import one_of
 from .mlp import checkpoint as mlp_checkpoint
@@ -84,7 +85,7 @@ class Pipeline:
     name: str
     check: Callable[[Config], None]  # ConfigError (one line) for a config this pipeline cannot run, before any work
     build: Callable[[Config], Any]
-    train: Callable[[Any, Hooks], Any]
+    train: Callable[[Any, Hooks], RunResult]  # the one epoch loop (ensemble/loop.py) with the pipeline's steps
     record: Callable[[Any], RunRecord]
     check_memory: Callable[[Config], None]  # ConfigError if a job of these seeds cannot fit in this machine's memory
     snapshot: Callable[[Any], tuple[int, dict[str, Any], dict[str, Any]]]  # the loop between epochs -> a checkpoint's content
@@ -139,9 +140,11 @@ def build(cfg: Config) -> Any:
     return pipeline(cfg).build(cfg)
 
 
-def train(cfg: Config, progress: bool = True, on_eval: Callable[[Any], None] | None = None, setup: Any = None,
-          out: str | Path | None = None, resume: bool = False) -> Any:
+def train(cfg: Config, progress: bool = True, *, on_eval: Callable[[Evaluation], None] | None = None, setup: Any = None,
+          out: str | Path | None = None, resume: bool = False) -> RunResult:
     """Build (unless `setup` is given) and train every seed of `cfg` in one batched pass; the pipeline's Result.
+
+    `on_eval` is called with every evaluation as it is made (ensemble.hooks.Evaluation, the same for every pipeline).
 
     With `out` (the run dir it will be written to) and train.checkpoint_every, a checkpoint is kept beside `out`
     (store/checkpoint.py); with `resume`, training continues from that checkpoint when there is one.

@@ -9,28 +9,24 @@ training, every eval.every epochs, at the end) is on the first data.n_eval test 
 
 from __future__ import annotations
 
-import platform
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from functools import partial
 
-import numpy as np
-import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ..ensemble import seeding
-from ..ensemble.hooks import Hooks
+from ..ensemble import loop as eloop
+from ..ensemble.hooks import Evaluation, Hooks
 from ..config import Config, ConfigError, check_device, lr_at, steps_per_epoch
 from .nets import ConvNet, fanout_norms, init_conv_net
 from .metrics import ConvEval, evaluate_conv
 from .teacher import DTYPES, TeacherCheckpoint, file_digest, load_checkpoint
 from .images import ImageSet, augment, epoch_order, load_images, normalize
 from ..ensemble.losses import per_seed_loss
-from ..ensemble.corr import COUNT_THRESHOLDS, rho_mean
-from ..ensemble.optim import Optimizer, frozen, seed_mask
+from ..ensemble.corr import rho_mean
+from ..ensemble.optim import Optimizer
 from ..ensemble.optimizers import full_batch
 
 
@@ -61,16 +57,11 @@ class ConvPoint:
 
 
 @dataclass
-class ConvResult:
-    """A finished conv ensemble."""
+class ConvResult(eloop.RunResult):
+    """A finished conv ensemble (ensemble.loop.RunResult)."""
 
     setup: ConvSetup
     evals: list[ConvPoint] = field(default_factory=list)
-    diverged: dict[int, int] = field(default_factory=dict)
-    steps: int = 0
-    wall_time: float = 0.0
-    restored: dict[str, Any] = field(default_factory=dict)  # a resumed run's earlier evaluations: table name -> DataFrame
-    resumed_from: int | None = None  # the epoch a resumed run's checkpoint was written after
 
 
 def check_architecture(cfg: Config, ckpt: TeacherCheckpoint, path: str) -> None:
@@ -132,87 +123,81 @@ def _batches(s: ConvSetup, orders: list[torch.Tensor], augs: list[torch.Generato
 
 
 @dataclass
-class ConvLoop:
-    """The conv training loop between epochs: what a checkpoint saves (conv/checkpoint.py) and a resume restores."""
+class ConvLoop(eloop.Loop):
+    """The conv training loop between epochs (ensemble.loop.Loop): what a checkpoint saves (conv/checkpoint.py) and a
+    resume restores, with what the conv steps carry across epochs."""
 
     setup: ConvSetup
     result: ConvResult
-    opt: Optimizer
-    alive: torch.Tensor  # [S] bool
-    samplers: list[torch.Generator]  # batch order per seed
-    augs: list[torch.Generator]  # crop and flip per seed
-    loss_sum: torch.Tensor  # [S] training loss summed since the previous evaluation
-    start: float  # perf_counter origin of the wall time (a resume moves it back by the time already spent)
-    loss_n: int = 0
-    epoch: int = 0  # epochs completed
-    step: int = 0
+    samplers: list[torch.Generator] = field(kw_only=True)  # batch order per seed
+    augs: list[torch.Generator] = field(kw_only=True)  # crop and flip per seed
+    loss_sum: torch.Tensor = field(kw_only=True)  # [S] training loss summed since the previous evaluation
+    loss_n: int = field(default=0, kw_only=True)
 
 
 def train(s: ConvSetup, hooks: Hooks = Hooks()) -> ConvResult:
     """Train every seed's conv student on the teacher's outputs (MSE by default), evaluating as configured."""
-    cfg = s.cfg
-    result = ConvResult(s)
-    tc = cfg.train
+    cfg, tc = s.cfg, s.cfg.train
     if full_batch(tc.optimizer):
-        raise ConfigError(f"train.optimizer: {tc.optimizer} (full batch) is not supported for image data; use sgd or adam")
-    params = s.student.parameters()
-    opt = Optimizer(params, tc.optimizer, tc.momentum, tc.weight_decay, (tc.betas[0], tc.betas[1]))
-    n = s.data.train_x.shape[0]
-    batch = min(tc.batch_size, n)
-    spe = steps_per_epoch(tc, n)
+        raise ConfigError(f"train.optimizer: {tc.optimizer} (full batch) is not supported for image data; "
+                          "use sgd or adam")
+    opt = Optimizer(s.student.parameters(), tc.optimizer, tc.momentum, tc.weight_decay, (tc.betas[0], tc.betas[1]))
     S = len(cfg.seeds)
-    loop = ConvLoop(s, result, opt, torch.ones(S, dtype=torch.bool, device=s.device), seeding.generators(cfg.seeds, "sampler"),
-                    seeding.generators(cfg.seeds, "data"), torch.zeros(S, dtype=torch.float64, device=s.device),
-                    time.perf_counter() - s.build_seconds)
-    if hooks.resume is not None:
-        hooks.resume(loop)
-    alive, samplers, augs, loss_sum = loop.alive, loop.samplers, loop.augs, loop.loss_sum
-    bar = tqdm(total=tc.epochs * spe, initial=loop.step, disable=not hooks.progress, unit="step", dynamic_ncols=True)
+    alive = torch.ones(S, dtype=torch.bool, device=s.device)
+    loop = ConvLoop(s, ConvResult(s), opt, alive, time.perf_counter() - s.build_seconds,
+                    samplers=seeding.generators(cfg.seeds, "sampler"), augs=seeding.generators(cfg.seeds, "data"),
+                    loss_sum=torch.zeros(S, dtype=torch.float64, device=s.device))
+    eloop.resume(loop, hooks)
+    schedule = eloop.Schedule(epochs=tc.epochs, steps_per_epoch=steps_per_epoch(tc, s.data.train_x.shape[0]),
+                              eval_every=cfg.eval.every, lr=partial(_lr, cfg), checkpoint_every=tc.checkpoint_every,
+                              bar_every=1)  # a conv step is slow: the bar moves at every one
+    eloop.run(loop, ConvSteps(loop), schedule=schedule, evaluate=partial(_evaluation, loop), seeds=cfg.seeds,
+              hooks=hooks)
+    return loop.result
 
-    def record(step: int, epoch: int) -> None:
-        ev = evaluate_conv(s.teacher, s.student, s.data.test_x, s.data.test_y, s.ckpt.mean, s.ckpt.std, tc.loss, cfg.eval.batch_size)
-        point = ConvPoint(step, epoch, ev, fanout_norms(s.student), loss_sum / loop.loss_n if loop.loss_n else None)
-        loss_sum.zero_()
-        loop.loss_n = 0
-        result.evals.append(point)
-        if hooks.on_eval is not None:
-            hooks.on_eval(point)
-        rho = [f"{float(rho_mean(ls)[alive].mean()):.3f}" for ls in ev.layers]
-        bar.set_postfix(acc=f"{float(ev.accuracy[alive].mean()):.3f}", rho="/".join(rho), refresh=False)
 
-    if loop.epoch == 0:  # a resumed run's checkpoint holds its earlier evaluations
-        record(0, 0)
-    step = loop.step
-    for epoch in range(loop.epoch, tc.epochs):
-        lr = _lr(cfg, epoch)
-        orders = [epoch_order(g, n, spe, batch) for g in samplers]
+class ConvSteps:
+    """The conv step (ensemble.loop.Strategy): autograd through every seed's student on its own augmented batch,
+    labelled by the teacher, then the optimizer; the loss summed per seed for the next evaluation's train_loss."""
+
+    name = "autograd"
+
+    def __init__(self, loop: ConvLoop) -> None:
+        self.loop = loop
+
+    def epoch(self, epoch: int, lr: float, div: eloop.Divergence) -> Iterator[torch.Tensor]:
+        """Each step of epoch `epoch` at learning rate `lr`, yielding its per-seed loss [S]."""
+        loop = self.loop
+        s, opt, kind = loop.setup, loop.opt, loop.setup.cfg.train.loss
+        n = s.data.train_x.shape[0]
+        batch, spe = min(s.cfg.train.batch_size, n), steps_per_epoch(s.cfg.train, n)
+        orders = [epoch_order(g, n, spe, batch) for g in loop.samplers]
         for i in range(spe):
-            x = _batches(s, orders, augs, i)
+            x = _batches(s, orders, loop.augs, i)
             with torch.no_grad():
                 y, _ = s.teacher.forward_shared(x)
             out, _ = s.student.forward(x, training=True)
-            loss = per_seed_loss(out, y, tc.loss)
-            grads = torch.autograd.grad(loss.sum(), params)
-            finite = torch.isfinite(loss.detach())
-            for j in torch.nonzero(alive & ~finite).flatten().tolist():
-                result.diverged[cfg.seeds[j]] = step
-                tqdm.write(f"seed {cfg.seeds[j]}: loss is not finite at step {step}; this seed is frozen, the others go on")
-            alive &= finite
-            if bool(alive.all()):
-                opt.step(grads, lr)
-            else:  # a dead seed keeps its parameters and optimizer state: zero its gradient, undo the rest
-                with frozen(alive, opt):
-                    opt.step([torch.where(seed_mask(alive, g), g, 0.0) for g in grads], lr)
-            loss_sum += torch.where(alive, loss.detach().double(), 0.0)
+            loss = per_seed_loss(out, y, kind)
+            grads = torch.autograd.grad(loss.sum(), opt.params)
+            loss = loss.detach()
+            ok = div.check(loss)
+            with div.guard(ok, opt):  # a dead seed keeps its parameters and optimizer state
+                opt.step(grads if ok else [div.masked(g) for g in grads], lr)
+            loop.loss_sum += torch.where(div.alive, loss.double(), 0.0)
             loop.loss_n += 1
-            step += 1
-            bar.update(1)
-        if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == tc.epochs:
-            record(step, epoch + 1)
-        loop.epoch, loop.step = epoch + 1, step
-        if hooks.checkpoint is not None and tc.checkpoint_every and (epoch + 1) % tc.checkpoint_every == 0 and epoch + 1 < tc.epochs:
-            hooks.checkpoint(loop)
-    bar.close()
-    result.steps = step
-    result.wall_time = time.perf_counter() - loop.start
-    return result
+            yield loss
+
+
+def _evaluation(loop: ConvLoop, step: int, epoch: int) -> Evaluation:
+    """The evaluation on the test images at `step`, with the mean training loss since the previous one; kept in the
+    result, and the on_eval hook's payload."""
+    s, cfg = loop.setup, loop.setup.cfg
+    ev = evaluate_conv(s.teacher, s.student, s.data.test_x, s.data.test_y, s.ckpt.mean, s.ckpt.std, cfg.train.loss,
+                       cfg.eval.batch_size)
+    point = ConvPoint(step, epoch, ev, fanout_norms(s.student), loop.loss_sum / loop.loss_n if loop.loss_n else None)
+    loop.loss_sum.zero_()
+    loop.loss_n = 0
+    loop.result.evals.append(point)
+    rho = [f"{float(rho_mean(ls)[loop.alive].mean()):.3f}" for ls in ev.layers]
+    summary = {"acc": f"{float(ev.accuracy[loop.alive].mean()):.3f}", "rho": "/".join(rho)}
+    return Evaluation(step, epoch, [point], summary)

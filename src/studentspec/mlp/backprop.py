@@ -17,12 +17,13 @@ from .nets import Net
 
 
 def supports(net: Net) -> bool:
-    """Whether the hand-derived backward applies (no BatchNorm)."""
+    """Whether the hand-derived backward applies (no BatchNorm): one of the rules mlp.train.choose_steps applies."""
     return net.batchnorm == "none"
 
 
-def backward(net: Net, hs: list[Tensor], zs: list[Tensor], g: Tensor, sgd_lr: float | None = None) -> list[Tensor]:
-    """Gradients [dW_1, db_1, ..., dW_L, db_L] from the output signal g, given Net.trace()'s inputs (hs) and pre-activations (zs).
+def backward(net: Net, hs: list[Tensor], zs: list[Tensor], g: Tensor, *, sgd_lr: float | None = None) -> list[Tensor]:
+    """Gradients [dW_1, db_1, ..., dW_L, db_L] from the output signal g, given Net.trace()'s inputs (hs) and
+    pre-activations (zs).
 
     With `sgd_lr`, each layer is instead updated in place (W -= lr dW, fused into the GEMM) as
     soon as its signal has been passed down, and nothing is returned.

@@ -1,30 +1,33 @@
-"""The ensemble trainer: every seed of a config in one batched computation."""
+"""The ensemble trainer: every seed of a config in one batched computation.
+
+build() makes the teacher, the data and the students; train() runs the one epoch loop of every pipeline
+(ensemble/loop.py) with the step strategy choose_steps() picks once (mlp/steps.py: compiled, hand backward or
+autograd), evaluating with _evaluate_all().
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from . import backprop, kernel as ckernel
 from ..ensemble import seeding
 from ..config import Config, ConfigError, check_device, lr_at  # lr_at: one definition for the MLP and conv trainers
-from ..ensemble.batched import bmm
-from ..ensemble.hooks import Hooks
+from ..ensemble import loop as eloop
+from ..ensemble.hooks import Evaluation, Hooks
 from .data import BatchStream, label, make_inputs, train_size
-from ..ensemble.losses import output_grad, per_seed_loss
 from .memory import CACHE_BYTES, check_fits
 from .evaluate import SplitEval, evaluate, fanout_norms, teacher_hidden
 from .metrics import Context, EvalMetric
 from .nets import Net, make_batchnorms
-from ..ensemble.optim import Optimizer, frozen, seed_mask
+from ..ensemble.optim import Optimizer
+from .steps import AutogradSteps, BackwardSteps, CompiledSteps, Constraints, MLPSteps, unit_columns
 from .teacher import build_teacher, fit_teacher
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -55,7 +58,8 @@ class Setup:
     metrics: tuple[EvalMetric, ...] = ()
 
 
-def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, device: torch.device, teacher: Net | None = None) -> Net:
+def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, device: torch.device, *,
+                 teacher: Net | None = None) -> Net:
     """Student weights N(0, init_std^2) with zero biases, or PyTorch's Linear default, times init_scale;
     or the teacher plus noise (student.perturb); then the init knobs of docs/model.md 4.5 (_init_knobs)."""
     sc = cfg.student
@@ -120,57 +124,6 @@ def _init_knobs(cfg: Config, weights: list[Tensor], biases: list[Tensor], teache
             weights[l] = unit_columns(weights[l])
 
 
-def unit_columns(w: Tensor) -> Tensor:
-    """w [S, n_in, n_out] with every column w[s, :, k] divided by its L2 norm (student.normalize).
-
-    The squared norms come from a per-seed matmul with a row of ones (ensemble.batched.bmm): the same bits for a seed
-    whatever the ensemble size, unlike a sum that torch may split across threads by the tensor's shape. Each column
-    is first divided by its largest |entry| (a max is exact in any order), so huge weights of a diverging seed cannot
-    overflow the squares to inf and come out as silent zeros; an all-zero column gives NaN, which the divergence check sees.
-    """
-    ones = torch.ones(w.shape[0], 1, w.shape[1], dtype=w.dtype, device=w.device)
-    scaled = w / w.abs().amax(dim=1, keepdim=True)
-    return scaled / bmm(ones, scaled * scaled).sqrt()
-
-
-@dataclass
-class Constraints:
-    """What the original code's knobs impose after every step (docs/model.md 4.5), on every path (compiled or torch).
-
-    Frozen layers (train.freeze) go back to their initial values, bit for bit: SGD computes every layer's update from
-    the weights before the step, so this equals never updating them. Hidden weight columns go back to unit norm
-    (student.normalize), biases to 0 (teacher.no_bias). A seed frozen for divergence is left as it is.
-    """
-
-    frozen: list[tuple[int, Tensor, Tensor]]  # (0-based layer, its W, its b as they were before the first step)
-    normalize: list[int]  # 0-based hidden layers whose columns are rescaled (frozen ones are restored instead)
-    no_bias: bool
-
-    @classmethod
-    def of(cls, cfg: Config, net: Net) -> "Constraints":
-        """The constraints of cfg's knobs on the student `net`, its present values taken as the frozen ones."""
-        idx = sorted(l - 1 for l in cfg.train.freeze)
-        frozen = [(l, net.weights[l].detach().clone(), net.biases[l].detach().clone()) for l in idx]
-        hidden = [l for l in range(len(net.weights) - 1) if l not in idx] if cfg.student.normalize else []
-        return cls(frozen, hidden, cfg.teacher.no_bias)
-
-    def __bool__(self) -> bool:
-        return bool(self.frozen or self.normalize or self.no_bias)
-
-    @torch.no_grad()
-    def apply(self, net: Net, alive: Tensor) -> None:
-        """Impose the constraints on `net` in place after a step; seeds not `alive` keep their parameters."""
-        for l in self.normalize:
-            w = net.weights[l]
-            w.copy_(torch.where(seed_mask(alive, w), unit_columns(w), w))
-        if self.no_bias:  # a dead seed's biases are 0 already: it kept the values of its last (constrained) step
-            for b in net.biases:
-                b.zero_()
-        for l, w0, b0 in self.frozen:
-            net.weights[l].copy_(w0)
-            net.biases[l].copy_(b0)
-
-
 def build(cfg: Config) -> Setup:
     """Construct teacher, evaluation set, training stream and student for every seed."""
     start = time.perf_counter()
@@ -188,7 +141,7 @@ def build(cfg: Config) -> Setup:
     n_train = train_size(cfg)
     x_train = make_inputs(cfg, teacher, data_gens, n_train, training=True)
     stream = BatchStream(cfg, teacher_run, data_gens, seeding.generators(cfg.seeds, "sampler"), x_train, dtype, device)
-    student = init_student(cfg, seeding.generators(cfg.seeds, "student"), dtype, device, teacher)
+    student = init_student(cfg, seeding.generators(cfg.seeds, "student"), dtype, device, teacher=teacher)
     return Setup(cfg, teacher, teacher_run, student, stream, x_eval, label(teacher_run, x_eval), dtype, device,
                  build_seconds=time.perf_counter() - start)
 
@@ -206,31 +159,22 @@ class EvalPoint:
 
 
 @dataclass
-class TrainResult:
-    """A finished ensemble: its setup (with trained student), every evaluation, divergences."""
+class TrainResult(eloop.RunResult):
+    """A finished ensemble: its setup (with trained student), every evaluation, divergences (ensemble.loop.RunResult)."""
 
     setup: Setup
     evals: list[EvalPoint] = field(default_factory=list)
-    diverged: dict[int, int] = field(default_factory=dict)  # seed -> step its loss went non-finite
-    steps: int = 0
-    wall_time: float = 0.0
     kernel: str = "torch"  # which training step ran: "c" (ckernel) or "torch"
     eval_time: float = 0.0  # seconds of wall_time spent evaluating
-    restored: dict[str, Any] = field(default_factory=dict)  # a resumed run's earlier evaluations: table name -> DataFrame
-    resumed_from: int | None = None  # the epoch a resumed run's checkpoint was written after
 
 
 @dataclass
-class Loop:
-    """The training loop between epochs: what a checkpoint saves (mlp/checkpoint.py) and a resume restores."""
+class Loop(eloop.Loop):
+    """The training loop between epochs (ensemble.loop.Loop): what a checkpoint saves (mlp/checkpoint.py) and a resume
+    restores. Everything else the MLP loop carries across epochs lives in the setup's student and batch stream."""
 
     setup: Setup
     result: TrainResult
-    opt: Optimizer
-    alive: Tensor  # [S] bool, False once a seed diverged
-    start: float  # perf_counter origin of the run's wall time (a resume moves it back by the time already spent)
-    epoch: int = 0  # epochs completed
-    step: int = 0
 
 
 def _evaluate_all(s: Setup, step: int, kernel: str) -> list[EvalPoint]:
@@ -263,95 +207,47 @@ def _evaluate_all(s: Setup, step: int, kernel: str) -> list[EvalPoint]:
     return points
 
 
+
+
 def train(s: Setup, hooks: Hooks = Hooks()) -> TrainResult:
-    """Train every seed of a built ensemble in one batched pass, evaluating before training and every eval.every epochs."""
-    cfg = s.cfg
-    result = TrainResult(s)
-    params = s.student.parameters()
-    tc = cfg.train
-    opt = Optimizer(params, tc.optimizer, tc.momentum, tc.weight_decay, (tc.betas[0], tc.betas[1]))
-    alive = torch.ones(len(cfg.seeds), dtype=torch.bool, device=s.device)
-    loop = Loop(s, result, opt, alive, time.perf_counter() - s.build_seconds)
-    if hooks.resume is not None:
-        hooks.resume(loop)
-    steps_per_epoch = s.stream.steps_per_epoch()
-    bar = tqdm(total=tc.epochs * steps_per_epoch, initial=loop.step, disable=not hooks.progress, unit="step", dynamic_ncols=True)
-    postfix: dict[str, str] = {}
-
-    def record(step: int) -> None:
-        t0 = time.perf_counter()
-        points = _evaluate_all(s, step, result.kernel)
-        result.eval_time += time.perf_counter() - t0
-        result.evals += points
-        if hooks.on_eval is not None:
-            hooks.on_eval(points)
-        ev = points[-1].result
-        spec = sum(int((ls.teacher_best > cfg.eval.threshold).sum()) for ls in ev.layers)
-        total = sum(ls.teacher_best.numel() for ls in ev.layers)
-        postfix.update(eval_mse=f"{ev.mse[alive].mean().item():.3g}", specialized=f"{spec}/{total}")
-        bar.set_postfix(postfix, refresh=False)
-
-    manual = backprop.supports(s.student)
-    fused = manual and tc.optimizer in ("sgd", "gd") and not tc.momentum and not tc.weight_decay
-    compiled = _compiled_step(cfg, s.student)
-    constraints = Constraints.of(cfg, s.student)
-    block = 1 if constraints else step_block(cfg, s.student)  # constraints act between two steps
-    result.kernel = "c" if compiled is not None else "torch"
-    if loop.epoch == 0:  # a resumed run's checkpoint holds its earlier evaluations
-        record(0)
-    step = loop.step
-    for epoch in range(loop.epoch, tc.epochs):
-        lr = lr_at(tc.lr, epoch, tc.lr_reduction)
-        for item in s.stream.epoch(epoch) if compiled is None else _compiled_epoch(s, compiled, epoch, lr, alive, block):
-            if compiled is not None:  # the step ran; it skipped dead seeds and left a seed with a non-finite loss as it was
-                loss = item
-                _check(result, cfg.seeds, alive, loss, step)
-            elif manual:
-                x, y = item
-                with torch.no_grad():
-                    trace = s.student.trace(x)
-                    loss, g = output_grad(trace.out, y, tc.loss)
-                    ok = _check(result, cfg.seeds, alive, loss, step)
-                    with nullcontext() if ok else frozen(alive, opt):
-                        g = g if ok else torch.where(seed_mask(alive, g), g, 0.0)
-                        grads = backprop.backward(s.student, trace.inputs, trace.pre, g, sgd_lr=lr if fused else None)
-                        if grads:
-                            opt.step(grads, lr)
-            else:
-                x, y = item
-                out, _ = s.student.forward(x, training=True)
-                loss = per_seed_loss(out, y, tc.loss)
-                grads = list(torch.autograd.grad(loss.sum(), params))
-                ok = _check(result, cfg.seeds, alive, loss.detach(), step)
-                with nullcontext() if ok else frozen(alive, opt):
-                    opt.step(grads if ok else [torch.where(seed_mask(alive, gr), gr, 0.0) for gr in grads], lr)
-            if constraints:
-                constraints.apply(s.student, alive)
-            step += 1
-            if step % 100 == 0 and hooks.progress:
-                bar.update(100)
-                bar.set_postfix(postfix | {"loss": f"{loss[alive].mean().item():.3g}"}, refresh=False)
-        if (epoch + 1) % cfg.eval.every == 0 or epoch + 1 == tc.epochs:
-            record(step)
-        loop.epoch, loop.step = epoch + 1, step
-        if hooks.checkpoint is not None and tc.checkpoint_every and (epoch + 1) % tc.checkpoint_every == 0 and epoch + 1 < tc.epochs:
-            hooks.checkpoint(loop)
-    bar.update(step - bar.n)
-    bar.close()
-    result.steps = step
-    result.wall_time = time.perf_counter() - loop.start
-    return result
+    """Train every seed of a built ensemble in one batched pass, evaluating before training, every eval.every epochs
+    and at the end."""
+    cfg, tc = s.cfg, s.cfg.train
+    opt = Optimizer(s.student.parameters(), tc.optimizer, tc.momentum, tc.weight_decay, (tc.betas[0], tc.betas[1]))
+    alive = torch.ones(len(cfg.seeds), dtype=torch.bool, device=s.device)  # False once a seed diverged
+    loop = Loop(s, TrainResult(s), opt, alive, time.perf_counter() - s.build_seconds)
+    eloop.resume(loop, hooks)  # a checkpoint's state put back, when resuming
+    steps = choose_steps(s, opt)  # compiled, hand backward or autograd: once, for the whole run
+    loop.result.kernel = steps.kernel  # evaluations take the training step's path
+    schedule = eloop.Schedule(epochs=tc.epochs, steps_per_epoch=s.stream.steps_per_epoch(), eval_every=cfg.eval.every,
+                              lr=partial(lr_at, tc.lr, reduction=tc.lr_reduction), checkpoint_every=tc.checkpoint_every)
+    eloop.run(loop, steps, schedule=schedule, evaluate=partial(_evaluation, loop), seeds=cfg.seeds, hooks=hooks)
+    return loop.result
 
 
-def _compiled_step(cfg: Config, net: Net) -> ckernel.CompiledMLP | None:
-    """The compiled SGD step where train.kernel allows it and it applies; ConfigError if `c` was asked for and cannot run."""
-    tc = cfg.train
-    if tc.kernel == "torch":
-        return None
-    why = ckernel.unsupported(net, tc.loss, tc.optimizer, momentum=tc.momentum, weight_decay=tc.weight_decay)
-    if why and tc.kernel == "c":
-        raise ConfigError(f"train.kernel: c cannot run here: {why}")
-    return None if why else ckernel.CompiledMLP(net, tc.loss)
+def choose_steps(s: Setup, opt: Optimizer) -> MLPSteps:
+    """The run's step strategy (mlp/steps.py), chosen once before the loop; every rule of which step may run is here.
+
+    - compiled: unless train.kernel is torch, where the kernel builds here and applies (ckernel.unsupported: no
+      BatchNorm, a compiled activation and loss, float64/float32 on the CPU, plain SGD without momentum or weight
+      decay); train.kernel=c where it cannot run is a ConfigError naming why. Blocks of step_block() steps per call,
+      one step per call when constraints act between two steps;
+    - hand backward: a student without BatchNorm (backprop.supports); plain SGD fused into the backward pass;
+    - autograd: every other student.
+    """
+    cfg, tc, net = s.cfg, s.cfg.train, s.student
+    constraints = Constraints.of(cfg, net)
+    if tc.kernel != "torch":
+        why = ckernel.unsupported(net, tc.loss, tc.optimizer, momentum=tc.momentum, weight_decay=tc.weight_decay)
+        if why and tc.kernel == "c":
+            raise ConfigError(f"train.kernel: c cannot run here: {why}")
+        if not why:
+            block = 1 if constraints else step_block(cfg, net)  # constraints act between two steps
+            return CompiledSteps(net, s.stream, constraints, compiled=ckernel.CompiledMLP(net, tc.loss), block=block)
+    if backprop.supports(net):
+        fused = tc.optimizer in ("sgd", "gd") and not tc.momentum and not tc.weight_decay  # gd: SGD on the whole set
+        return BackwardSteps(net, s.stream, constraints, opt=opt, loss=tc.loss, fused=fused)
+    return AutogradSteps(net, s.stream, constraints, opt=opt, loss=tc.loss)
 
 
 def step_block(cfg: Config, net: Net) -> int:
@@ -361,27 +257,15 @@ def step_block(cfg: Config, net: Net) -> int:
     return max(1, min(STEP_BLOCK, int(BLOCK_FLOPS // max(flops, 1))))
 
 
-def _compiled_epoch(s: Setup, compiled: ckernel.CompiledMLP, epoch: int, lr: float, alive: Tensor, block: int) -> Iterator[Tensor]:
-    """One epoch of compiled steps, yielding each step's per-seed loss; batches of a fixed set are gathered in the kernel,
-    `block` steps per call (the train loop marks diverged seeds dead between calls; inside one, the kernel stops them)."""
-    idx_epoch = s.stream.indices(epoch)
-    if idx_epoch is None:
-        for x, y in s.stream.epoch(epoch):
-            yield compiled(x, y, lr, alive)
-        return
-    x, y = s.stream.x_train.contiguous(), s.stream.y_train.contiguous()
-    compiled.check_indices(idx_epoch, x.shape[1])
-    for t0 in range(0, len(idx_epoch), block):
-        yield from compiled.indexed_steps(x, y, idx_epoch[t0 : t0 + block], lr, alive)
-
-
-def _check(result: TrainResult, seeds: list[int], alive: Tensor, loss: Tensor, step: int) -> bool:
-    """True while every seed is healthy; a seed whose loss is non-finite is marked dead (once)."""
-    finite = torch.isfinite(loss)
-    if bool(finite.all()) and not result.diverged:
-        return True
-    for i in torch.nonzero(alive & ~finite).flatten().tolist():
-        result.diverged[seeds[i]] = step
-        tqdm.write(f"seed {seeds[i]}: loss is not finite at step {step}; this seed is frozen, the others go on")
-    alive &= finite
-    return False
+def _evaluation(loop: Loop, step: int, epoch: int) -> Evaluation:
+    """Every split's evaluation at `step` (_evaluate_all), kept in the result and timed; the on_eval hook's payload."""
+    s, result = loop.setup, loop.result
+    t0 = time.perf_counter()
+    points = _evaluate_all(s, step, result.kernel)
+    result.eval_time += time.perf_counter() - t0
+    result.evals += points
+    ev = points[-1].result
+    spec = sum(int((ls.teacher_best > s.cfg.eval.threshold).sum()) for ls in ev.layers)
+    total = sum(ls.teacher_best.numel() for ls in ev.layers)
+    summary = {"eval_mse": f"{ev.mse[loop.alive].mean().item():.3g}", "specialized": f"{spec}/{total}"}
+    return Evaluation(step, epoch, points, summary)
