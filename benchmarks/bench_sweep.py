@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from studentspec.sweep.grid import run_sweep
+from studentspec.sweep.grid import SweepOptions, run_sweep
 
 TINY = ["input_dim=5", "output_dim=3", "teacher.widths=[2]", "data.n_train=40", "data.n_eval=20", "train.epochs=0", "eval.grad_norm=false"]
 GRID = ["teacher.widths=[5],[10],[20]", "student.multi=1,2,5,10", "teacher.decay=0,0.5,1,1.5,2,2.5",
@@ -68,7 +68,8 @@ def overhead(n_jobs: int, workers: int, executors: list[str]) -> None:
             startup = time.perf_counter() - t0
             ray.shutdown()  # run_sweep starts its own instance; this only times start-up
             t0 = time.perf_counter()
-        res = run_sweep(None, [f"seeds={seeds}", *TINY], root, ensemble_size=1, workers=workers, progress=False, executor=name, **extra)
+        options = SweepOptions(ensemble_size=1, workers=workers, progress=False, executor=name, **extra)
+        res = run_sweep(None, [f"seeds={seeds}", *TINY], root, options)
         wall = time.perf_counter() - t0
         assert len(res["done"]) == n_jobs and not res["failed"], res["failed"]
         inside = _job_seconds(root)
@@ -80,10 +81,10 @@ def overhead(n_jobs: int, workers: int, executors: list[str]) -> None:
 
 
 def grid(workers: int, pack: int | None = None) -> None:
-    """The 72-configuration two-layer grid at reduced scale, end to end (`pack` as run_sweep's: None = auto)."""
+    """The 72-configuration two-layer grid at reduced scale, end to end (`pack` as SweepOptions': None = auto)."""
     root = Path(tempfile.mkdtemp(prefix="bench-grid-"))
     t0 = time.perf_counter()
-    res = run_sweep("configs/two_layer_quick.yaml", GRID, root, workers=workers, progress=False, pack=pack)
+    res = run_sweep("configs/two_layer_quick.yaml", GRID, root, SweepOptions(workers=workers, progress=False, pack=pack))
     wall = time.perf_counter() - t0
     assert len(res["done"]) == 72 and not res["failed"], res["failed"]
     seed_steps = 72 * 4 * 10 * 1000

@@ -16,7 +16,7 @@ import pytest
 from studentspec import load_config
 from studentspec.cli import main
 from studentspec.sweep.cost import estimate, job_cost
-from studentspec.sweep.grid import load_sweep, run_sweep
+from studentspec.sweep.grid import SweepOptions, load_sweep, run_sweep
 
 ITEMS = ["student.multi=1,2", "seeds=[1,2,3]", "input_dim=5", "output_dim=3", "data.n_train=80", "data.n_eval=40",
          "train.epochs=2", "train.steps_per_epoch=20"]
@@ -36,7 +36,7 @@ def _assert_same_sweep(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "sw"
-    res = run_sweep(None, ITEMS, out, ensemble_size=2, workers=2, progress=False)
+    res = run_sweep(None, ITEMS, out, SweepOptions(ensemble_size=2, workers=2, progress=False))
     assert len(res["done"]) == 4 and not res["failed"]
     return out
 
@@ -111,7 +111,7 @@ def test_ray_cluster_sweep_equals_local(local_sweep, tmp_path, monkeypatch):
         else:
             pytest.fail("ray head did not start; its last output:\n" + log.read_text()[-2000:])
         out = tmp_path / "ray"
-        res = run_sweep(None, ITEMS, out, ensemble_size=2, progress=False, executor="ray", address=f"127.0.0.1:{port}")
+        res = run_sweep(None, ITEMS, out, SweepOptions(ensemble_size=2, progress=False, executor="ray", address=f"127.0.0.1:{port}"))
         assert len(res["done"]) == 4 and not res["failed"]
         _assert_same_sweep(local_sweep, out)
     finally:  # stop only what this test started: the head's process group, then anything using its temp dir
@@ -129,7 +129,7 @@ def test_ray_cluster_sweep_equals_local(local_sweep, tmp_path, monkeypatch):
 def test_submitit_local_sweep_equals_local(local_sweep, tmp_path):
     pytest.importorskip("submitit", reason="submitit is an optional extra (pip install 'studentspec[slurm]')")
     out = tmp_path / "slurm"
-    res = run_sweep(None, ITEMS, out, ensemble_size=2, progress=False, executor="slurm", slurm={"cluster": "local"})
+    res = run_sweep(None, ITEMS, out, SweepOptions(ensemble_size=2, progress=False, executor="slurm", slurm={"cluster": "local"}))
     assert len(res["done"]) == 4 and not res["failed"]
     _assert_same_sweep(local_sweep, out)
 

@@ -21,7 +21,7 @@ from studentspec.pipelines import pack_key
 from studentspec.store.owner import MARKER, read_mark
 from studentspec.store.record import split_record
 from studentspec.sweep import grid as sweep_grid
-from studentspec.sweep.grid import expand, pack_jobs, parse_grid, run_sweep
+from studentspec.sweep.grid import SweepOptions, expand, pack_jobs, parse_grid, run_sweep
 
 from conftest import KERNEL_MISSING
 
@@ -55,8 +55,8 @@ def sweeps(request, tmp_path_factory):
     """(case, items, packed sweep dir, its result, unpacked sweep dir)."""
     root = tmp_path_factory.mktemp(request.param)
     items = CASES[request.param]
-    packed = run_sweep(None, items, root / "packed", workers=1, progress=False, pack=None)  # auto
-    plain = run_sweep(None, items, root / "plain", workers=1, progress=False)  # the default: no packing
+    packed = run_sweep(None, items, root / "packed", SweepOptions(workers=1, progress=False, pack=None))  # auto
+    plain = run_sweep(None, items, root / "plain", SweepOptions(workers=1, progress=False))  # the default: no packing
     assert not packed["failed"] and not plain["failed"]
     return request.param, items, root / "packed", packed, root / "plain"
 
@@ -93,7 +93,7 @@ def test_resume_redoes_the_unfinished_members_of_a_pack(sweeps, tmp_path):
     for job in jobs[1:3]:  # members 2 and 3 of the pack never got written
         shutil.rmtree(out / "jobs" / job.id)
     (out / ".sweep.lock.holder").unlink(missing_ok=True)
-    again = run_sweep(None, items, out, workers=1, progress=False, pack=None)
+    again = run_sweep(None, items, out, SweepOptions(workers=1, progress=False, pack=None))
     assert sorted(again["done"]) == sorted(j.id for j in jobs[1:3]) and len(again["skipped"]) == len(jobs) - 2
     assert again["packs"] == [[j.id for j in jobs[1:3]]]
     for job in jobs:
@@ -151,4 +151,4 @@ def test_dry_run_shows_the_packing(tmp_path, capsys):
     assert main(["sweep", "configs/two_layer_quick.yaml", *items, "--pack", "two", "--out", str(tmp_path / "bad")]) == 2
     assert "--pack" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     with pytest.raises(ConfigError, match="--pack"):
-        run_sweep(None, items, tmp_path / "bad", pack=-1, dry_run=True)
+        run_sweep(None, items, tmp_path / "bad", SweepOptions(pack=-1, dry_run=True))

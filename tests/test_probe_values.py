@@ -239,13 +239,15 @@ def test_expanding_reads_the_config_file_once(monkeypatch, tmp_path):
 
     monkeypatch.setattr(studentspec.config, "read_mapping", counting)
     monkeypatch.setattr(sweep_grid, "read_mapping", counting)
-    result = sweep_grid.run_sweep(QUICK, [*TINY, "teacher.decay=0.5,1,2,3"], tmp_path / "sw", dry_run=True, progress=False, pack=None)
+    result = sweep_grid.run_sweep(QUICK, [*TINY, "teacher.decay=0.5,1,2,3"], tmp_path / "sw",
+                                  sweep_grid.SweepOptions(dry_run=True, progress=False, pack=None))
     assert len(result["jobs"]) == 4 and reads[0] == 1
 
 
 def test_a_large_sweep_warns_in_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(sweep_grid, "WARN_JOBS", 3)
-    result = sweep_grid.run_sweep(QUICK, [*TINY, "teacher.decay=0.5,1,2,3"], tmp_path / "sw", dry_run=True, progress=False)
+    result = sweep_grid.run_sweep(QUICK, [*TINY, "teacher.decay=0.5,1,2,3"], tmp_path / "sw",
+                                  sweep_grid.SweepOptions(dry_run=True, progress=False))
     err = capsys.readouterr().err.strip()
     assert len(result["jobs"]) == 4
     assert err.startswith("studentspec: warning: this sweep has 4 jobs (over 3)") and "\n" not in err, err
@@ -255,15 +257,16 @@ def test_a_grid_past_the_limit_is_refused_before_any_point_is_validated(monkeypa
     calls = _count_validations(monkeypatch)
     monkeypatch.setattr(sweep_grid, "MAX_JOBS", 10)
     with pytest.raises(studentspec.config.ConfigError, match="11 points"):
-        sweep_grid.run_sweep(QUICK, [*TINY, f"teacher.decay={','.join(map(str, range(11)))}"], tmp_path / "sw", dry_run=True, progress=False)
+        sweep_grid.run_sweep(QUICK, [*TINY, f"teacher.decay={','.join(map(str, range(11)))}"], tmp_path / "sw",
+                             sweep_grid.SweepOptions(dry_run=True, progress=False))
     assert calls[0] == 0
 
 
 def test_a_grid_whose_jobs_pass_the_limit_is_refused(monkeypatch, tmp_path):
     monkeypatch.setattr(sweep_grid, "MAX_JOBS", 10)
     with pytest.raises(studentspec.config.ConfigError, match="more than 10 jobs"):
-        sweep_grid.run_sweep(QUICK, [*TINY, "seeds=[1,2,3,4,5,6]", "teacher.decay=1,2"], tmp_path / "sw", ensemble_size=1, dry_run=True,
-                             progress=False)
+        sweep_grid.run_sweep(QUICK, [*TINY, "seeds=[1,2,3,4,5,6]", "teacher.decay=1,2"], tmp_path / "sw",
+                             sweep_grid.SweepOptions(ensemble_size=1, dry_run=True, progress=False))
 
 
 def test_a_long_seed_list_is_refused_before_it_is_read_to_the_end():

@@ -226,12 +226,13 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     """A tiny 2 x 2 sweep (student.multi x data.n_train), two seeds, one job per seed."""
-    from studentspec.sweep.grid import run_sweep
+    from studentspec.sweep.grid import SweepOptions, run_sweep
 
     out = tmp_path_factory.mktemp("sweepreport") / "s"
     with pytest.MonkeyPatch.context() as mp:
         in_process(mp)
-        result = run_sweep(str(CONFIG), ["student.multi=1,2", "data.n_train=60,90", "seeds=[1,2]", *TINY], out, ensemble_size=1, progress=False)
+        result = run_sweep(str(CONFIG), ["student.multi=1,2", "data.n_train=60,90", "seeds=[1,2]", *TINY], out,
+                           SweepOptions(ensemble_size=1, progress=False))
     assert len(result["done"]) == 8 and not result["failed"]
     return out
 

@@ -1,6 +1,7 @@
 """`studentspec reproduce`: every experiment at tiny scale (seconds; cifar10 on small CIFAR-format files), resume, the paper-scale
 grids, and the registry (a new experiment is one `Experiment` and one registration)."""
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -20,7 +21,7 @@ from studentspec.paper.experiments.results import part_config
 from studentspec.paper.style import save, styled, subplots
 from studentspec.cli import main
 from studentspec.store import StoreError
-from studentspec.sweep.grid import load_sweep, run_sweep
+from studentspec.sweep.grid import SweepOptions, load_sweep, run_sweep
 
 EXPECTED = {
     "two-layer": ({"lshape", "success_rate", "convergence", "teacher_curves"},
@@ -132,7 +133,8 @@ def test_cli_reproduce_and_markdown(tmp_path, monkeypatch, capsys):
 def test_paper_scale_is_science_md(tmp_path, name, jobs, seeds, steps):
     for part in reproduce.parts(name, "paper"):
         path = reproduce._part_file(tmp_path, part)
-        assert len(run_sweep(str(path), [], tmp_path / part.name, part.ensemble_size, dry_run=True)["jobs"]) == jobs[part.name]
+        options = SweepOptions(ensemble_size=part.ensemble_size, dry_run=True)
+        assert len(run_sweep(str(path), [], tmp_path / part.name, options)["jobs"]) == jobs[part.name]
         cfg = part_config(tmp_path, part.name)
         if seeds:
             assert len(cfg.seeds) == seeds and cfg.train.epochs * cfg.train.steps_per_epoch == steps
@@ -252,9 +254,9 @@ def test_executor_options_reach_the_sweep(tmp_path, monkeypatch):
 
     seen, original = [], sweep.run_sweep
 
-    def spy(*args, **kwargs):
-        seen.append({k: kwargs[k] for k in ("executor", "slurm") if k in kwargs})
-        return original(*args, **(kwargs | {"executor": "local", "slurm": None}))
+    def spy(config, items, out, options):
+        seen.append({"executor": options.executor, "slurm": options.slurm})
+        return original(config, items, out, dataclasses.replace(options, executor="local", slurm=None))
 
     in_process(monkeypatch)
     monkeypatch.setattr(sweep, "run_sweep", spy)
@@ -287,8 +289,8 @@ def final_mse_is_finite(scalars) -> dict:
     """The toy's claim: no (job, seed) ends with a non-finite eval MSE."""
     last = C.final(scalars, "eval")
     value = float(np.isfinite(last["mse"]).mean())
-    return C.claim("final MSE finite", "fraction of (job, seed) with a finite final eval MSE", value, ">= 1", value >= 1,
-                   "a toy: 20 SGD steps of a tiny student must not diverge")
+    return C.claim("final MSE finite", "fraction of (job, seed) with a finite final eval MSE", value, ">= 1", passed=value >= 1,
+                   justification="a toy: 20 SGD steps of a tiny student must not diverge")
 
 
 @styled

@@ -6,7 +6,7 @@ import yaml
 
 from studentspec import ConfigError, load_config, load_run
 from studentspec.cli import main
-from studentspec.sweep.grid import expand, load_sweep, parse_grid, run_sweep, split_values
+from studentspec.sweep.grid import SweepOptions, expand, load_sweep, parse_grid, run_sweep, split_values
 
 BASE = ["input_dim=5", "output_dim=3", "data.n_train=60", "data.n_eval=30", "train.epochs=1", "train.steps_per_epoch=5"]
 
@@ -34,9 +34,9 @@ def test_bad_grid_is_a_config_error(items, match):
 def test_local_sweep_resume_and_load(tmp_path, capsys):
     out = tmp_path / "sw"
     items = ["student.multi=1,2", "seeds=[1,2]", *BASE]
-    first = run_sweep(None, items, out, ensemble_size=1, workers=2, progress=False)
+    first = run_sweep(None, items, out, SweepOptions(ensemble_size=1, workers=2, progress=False))
     assert len(first["done"]) == 4 and not first["failed"]
-    again = run_sweep(None, items, out, ensemble_size=1, workers=2, progress=False)
+    again = run_sweep(None, items, out, SweepOptions(ensemble_size=1, workers=2, progress=False))
     assert again["done"] == [] and len(again["skipped"]) == 4
     tables = load_sweep(out)
     sc = tables["scalars"]
@@ -45,7 +45,7 @@ def test_local_sweep_resume_and_load(tmp_path, capsys):
     alone = load_run(out / "jobs" / first["done"][0])
     assert len(alone.scalars) > 0
     with pytest.raises(Exception, match="another sweep"):
-        run_sweep(None, ["student.multi=3", *BASE], out, progress=False)
+        run_sweep(None, ["student.multi=3", *BASE], out, SweepOptions(progress=False))
     assert main(["sweep", "configs/two_layer_quick.yaml", "student.multi=3", *BASE, "--out", str(out), "--quiet"]) == 2
     assert main(["sweep", "configs/two_layer_quick.yaml", "student.multi=1,2", "--dry-run", "--out", str(tmp_path / "dry")]) == 0
     assert "2 jobs" in capsys.readouterr().out and not (tmp_path / "dry").exists()
@@ -54,7 +54,7 @@ def test_local_sweep_resume_and_load(tmp_path, capsys):
 def test_sweep_job_equals_single_run(tmp_path):
     out = tmp_path / "sw"
     items = ["seeds=[4,5]", *BASE]
-    run_sweep(None, items, out, ensemble_size=2, progress=False)
+    run_sweep(None, items, out, SweepOptions(ensemble_size=2, progress=False))
     from studentspec import train
 
     direct = train(load_config(None, ["seeds=[4,5]", *BASE]), progress=False)
@@ -75,9 +75,10 @@ def test_sweep_killed_repeatedly_resumes_to_identical_results(tmp_path):
     items = ["student.multi=1,2,3", "seeds=[1,2]", "input_dim=5", "output_dim=3", "data.n_train=200", "data.n_eval=100",
              "train.epochs=4", "train.steps_per_epoch=300"]
     reference = tmp_path / "ref"
-    run_sweep(None, items, reference, ensemble_size=1, progress=False)
+    run_sweep(None, items, reference, SweepOptions(ensemble_size=1, progress=False))
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-c", "import sys; from studentspec.sweep.grid import run_sweep; run_sweep(None, sys.argv[2:], sys.argv[1], ensemble_size=1, progress=False)", str(out), *items]
+    cmd = [sys.executable, "-c", "import sys; from studentspec.sweep.grid import SweepOptions, run_sweep; "
+           "run_sweep(None, sys.argv[2:], sys.argv[1], SweepOptions(ensemble_size=1, progress=False))", str(out), *items]
     finished_before: set[str] = set()
     for delay in (1.5, 2.5, 3.5):
         proc = subprocess.Popen(cmd, start_new_session=True)
@@ -89,7 +90,7 @@ def test_sweep_killed_repeatedly_resumes_to_identical_results(tmp_path):
         assert finished_before <= done  # nothing finished is lost
         mtimes = {name: (out / "jobs" / name / "summary.json").stat().st_mtime for name in done}
         finished_before = done
-    last = run_sweep(None, items, out, ensemble_size=1, progress=False)
+    last = run_sweep(None, items, out, SweepOptions(ensemble_size=1, progress=False))
     assert set(last["skipped"]) == finished_before and not last["failed"]
     assert all((out / "jobs" / n / "summary.json").stat().st_mtime == t for n, t in mtimes.items())  # not redone
     assert not list((out / "jobs").glob(".*"))  # no staging leftovers
@@ -100,7 +101,7 @@ def test_sweep_killed_repeatedly_resumes_to_identical_results(tmp_path):
 
 def test_query_sql_over_a_sweep(tmp_path, capsys):
     out = tmp_path / "sw"
-    run_sweep(None, ["student.multi=1,2", "seeds=[1,2]", *BASE], out, progress=False)
+    run_sweep(None, ["student.multi=1,2", "seeds=[1,2]", *BASE], out, SweepOptions(progress=False))
     from studentspec.sweep.grid import query
 
     df = query(out, 'SELECT "student.multi" AS multi, count(*) AS n, avg(mse) AS mse FROM scalars GROUP BY 1 ORDER BY 1')
@@ -128,16 +129,16 @@ def test_yaml_sweep_section_grid_and_zip(tmp_path):
         "    student.multi: [1, 2]\n"
         "    train.lr: [{0: 0.1, 1: 0.05}, 0.02]\n"
     )
-    jobs = run_sweep(str(cfg), [], tmp_path / "sw", dry_run=True)["jobs"]
+    jobs = run_sweep(str(cfg), [], tmp_path / "sw", SweepOptions(dry_run=True))["jobs"]
     points = [(j.point["teacher.widths"], j.point["student.multi"], j.point["train.lr"]) for j in jobs]
     assert points == [("[2]", "1", "{0: 0.1, 1: 0.05}"), ("[2]", "2", "0.02"), ("[3, 2]", "1", "{0: 0.1, 1: 0.05}"), ("[3, 2]", "2", "0.02")]
     assert load_config(str(cfg)).seeds == [1]  # `run` ignores the sweep section
-    res = run_sweep(str(cfg), ["teacher.widths=[2]"], tmp_path / "sw2", progress=False)
+    res = run_sweep(str(cfg), ["teacher.widths=[2]"], tmp_path / "sw2", SweepOptions(progress=False))
     assert len(res["done"]) == 2 and not res["failed"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("sweep:\n  zip:\n    student.multi: [1, 2]\n    train.lr: [0.1]\n")
     with pytest.raises(ConfigError, match="same length"):
-        run_sweep(str(bad), [], tmp_path / "sw3", dry_run=True)
+        run_sweep(str(bad), [], tmp_path / "sw3", SweepOptions(dry_run=True))
 
 
 def test_dict_and_list_valued_swept_keys_round_trip_exactly(tmp_path):
@@ -146,7 +147,7 @@ def test_dict_and_list_valued_swept_keys_round_trip_exactly(tmp_path):
 
     out = tmp_path / "sw"
     items = ["train.lr={0: 0.1, 1: 0.05},{0: 0.2}", "teacher.widths=[2],[3]", "seeds=[1]", *BASE]
-    assert not run_sweep(None, items, out, progress=False)["failed"]
+    assert not run_sweep(None, items, out, SweepOptions(progress=False))["failed"]
     sc = studentspec.load_sweep(out)["scalars"]  # exported at the top level
     for job, rows in sc.groupby("job"):
         cfg = load_run(out / "jobs" / job).config
@@ -159,7 +160,7 @@ def test_dict_and_list_valued_swept_keys_round_trip_exactly(tmp_path):
 def test_query_reads_only_the_sweep(tmp_path, capsys):
     """The query's SQL cannot read or write files, nor switch that off again; an empty sweep says so."""
     out = tmp_path / "sw"
-    run_sweep(None, ["student.multi=1,2", "seeds=[1]", *BASE], out, progress=False)
+    run_sweep(None, ["student.multi=1,2", "seeds=[1]", *BASE], out, SweepOptions(progress=False))
     secret = tmp_path / "secret.csv"
     secret.write_text("a\n1\n")
     for sql in (f"COPY scalars TO '{tmp_path / 'leak.csv'}'", f"SELECT * FROM read_csv('{secret}')",
@@ -172,7 +173,7 @@ def test_query_reads_only_the_sweep(tmp_path, capsys):
     assert main(["query", str(out), 'SELECT count(DISTINCT job) AS n FROM students']) == 0
     assert capsys.readouterr().out.split()[-1] == "2"
     empty = tmp_path / "empty"
-    run_sweep(None, ["student.multi=1", "seeds=[1]", *BASE], empty, progress=False)
+    run_sweep(None, ["student.multi=1", "seeds=[1]", *BASE], empty, SweepOptions(progress=False))
     for job in (empty / "jobs").iterdir():
         (job / "summary.json").unlink()
     assert main(["query", str(empty), "SELECT 1"]) == 2
@@ -210,20 +211,20 @@ def test_the_same_config_by_another_path_is_the_same_sweep(tmp_path, monkeypatch
     shutil.copy("configs/two_layer_quick.yaml", cfg)
     out = tmp_path / "sw"
     items = ["student.multi=1", "seeds=[1]", *BASE]
-    assert len(run_sweep(str(cfg), items, out, progress=False)["done"]) == 1
+    assert len(run_sweep(str(cfg), items, out, SweepOptions(progress=False))["done"]) == 1
     monkeypatch.chdir(tmp_path)
-    again = run_sweep("./c.yaml", items, out, progress=False)
+    again = run_sweep("./c.yaml", items, out, SweepOptions(progress=False))
     assert again["done"] == [] and len(again["skipped"]) == 1
 
 
 def test_a_corrupt_job_is_redone_and_the_rest_kept(tmp_path):
     out = tmp_path / "sw"
     items = ["student.multi=1,2", "seeds=[1]", *BASE]
-    first = run_sweep(None, items, out, progress=False)
+    first = run_sweep(None, items, out, SweepOptions(progress=False))
     ref = load_sweep(out)["scalars"].sort_values(["job", "step", "split"]).reset_index(drop=True)
     broken = out / "jobs" / first["done"][0] / "scalars.parquet"
     broken.write_bytes(broken.read_bytes()[:50])  # truncated
-    again = run_sweep(None, items, out, progress=False)
+    again = run_sweep(None, items, out, SweepOptions(progress=False))
     assert again["done"] == [first["done"][0]] and again["skipped"] == [first["done"][1]]
     got = load_sweep(out)["scalars"].sort_values(["job", "step", "split"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, ref)

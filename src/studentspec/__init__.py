@@ -21,7 +21,7 @@ _API = {
     "Config": "config", "ConfigError": "config",
     "load_config": "pipelines", "build": "pipelines", "train": "pipelines", "record": "pipelines", "write_run": "pipelines",
     "Run": "store", "RunRecord": "store", "StoreError": "store", "load_run": "store", "write_record": "store",
-    "load_sweep": "sweep.grid", "run_sweep": "sweep.grid",
+    "load_sweep": "sweep.grid", "run_sweep": "sweep.grid", "SweepOptions": "sweep.grid",
     "TrainResult": "mlp.train",
 }
 __all__ = sorted(_API)

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeAlias
 
 import yaml
 
@@ -176,18 +176,20 @@ def _pack(raw: str) -> int | None:
 def _sweep(args: argparse.Namespace) -> int:
     from .sweep.cost import estimate
     from .sweep.executors import machine_workers
-    from .sweep.grid import job_table, pack_table, run_sweep, summary_table
+    from .sweep.grid import SweepOptions, job_table, pack_table, run_sweep, summary_table
 
     pack = _pack(args.pack)
-    result = run_sweep(args.config, args.grid, args.out, args.ensemble_size, args.workers, args.threads, args.dry_run, not args.quiet,
-                       executor=args.executor, address=args.address, gpus_per_job=args.gpus_per_job, slurm=_slurm(args.slurm), pack=pack)
+    options = SweepOptions(ensemble_size=args.ensemble_size, workers=args.workers, threads=args.threads, dry_run=args.dry_run,
+                           progress=not args.quiet, executor=args.executor, address=args.address, gpus_per_job=args.gpus_per_job,
+                           slurm=_slurm(args.slurm), pack=pack)
+    result = run_sweep(args.config, args.grid, args.out, options)
     if args.dry_run:
         jobs = result["jobs"]
         print(job_table(jobs))
         print(pack_table(result["packs"]))
         workers = args.workers or machine_workers(args.threads)
-        cost = estimate(args.config, [j.overrides for j in jobs], [j.seeds for j in jobs], workers, args.threads, tasks=len(result["packs"]),
-                        configs=result["configs"])
+        cost = estimate(args.config, [j.overrides for j in jobs], [j.seeds for j in jobs], workers=workers, threads=args.threads,
+                        tasks=len(result["packs"]), configs=result["configs"])
         print(f"{cost['jobs']} jobs, {cost['seed_steps']:.3g} seed-steps, {cost['gflop']:.3g} GFLOP; "
               f"estimated {_duration(cost['seconds'])} on {workers} local worker(s) x {args.threads} thread(s) "
               f"(calibrated on job {jobs[0].id if jobs else '-'}: {cost.get('t_step', 0) * 1e3:.3f} ms/step, "
@@ -229,7 +231,7 @@ def _teacher_train(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _check_checkpoint_out(out, args.overwrite)
-    cfg = teacher_config(args.dataset, args.config, args.overrides, args.root, args.epochs)
+    cfg = teacher_config(args.dataset, args.config, args.overrides, root=args.root, epochs=args.epochs)
     ckpt = train_teacher(cfg, progress=not args.quiet)
     save_checkpoint(ckpt, out)
     print(f"wrote {out}: {describe(ckpt)}")
@@ -244,7 +246,7 @@ def _teacher_prune(args: argparse.Namespace) -> int:
     _check_checkpoint_out(out, args.overwrite)
     ratios = parse_ratios(args.ratios)
     src = load_checkpoint(args.checkpoint)
-    cfg = prune_config(src, args.config, args.overrides, args.root, args.epochs, args.lr)
+    cfg = prune_config(src, args.config, args.overrides, root=args.root, epochs=args.epochs, lr=args.lr)
     ckpt = prune_teacher(src, ratios, cfg, parent=file_digest(args.checkpoint), progress=not args.quiet)
     save_checkpoint(ckpt, out)
     print(f"wrote {out}: {describe(ckpt)} (was {src.accuracy:.4f} before pruning)")
@@ -284,10 +286,10 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"studentspec: error: {command + ': ' if command else ''}{clip(message, 160)} (see {self.prog} --help)\n")
 
 
-def parser() -> argparse.ArgumentParser:
-    """The argument parser of the `studentspec` command."""
-    p = _ArgumentParser(prog="studentspec", description="Teacher-student specialization experiments.")
-    sub = p.add_subparsers(dest="command", required=True)
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # what add_subparsers returns
+
+
+def _run_args(sub: _Commands) -> None:
     r = sub.add_parser("run", help="train one config (all its seeds batched) and write a run dir")
     r.add_argument("config", help="YAML config file (see configs/)")
     r.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. student.multi=2 train.lr=0.05")
@@ -297,10 +299,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint beside --out (train.checkpoint_every) after a crash or kill")
     r.set_defaults(func=_run)
+
+
+def _plot_args(sub: _Commands) -> None:
     q = sub.add_parser("plot", help="write the figures of a run dir (PNG and PDF)")
     q.add_argument("run_dir")
     q.add_argument("--out", help="figure folder (default RUN_DIR/figures)")
     q.set_defaults(func=_plot)
+
+
+def _converge_args(sub: _Commands) -> None:
     c = sub.add_parser("converge", help="continue a stored run to a critical point (float64, L-BFGS/Newton) and check the theorem")
     c.add_argument("run_dir")
     c.add_argument("--tol", type=float, default=1e-10, help="target max per-sample gradient norm")
@@ -313,6 +321,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--hessian-tol-rel", type=float, help="an eigenvalue is near zero when |lambda| <= tol_rel * max|lambda| "
                    "and negative below -tol_rel * max|lambda| (default 1e-6)")
     c.set_defaults(func=_converge)
+
+
+def _population_args(sub: _Commands) -> None:
     g = sub.add_parser("population", help="gradient flow on the closed-form population loss (one hidden layer, no bias, Gaussian input)")
     g.add_argument("config")
     g.add_argument("overrides", nargs="*")
@@ -320,6 +331,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, help="default: train.epochs x train.steps_per_epoch")
     g.add_argument("--overwrite", action="store_true")
     g.set_defaults(func=_population)
+
+
+def _sweep_args(sub: _Commands) -> None:
     w = sub.add_parser("sweep", help="run a grid of configs (key=v1,v2 ...), one batched ensemble per job, resumable")
     w.add_argument("config")
     w.add_argument("grid", nargs="*", help="key=v1,v2 (commas inside [] do not split); one value = a plain override")
@@ -340,10 +354,16 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--dry-run", action="store_true", help="print the job table, the packing and an estimated cost (one short calibration run), run nothing")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(func=_sweep)
+
+
+def _query_args(sub: _Commands) -> None:
     k = sub.add_parser("query", help='SQL over a sweep\'s tables scalars, teachers, students (DuckDB), e.g. "SELECT ... FROM scalars"')
     k.add_argument("sweep_dir")
     k.add_argument("sql")
     k.set_defaults(func=_query)
+
+
+def _teacher_args(sub: _Commands) -> None:
     t = sub.add_parser("teacher", help="conv teachers on image data: train on labels, prune by fan-out and fine-tune")
     tsub = t.add_subparsers(dest="teacher_command", required=True)
     tt = tsub.add_parser("train", help="train a conv teacher on true labels (default: docs/model.md 4.4's 4 x 64 teacher)")
@@ -368,6 +388,9 @@ def parser() -> argparse.ArgumentParser:
     tp.add_argument("--overwrite", action="store_true")
     tp.add_argument("--quiet", action="store_true")
     tp.set_defaults(func=_teacher_prune)
+
+
+def _reproduce_args(sub: _Commands) -> None:
     e = sub.add_parser("reproduce", help="run one experiment of the paper (sweeps, figures, claims.json PASS/FAIL, report.html); resumable")
     e.add_argument("name", choices=list(EXPERIMENTS))  # the registry (paper/experiments/), read when the parser is built
     e.add_argument("overrides", nargs="*", help="cifar10 only: dotted key=value overrides, e.g. data.root=PATH")
@@ -380,12 +403,28 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE", help="submitit parameter (--executor slurm)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_reproduce)
+
+
+def _report_args(sub: _Commands) -> None:
     o = sub.add_parser("report", help="write DIR/report.html (self-contained) from a run, sweep or reproduce dir's stored results; no retraining")
     o.add_argument("dirs", nargs="+", metavar="DIR", help="a run, sweep, reproduce or cifar10 reproduce dir")
     o.add_argument("--reanalyze", action="store_true", help="redraw the figures (and recompute claims.json) from the stored run dirs first")
     o.add_argument("--point", metavar="KEY=VALUE,...", help="sweep dirs: the grid point whose run figures are drawn (default: the first finished job)")
     o.add_argument("--markdown", action="store_true", help="print the markdown table of claims and wall times of the DIRs (README), write nothing")
     o.set_defaults(func=_report)
+
+
+# one function per command, in the order `studentspec --help` lists them
+COMMANDS = (_run_args, _plot_args, _converge_args, _population_args, _sweep_args, _query_args, _teacher_args, _reproduce_args,
+            _report_args)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the `studentspec` command."""
+    p = _ArgumentParser(prog="studentspec", description="Teacher-student specialization experiments.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
     return p
 
 

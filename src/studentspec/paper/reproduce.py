@@ -106,8 +106,9 @@ def reproduce(experiment: str, scale: str, out: str | Path, *, workers: int | No
     for part in plan:
         if progress:
             print(f"[{experiment} / {part.name}] sweep into {out / 'sweep' / part.name}", flush=True)
-        result = sweeps.run_sweep(str(files[part.name]), [], out / "sweep" / part.name, part.ensemble_size, workers=workers, threads=1,
-                                  progress=progress, executor=executor, **(executor_options or {}))
+        options = sweeps.SweepOptions(ensemble_size=part.ensemble_size, workers=workers, threads=1, progress=progress, executor=executor,
+                                      **(executor_options or {}))
+        result = sweeps.run_sweep(str(files[part.name]), [], out / "sweep" / part.name, options)
         record["parts"][part.name] = {"jobs": len(result["jobs"]), "run": len(result["done"]), "skipped": len(result["skipped"]),
                                       "failed": result["failed"]}
         failed += len(result["failed"])

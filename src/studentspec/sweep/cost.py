@@ -72,7 +72,7 @@ def calibrate(cfg: Config, steps: int = 200) -> tuple[float, float, float]:
     return t_build, t_eval, t_step
 
 
-def estimate(config: str | None, overrides: list[list[str]], seeds: list[list[int]], workers: int, threads: int,
+def estimate(config: str | None, overrides: list[list[str]], seeds: list[list[int]], *, workers: int, threads: int,
              tasks: int | None = None, configs: list[Config] | None = None) -> dict[str, float]:
     """Seed-steps, GFLOP and projected wall time of jobs (overrides and seeds per job) on `workers` workers.
 

@@ -181,7 +181,7 @@ def _manifest(out: Path, config: str | None, grid: dict[str, list[str]], jobs: l
 # Python/kernel-call cost is shared by more seeds: 87k seed-steps/s at S=32 vs 128k at S=128 for n=5) and per job
 # (process start, imports, write), and costs nothing in results (bitwise the unpacked numbers); the floor under
 # 1 GiB keeps a worker's measured RSS under ~1.5 GB (the paper grid's 32-seed jobs, 1.3 GB, then run alone).
-# Not the default (run_sweep's pack=0): on the 2-core machine, bench_sweep's grid took 96-122 s packed against
+# Not the default (SweepOptions.pack=0): on the 2-core machine, bench_sweep's grid took 96-122 s packed against
 # 70-90 s unpacked: pack()'s copy of the members' inputs cost more there than the shared step overhead saved.
 AUTO_PACK_SEEDS = 256
 AUTO_PACK_BYTES = 2**30
@@ -261,45 +261,63 @@ def _gpus(config: str | None, job: Job, gpus_per_job: float | None, configs: dic
     return 0.25 if _configs(config, [job], configs)[job.id].train.device.startswith("cuda") else 0.0
 
 
-def run_sweep(config: str | None, items: list[str], out: str | Path, ensemble_size: int | None = None, workers: int | None = None,
-              threads: int = 1, dry_run: bool = False, progress: bool = True, *, executor: str = "local",
-              address: str | None = None, gpus_per_job: float | None = None, slurm: dict[str, Any] | None = None,
-              pack: int | None = 0) -> dict[str, Any]:
-    """Run every unfinished job of a sweep on `executor`.
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a sweep runs (the grid says what it computes); out-of-range values raise a one-line ConfigError when built.
+
+    `workers` defaults to the machine's cores / threads. `gpus_per_job` (Ray) defaults to 0.25 for jobs on a CUDA
+    device (four ensembles share a GPU), else 0. `pack`: at most this many seeds per task of packed jobs (pack_jobs;
+    None = auto, 0 or 1 = off, the default); the unfinished jobs are packed when the sweep runs, so a resumed sweep may
+    pack them differently. `address` (Ray) and `slurm` (submitit parameters) go to the executor.
+    """
+
+    ensemble_size: int | None = None  # seeds per job (None: all seeds of a point in one job)
+    workers: int | None = None
+    threads: int = 1  # torch threads per job
+    dry_run: bool = False  # expand, validate and pack only
+    progress: bool = True
+    executor: str = "local"  # one of executors.EXECUTORS
+    address: str | None = None
+    gpus_per_job: float | None = None
+    slurm: dict[str, Any] | None = None
+    pack: int | None = 0
+
+    def __post_init__(self) -> None:
+        if self.executor not in executors.EXECUTORS:
+            raise ConfigError(f"--executor: must be one of {executors.EXECUTORS}, got {quote(self.executor)}")
+        if self.threads < 1 or (self.workers is not None and self.workers < 1) or (self.gpus_per_job is not None and self.gpus_per_job < 0):
+            raise ConfigError("--threads and --workers must be >= 1, --gpus-per-job >= 0")
+        if self.ensemble_size is not None and self.ensemble_size < 1:
+            raise ConfigError(f"--ensemble-size: must be >= 1, got {self.ensemble_size}")
+        if self.pack is not None and self.pack < 0:
+            raise ConfigError(f"--pack: must be auto or a number of seeds >= 0, got {self.pack}")
+
+
+def run_sweep(config: str | None, items: list[str], out: str | Path, options: SweepOptions | None = None) -> dict[str, Any]:
+    """Run every unfinished job of a sweep as `options` say (None: SweepOptions()).
 
     Returns {'jobs': [...], 'done': [...], 'skipped': [...], 'failed': {id: error}, 'wall_time': s, 'packs': [[job ids]]}
-    ({'jobs': [...], 'packs': [[Job]], 'configs': [each job's Config]} for a dry run). `workers` defaults to the
-    machine's cores / threads. The config file is read once and each grid point validated once; past WARN_JOBS jobs
-    a warning goes to stderr.
-    `gpus_per_job` (Ray) defaults to 0.25 for jobs on a CUDA device (four ensembles share a GPU), else 0.
-    `pack`: at most this many seeds per task of packed jobs (pack_jobs; None = auto, 0 or 1 = off, the default); the
-    unfinished jobs are packed when the sweep runs, so a resumed sweep may pack them differently.
+    ({'jobs': [...], 'packs': [[Job]], 'configs': [each job's Config]} for a dry run). The config file is read once and
+    each grid point validated once; past WARN_JOBS jobs a warning goes to stderr.
     """
-    if executor not in executors.EXECUTORS:
-        raise ConfigError(f"--executor: must be one of {executors.EXECUTORS}, got {quote(executor)}")
-    if threads < 1 or (workers is not None and workers < 1) or (gpus_per_job is not None and gpus_per_job < 0):
-        raise ConfigError("--threads and --workers must be >= 1, --gpus-per-job >= 0")
-    if ensemble_size is not None and ensemble_size < 1:
-        raise ConfigError(f"--ensemble-size: must be >= 1, got {ensemble_size}")
-    if pack is not None and pack < 0:
-        raise ConfigError(f"--pack: must be auto or a number of seeds >= 0, got {pack}")
+    options = SweepOptions() if options is None else options
     out = Path(out)
-    workers = workers or executors.machine_workers(threads)
+    workers = options.workers or executors.machine_workers(options.threads)
     tree = read_mapping(config) if config is not None else {}  # the one reading of the file
     file_grid, zipped = yaml_section(config, tree)
     grid = file_grid | parse_grid(items)  # the command line wins over the file's sweep section
     configs: dict[str, Config] = {}
-    jobs = expand(config, grid, ensemble_size, zipped, configs=configs, tree=tree, progress=progress)
+    jobs = expand(config, grid, options.ensemble_size, zipped, configs=configs, tree=tree, progress=options.progress)
     if len(jobs) > WARN_JOBS:
         print(f"studentspec: warning: this sweep has {len(jobs)} jobs (over {WARN_JOBS}); each is a process and a run dir: "
               "fewer, larger ones (more seeds per job with --ensemble-size, or --pack auto) run faster", file=sys.stderr)
-    if dry_run:
-        return {"jobs": jobs, "packs": pack_jobs(config, jobs, pack, configs), "configs": [configs[j.id] for j in jobs]}
-    executors.preflight(executor, address, slurm or {})  # before anything is written
+    if options.dry_run:
+        return {"jobs": jobs, "packs": pack_jobs(config, jobs, options.pack, configs), "configs": [configs[j.id] for j in jobs]}
+    executors.preflight(options.executor, options.address, options.slurm or {})  # before anything is written
     check_resumable(out, MANIFEST, "sweep")
     claim_resumable(out, "sweep")  # created and marked first: studentspec's own from the first instant
     with _lock(out):
-        return _execute(out, config, grid, jobs, workers, threads, progress, executor, address, gpus_per_job, slurm, pack, configs)
+        return _execute(out, config, grid, jobs, options=options, workers=workers, configs=configs)
 
 
 @contextmanager
@@ -322,34 +340,33 @@ def _lock(out: Path) -> Iterator[None]:
         lock.release()
 
 
-def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: list[Job], workers: int, threads: int, progress: bool,
-             executor: str, address: str | None, gpus_per_job: float | None, slurm: dict[str, Any] | None,
-             pack: int | None = None, configs: dict[str, Config] | None = None) -> dict[str, Any]:
+def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: list[Job], *, options: SweepOptions, workers: int,
+             configs: dict[str, Config] | None = None) -> dict[str, Any]:
     """run_sweep's part under the lock: manifest, stale staging dirs, then the unfinished jobs, packed into tasks
-    (`configs`: every job's Config by id, from expand)."""
+    (`workers`: resolved from options; `configs`: every job's Config by id, from expand)."""
     _manifest(out, config, grid, jobs)
     remove_leftovers(out / "jobs")  # staging dirs of jobs killed mid-write
     todo = [j for j in jobs if not _finished(out / "jobs" / j.id)]
     configs = _configs(config, todo, configs)
-    groups = longest_first(config, pack_jobs(config, todo, pack, configs), configs)
+    groups = longest_first(config, pack_jobs(config, todo, options.pack, configs), configs)
     tasks = []
     for group in groups:
         j = group[0]
         members = tuple(executors.Member(m.id, tuple(m.overrides), tuple(m.seeds), str(out / "jobs" / m.id)) for m in group)
-        tasks.append(executors.Task(j.id, config, tuple(j.overrides), tuple(j.seeds), str(out / "jobs" / j.id), threads,
-                                    _gpus(config, j, gpus_per_job, configs), members if len(group) > 1 else ()))
-    if executor == "local":
+        tasks.append(executors.Task(j.id, config, tuple(j.overrides), tuple(j.seeds), str(out / "jobs" / j.id), options.threads,
+                                    _gpus(config, j, options.gpus_per_job, configs), members if len(group) > 1 else ()))
+    if options.executor == "local":
         finished = executors.local(tasks, workers)
-    elif executor == "ray":
-        finished = executors.ray(tasks, address, workers)
+    elif options.executor == "ray":
+        finished = executors.ray(tasks, options.address, workers)
     else:
-        finished = executors.slurm(tasks, out / "slurm", slurm or {}, workers)
+        finished = executors.slurm(tasks, out / "slurm", options.slurm or {}, workers)
     by_id = {j.id: j for j in jobs}
     unfinished = {j.id for j in todo}  # a set: `j not in todo` compared every pair of 100,000 jobs
     result: dict[str, Any] = {"jobs": jobs, "done": [], "skipped": [j.id for j in jobs if j.id not in unfinished], "failed": {},
                               "packs": [[j.id for j in g] for g in groups]}
     start = time.perf_counter()
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress, unit="job", dynamic_ncols=True)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not options.progress, unit="job", dynamic_ncols=True)
     with closing(finished):  # an exception here (Ctrl-C) stops the executor's workers now, not when it is collected
         for task, error in finished:
             for member in task.members:
