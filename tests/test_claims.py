@@ -36,7 +36,7 @@ def teachers(success, decays=(1.0, 2.0), multis=(1.0, 2.0, 5.0), m=5, seeds=4, s
 
 
 def test_claim_record_nan_fails_and_is_json_null():
-    c = C.claim("x", "s", float("nan"), "> 0", True, "j")
+    c = C.claim("x", "s", float("nan"), "> 0", passed=True, justification="j")
     assert c["value"] is None and c["passed"] is False
     json.dumps(c)
 

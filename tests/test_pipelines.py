@@ -94,7 +94,7 @@ def test_the_store_reads_a_record_it_did_not_get_from_a_pipeline(tmp_path):
         write_record(RunRecord(cfg, {"scalars": frame, "teachers": frame, "students": frame}, {}, {}), tmp_path / "r")
 
 
-def _sphere(g: torch.Generator, n: int, cfg, w, b, training: bool, out=None) -> torch.Tensor:  # out: may be ignored
+def _sphere(g: torch.Generator, n: int, cfg, *, w, b, training: bool, out=None) -> torch.Tensor:  # out: may be ignored
     x = torch.randn(n, cfg.input_dim, generator=g, dtype=torch.float64)
     return x / x.norm(dim=1, keepdim=True) * (cfg.data.std * cfg.input_dim**0.5)
 

@@ -146,7 +146,7 @@ def test_teacher_aware_points_on_boundary_and_copies_on_opposite_sides(exact, n)
     cfg, t = two_layer(m=5)
     w, b = t.weights[0][0], t.biases[0][0]
     g = torch.Generator().manual_seed(0)
-    x = teacher_aware(g, w, b, n, 1.5, exact=exact)
+    x = teacher_aware(g, w, b, n, std=1.5, exact=exact)
     assert x.shape == (60, 30)  # ceil(n / 15) = 4 points x 3 x 5 nodes
     for j in range(5):
         blk = x[j * 12 : (j + 1) * 12]

@@ -172,7 +172,7 @@ def load_checkpoint(path: str | Path) -> TeacherCheckpoint:
 
 
 @torch.no_grad()
-def accuracy(net: ConvNet, images: torch.Tensor, labels: torch.Tensor, mean: list[float], std: list[float], chunk: int = 500) -> float:
+def accuracy(net: ConvNet, images: torch.Tensor, labels: torch.Tensor, *, mean: list[float], std: list[float], chunk: int = 500) -> float:
     """Test accuracy of a one-member net on uint8 images (BatchNorm in eval mode)."""
     dev, dtype = net.head_w.device, net.head_w.dtype
     hits = 0
@@ -183,7 +183,7 @@ def accuracy(net: ConvNet, images: torch.Tensor, labels: torch.Tensor, mean: lis
     return hits / max(images.shape[0], 1)
 
 
-def fit_labels(net: ConvNet, data: ImageSet, mean: list[float], std: list[float], tt: TeacherTrainConfig, epochs: int, lr: float,
+def fit_labels(net: ConvNet, data: ImageSet, *, mean: list[float], std: list[float], tt: TeacherTrainConfig, epochs: int, lr: float,
                augmentation: bool = True, eval_chunk: int = 500, progress: bool = True, label: str = "teacher") -> list[dict[str, float]]:
     """Train a one-member net on true labels with cross-entropy: SGD (momentum, weight decay), cosine or constant lr.
 
@@ -216,7 +216,7 @@ def fit_labels(net: ConvNet, data: ImageSet, mean: list[float], std: list[float]
             loss_sum += float(loss.detach())
             step += 1
             bar.update(1)
-        acc = accuracy(net, data.test_x, data.test_y, mean, std, eval_chunk)
+        acc = accuracy(net, data.test_x, data.test_y, mean=mean, std=std, chunk=eval_chunk)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / steps, "test_accuracy": acc, "seconds": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{loss_sum / steps:.3f}", test_acc=f"{acc:.3f}", refresh=False)
     bar.close()
@@ -246,12 +246,13 @@ def train_teacher(cfg: Config, data: ImageSet | None = None, progress: bool = Tr
     net = init_conv_net([seeding.generator(tt.seed, "teacher")], c, h, t.widths, len(data.classes), t.activation, t.leaky_slope,
                         t.batchnorm, t.batchnorm_affine)
     net = net.to(cfg.train.device, DTYPES[cfg.train.dtype]).requires_grad_()
-    history = fit_labels(net, data, mean, std, tt, tt.epochs, tt.lr, cfg.data.augment, cfg.eval.batch_size, progress)
-    acc = history[-1]["test_accuracy"] if history else accuracy(net, data.test_x, data.test_y, mean, std, cfg.eval.batch_size)
+    history = fit_labels(net, data, mean=mean, std=std, tt=tt, epochs=tt.epochs, lr=tt.lr, augmentation=cfg.data.augment,
+                         eval_chunk=cfg.eval.batch_size, progress=progress)
+    acc = history[-1]["test_accuracy"] if history else accuracy(net, data.test_x, data.test_y, mean=mean, std=std, chunk=cfg.eval.batch_size)
     return TeacherCheckpoint(net.to("cpu", torch.float64), data.name, mean, std, (c, h, w), acc, history, settings=_settings(cfg))
 
 
-def prune_teacher(ckpt: TeacherCheckpoint, ratios: list[float], cfg: Config, data: ImageSet | None = None, parent: str | None = None,
+def prune_teacher(ckpt: TeacherCheckpoint, ratios: list[float], cfg: Config, *, data: ImageSet | None = None, parent: str | None = None,
                   progress: bool = True) -> TeacherCheckpoint:
     """Mask the channels with the smallest mean |fan-out weight| (per layer, ratios[l] of them) and fine-tune with the masks."""
     if cfg.train.threads:
@@ -267,9 +268,10 @@ def prune_teacher(ckpt: TeacherCheckpoint, ratios: list[float], cfg: Config, dat
     apply_masks(net, prune_masks(net, ratios))
     net = net.to(cfg.train.device, DTYPES[cfg.train.dtype]).requires_grad_()
     tt = cfg.teacher_train
-    history = fit_labels(net, data, ckpt.mean, ckpt.std, tt, tt.finetune_epochs, tt.finetune_lr, cfg.data.augment, cfg.eval.batch_size,
-                         progress, label="fine-tune")
-    acc = history[-1]["test_accuracy"] if history else accuracy(net, data.test_x, data.test_y, ckpt.mean, ckpt.std, cfg.eval.batch_size)
+    history = fit_labels(net, data, mean=ckpt.mean, std=ckpt.std, tt=tt, epochs=tt.finetune_epochs, lr=tt.finetune_lr,
+                         augmentation=cfg.data.augment, eval_chunk=cfg.eval.batch_size, progress=progress, label="fine-tune")
+    acc = history[-1]["test_accuracy"] if history else accuracy(net, data.test_x, data.test_y, mean=ckpt.mean, std=ckpt.std,
+                                                                chunk=cfg.eval.batch_size)
     out = net.to("cpu", torch.float64)
     apply_masks(out, out.active())  # fine-tuning in float32 keeps zeros exact; this re-asserts them after the cast
     return TeacherCheckpoint(out, ckpt.dataset, ckpt.mean, ckpt.std, ckpt.image_shape, acc, ckpt.history + history, list(ratios), parent,
@@ -281,7 +283,8 @@ def _set(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value)}"
 
 
-def teacher_config(dataset: str, config: str | None, overrides: list[str], root: str | None = None, epochs: int | None = None) -> Config:
+def teacher_config(dataset: str, config: str | None, overrides: list[str], *, root: str | None = None,
+                   epochs: int | None = None) -> Config:
     """The config of `studentspec teacher train`: a YAML file (else the 4 x 64 teacher of docs/model.md 4.4), then overrides, then the flags."""
     flags = [_set("data.kind", dataset)]
     flags += [_set("data.root", str(root))] if root is not None else []
@@ -289,7 +292,7 @@ def teacher_config(dataset: str, config: str | None, overrides: list[str], root:
     return load_config(config, ([] if config else PAPER_TEACHER) + list(overrides) + flags)
 
 
-def prune_config(ckpt: TeacherCheckpoint, config: str | None, overrides: list[str], root: str | None = None, epochs: int | None = None,
+def prune_config(ckpt: TeacherCheckpoint, config: str | None, overrides: list[str], *, root: str | None = None, epochs: int | None = None,
                  lr: float | None = None) -> Config:
     """The config of `studentspec teacher prune`: the settings stored in the checkpoint, a YAML file, overrides, flags."""
     stored = []

@@ -99,7 +99,7 @@ def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, c
         result.grad_norm = _layer_norms(grads)
     elif with_grad:
         with torch.enable_grad():
-            result.grad_norm = grad_norms(student, x, y, loss_kind, chunk)
+            result.grad_norm = grad_norms(student, x, y, loss_kind, chunk=chunk)
     return result
 
 
@@ -109,7 +109,7 @@ def _layer_norms(grads: list[Tensor]) -> Tensor:
     return torch.stack(sq, dim=1).sqrt()
 
 
-def grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 256) -> Tensor:
+def grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str, *, chunk: int = 256) -> Tensor:
     """Full-batch gradient norm of the loss w.r.t. each layer's augmented weights, [S, L] (autograd; BatchNorm in eval mode)."""
     params = [t.detach().requires_grad_(True) for t in student.parameters()]
     depth = len(student.weights)

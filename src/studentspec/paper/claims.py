@@ -26,7 +26,8 @@ MULTI = "student.multi"
 DECAY = "teacher.decay"
 
 
-def claim(name: str, statistic: str, value: float | None, threshold: str, passed: bool, justification: str, detail: str = "") -> dict[str, Any]:
+def claim(name: str, statistic: str, value: float | None, threshold: str, *, passed: bool, justification: str,
+          detail: str = "") -> dict[str, Any]:
     """One claim record; a NaN value becomes None (JSON null) and always fails."""
     ok = value is not None and math.isfinite(value)
     return {"name": name, "statistic": statistic, "value": float(value) if ok else None, "threshold": threshold,
@@ -76,12 +77,13 @@ def lshape(students: pd.DataFrame, corr_threshold: float = 0.95, max_ratio: floa
     return claim(
         "L-shape", f"median ||v_k|| of unspecialized students (best corr < {corr_threshold:g}) / 90th percentile ||v_k|| of "
         "specialized ones, at the end (training split, lowest layer); median over configurations", value, f"<= {max_ratio:g}",
-        value <= max_ratio,
-        "The L's horizontal arm (unaligned students) against the height of its vertical arm (aligned ones). At a critical point the "
-        "arm lies at 0 (Theorem); after finite SGD it keeps a residue that shrinks slowly with training. A cloud with no L gives "
-        f"about 0.5 or more; {max_ratio:g} asks the typical unaligned student to carry under a quarter of a large aligned one's "
-        "fan-out. Over-realized students that share one teacher split its fan-out, hence the 90th percentile, not the median.",
-        f"{len(ratios)} configurations; ratios {', '.join(f'{r:.3f}' for r in ratios)}")
+        passed=value <= max_ratio,
+        justification="The L's horizontal arm (unaligned students) against the height of its vertical arm (aligned ones). At a "
+        "critical point the arm lies at 0 (Theorem); after finite SGD it keeps a residue that shrinks slowly with training. A cloud "
+        f"with no L gives about 0.5 or more; {max_ratio:g} asks the typical unaligned student to carry under a quarter of a large "
+        "aligned one's fan-out. Over-realized students that share one teacher split its fan-out, hence the 90th percentile, not "
+        "the median.",
+        detail=f"{len(ratios)} configurations; ratios {', '.join(f'{r:.3f}' for r in ratios)}")
 
 
 def success_table(teachers: pd.DataFrame, step: str = "final") -> pd.DataFrame:
@@ -107,11 +109,11 @@ def success_falls_with_index(teachers: pd.DataFrame, min_decay: float = 1.0, max
     value = max(rhos.values()) if rhos and not any(math.isnan(r) for r in rhos.values()) else math.nan
     return claim(
         "success falls with teacher index", f"Spearman(teacher index, success rate at the end averaged over multis), "
-        f"worst (largest) over panels p >= {min_decay:g}", value, f"<= {max_rho:g}", value <= max_rho,
-        "Teacher j's fan-out is divided by (j+1)^p, so for p >= 1 weak nodes are learned late or not at all (claim 5). "
+        f"worst (largest) over panels p >= {min_decay:g}", value, f"<= {max_rho:g}", passed=value <= max_rho,
+        justification="Teacher j's fan-out is divided by (j+1)^p, so for p >= 1 weak nodes are learned late or not at all (claim 5). "
         f"{max_rho:g} asks for a clearly decreasing trend in every panel, not strict monotonicity: success rates over a few seeds are "
         "coarse and tie often. A constant curve (all or no teacher learned) gives no rank correlation and fails.",
-        "; ".join(f"p={p:g}: {r:.3f}" for p, r in rhos.items()))
+        detail="; ".join(f"p={p:g}: {r:.3f}" for p, r in rhos.items()))
 
 
 FASTER_MAX_RHO = -0.8
@@ -128,9 +130,9 @@ def success_falls_with_decay(teachers: pd.DataFrame, max_rho: float = FASTER_MAX
     per_decay, value = _success_trend(teachers, DECAY)
     return claim(
         "success falls with decay p", "Spearman(p, success rate at the end averaged over teachers, multis and seeds)", value,
-        f"<= {max_rho:g}", value <= max_rho,
-        f"Larger p makes the weak nodes weaker (docs/model.md 4.1: success falls faster for larger p). With 6 decays {max_rho:g} "
-        "allows about one adjacent pair out of order.", ", ".join(f"p {p:g}: {v:.3f}" for p, v in per_decay.items()))
+        f"<= {max_rho:g}", passed=value <= max_rho,
+        justification="Larger p makes the weak nodes weaker (docs/model.md 4.1: success falls faster for larger p). With 6 decays "
+        f"{max_rho:g} allows about one adjacent pair out of order.", detail=", ".join(f"p {p:g}: {v:.3f}" for p, v in per_decay.items()))
 
 
 RISES_MIN_RHO = 0.8
@@ -141,10 +143,10 @@ def success_rises_with_multi(teachers: pd.DataFrame, min_rho: float = RISES_MIN_
     per_multi, value = _success_trend(teachers, MULTI)
     return claim(
         "success rises with multi", "Spearman(multi, success rate at the end averaged over teachers, decays and seeds)", value,
-        f">= {min_rho:g}", value >= min_rho,
-        f"With 4 multis, Spearman {min_rho:g} allows at most one adjacent pair out of order (tied multis, e.g. two at 100%, share "
-        "their rank and still pass); anything lower is no clear rise.",
-        ", ".join(f"multi {m:g}: {s:.3f}" for m, s in per_multi.items()))
+        f">= {min_rho:g}", passed=value >= min_rho,
+        justification=f"With 4 multis, Spearman {min_rho:g} allows at most one adjacent pair out of order (tied multis, e.g. two at "
+        "100%, share their rank and still pass); anything lower is no clear rise.",
+        detail=", ".join(f"multi {m:g}: {s:.3f}" for m, s in per_multi.items()))
 
 
 def success_lower_early(teachers: pd.DataFrame, early_step: int) -> dict[str, Any]:
@@ -153,8 +155,8 @@ def success_lower_early(teachers: pd.DataFrame, early_step: int) -> dict[str, An
     value = end - early
     return claim(
         "success lower early than at the end", f"mean success at the end - mean success at step {early_step}", value, "> 0",
-        value > 0, "Specialization happens during training (weak nodes late), so any improvement counts; a negative or zero "
-        "difference means nothing was learned after the early checkpoint.", f"early {early:.3f}, end {end:.3f}")
+        passed=value > 0, justification="Specialization happens during training (weak nodes late), so any improvement counts; a "
+        "negative or zero difference means nothing was learned after the early checkpoint.", detail=f"early {early:.3f}, end {end:.3f}")
 
 
 CONVERGE_MAX_RHO = -0.8
@@ -177,8 +179,8 @@ def converges_lower_with_multi(scalars: pd.DataFrame, max_rho: float = CONVERGE_
     value = _spearman(per_multi.index, per_multi.values)
     return claim(
         "larger multi converges lower", "Spearman(multi, final log10 eval MSE averaged over decays and seeds)", value,
-        f"<= {max_rho:g}", value <= max_rho, "docs/model.md 4.1 expects larger multi to converge lower; with 4 multis "
-        f"{max_rho:g} allows one adjacent pair out of order.", detail)
+        f"<= {max_rho:g}", passed=value <= max_rho, justification="docs/model.md 4.1 expects larger multi to converge lower; with 4 "
+        f"multis {max_rho:g} allows one adjacent pair out of order.", detail=detail)
 
 
 def converges_faster_with_multi(scalars: pd.DataFrame, early_step: int, max_rho: float = CONVERGE_MAX_RHO) -> dict[str, Any]:
@@ -188,8 +190,9 @@ def converges_faster_with_multi(scalars: pd.DataFrame, early_step: int, max_rho:
     value = _spearman(per_multi.index, per_multi.values)
     return claim(
         "larger multi converges faster", f"Spearman(multi, log10 eval MSE at step {early_step} averaged over decays and seeds)", value,
-        f"<= {max_rho:g}", value <= max_rho, "docs/model.md 4.1 expects larger multi to converge faster; measured at the success "
-        f"rate's early checkpoint (after 5 epochs); with 4 multis {max_rho:g} allows one adjacent pair out of order.", detail)
+        f"<= {max_rho:g}", passed=value <= max_rho, justification="docs/model.md 4.1 expects larger multi to converge faster; "
+        f"measured at the success rate's early checkpoint (after 5 epochs); with 4 multis {max_rho:g} allows one adjacent pair out "
+        "of order.", detail=detail)
 
 
 STRONG_FIRST_MAX_RHO = -0.5
@@ -213,10 +216,11 @@ def strong_first(teachers: pd.DataFrame, min_decay: float = 0.5, max_rho: float 
     value = float(np.median(rhos)) if rhos else math.nan
     return claim(
         "strong teacher nodes first", f"Spearman(teacher fan-out norm, first eval step with best corr > threshold; never = after "
-        f"the end), median over (config, seed) with p >= {min_decay:g}", value, f"<= {max_rho:g}", value <= max_rho,
-        f"Claim 5 predicts a negative rank correlation (stronger = earlier). {max_rho:g} asks the typical seed to show it clearly; "
-        "evaluation every few epochs makes ties, which pull the coefficient towards 0, so a perfect -1 is not expected.",
-        f"{len(rhos)} (config, seed) pairs; quartiles {', '.join(f'{q:.2f}' for q in np.quantile(rhos, [0.25, 0.5, 0.75]))}" if rhos else "no pair")
+        f"the end), median over (config, seed) with p >= {min_decay:g}", value, f"<= {max_rho:g}", passed=value <= max_rho,
+        justification=f"Claim 5 predicts a negative rank correlation (stronger = earlier). {max_rho:g} asks the typical seed to show "
+        "it clearly; evaluation every few epochs makes ties, which pull the coefficient towards 0, so a perfect -1 is not expected.",
+        detail=(f"{len(rhos)} (config, seed) pairs; quartiles {', '.join(f'{q:.2f}' for q in np.quantile(rhos, [0.25, 0.5, 0.75]))}"
+                if rhos else "no pair"))
 
 
 # ---------------------------------------------------------------- sample complexity (4.2)
@@ -246,8 +250,8 @@ def teacher_aware_fewer_samples(teachers: pd.DataFrame, min_ratio: float = FEWER
         table = table[table[MULTI] > 1]  # multi 1: no spare students, the over-realized setting of the theorem does not apply
     name, stat = "teacher-aware needs fewer samples", f"median over multi > 1 of N_gaussian / N_teacher_aware reaching mean best corr {level:g}"
     if set(table["data.kind"]) != {"teacher_aware", "gaussian"}:
-        return claim(name, stat, math.nan, f">= {min_ratio:g}", False, "needs both data kinds and a multi > 1",
-                     f"kinds found: {sorted(set(table['data.kind']))}")
+        return claim(name, stat, math.nan, f">= {min_ratio:g}", passed=False, justification="needs both data kinds and a multi > 1",
+                     detail=f"kinds found: {sorted(set(table['data.kind']))}")
     ratios, details = [], []
     groups = table.groupby(MULTI) if MULTI in table.columns else [(None, table)]
     for multi, g in groups:
@@ -261,10 +265,10 @@ def teacher_aware_fewer_samples(teachers: pd.DataFrame, min_ratio: float = FEWER
         ratios.append(first.get("gaussian", math.nan) / first.get("teacher_aware", math.nan))
     value = float(np.median(ratios)) if ratios else math.nan
     return claim(
-        name, stat, value, f">= {min_ratio:g}", value >= min_ratio,
-        f"'Several times fewer' read as at least {min_ratio:g}x; the paper reports tens to a few hundred samples against about a "
-        f"thousand. {level:g} is the specialization threshold used everywhere. With the paper's objective both kinds reach ~1 "
-        "with enough data, so a level set by their plateaus would compare the largest N of both.", "; ".join(details))
+        name, stat, value, f">= {min_ratio:g}", passed=value >= min_ratio,
+        justification=f"'Several times fewer' read as at least {min_ratio:g}x; the paper reports tens to a few hundred samples "
+        f"against about a thousand. {level:g} is the specialization threshold used everywhere. With the paper's objective both kinds "
+        "reach ~1 with enough data, so a level set by their plateaus would compare the largest N of both.", detail="; ".join(details))
 
 
 # ---------------------------------------------------------------- deep (4.3)
@@ -286,10 +290,12 @@ def deep_lowest_highest(scalars: pd.DataFrame, min_fraction: float = LOWEST_MIN_
     value = float(ok.mean()) if len(rho) and len(layers) > 1 else math.nan
     return claim(
         "deep: lowest layer specializes most", f"fraction of (run, seed) whose layer-1 rho_mean is the highest at the end (ties within {tie:g} count)",
-        value, f">= {min_fraction:g}", value >= min_fraction,
-        f"docs/model.md 4.3: the lowest layer specializes first and most. Near convergence every layer reaches ~0.9999 and the order "
-        f"becomes noise, hence the tie margin {tie:g}; {min_fraction:g} tolerates a few runs where an upper layer wins by chance.",
-        f"{int(ok.sum())} of {len(ok)}; mean rho per layer " + ", ".join(f"L{l}: {rho[:, i].mean():.3f}" for i, l in enumerate(layers)))
+        value, f">= {min_fraction:g}", passed=value >= min_fraction,
+        justification=f"docs/model.md 4.3: the lowest layer specializes first and most. Near convergence every layer reaches ~0.9999 "
+        f"and the order becomes noise, hence the tie margin {tie:g}; {min_fraction:g} tolerates a few runs where an upper layer wins "
+        "by chance.",
+        detail=f"{int(ok.sum())} of {len(ok)}; mean rho per layer "
+        + ", ".join(f"L{l}: {rho[:, i].mean():.3f}" for i, l in enumerate(layers)))
 
 
 TO_ONE_MIN_RHO = 0.95
@@ -308,10 +314,10 @@ def deep_lowest_to_one(scalars: pd.DataFrame, min_rho: float = TO_ONE_MIN_RHO, m
     return claim(
         "deep: lowest layer -> 1 as loss -> 0", f"mean layer-1 rho_mean over the lowest-eval-MSE quarter of (run, seed), with "
         f"Spearman(eval MSE, layer-1 rho_mean) <= {max_spearman:g}", value, f">= {min_rho:g}",
-        value >= min_rho and rs <= max_spearman,
-        f"Claim 2: small loss forces lowest-layer specialization. {min_rho:g} is the specialization threshold used throughout; the "
-        "Spearman condition checks that correlation rises as the loss falls, not only at one point.",
-        f"Spearman {rs:.3f} over {len(df)} (run, seed)")
+        passed=value >= min_rho and rs <= max_spearman,
+        justification=f"Claim 2: small loss forces lowest-layer specialization. {min_rho:g} is the specialization threshold used "
+        "throughout; the Spearman condition checks that correlation rises as the loss falls, not only at one point.",
+        detail=f"Spearman {rs:.3f} over {len(df)} (run, seed)")
 
 
 # ---------------------------------------------------------------- Lemma (claim 1)
@@ -356,10 +362,10 @@ def lemma_identity(errors: list[float], max_err: float = LEMMA_MAX_ERR) -> dict[
     value = max(errors) if errors else math.nan
     return claim(
         "Lemma identity", "max over layers, seeds and samples of |D_l[A_l f*_l - B_l f_l] + dJ/dz_l| / max(|D_l A_l f*_l|, "
-        "|D_l B_l f_l|, |dJ/dz_l|) (stored final weights, float64; J = 1/2 ||f* - f||^2)", value, f"<= {max_err:g}", value <= max_err,
-        f"An exact identity: only float64 rounding separates the two (~1e-15 per operation, growing with depth and width); "
-        f"{max_err:g} is far above rounding and far below any real discrepancy (a wrong term gives errors of order 1).",
-        "per layer " + ", ".join(f"{e:.1e}" for e in errors))
+        "|D_l B_l f_l|, |dJ/dz_l|) (stored final weights, float64; J = 1/2 ||f* - f||^2)", value, f"<= {max_err:g}", passed=value <= max_err,
+        justification=f"An exact identity: only float64 rounding separates the two (~1e-15 per operation, growing with depth and "
+        f"width); {max_err:g} is far above rounding and far below any real discrepancy (a wrong term gives errors of order 1).",
+        detail="per layer " + ", ".join(f"{e:.1e}" for e in errors))
 
 
 def net_from_weights(weights: dict[str, np.ndarray], prefix: str, activation: str, slope: float) -> Net:

@@ -88,7 +88,8 @@ def lshape(students: pd.DataFrame, title: str) -> Figure:
 
 
 @styled
-def success_rate(teachers: pd.DataFrame, early_step: int, steps_per_epoch: int, title: str, threshold: float | None = None) -> Figure:
+def success_rate(teachers: pd.DataFrame, early_step: int, steps_per_epoch: int, title: str, *,
+                 threshold: float | None = None) -> Figure:
     """(b) panels = decay p > 0: fraction of seeds specializing each teacher node; dotted early, solid at the end.
 
     Specialized = the stored `specialized` column (each run's eval.threshold), or best corr > `threshold` when given.
@@ -134,7 +135,8 @@ def convergence(scalars: pd.DataFrame, steps_per_epoch: int, title: str) -> Figu
 
 
 @styled
-def teacher_curves(teachers: pd.DataFrame, multi: float, steps_per_epoch: int, title: str, threshold: float | None = None) -> Figure:
+def teacher_curves(teachers: pd.DataFrame, multi: float, steps_per_epoch: int, title: str, *,
+                   threshold: float | None = None) -> Figure:
     """(d) one seed, one multi, panels = decay p: each teacher node's best eval correlation vs epoch, strong → weak.
 
     A dot marks the first evaluation at which a node is specialized (stored column, or best corr > `threshold`

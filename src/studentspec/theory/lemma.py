@@ -87,7 +87,7 @@ def backprop_signal(student: Pass, teacher: Pass, layer: int) -> Tensor:
 
 
 @torch.no_grad()
-def expected_mixing(teacher: Net, student: Net, x: Tensor, layer: int, chunk: int = 256) -> tuple[Tensor, Tensor]:
+def expected_mixing(teacher: Net, student: Net, x: Tensor, layer: int, *, chunk: int = 256) -> tuple[Tensor, Tensor]:
     """E_x[A_l(x)] [S, n_l, m_l+1] and E_x[B_l(x)] [S, n_l, n_l+1] over inputs x [S, N, d]."""
     total_a = total_b = None
     for i in range(0, x.shape[1], chunk):
@@ -111,7 +111,7 @@ def expected_beta_diag(student: Net, x: Tensor, chunk: int = 256) -> list[Tensor
 
 
 @torch.no_grad()
-def per_sample_grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str = "half_sse", chunk: int = 1024) -> Tensor:
+def per_sample_grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str = "half_sse", *, chunk: int = 1024) -> Tensor:
     """Norm of each sample's gradient of its loss (losses.py; half_sse: 1/2 ||f*(x) - f(x)||^2) w.r.t. each layer's augmented weights, [S, N, L].
 
     The gradient of layer l at one sample is the outer product [h_{l-1}; 1] g_l^T, so its
@@ -193,7 +193,7 @@ class Diagnostics:
 
 
 @torch.no_grad()
-def diagnose(teacher: Net, student: Net, x: Tensor, y: Tensor, corr: list[Tensor], near: float, quantiles: list[float],
+def diagnose(teacher: Net, student: Net, x: Tensor, y: Tensor, *, corr: list[Tensor], near: float, quantiles: list[float],
              loss_kind: str = "half_sse") -> Diagnostics:
     """Every diagnostic on inputs x [S, N, d] with teacher outputs y; corr[l] is layer l's [S, m, n]; gradients of `loss_kind`."""
     obs, near_frac = observation(teacher, student, x, near)
@@ -219,8 +219,8 @@ def measure(ctx: Context) -> Diagnostics:
     th = ctx.cfg.theory
     x, y = ctx.splits[ctx.first]
     corr = [ls.corr for ls in ctx.points[ctx.first].layers]
-    return diagnose(ctx.teacher_run, ctx.student, x[:, : th.samples], y[:, : th.samples], corr, th.near, th.quantiles,
-                    ctx.cfg.train.loss)
+    return diagnose(ctx.teacher_run, ctx.student, x[:, : th.samples], y[:, : th.samples], corr=corr, near=th.near,
+                    quantiles=th.quantiles, loss_kind=ctx.cfg.train.loss)
 
 
 def columns(th: Diagnostics, point: SplitEval, rows: Rows) -> None:

@@ -78,7 +78,7 @@ def relu_kernel(u: Tensor, w: Tensor, sigma: float = 1.0, slope: float = 0.0) ->
     return K[..., 0, 0] if vector else K
 
 
-def kernel_grad_contract(U: Tensor, W: Tensor, A: Tensor, sigma: float = 1.0, slope: float = 0.0) -> Tensor:
+def kernel_grad_contract(U: Tensor, W: Tensor, A: Tensor, *, sigma: float = 1.0, slope: float = 0.0) -> Tensor:
     """sum_j A[j, k] dK(u_j, w_k)/dw_k for every k: [.., d, q] (analytic, no autograd)."""
     # dK0(u, w)/dw = sigma^2/(2 pi) [(pi - t) u + |u| sin t w/|w|]  (= E[psi(u.x) 1(w.x > 0) x]).
     dot, nu, nw = _gram_parts(U, W)
@@ -106,7 +106,7 @@ def erf_kernel(u: Tensor, w: Tensor, sigma: float = 1.0, slope: float = 0.0) -> 
     return K[..., 0, 0] if vector else K
 
 
-def erf_grad_contract(U: Tensor, W: Tensor, A: Tensor, sigma: float = 1.0, slope: float = 0.0) -> Tensor:
+def erf_grad_contract(U: Tensor, W: Tensor, A: Tensor, *, sigma: float = 1.0, slope: float = 0.0) -> Tensor:
     """sum_j A[j, k] dK(u_j, w_k)/dw_k of erf_kernel: [.., d, q] (analytic, no autograd)."""
     # q = 2 s u.w / sqrt(a b), a = 1 + 2 s |u|^2, b = 1 + 2 s |w|^2; dq/dw = 2 s u / sqrt(a b) - q 2 s w / b,
     # dK/dw = (2/pi) dq/dw / sqrt(1 - q^2).
@@ -136,12 +136,12 @@ def _scale(loss: str, V_t: Tensor) -> float:
     return scale
 
 
-def population_loss(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float = 1.0, slope: float = 0.0, loss: str = "half_sse",
-                    psi: str = "arccos") -> Tensor:
+def population_loss(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, *, sigma: float = 1.0, slope: float = 0.0,
+                    loss: str = "half_sse", psi: str = "arccos") -> Tensor:
     """E_x of the training objective `loss` (losses.py) in closed form: half_sse gives J = 1/2 E_x ||f*(x) - f(x)||^2,
     mse (2/C) J; a scalar, or [S] with a seed axis."""
     if loss != "half_sse":
-        return _scale(loss, V_t) * population_loss(W_t, V_t, W_s, V_s, sigma, slope, psi=psi)
+        return _scale(loss, V_t) * population_loss(W_t, V_t, W_s, V_s, sigma=sigma, slope=slope, psi=psi)
     kernel = KERNELS[psi][0]
     k = dict(sigma=sigma, slope=slope)
     tt = _tr(V_t, kernel(W_t, W_t, **k), V_t)
@@ -150,7 +150,8 @@ def population_loss(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: f
     return 0.5 * (tt - 2.0 * ts + ss)
 
 
-def _analytic_grad(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float, slope: float, psi: str = "arccos") -> tuple[Tensor, Tensor]:
+def _analytic_grad(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, *, sigma: float, slope: float,
+                   psi: str = "arccos") -> tuple[Tensor, Tensor]:
     """(dJ/dW_s, dJ/dV_s) from the kernel's analytic derivative."""
     kernel, contract = KERNELS[psi]
     k = dict(sigma=sigma, slope=slope)
@@ -164,12 +165,12 @@ def _analytic_grad(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: fl
 
 
 def population_grad(
-    W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, sigma: float = 1.0, slope: float = 0.0,
+    W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, *, sigma: float = 1.0, slope: float = 0.0,
     method: Literal["analytic", "autograd"] = "analytic", loss: str = "half_sse", psi: str = "arccos",
 ) -> tuple[Tensor, Tensor]:
     """Gradient (d/dW_s, d/dV_s) of population_loss(..., loss), per seed when batched."""
     if method == "analytic":
-        gW, gV = _analytic_grad(W_t, V_t, W_s, V_s, sigma, slope, psi)
+        gW, gV = _analytic_grad(W_t, V_t, W_s, V_s, sigma=sigma, slope=slope, psi=psi)
         if loss == "half_sse":
             return gW, gV
         scale = _scale(loss, V_t)
@@ -178,7 +179,7 @@ def population_grad(
         W = W_s.detach().requires_grad_(True)
         V = V_s.detach().requires_grad_(True)
         # Seeds are independent, so the gradient of the sum is each seed's own gradient.
-        total = population_loss(W_t.detach(), V_t.detach(), W, V, sigma, slope, loss, psi).sum()
+        total = population_loss(W_t.detach(), V_t.detach(), W, V, sigma=sigma, slope=slope, loss=loss, psi=psi).sum()
         gW, gV = torch.autograd.grad(total, (W, V))
     return gW, gV
 
@@ -194,7 +195,7 @@ class Flow(NamedTuple):
 
 @torch.no_grad()
 def gradient_flow(
-    W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, steps: int, lr: float,
+    W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, *, steps: int, lr: float,
     sigma: float = 1.0, slope: float = 0.0, record_every: int = 100, loss: str = "half_sse", psi: str = "arccos",
 ) -> Flow:
     """Full-batch gradient descent on population_loss(..., loss) (infinite data); small lr approximates the flow.
@@ -205,11 +206,11 @@ def gradient_flow(
     losses, at = [], []
     for step in range(steps + 1):
         if step % record_every == 0 or step == steps:
-            losses.append(population_loss(W_t, V_t, W, V, sigma, slope, loss, psi))
+            losses.append(population_loss(W_t, V_t, W, V, sigma=sigma, slope=slope, loss=loss, psi=psi))
             at.append(step)
         if step == steps:
             break
-        gW, gV = population_grad(W_t, V_t, W, V, sigma, slope, loss=loss, psi=psi)
+        gW, gV = population_grad(W_t, V_t, W, V, sigma=sigma, slope=slope, loss=loss, psi=psi)
         W -= lr * gW
         V -= lr * gV
     return Flow(W, V, torch.stack(losses), torch.tensor(at))
@@ -285,7 +286,8 @@ def flow_from_config(cfg: Config, steps: int | None = None, record_every: int = 
     teacher = build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
     student = init_student(cfg, seeding.generators(cfg.seeds, "student"), torch.float64, torch.device("cpu"))
     W_t, V_t = teacher.weights[0], teacher.weights[1]
-    flow = gradient_flow(W_t, V_t, student.weights[0].detach(), student.weights[1].detach(), steps, cfg.train.lr, record_every=record_every, loss=cfg.train.loss, **args)
+    flow = gradient_flow(W_t, V_t, student.weights[0].detach(), student.weights[1].detach(), steps=steps, lr=cfg.train.lr,
+                         record_every=record_every, loss=cfg.train.loss, **args)
     angles = specialization_angles(W_t, flow.W)
     return {
         "seeds": cfg.seeds,

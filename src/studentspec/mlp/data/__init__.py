@@ -29,8 +29,8 @@ class DataKind:
     """One kind of MLP input data (data.kind)."""
 
     name: str
-    # (generator, n, config, the seed's lowest teacher layer (w [d, m], b [m]), training split?, out) -> inputs [n', d] float64;
-    # `out` (a preallocated [n', d] slice, or None) may be filled in place and returned, or ignored
+    # (generator, n, config, *, w, b: the seed's lowest teacher layer [d, m] and [m], training: training split?, out) ->
+    # inputs [n', d] float64; `out` (a preallocated [n', d] slice, or None) may be filled in place and returned, or ignored
     draw: Callable[..., Tensor]
     fixed: bool = True  # a fixed training set; False: fresh inputs every step (no training set, eval set only)
 
@@ -67,7 +67,7 @@ def small_pages(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         return torch.frombuffer(buf, dtype=dtype, count=count).view(shape)
 
 
-def make_inputs(cfg: Config, teacher: Net, gens: list[torch.Generator], n: int, training: bool) -> Tensor:
+def make_inputs(cfg: Config, teacher: Net, gens: list[torch.Generator], n: int, *, training: bool) -> Tensor:
     """Inputs [S, n', d] float64 for every seed, drawn by data.kind from each seed's generator.
 
     Seeds are drawn on torch's threads at once (each from its own generator, so the numbers do not
@@ -75,13 +75,13 @@ def make_inputs(cfg: Config, teacher: Net, gens: list[torch.Generator], n: int, 
     """
     kind = get(cfg.data.kind)
     w, b = teacher.weights[0], teacher.biases[0]
-    first = kind.draw(gens[0], n, cfg, w[0], b[0], training)
+    first = kind.draw(gens[0], n, cfg, w=w[0], b=b[0], training=training)
     out = small_pages((len(gens), *first.shape), first.dtype)
     out[0] = first
     del first
 
     def fill(s: int) -> None:
-        got = kind.draw(gens[s], n, cfg, w[s], b[s], training, out[s])
+        got = kind.draw(gens[s], n, cfg, w=w[s], b=b[s], training=training, out=out[s])
         if got.data_ptr() != out[s].data_ptr():  # a kind that builds its own tensor
             out[s] = got
 
@@ -150,7 +150,7 @@ class BatchStream:
             if not get(cfg.data.kind).fixed:
                 w, b = self.teacher.weights[0], self.teacher.biases[0]
                 kind = get(cfg.data.kind)
-                x = torch.stack([kind.draw(g, k * batch, cfg, w[s], b[s], True) for s, g in enumerate(self.data_gens)])
+                x = torch.stack([kind.draw(g, k * batch, cfg, w=w[s], b=b[s], training=True) for s, g in enumerate(self.data_gens)])
                 x = x.to(self.device, self.dtype)
                 y = label(self.teacher, x)
                 x, y = (t.view(S, k, batch, -1).transpose(0, 1).contiguous() for t in (x, y))

@@ -17,6 +17,7 @@ def teacher_aware(
     w: Tensor,
     b: Tensor,
     n: int,
+    *,
     std: float,
     exact: bool = False,
     shift_mean: float = 2.0,
@@ -56,12 +57,13 @@ def teacher_aware(
     return torch.cat(out)
 
 
-def draw(g: torch.Generator, n: int, cfg: Config, w: Tensor, b: Tensor, training: bool, out: Tensor | None = None) -> Tensor:
+def draw(g: torch.Generator, n: int, cfg: Config, *, w: Tensor, b: Tensor, training: bool, out: Tensor | None = None) -> Tensor:
     """The boundary set around the seed's lowest teacher layer for training, Gaussian inputs for evaluation."""
     dc = cfg.data
     if not training:
-        return gaussian(g, n, cfg.input_dim, dc.std, out)
-    return teacher_aware(g, w, b, n, dc.std, dc.boundary_exact, dc.boundary_shift_mean, dc.boundary_shift_sigma)
+        return gaussian(g, n, cfg.input_dim, dc.std, out=out)
+    return teacher_aware(g, w, b, n, std=dc.std, exact=dc.boundary_exact, shift_mean=dc.boundary_shift_mean,
+                         shift_sigma=dc.boundary_shift_sigma)
 
 
 TEACHER_AWARE = register(DataKind(name="teacher_aware", draw=draw))

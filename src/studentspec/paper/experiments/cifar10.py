@@ -115,7 +115,8 @@ def run(out_dir: str | Path, scale: str = "quick", overrides: list[str] | None =
     teacher = stage("teacher", lambda: (save_checkpoint(train_teacher(cfg, data.subset(cfg.teacher_train.n_train), progress), t_path),
                                         load_checkpoint(t_path))[1], lambda: load_checkpoint(t_path))
     pruned = stage("pruned", lambda: (save_checkpoint(prune_teacher(teacher, cfg.teacher_train.prune_ratios, cfg,
-                                                                    data.subset(cfg.teacher_train.n_train), file_digest(t_path), progress), p_path),
+                                                                    data=data.subset(cfg.teacher_train.n_train), parent=file_digest(t_path),
+                                                                    progress=progress), p_path),
                                       load_checkpoint(p_path))[1], lambda: load_checkpoint(p_path))
     if progress:
         print(f"teacher: {describe(teacher)}\npruned:  {describe(pruned)}")
