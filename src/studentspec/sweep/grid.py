@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -367,7 +367,7 @@ def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: li
                               "packs": [[j.id for j in g] for g in groups]}
     start = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not options.progress, unit="job", dynamic_ncols=True)
-    with closing(finished):  # an exception here (Ctrl-C) stops the executor's workers now, not when it is collected
+    with closing(finished) if hasattr(finished, "close") else nullcontext():  # Ctrl-C here stops the workers now, not at collection
         for task, error in finished:
             for member in task.members:
                 # a failed pack may have written some members before it failed: those are finished
