@@ -19,7 +19,7 @@ def differences(a: Path, b: Path) -> list[str]:
         if not x.equals(y):
             out.append(f"{name}.parquet differs")
     with np.load(a / "weights.npz") as x, np.load(b / "weights.npz") as y:
-        out += [f"weights {k} differ" for k in x.files if k not in y.files or not np.array_equal(x[k], y[k])]
+        out += [f"weights {k} differ" for k in x.files if k not in y.files or not np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind in "fc")]
     sa, sb = (json.loads((p / "summary.json").read_text())["per_seed"] for p in (a, b))
     if sa != sb:
         out.append("summary.json per_seed differs")

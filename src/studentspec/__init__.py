@@ -18,10 +18,21 @@ os.environ.setdefault("MKL_CBWR", "AUTO")
 __version__ = "0.1.0"
 
 _API = {
-    "Config": "config", "ConfigError": "config",
-    "load_config": "pipelines", "build": "pipelines", "train": "pipelines", "record": "pipelines", "write_run": "pipelines",
-    "Run": "store", "RunRecord": "store", "StoreError": "store", "load_run": "store", "write_record": "store",
-    "load_sweep": "sweep.grid", "run_sweep": "sweep.grid", "SweepOptions": "sweep.grid",
+    "Config": "config",
+    "ConfigError": "config",
+    "load_config": "pipelines",
+    "build": "pipelines",
+    "train": "pipelines",
+    "record": "pipelines",
+    "write_run": "pipelines",
+    "Run": "store",
+    "RunRecord": "store",
+    "StoreError": "store",
+    "load_run": "store",
+    "write_record": "store",
+    "load_sweep": "sweep.grid",
+    "run_sweep": "sweep.grid",
+    "SweepOptions": "sweep.grid",
     "TrainResult": "mlp.train",
 }
 __all__ = sorted(_API)

@@ -22,8 +22,15 @@ EXIT_FAULT = 1  # a fault during the work (a full disk, a file-size limit, ...):
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
-PATH_ARGS = {"config": "CONFIG", "out": "--out", "run_dir": "RUN_DIR", "checkpoint": "CHECKPOINT", "root": "--root",
-             "sweep_dir": "SWEEP_DIR", "dirs": "DIR"}  # the parsed arguments that name files or folders
+PATH_ARGS = {
+    "config": "CONFIG",
+    "out": "--out",
+    "run_dir": "RUN_DIR",
+    "checkpoint": "CHECKPOINT",
+    "root": "--root",
+    "sweep_dir": "SWEEP_DIR",
+    "dirs": "DIR",
+}  # the parsed arguments that name files or folders
 
 
 def _limit(path: str, name: str, default: int) -> int:
@@ -43,9 +50,13 @@ def _check_path(option: str, raw: str) -> None:
         raise ConfigError(f"{option}: a path cannot contain a NUL character")
     longest = max(data.split(b"/"), key=len)
     if len(longest) > (name_max := _limit(raw, "PC_NAME_MAX", 255)):
-        raise ConfigError(f"{option}: {clip(os.fsdecode(longest), 40)}: file name too long ({len(longest)} bytes; the file system allows {name_max})")
+        raise ConfigError(
+            f"{option}: {clip(os.fsdecode(longest), 40)}: file name too long ({len(longest)} bytes; the file system allows {name_max})"
+        )
     if len(data) >= (path_max := _limit(raw, "PC_PATH_MAX", 4096)):
-        raise ConfigError(f"{option}: {clip(raw, 40)}: path too long ({len(data)} bytes; the file system allows {path_max - 1})")
+        raise ConfigError(
+            f"{option}: {clip(raw, 40)}: path too long ({len(data)} bytes; the file system allows {path_max - 1})"
+        )
 
 
 def _checked_paths(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -108,22 +119,40 @@ def _converge(args: argparse.Namespace) -> int:
     from .theory import converge
 
     pipelines.require(load_run(args.run_dir).config, converge.PIPELINES, "converge")
-    hessian = {k: v for k, v in (("hessian_exact_max", args.hessian_exact_max), ("hessian_k", args.hessian_k),
-                                 ("hessian_tol_rel", args.hessian_tol_rel)) if v is not None}  # None: converge's defaults
+    hessian = {
+        k: v
+        for k, v in (
+            ("hessian_exact_max", args.hessian_exact_max),
+            ("hessian_k", args.hessian_k),
+            ("hessian_tol_rel", args.hessian_tol_rel),
+        )
+        if v is not None
+    }  # None: converge's defaults
     options = converge.ConvergeOptions(tol=args.tol, max_iter=args.max_iter, method=args.method, **hessian)
     info = converge.converge_run(args.run_dir, options).to_json()
     for seed, r in info["per_seed"].items():
-        verdict = ", ".join(f"{k} {'holds' if v else 'FAILS' if v is not None else 'n/a'}" for k, v in r["conclusions"].items())
+        verdict = ", ".join(
+            f"{k} {'holds' if v else 'FAILS' if v is not None else 'n/a'}" for k, v in r["conclusions"].items()
+        )
         grad = f"{r['grad_max']:.2e}" if isinstance(r["grad_max"], (int, float)) else "not finite"
-        print(f"seed {seed}: max per-sample gradient {grad} after {r['iterations']} iterations ({r['stop']}); {verdict}")
+        print(
+            f"seed {seed}: max per-sample gradient {grad} after {r['iterations']} iterations ({r['stop']}); {verdict}"
+        )
         h = r["hessian"]
         if h["method"] == "skipped":
             print(f"  Hessian skipped: {h['note']}")
         else:
-            lo, hi = (f"{v:.3e}" if v is not None else "not converged" for v in (h["min_eigenvalue"], h["max_eigenvalue"]))
-            print(f"  Hessian ({h['method']}, {h['n_params']} parameters): eigenvalues in [{lo}, {hi}], "
-                  f"{h['n_near_zero']} near zero, {h['n_negative']} negative" + (" (of the extremes computed)" if h["method"] == "lanczos" else ""))
-    print(f"wrote {Path(args.run_dir) / 'converge.json'} (gradient target reached: {info['reached']}, all conclusions hold: {info['all_conclusions_hold']})")
+            lo, hi = (
+                f"{v:.3e}" if v is not None else "not converged" for v in (h["min_eigenvalue"], h["max_eigenvalue"])
+            )
+            print(
+                f"  Hessian ({h['method']}, {h['n_params']} parameters): eigenvalues in [{lo}, {hi}], "
+                f"{h['n_near_zero']} near zero, {h['n_negative']} negative"
+                + (" (of the extremes computed)" if h["method"] == "lanczos" else "")
+            )
+    print(
+        f"wrote {Path(args.run_dir) / 'converge.json'} (gradient target reached: {info['reached']}, all conclusions hold: {info['all_conclusions_hold']})"
+    )
     return 0
 
 
@@ -138,7 +167,12 @@ def _population(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_out(out, args.overwrite, "population")  # before any work
     info = population.flow_from_config(cfg, steps=args.steps)
-    write_dir(out, args.overwrite, lambda stage: write_json(stage / "population.json", info | {"config": cfg.to_dict()}), "population")
+    write_dir(
+        out,
+        args.overwrite,
+        lambda stage: write_json(stage / "population.json", info | {"config": cfg.to_dict()}),
+        "population",
+    )
     final = [round(l[-1], 6) for l in info["loss"]]
     print(f"wrote {out / 'population.json'} (final population loss per seed: {final})")
     return 0
@@ -146,7 +180,13 @@ def _population(args: argparse.Namespace) -> int:
 
 def _duration(seconds: float) -> str:
     """Seconds as a short human figure: 42 s, 3.5 min, 2.1 h."""
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+    return (
+        f"{seconds:.0f} s"
+        if seconds < 120
+        else f"{seconds / 60:.1f} min"
+        if seconds < 7200
+        else f"{seconds / 3600:.1f} h"
+    )
 
 
 def _slurm(items: list[str]) -> dict[str, object]:
@@ -179,26 +219,46 @@ def _sweep(args: argparse.Namespace) -> int:
     from .sweep.grid import SweepOptions, job_table, pack_table, run_sweep, summary_table
 
     pack = _pack(args.pack)
-    options = SweepOptions(ensemble_size=args.ensemble_size, workers=args.workers, threads=args.threads, dry_run=args.dry_run,
-                           progress=not args.quiet, executor=args.executor, address=args.address, gpus_per_job=args.gpus_per_job,
-                           slurm=_slurm(args.slurm), pack=pack)
+    options = SweepOptions(
+        ensemble_size=args.ensemble_size,
+        workers=args.workers,
+        threads=args.threads,
+        dry_run=args.dry_run,
+        progress=not args.quiet,
+        executor=args.executor,
+        address=args.address,
+        gpus_per_job=args.gpus_per_job,
+        slurm=_slurm(args.slurm),
+        pack=pack,
+    )
     result = run_sweep(args.config, args.grid, args.out, options)
     if args.dry_run:
         jobs = result["jobs"]
         print(job_table(jobs))
         print(pack_table(result["packs"]))
         workers = args.workers or machine_workers(args.threads)
-        cost = estimate(args.config, [j.overrides for j in jobs], [j.seeds for j in jobs], workers=workers, threads=args.threads,
-                        tasks=len(result["packs"]), configs=result["configs"])
-        print(f"{cost['jobs']} jobs, {cost['seed_steps']:.3g} seed-steps, {cost['gflop']:.3g} GFLOP; "
-              f"estimated {_duration(cost['seconds'])} on {workers} local worker(s) x {args.threads} thread(s) "
-              f"(calibrated on job {jobs[0].id if jobs else '-'}: {cost.get('t_step', 0) * 1e3:.3f} ms/step, "
-              f"{cost.get('t_eval', 0):.2f} s/evaluation)")
+        cost = estimate(
+            args.config,
+            [j.overrides for j in jobs],
+            [j.seeds for j in jobs],
+            workers=workers,
+            threads=args.threads,
+            tasks=len(result["packs"]),
+            configs=result["configs"],
+        )
+        print(
+            f"{cost['jobs']} jobs, {cost['seed_steps']:.3g} seed-steps, {cost['gflop']:.3g} GFLOP; "
+            f"estimated {_duration(cost['seconds'])} on {workers} local worker(s) x {args.threads} thread(s) "
+            f"(calibrated on job {jobs[0].id if jobs else '-'}: {cost.get('t_step', 0) * 1e3:.3f} ms/step, "
+            f"{cost.get('t_eval', 0):.2f} s/evaluation)"
+        )
         return 0
     print(summary_table(result))
     for job_id, err in result["failed"].items():
         job = next(j for j in result["jobs"] if j.id == job_id)
-        print(f"  failed {job_id} ({' '.join(job.overrides) or 'base config'}; seeds {job.seeds}): {err}", file=sys.stderr)
+        print(
+            f"  failed {job_id} ({' '.join(job.overrides) or 'base config'}; seeds {job.seeds}): {err}", file=sys.stderr
+        )
     return 1 if result["failed"] else 0
 
 
@@ -222,7 +282,9 @@ def _check_checkpoint_out(out: Path, overwrite: bool) -> None:
     try:
         load_checkpoint(out)
     except ConfigError:
-        raise StoreError(f"{out}: --overwrite refuses to replace it: it is not a studentspec teacher checkpoint") from None
+        raise StoreError(
+            f"{out}: --overwrite refuses to replace it: it is not a studentspec teacher checkpoint"
+        ) from None
 
 
 @_checked_paths
@@ -240,7 +302,15 @@ def _teacher_train(args: argparse.Namespace) -> int:
 
 @_checked_paths
 def _teacher_prune(args: argparse.Namespace) -> int:
-    from .conv.teacher import describe, file_digest, load_checkpoint, parse_ratios, prune_config, prune_teacher, save_checkpoint
+    from .conv.teacher import (
+        describe,
+        file_digest,
+        load_checkpoint,
+        parse_ratios,
+        prune_config,
+        prune_teacher,
+        save_checkpoint,
+    )
 
     out = Path(args.out)
     _check_checkpoint_out(out, args.overwrite)
@@ -261,8 +331,16 @@ def _reproduce(args: argparse.Namespace) -> int:
     options: dict[str, object] = {"address": args.address} if args.address else {}
     if args.slurm:
         options["slurm"] = _slurm(args.slurm)
-    return reproduce(args.name, args.scale, out, workers=args.workers, progress=not args.quiet, overrides=args.overrides,
-                     executor=args.executor, executor_options=options)
+    return reproduce(
+        args.name,
+        args.scale,
+        out,
+        workers=args.workers,
+        progress=not args.quiet,
+        overrides=args.overrides,
+        executor=args.executor,
+        executor_options=options,
+    )
 
 
 @_checked_paths
@@ -283,7 +361,10 @@ class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Exit 2 with one line naming the command and the problem."""
         command = self.prog.removeprefix("studentspec").strip()
-        self.exit(EXIT_BAD_INPUT, f"studentspec: error: {command + ': ' if command else ''}{clip(message, 160)} (see {self.prog} --help)\n")
+        self.exit(
+            EXIT_BAD_INPUT,
+            f"studentspec: error: {command + ': ' if command else ''}{clip(message, 160)} (see {self.prog} --help)\n",
+        )
 
 
 _Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # what add_subparsers returns
@@ -296,8 +377,11 @@ def _run_args(sub: _Commands) -> None:
     r.add_argument("--out", required=True, help="run directory to create")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.add_argument("--resume", action="store_true",
-                   help="continue from the checkpoint beside --out (train.checkpoint_every) after a crash or kill")
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint beside --out (train.checkpoint_every) after a crash or kill",
+    )
     r.set_defaults(func=_run)
 
 
@@ -309,22 +393,41 @@ def _plot_args(sub: _Commands) -> None:
 
 
 def _converge_args(sub: _Commands) -> None:
-    c = sub.add_parser("converge", help="continue a stored run to a critical point (float64, L-BFGS/Newton) and check the theorem")
+    c = sub.add_parser(
+        "converge", help="continue a stored run to a critical point (float64, L-BFGS/Newton) and check the theorem"
+    )
     c.add_argument("run_dir")
     c.add_argument("--tol", type=float, default=1e-10, help="target max per-sample gradient norm")
     c.add_argument("--max-iter", type=int, help="L-BFGS iterations or Newton steps per seed (default 20000 / 300)")
-    c.add_argument("--method", choices=["auto", "lbfgs", "newton"], default="auto",
-                   help="auto: exact Newton up to 4000 parameters per seed, else L-BFGS")
-    c.add_argument("--hessian-exact-max", type=int, help="Hessian at the end point: all eigenvalues up to this many parameters "
-                   "per seed (default 3000), else Lanczos extremes")
-    c.add_argument("--hessian-k", type=int, help="Lanczos: the k largest and k smallest Hessian eigenvalues (default 10)")
-    c.add_argument("--hessian-tol-rel", type=float, help="an eigenvalue is near zero when |lambda| <= tol_rel * max|lambda| "
-                   "and negative below -tol_rel * max|lambda| (default 1e-6)")
+    c.add_argument(
+        "--method",
+        choices=["auto", "lbfgs", "newton"],
+        default="auto",
+        help="auto: exact Newton up to 4000 parameters per seed, else L-BFGS",
+    )
+    c.add_argument(
+        "--hessian-exact-max",
+        type=int,
+        help="Hessian at the end point: all eigenvalues up to this many parameters "
+        "per seed (default 3000), else Lanczos extremes",
+    )
+    c.add_argument(
+        "--hessian-k", type=int, help="Lanczos: the k largest and k smallest Hessian eigenvalues (default 10)"
+    )
+    c.add_argument(
+        "--hessian-tol-rel",
+        type=float,
+        help="an eigenvalue is near zero when |lambda| <= tol_rel * max|lambda| "
+        "and negative below -tol_rel * max|lambda| (default 1e-6)",
+    )
     c.set_defaults(func=_converge)
 
 
 def _population_args(sub: _Commands) -> None:
-    g = sub.add_parser("population", help="gradient flow on the closed-form population loss (one hidden layer, no bias, Gaussian input)")
+    g = sub.add_parser(
+        "population",
+        help="gradient flow on the closed-form population loss (one hidden layer, no bias, Gaussian input)",
+    )
     g.add_argument("config")
     g.add_argument("overrides", nargs="*")
     g.add_argument("--out", required=True)
@@ -343,21 +446,40 @@ def _sweep_args(sub: _Commands) -> None:
     w.add_argument("--threads", type=int, default=1, help="torch threads per job")
     w.add_argument("--executor", choices=["local", "ray", "slurm"], default="local")
     w.add_argument("--address", help="Ray cluster HOST:PORT (--executor ray; default: start a local Ray instance)")
-    w.add_argument("--gpus-per-job", type=float, help="GPUs per Ray job (default 0.25 for CUDA jobs, 0 on CPU); a fraction shares a device")
-    w.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                   help="submitit parameter for --executor slurm, e.g. slurm_partition=dev timeout_min=60; cluster=local runs without SLURM")
-    w.add_argument("--pack", default="0", metavar="auto|N",
-                   help="train jobs that differ only in build-only keys (teacher.decay, teacher.bias, student.init_std/init_scale) "
-                        "as one ensemble of at most N seeds, bitwise the same results; auto: up to 256 seeds while the ensemble's "
-                        "memory floor stays under 1 GiB; 0 or 1 (default): off, because on the 2-core reference machine copying "
-                        "the members into one ensemble cost more than it saved (BENCHMARKS.md, packing)")
-    w.add_argument("--dry-run", action="store_true", help="print the job table, the packing and an estimated cost (one short calibration run), run nothing")
+    w.add_argument(
+        "--gpus-per-job",
+        type=float,
+        help="GPUs per Ray job (default 0.25 for CUDA jobs, 0 on CPU); a fraction shares a device",
+    )
+    w.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="submitit parameter for --executor slurm, e.g. slurm_partition=dev timeout_min=60; cluster=local runs without SLURM",
+    )
+    w.add_argument(
+        "--pack",
+        default="0",
+        metavar="auto|N",
+        help="train jobs that differ only in build-only keys (teacher.decay, teacher.bias, student.init_std/init_scale) "
+        "as one ensemble of at most N seeds, bitwise the same results; auto: up to 256 seeds while the ensemble's "
+        "memory floor stays under 1 GiB; 0 or 1 (default): off, because on the 2-core reference machine copying "
+        "the members into one ensemble cost more than it saved (BENCHMARKS.md, packing)",
+    )
+    w.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the job table, the packing and an estimated cost (one short calibration run), run nothing",
+    )
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(func=_sweep)
 
 
 def _query_args(sub: _Commands) -> None:
-    k = sub.add_parser("query", help='SQL over a sweep\'s tables scalars, teachers, students (DuckDB), e.g. "SELECT ... FROM scalars"')
+    k = sub.add_parser(
+        "query", help='SQL over a sweep\'s tables scalars, teachers, students (DuckDB), e.g. "SELECT ... FROM scalars"'
+    )
     k.add_argument("sweep_dir")
     k.add_argument("sql")
     k.set_defaults(func=_query)
@@ -366,9 +488,15 @@ def _query_args(sub: _Commands) -> None:
 def _teacher_args(sub: _Commands) -> None:
     t = sub.add_parser("teacher", help="conv teachers on image data: train on labels, prune by fan-out and fine-tune")
     tsub = t.add_subparsers(dest="teacher_command", required=True)
-    tt = tsub.add_parser("train", help="train a conv teacher on true labels (default: docs/model.md 4.4's 4 x 64 teacher)")
+    tt = tsub.add_parser(
+        "train", help="train a conv teacher on true labels (default: docs/model.md 4.4's 4 x 64 teacher)"
+    )
     tt.add_argument("dataset", choices=["cifar10", "mnist"])
-    tt.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. teacher.widths=[16,16,16,16] teacher_train.lr=0.1")
+    tt.add_argument(
+        "overrides",
+        nargs="*",
+        help="dotted key=value overrides, e.g. teacher.widths=[16,16,16,16] teacher_train.lr=0.1",
+    )
     tt.add_argument("--out", required=True, help="checkpoint file to write (e.g. T.pt)")
     tt.add_argument("--config", help="YAML config whose teacher / teacher_train / data / train sections are used")
     tt.add_argument("--root", help="data folder or archive (data.root)")
@@ -376,10 +504,16 @@ def _teacher_args(sub: _Commands) -> None:
     tt.add_argument("--overwrite", action="store_true")
     tt.add_argument("--quiet", action="store_true")
     tt.set_defaults(func=_teacher_train)
-    tp = tsub.add_parser("prune", help="mask the channels with the smallest mean |fan-out weight| and fine-tune with the masks")
+    tp = tsub.add_parser(
+        "prune", help="mask the channels with the smallest mean |fan-out weight| and fine-tune with the masks"
+    )
     tp.add_argument("checkpoint", help="a checkpoint written by `teacher train` (or `teacher prune`)")
-    tp.add_argument("overrides", nargs="*", help="dotted key=value overrides (default: the settings stored in the checkpoint)")
-    tp.add_argument("--ratios", default="0.3,0.5,0.5,0.7", help="fraction of channels masked per layer, comma-separated")
+    tp.add_argument(
+        "overrides", nargs="*", help="dotted key=value overrides (default: the settings stored in the checkpoint)"
+    )
+    tp.add_argument(
+        "--ratios", default="0.3,0.5,0.5,0.7", help="fraction of channels masked per layer, comma-separated"
+    )
     tp.add_argument("--out", required=True, help="checkpoint file to write (e.g. P.pt)")
     tp.add_argument("--config", help="YAML config replacing the checkpoint's stored settings")
     tp.add_argument("--root", help="data folder or archive (default: the one the teacher was trained on)")
@@ -391,32 +525,72 @@ def _teacher_args(sub: _Commands) -> None:
 
 
 def _reproduce_args(sub: _Commands) -> None:
-    e = sub.add_parser("reproduce", help="run one experiment of the paper (sweeps, figures, claims.json PASS/FAIL, report.html); resumable")
-    e.add_argument("name", choices=list(EXPERIMENTS))  # the registry (paper/experiments/), read when the parser is built
+    e = sub.add_parser(
+        "reproduce",
+        help="run one experiment of the paper (sweeps, figures, claims.json PASS/FAIL, report.html); resumable",
+    )
+    e.add_argument(
+        "name", choices=list(EXPERIMENTS)
+    )  # the registry (paper/experiments/), read when the parser is built
     e.add_argument("overrides", nargs="*", help="cifar10 only: dotted key=value overrides, e.g. data.root=PATH")
-    e.add_argument("--scale", choices=["tiny", "quick", "paper"], default="quick",
-                   help="paper: the settings of docs/model.md 4; quick: same shape, minutes on 2 cores; tiny: seconds, a smoke test")
+    e.add_argument(
+        "--scale",
+        choices=["tiny", "quick", "paper"],
+        default="quick",
+        help="paper: the settings of docs/model.md 4; quick: same shape, minutes on 2 cores; tiny: seconds, a smoke test",
+    )
     e.add_argument("--out", help="output dir (default runs/reproduce/NAME-SCALE); re-run the same command to resume")
     e.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
-    e.add_argument("--executor", choices=["local", "ray", "slurm"], default="local", help="where the sweep jobs run (as in `sweep`)")
+    e.add_argument(
+        "--executor",
+        choices=["local", "ray", "slurm"],
+        default="local",
+        help="where the sweep jobs run (as in `sweep`)",
+    )
     e.add_argument("--address", help="Ray cluster HOST:PORT (--executor ray)")
-    e.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE", help="submitit parameter (--executor slurm)")
+    e.add_argument(
+        "--slurm", action="append", default=[], metavar="KEY=VALUE", help="submitit parameter (--executor slurm)"
+    )
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_reproduce)
 
 
 def _report_args(sub: _Commands) -> None:
-    o = sub.add_parser("report", help="write DIR/report.html (self-contained) from a run, sweep or reproduce dir's stored results; no retraining")
+    o = sub.add_parser(
+        "report",
+        help="write DIR/report.html (self-contained) from a run, sweep or reproduce dir's stored results; no retraining",
+    )
     o.add_argument("dirs", nargs="+", metavar="DIR", help="a run, sweep, reproduce or cifar10 reproduce dir")
-    o.add_argument("--reanalyze", action="store_true", help="redraw the figures (and recompute claims.json) from the stored run dirs first")
-    o.add_argument("--point", metavar="KEY=VALUE,...", help="sweep dirs: the grid point whose run figures are drawn (default: the first finished job)")
-    o.add_argument("--markdown", action="store_true", help="print the markdown table of claims and wall times of the DIRs (README), write nothing")
+    o.add_argument(
+        "--reanalyze",
+        action="store_true",
+        help="redraw the figures (and recompute claims.json) from the stored run dirs first",
+    )
+    o.add_argument(
+        "--point",
+        metavar="KEY=VALUE,...",
+        help="sweep dirs: the grid point whose run figures are drawn (default: the first finished job)",
+    )
+    o.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the markdown table of claims and wall times of the DIRs (README), write nothing",
+    )
     o.set_defaults(func=_report)
 
 
 # one function per command, in the order `studentspec --help` lists them
-COMMANDS = (_run_args, _plot_args, _converge_args, _population_args, _sweep_args, _query_args, _teacher_args, _reproduce_args,
-            _report_args)
+COMMANDS = (
+    _run_args,
+    _plot_args,
+    _converge_args,
+    _population_args,
+    _sweep_args,
+    _query_args,
+    _teacher_args,
+    _reproduce_args,
+    _report_args,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -475,7 +649,12 @@ class Output:
         else:
             text = f"the new {self.noun or 'version'} at {p} is complete" if now is not None else f"{p} is missing"
         store = sys.modules.get("studentspec.store.checkpoint")  # not loaded: the run stopped before training
-        if self.checkpointed and now == self.before and store and (store.checkpoint_path(self.path) / store.MARKER).is_file():
+        if (
+            self.checkpointed
+            and now == self.before
+            and store
+            and (store.checkpoint_path(self.path) / store.MARKER).is_file()
+        ):
             text += f"; the checkpoint {_short(store.checkpoint_path(self.path))} is kept: run again with --resume to continue"
         return text
 
@@ -514,7 +693,9 @@ def _output(args: argparse.Namespace) -> Output | None:
 def _fault(err: OSError, output: Output | None) -> str:
     """The one line for an OSError met during the work: what failed (the output being written, or the file), why,
     and the state of the results."""
-    reason = os.strerror(err.errno) if err.errno else (str(err).strip().splitlines() or [err.__class__.__name__])[0][:200]
+    reason = (
+        os.strerror(err.errno) if err.errno else (str(err).strip().splitlines() or [err.__class__.__name__])[0][:200]
+    )
     where = " -> ".join(_short(f) for f in (err.filename, err.filename2) if f is not None)
     if output is None:
         return f"{where}: {reason}" if where else reason

@@ -49,7 +49,9 @@ def _check_mlp(cfg: Config) -> None:
     mlp_data.get(cfg.data.kind)
     mlp_kernel.check_environment()  # STUDENTSPEC_KERNEL, STUDENTSPEC_KERNEL_ISA: a value they do not document exits 2 here
     if cfg.teacher.checkpoint is not None:
-        raise ConfigError(f"teacher.checkpoint: a conv teacher needs image data (data.kind one of {', '.join(conv_images.READERS)})")
+        raise ConfigError(
+            f"teacher.checkpoint: a conv teacher needs image data (data.kind one of {', '.join(conv_images.READERS)})"
+        )
 
 
 def _fits_mlp(cfg: Config) -> None:
@@ -69,11 +71,15 @@ def _fits_unknown(cfg: Config) -> None:
 def _check_conv(cfg: Config) -> None:
     if not cfg.data.root:
         raise ConfigError(f"data.kind: {cfg.data.kind} needs data.root (the folder holding its files)")
-    for metric in METRICS.enabled(cfg):  # per-evaluation metrics are the MLP pipeline's (switch-less ones: not asked for)
+    for metric in METRICS.enabled(
+        cfg
+    ):  # per-evaluation metrics are the MLP pipeline's (switch-less ones: not asked for)
         if metric.switch is not None:
             raise ConfigError(f"{metric.switch}: {metric.title} are measured for MLP runs, not image data")
     if full_batch(cfg.train.optimizer):
-        raise ConfigError(f"train.optimizer: {cfg.train.optimizer} (full batch) is not supported for image data; use sgd or adam")
+        raise ConfigError(
+            f"train.optimizer: {cfg.train.optimizer} (full batch) is not supported for image data; use sgd or adam"
+        )
     if cfg.eval.dtype is not None:
         raise ConfigError("eval.dtype: image runs evaluate in train.dtype; set eval.dtype only for MLP runs")
 
@@ -88,15 +94,35 @@ class Pipeline:
     train: Callable[[Any, Hooks], RunResult]  # the one epoch loop (ensemble/loop.py) with the pipeline's steps
     record: Callable[[Any], RunRecord]
     check_memory: Callable[[Config], None]  # ConfigError if a job of these seeds cannot fit in this machine's memory
-    snapshot: Callable[[Any], tuple[int, dict[str, Any], dict[str, Any]]]  # the loop between epochs -> a checkpoint's content
-    restore: Callable[[Any, int, dict[str, Any], dict[str, Any]], None]  # a checkpoint's content -> a freshly built loop
+    snapshot: Callable[
+        [Any], tuple[int, dict[str, Any], dict[str, Any]]
+    ]  # the loop between epochs -> a checkpoint's content
+    restore: Callable[
+        [Any, int, dict[str, Any], dict[str, Any]], None
+    ]  # a checkpoint's content -> a freshly built loop
 
 
 PIPELINES = {
-    "mlp": Pipeline("mlp", _check_mlp, mlp_train.build, _train_mlp, mlp_record.record, _fits_mlp,
-                    mlp_checkpoint.snapshot, mlp_checkpoint.restore),
-    "conv": Pipeline("conv", _check_conv, conv_train.build, conv_train.train, conv_record.record, _fits_unknown,
-                     conv_checkpoint.snapshot, conv_checkpoint.restore),
+    "mlp": Pipeline(
+        "mlp",
+        _check_mlp,
+        mlp_train.build,
+        _train_mlp,
+        mlp_record.record,
+        _fits_mlp,
+        mlp_checkpoint.snapshot,
+        mlp_checkpoint.restore,
+    ),
+    "conv": Pipeline(
+        "conv",
+        _check_conv,
+        conv_train.build,
+        conv_train.train,
+        conv_record.record,
+        _fits_unknown,
+        conv_checkpoint.snapshot,
+        conv_checkpoint.restore,
+    ),
 }
 
 
@@ -125,7 +151,9 @@ def require(cfg: Config, supported: tuple[str, ...], what: str) -> None:
     """ConfigError unless `cfg` runs on one of the `supported` pipelines: commands declare what they support."""
     name = name_of(cfg)
     if name not in supported:
-        raise ConfigError(f"{what} supports {' and '.join(supported)} runs, not {name} runs (data.kind={cfg.data.kind})")
+        raise ConfigError(
+            f"{what} supports {' and '.join(supported)} runs, not {name} runs (data.kind={cfg.data.kind})"
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -140,8 +168,15 @@ def build(cfg: Config) -> Any:
     return pipeline(cfg).build(cfg)
 
 
-def train(cfg: Config, progress: bool = True, *, on_eval: Callable[[Evaluation], None] | None = None, setup: Any = None,
-          out: str | Path | None = None, resume: bool = False) -> RunResult:
+def train(
+    cfg: Config,
+    progress: bool = True,
+    *,
+    on_eval: Callable[[Evaluation], None] | None = None,
+    setup: Any = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+) -> RunResult:
     """Build (unless `setup` is given) and train every seed of `cfg` in one batched pass; the pipeline's Result.
 
     `on_eval` is called with every evaluation as it is made (ensemble.hooks.Evaluation, the same for every pipeline).
@@ -184,9 +219,16 @@ def _checkpointer(out: str | Path, cfg: Config, p: Pipeline) -> Callable[[Any], 
         try:
             with interrupt_after():
                 write_checkpoint(out, cfg, *p.snapshot(loop))
-        except (OSError, StoreError) as err:  # a failed write leaves the previous checkpoint as it was (store.write_dir)
+        except (
+            OSError,
+            StoreError,
+        ) as err:  # a failed write leaves the previous checkpoint as it was (store.write_dir)
             why = os.strerror(err.errno) if isinstance(err, OSError) and err.errno else str(err)[:200]
-            kept = "the previous checkpoint is kept" if (checkpoint_path(out) / CHECKPOINT_MARKER).is_file() else "there is no checkpoint yet"
+            kept = (
+                "the previous checkpoint is kept"
+                if (checkpoint_path(out) / CHECKPOINT_MARKER).is_file()
+                else "there is no checkpoint yet"
+            )
             tqdm.write(f"warning: checkpoint after epoch {loop.epoch} not written ({why}); {kept}", file=sys.stderr)
 
     return save
@@ -227,14 +269,18 @@ def memory_floor(cfg: Config) -> int | None:
 def train_packed(cfgs: list[Config], progress: bool = False) -> Any:
     """Build every member config, pack them into one ensemble and train it; the packed Result (see write_packed)."""
     if len({pack_key(c) for c in cfgs} - {None}) != 1 or any(pack_key(c) is None for c in cfgs):
-        raise ConfigError("packing: these configs cannot train as one ensemble (they differ in more than build-only keys)")
+        raise ConfigError(
+            "packing: these configs cannot train as one ensemble (they differ in more than build-only keys)"
+        )
     setups = [build(c) for c in cfgs]
     packed = mlp_pack.pack(setups)
     del setups  # the members' tensors now live in the packed ensemble
     return train(packed.cfg, progress=progress, setup=packed)
 
 
-def write_packed(result: Any, cfgs: list[Config], outs: list[str | Path], note: dict[str, Any] | None = None) -> list[Path]:
+def write_packed(
+    result: Any, cfgs: list[Config], outs: list[str | Path], note: dict[str, Any] | None = None
+) -> list[Path]:
     """Write each member of a packed Result to its own run dir (its own config, seeds, tables, weights, summary;
     `note` added to every summary), replacing a run dir of ours; each is bitwise the member trained alone."""
     members = split_record(record(result), cfgs, note)

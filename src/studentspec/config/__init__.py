@@ -25,7 +25,9 @@ class ConfigError(ValueError):
     """A bad configuration; the message is one line naming the key and the problem."""
 
 
-QUOTE_CHARS = 100  # an error message quotes at most this many characters of a value (a 300 MB value once became one line)
+QUOTE_CHARS = (
+    100  # an error message quotes at most this many characters of a value (a 300 MB value once became one line)
+)
 
 
 def clip(text: str, limit: int = QUOTE_CHARS) -> str:
@@ -49,8 +51,10 @@ def quote(value: Any) -> str:
 # seconds to read: MAX_ITEMS values in one list (or keys in one mapping), MAX_NODES values in all, MAX_DEPTH levels.
 MAX_CONFIG_BYTES = 4 * 2**20
 MAX_SEEDS = 100_000
-SEEDS_WHY = (f"at most {MAX_SEEDS} per config: reading and validating more takes seconds before any work, and a larger "
-             "study runs better as several sweeps")
+SEEDS_WHY = (
+    f"at most {MAX_SEEDS} per config: reading and validating more takes seconds before any work, and a larger "
+    "study runs better as several sweeps"
+)
 MAX_ITEMS = MAX_SEEDS
 MAX_NODES = 2 * MAX_SEEDS
 MAX_DEPTH = 64
@@ -83,7 +87,9 @@ class _Loader(Composer, _Parser, SafeConstructor, Resolver):
         Composer.__init__(self)
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
-        self._path: list[Any] = []  # the keys (str), list positions (int) or None (a key itself) down to the node composed
+        self._path: list[
+            Any
+        ] = []  # the keys (str), list positions (int) or None (a key itself) down to the node composed
         self._nodes = 0
 
     def _keys(self) -> str:
@@ -97,8 +103,12 @@ class _Loader(Composer, _Parser, SafeConstructor, Resolver):
 
     def _check(self, parent: Any, index: Any) -> None:
         """YAMLRefused for an alias or a node past the limits, before it is read further."""
-        if self.check_event(yaml.AliasEvent):  # an alias repeats a value: ten of them nested expand a 300-byte file 10^9 times
-            raise YAMLRefused(f"{self._where()}: YAML aliases (*{clip(self.peek_event().anchor, 40)}) are not accepted; write the value out")
+        if self.check_event(
+            yaml.AliasEvent
+        ):  # an alias repeats a value: ten of them nested expand a 300-byte file 10^9 times
+            raise YAMLRefused(
+                f"{self._where()}: YAML aliases (*{clip(self.peek_event().anchor, 40)}) are not accepted; write the value out"
+            )
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise YAMLRefused(f"{self._where()}: more than {MAX_NODES} values in one YAML document")
@@ -133,12 +143,16 @@ class _Loader(Composer, _Parser, SafeConstructor, Resolver):
                 except TypeError:  # an unhashable key: the base class names it
                     continue
                 if seen is not key_node:
-                    raise YAMLRefused(f"line {key_node.start_mark.line + 1}: duplicate key {quote(key)} "
-                                      f"(first at line {seen.start_mark.line + 1}); give each key once")
+                    raise YAMLRefused(
+                        f"line {key_node.start_mark.line + 1}: duplicate key {quote(key)} "
+                        f"(first at line {seen.start_mark.line + 1}); give each key once"
+                    )
         return super().construct_mapping(node, deep=deep)
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def parse_yaml(text: str) -> Any:
@@ -197,7 +211,9 @@ class _Section(BaseModel):
 
 class TeacherConfig(_Section):
     widths: list[Count] = Field(
-        default_factory=lambda: [10], min_length=1, max_length=1000,
+        default_factory=lambda: [10],
+        min_length=1,
+        max_length=1000,
         description=(
             "Hidden widths m_l of the teacher, bottom to top; [10] is a two-layer net. The student's are round(multi x "
             "m_l)."
@@ -213,7 +229,9 @@ class TeacherConfig(_Section):
         ),
     )
     leaky_slope: float = Field(
-        0.1, gt=0.0, lt=1.0,
+        0.1,
+        gt=0.0,
+        lt=1.0,
         description="a of leaky_relu, psi(z) = max(z, a z); ignored by the other activations.",
     )
     recipe: Literal["two_layer", "deep"] = Field(
@@ -224,7 +242,8 @@ class TeacherConfig(_Section):
         ),
     )
     decay: float = Field(
-        1.0, ge=0.0,
+        1.0,
+        ge=0.0,
         description=(
             "The fan-out decay p: two_layer divides the fan-out of hidden node j by (j+1)^p, deep divides column i of "
             "every layer above the first by (1+i)^p."
@@ -273,15 +292,18 @@ class TeacherConfig(_Section):
 class StudentConfig(_Section):
     # the student widths round(multi * m) are checked against INT_MAX by Config
     multi: float = Field(
-        5.0, ge=1.0,
+        5.0,
+        ge=1.0,
         description="Over-realization: the student's width is round(multi x teacher width) in every layer.",
     )
     init_std: float | None = Field(
-        0.005, gt=0.0,
+        0.005,
+        gt=0.0,
         description="Student weights N(0, init_std^2) with zero biases; null: PyTorch's default Linear initialization.",
     )
     init_scale: float = Field(
-        1.0, gt=0.0,
+        1.0,
+        gt=0.0,
         description="Multiplies the initial student (0.1: the released deep code's intended scale-down, docs/model.md 4.3).",
     )
     # the original code's knobs (docs/model.md 4.5; docs/configuration.md): MLP runs only
@@ -302,7 +324,8 @@ class StudentConfig(_Section):
         ),
     )
     perturb: float | None = Field(
-        None, ge=0.0,
+        None,
+        ge=0.0,
         description=(
             "sigma: the student starts as the (tuned) teacher plus N(0, sigma^2) on every weight and bias, drawn from "
             "the student's generator (per layer: W, then b). Needs student.multi: 1 and init_scale: 1."
@@ -340,12 +363,15 @@ class DataConfig(_Section):
     )
     augment: bool = Field(True, description="Images: random crop (padding 4) and horizontal flip on training batches.")
     std: float = Field(
-        1.5, gt=0.0,
+        1.5,
+        gt=0.0,
         description="Input standard deviation s: gaussian N(0, s^2 I), uniform U(-s sqrt3, s sqrt3) per coordinate.",
     )
     n_train: Count = Field(10000, description="Size of the fixed training set (images: the first n training images).")
     n_eval: int = Field(
-        10000, ge=2, le=INT_MAX,
+        10000,
+        ge=2,
+        le=INT_MAX,
         description="Size of the separate evaluation set (images: the first n test images).",
     )
     regenerate: bool = Field(
@@ -360,11 +386,13 @@ class DataConfig(_Section):
         ),
     )
     boundary_shift_mean: float = Field(
-        2.0, ge=0.0,
+        2.0,
+        ge=0.0,
         description="teacher_aware: the copies x +- a u_j are shifted by a ~ U[mean, mean + sigma]; this is mean.",
     )
     boundary_shift_sigma: float = Field(
-        2.0, ge=0.0,
+        2.0,
+        ge=0.0,
         description="teacher_aware: the width sigma of the shift's interval U[mean, mean + sigma].",
     )
 
@@ -388,11 +416,15 @@ class TrainConfig(_Section):
     # an L2 coefficient (added to the gradient): at 1 or more the decay alone moves a weight by lr times itself or
     # more per step, which no experiment here means
     weight_decay: float = Field(
-        0.0, ge=0.0, lt=1.0,
+        0.0,
+        ge=0.0,
+        lt=1.0,
         description="L2 coefficient added to the gradient (SGD and Adam, PyTorch's rule).",
     )
     betas: list[Unit] = Field(
-        default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2,
+        default_factory=lambda: [0.9, 0.999],
+        min_length=2,
+        max_length=2,
         description="Adam's beta1 and beta2.",
     )
     batch_size: Count = Field(16, description="Samples per SGD step and seed.")
@@ -408,7 +440,9 @@ class TrainConfig(_Section):
         description="SGD steps per epoch; null: one pass over the training set.",
     )
     epochs: int = Field(
-        100, ge=0, le=INT_MAX,
+        100,
+        ge=0,
+        le=INT_MAX,
         description="Number of epochs (an evaluation follows each eval.every-th).",
     )
     loss: Literal["half_sse", "mse", "ce"] = Field(
@@ -432,7 +466,9 @@ class TrainConfig(_Section):
         ),
     )
     threads: int | None = Field(
-        None, ge=1, le=MAX_THREADS,
+        None,
+        ge=1,
+        le=MAX_THREADS,
         description="torch threads of this run; null: torch's default.",
     )
     checkpoint_every: Count | None = Field(
@@ -452,7 +488,8 @@ class TrainConfig(_Section):
         ),
     )
     freeze: list[int] = Field(
-        default_factory=list, max_length=1000,
+        default_factory=list,
+        max_length=1000,
         description=(
             "Layers never updated (W and b), 1-based: 1 .. L with L the output layer; the two-layer feature_fixed is "
             "[1], top_layer_fixed [2]. They keep their initial values bit for bit. Not every layer."
@@ -466,7 +503,9 @@ class TrainConfig(_Section):
         ),
     )
     sample_budget: int | None = Field(
-        None, ge=1, le=SEED_MAX,
+        None,
+        ge=1,
+        le=SEED_MAX,
         description=(
             "Back-propagated samples in all (the released deep code's total_bp_iters): sets train.epochs = budget / "
             "the samples of one epoch (steps x batch_size; x n_train for gd); must be a whole multiple, and an "
@@ -515,7 +554,9 @@ class TeacherTrainConfig(_Section):
     lr: float = Field(0.05, gt=0.0, description="The teacher's initial learning rate (SGD).")
     momentum: Unit = Field(0.9, description="The teacher's SGD momentum.")
     weight_decay: float = Field(
-        5e-4, ge=0.0, lt=1.0,
+        5e-4,
+        ge=0.0,
+        lt=1.0,
         description="The teacher's L2 weight decay, as train.weight_decay.",
     )
     batch_size: Count = Field(128, description="Images per step when training the teacher.")
@@ -528,18 +569,23 @@ class TeacherTrainConfig(_Section):
         description="Train the teacher on the first n training images only (quick scale); null: all of them.",
     )
     seed: int = Field(
-        0, ge=0, le=SEED_MAX,
+        0,
+        ge=0,
+        le=SEED_MAX,
         description="Seed of the teacher's initialization, batch order and augmentation.",
     )
     prune_ratios: list[Unit] = Field(
-        default_factory=lambda: [0.3, 0.5, 0.5, 0.7], max_length=1000,
+        default_factory=lambda: [0.3, 0.5, 0.5, 0.7],
+        max_length=1000,
         description=(
             "Per conv layer, the fraction of channels `teacher prune` masks (the weakest by mean absolute fan-out "
             "weight; floor(ratio x channels))."
         ),
     )
     finetune_epochs: int = Field(
-        10, ge=0, le=INT_MAX,
+        10,
+        ge=0,
+        le=INT_MAX,
         description="Epochs of fine-tuning with the pruning masks in place.",
     )
     finetune_lr: float = Field(0.01, gt=0.0, description="Learning rate of the fine-tuning.")
@@ -548,7 +594,9 @@ class TeacherTrainConfig(_Section):
 class EvalConfig(_Section):
     every: Count = Field(1, description="Evaluate every N epochs, and always before training and at the end.")
     threshold: float = Field(
-        0.95, gt=0.0, le=1.0,
+        0.95,
+        gt=0.0,
+        le=1.0,
         description="A teacher node is specialized when its best correlation exceeds this (docs/model.md 2.3).",
     )
     batch_size: Count = Field(
@@ -591,11 +639,13 @@ class TheoryConfig(_Section):
     )
     samples: Count = Field(2000, description="Training samples the diagnostics use.")
     near: float = Field(
-        0.1, gt=0.0,
+        0.1,
+        gt=0.0,
         description="Distance from a teacher node's boundary within which a sample counts as near it (near_boundary).",
     )
     quantiles: list[float] = Field(
-        default_factory=lambda: [0.5, 0.9, 0.99], max_length=100,
+        default_factory=lambda: [0.5, 0.9, 0.99],
+        max_length=100,
         description="Quantiles of the per-sample gradient norms to store (ps_grad_q...); distinct, each in [0, 1].",
     )
 
@@ -613,7 +663,9 @@ class Config(_Section):
     """The whole experiment; field names are the public config keys."""
 
     seeds: list[int] = Field(
-        default_factory=lambda: [1, 2, 3], min_length=1, max_length=MAX_SEEDS,
+        default_factory=lambda: [1, 2, 3],
+        min_length=1,
+        max_length=MAX_SEEDS,
         description=(
             "One ensemble member per seed, each with its own teacher, data, student and random generators; distinct, "
             "each in [0, 2^63-1]. Seed s gives the same numbers alone or in any ensemble."
@@ -680,7 +732,7 @@ class Config(_Section):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Config":
+    def _consistent(self) -> Config:
         if self.train.loss == "ce" and self.output_dim < 2:
             raise ValueError("train.loss=ce needs output_dim >= 2")
         from ..ensemble.optimizers import full_batch  # here, not at import: the config layer stays light
@@ -688,11 +740,15 @@ class Config(_Section):
         if self.data.kind == "online" and full_batch(self.train.optimizer):
             raise ValueError(f"train.optimizer={self.train.optimizer} needs a fixed training set, not data.kind=online")
         if max(self.student_widths) > INT_MAX:
-            raise ValueError(f"student.multi: {self.student.multi:g} x teacher.widths gives a student layer wider than {INT_MAX}")
+            raise ValueError(
+                f"student.multi: {self.student.multi:g} x teacher.widths gives a student layer wider than {INT_MAX}"
+            )
         from ..ensemble import activations
 
         if self.theory.enabled and not activations.get(self.teacher.activation).piecewise_linear:
-            raise ValueError(f"theory.enabled: the Lemma's diagnostics need a piecewise-linear activation, not teacher.activation={self.teacher.activation}")
+            raise ValueError(
+                f"theory.enabled: the Lemma's diagnostics need a piecewise-linear activation, not teacher.activation={self.teacher.activation}"
+            )
         if self.theory.enabled and self.teacher.batchnorm != "none":
             raise ValueError("theory.enabled: diagnostics support nets without BatchNorm (teacher.batchnorm=none)")
         _check_knobs(self)
@@ -708,10 +764,16 @@ class Config(_Section):
         return self.model_dump(mode="python")
 
 
-MLP_KNOBS = {"train.freeze": lambda c: bool(c.train.freeze), "student.normalize": lambda c: c.student.normalize,
-             "teacher.no_bias": lambda c: c.teacher.no_bias, "student.adv_init": lambda c: c.student.adv_init != "none",
-             "student.perturb": lambda c: c.student.perturb is not None, "student.same_dir": lambda c: c.student.same_dir,
-             "student.same_sign": lambda c: c.student.same_sign, "train.sample_budget": lambda c: c.train.sample_budget is not None}
+MLP_KNOBS = {
+    "train.freeze": lambda c: bool(c.train.freeze),
+    "student.normalize": lambda c: c.student.normalize,
+    "teacher.no_bias": lambda c: c.teacher.no_bias,
+    "student.adv_init": lambda c: c.student.adv_init != "none",
+    "student.perturb": lambda c: c.student.perturb is not None,
+    "student.same_dir": lambda c: c.student.same_dir,
+    "student.same_sign": lambda c: c.student.same_sign,
+    "train.sample_budget": lambda c: c.train.sample_budget is not None,
+}
 
 
 def _check_knobs(cfg: Config) -> None:
@@ -724,27 +786,49 @@ def _check_knobs(cfg: Config) -> None:
             raise ValueError(f"{on}: supported for MLP runs only, not with a conv teacher (teacher.checkpoint)")
     depth = len(t.widths) + 1
     if any(not 1 <= l <= depth for l in tc.freeze) or len(set(tc.freeze)) != len(tc.freeze):
-        raise ValueError(f"train.freeze: distinct layer numbers in 1..{depth} (1 = the first hidden layer, {depth} = the output layer), got {quote(tc.freeze)}")
+        raise ValueError(
+            f"train.freeze: distinct layer numbers in 1..{depth} (1 = the first hidden layer, {depth} = the output layer), got {quote(tc.freeze)}"
+        )
     if len(tc.freeze) == depth:
         raise ValueError(f"train.freeze: every layer ({quote(tc.freeze)}) is frozen: nothing would train")
-    copies = [k for k, on in (("student.perturb", sc.perturb is not None), ("student.same_dir", sc.same_dir), ("student.same_sign", sc.same_sign)) if on]
+    copies = [
+        k
+        for k, on in (
+            ("student.perturb", sc.perturb is not None),
+            ("student.same_dir", sc.same_dir),
+            ("student.same_sign", sc.same_sign),
+        )
+        if on
+    ]
     if copies and sc.multi != 1:
-        raise ValueError(f"{copies[0]}: initializes the student from the teacher layer by layer, so it needs student.multi=1 (got {sc.multi:g})")
+        raise ValueError(
+            f"{copies[0]}: initializes the student from the teacher layer by layer, so it needs student.multi=1 (got {sc.multi:g})"
+        )
     if copies and sc.adv_init != "none":
         raise ValueError(f"student.adv_init: {sc.adv_init} flips a random init; it does not combine with {copies[0]}")
     if sc.perturb is not None and sc.init_scale != 1:
-        raise ValueError(f"student.init_scale: student.perturb replaces the random init, so init_scale={sc.init_scale:g} would be ignored; leave it at 1")
+        raise ValueError(
+            f"student.init_scale: student.perturb replaces the random init, so init_scale={sc.init_scale:g} would be ignored; leave it at 1"
+        )
     if t.no_bias and t.tune:
-        raise ValueError("teacher.no_bias: teacher.tune sets biases (median shift, output standardization); use teacher.tune=false")
+        raise ValueError(
+            "teacher.no_bias: teacher.tune sets biases (median shift, output standardization); use teacher.tune=false"
+        )
     if tc.sample_budget is not None:
         if cfg.data.kind == "online" and tc.steps_per_epoch is None:
-            raise ValueError("train.sample_budget: data.kind=online has no training set to pass over; set train.steps_per_epoch")
+            raise ValueError(
+                "train.sample_budget: data.kind=online has no training set to pass over; set train.steps_per_epoch"
+            )
         per_epoch = samples_per_epoch(tc, cfg.data.n_train)
         epochs, rest = divmod(tc.sample_budget, per_epoch)
         if rest or not epochs:
-            raise ValueError(f"train.sample_budget: {tc.sample_budget} is not a positive multiple of the {per_epoch} samples of one epoch")
+            raise ValueError(
+                f"train.sample_budget: {tc.sample_budget} is not a positive multiple of the {per_epoch} samples of one epoch"
+            )
         if "epochs" in tc.model_fields_set and tc.epochs != epochs:
-            raise ValueError(f"train.sample_budget: {tc.sample_budget} samples are {epochs} epochs, but train.epochs={tc.epochs}; give one of them")
+            raise ValueError(
+                f"train.sample_budget: {tc.sample_budget} samples are {epochs} epochs, but train.epochs={tc.epochs}; give one of them"
+            )
         tc.epochs = epochs
 
 
@@ -778,7 +862,9 @@ def check_device(device: str) -> None:
 
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {device}: CUDA is not available on this machine (torch {torch.__version__} sees no CUDA device)")
+        raise ConfigError(
+            f"train.device: {device}: CUDA is not available on this machine (torch {torch.__version__} sees no CUDA device)"
+        )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"train.device: {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
@@ -943,7 +1029,9 @@ def config_maker(path: str | Path | None = None, tree: dict[str, Any] | None = N
                 key, raw = _split(item)
                 values[item] = (key, parse_value(key, raw))
             key, value = values[item]
-            _set_dotted(update, key, copy.deepcopy(value) if isinstance(value, dict) else value)  # a later key may set into it
+            _set_dotted(
+                update, key, copy.deepcopy(value) if isinstance(value, dict) else value
+            )  # a later key may set into it
         return build_config(_merge(base, update))
 
     return make

@@ -29,20 +29,41 @@ def _tensors(loop: ConvLoop) -> list[Tensor]:
 def snapshot(loop: ConvLoop) -> tuple[int, dict[str, Any], dict[str, pd.DataFrame]]:
     """(epochs done, the loop's state, the evaluation tables so far) between two epochs."""
     r = loop.result
-    state = loopstate.save("conv", _tensors(loop), loop.opt, [*loop.samplers, *loop.augs], loop.alive, r.diverged, loop.step,
-                           time.perf_counter() - loop.start, loss_n=loop.loss_n)
+    state = loopstate.save(
+        "conv",
+        _tensors(loop),
+        loop.opt,
+        [*loop.samplers, *loop.augs],
+        loop.alive,
+        r.diverged,
+        loop.step,
+        time.perf_counter() - loop.start,
+        loss_n=loop.loss_n,
+    )
     scalars, teachers, students = conv_tables(r)
     return loop.epoch, state, {"scalars": scalars, "teachers": teachers, "students": students}
 
 
-def restore(loop: ConvLoop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame], file: Path | str = "state.pt") -> None:
+def restore(
+    loop: ConvLoop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame], file: Path | str = "state.pt"
+) -> None:
     """Put a snapshot back into a freshly built loop of the same config, in place, once every tensor and number fits it;
     StoreError naming `file` (the checkpoint's state.pt) and the field otherwise, with nothing restored."""
     cfg = loop.setup.cfg
     step = epoch * steps_per_epoch(cfg.train, loop.setup.data.train_x.shape[0])
     try:
-        got = loopstate.load(state, "conv", _tensors(loop), loop.opt, [*loop.samplers, *loop.augs], loop.alive, loop.result.diverged,
-                             cfg.seeds, step, {"loss_n": int})
+        got = loopstate.load(
+            state,
+            "conv",
+            _tensors(loop),
+            loop.opt,
+            [*loop.samplers, *loop.augs],
+            loop.alive,
+            loop.result.diverged,
+            cfg.seeds,
+            step,
+            {"loss_n": int},
+        )
     except loopstate.StateError as err:
         raise StoreError(f"{file}: {err}") from None
     loop.loss_n, loop.result.restored = int(got["loss_n"]), frames

@@ -35,8 +35,10 @@ MNIST_URL = "https://yann.lecun.com/exdb/mnist/ (or any mirror of the four idx f
 def how_to_get(kind: str) -> str:
     """One line telling where to obtain a data set and how to point studentspec at it."""
     if kind == "cifar10":
-        return (f"download {CIFAR_URL} (163 MB) and pass data.root=PATH pointing at the archive, "
-                f"at its extracted '{CIFAR_FOLDER}' folder, or at the folder holding either")
+        return (
+            f"download {CIFAR_URL} (163 MB) and pass data.root=PATH pointing at the archive, "
+            f"at its extracted '{CIFAR_FOLDER}' folder, or at the folder holding either"
+        )
     return f"put {', '.join(MNIST_FILES)} (optionally .gz) from {MNIST_URL} in one folder and pass data.root=PATH"
 
 
@@ -58,19 +60,34 @@ class ImageSet:
         c, h, w = self.train_x.shape[1:]
         return int(c), int(h), int(w)
 
-    def subset(self, n_train: int | None = None, n_test: int | None = None) -> "ImageSet":
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> ImageSet:
         """The first n_train training and n_test test images (all when None)."""
-        return ImageSet(self.name, self.train_x[:n_train], self.train_y[:n_train], self.test_x[:n_test], self.test_y[:n_test],
-                        self.classes, self.source)
+        return ImageSet(
+            self.name,
+            self.train_x[:n_train],
+            self.train_y[:n_train],
+            self.test_x[:n_test],
+            self.test_y[:n_test],
+            self.classes,
+            self.source,
+        )
 
 
 class _NumpyOnly(pickle.Unpickler):
     """Unpickles the CIFAR batches (dicts of numpy arrays) and refuses any other global."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+        ("codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
@@ -111,8 +128,10 @@ def _cifar_source(root: Path) -> tuple[str, Path]:
                 return "folder", cand
         if (root / CIFAR_ARCHIVE).is_file():
             return "tar", root / CIFAR_ARCHIVE
-        raise ConfigError(f"{root}: no CIFAR-10 data here (expected {', '.join(CIFAR_FILES)}, a '{CIFAR_FOLDER}' folder or "
-                          f"{CIFAR_ARCHIVE}); {how_to_get('cifar10')}")
+        raise ConfigError(
+            f"{root}: no CIFAR-10 data here (expected {', '.join(CIFAR_FILES)}, a '{CIFAR_FOLDER}' folder or "
+            f"{CIFAR_ARCHIVE}); {how_to_get('cifar10')}"
+        )
     raise ConfigError(f"{root}: CIFAR-10 data not found; {how_to_get('cifar10')}")
 
 
@@ -144,11 +163,21 @@ def load_cifar10(root: str | Path) -> ImageSet:
     kind, path = _cifar_source(Path(root))
     raw = _cifar_files(kind, path)
     parts = [_cifar_batch(raw[f], f"{path}:{f}" if kind == "tar" else str(path / f)) for f in CIFAR_TRAIN]
-    test_x, test_y = _cifar_batch(raw["test_batch"], f"{path}:test_batch" if kind == "tar" else str(path / "test_batch"))
+    test_x, test_y = _cifar_batch(
+        raw["test_batch"], f"{path}:test_batch" if kind == "tar" else str(path / "test_batch")
+    )
     meta = _unpickle(raw["batches.meta"], str(path / "batches.meta"))
     names = meta.get("label_names", [str(i) for i in range(10)])
     classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-    return ImageSet("cifar10", torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), test_x, test_y, classes, str(path))
+    return ImageSet(
+        "cifar10",
+        torch.cat([p[0] for p in parts]),
+        torch.cat([p[1] for p in parts]),
+        test_x,
+        test_y,
+        classes,
+        str(path),
+    )
 
 
 def _read_idx(path: Path, dims: int) -> np.ndarray:
@@ -171,8 +200,14 @@ def _read_idx(path: Path, dims: int) -> np.ndarray:
 def load_mnist(root: str | Path) -> ImageSet:
     """MNIST from its four standard idx files (optionally .gz) in `root` or `root/MNIST/raw`."""
     root = Path(root)
-    folder = next((c for c in (root, root / "MNIST" / "raw", root / "raw") if c.is_dir() and
-                   any((c / f).exists() or (c / f"{f}.gz").exists() for f in MNIST_FILES)), None)
+    folder = next(
+        (
+            c
+            for c in (root, root / "MNIST" / "raw", root / "raw")
+            if c.is_dir() and any((c / f).exists() or (c / f"{f}.gz").exists() for f in MNIST_FILES)
+        ),
+        None,
+    )
     if folder is None:
         raise ConfigError(f"{root}: no MNIST files here (expected {', '.join(MNIST_FILES)}); {how_to_get('mnist')}")
     paths = []
@@ -239,9 +274,16 @@ def augment(x: Tensor, g: torch.Generator, pad: int = 4, flip: bool = True) -> T
         off = torch.randint(0, 2 * pad + 1, (2, b), generator=g).to(x.device)
         rows = (off[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # [B, 1, H, 1]
         cols = (off[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # [B, 1, 1, W]
-        x = padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+        x = padded[
+            torch.arange(b, device=x.device)[:, None, None, None],
+            torch.arange(c, device=x.device)[None, :, None, None],
+            rows,
+            cols,
+        ]
     if flip:
-        f = (torch.rand(b, generator=g, dtype=torch.float32) < 0.5).to(x.device)[:, None, None, None]  # float32 whatever the default dtype
+        f = (torch.rand(b, generator=g, dtype=torch.float32) < 0.5).to(x.device)[
+            :, None, None, None
+        ]  # float32 whatever the default dtype
         x = torch.where(f, x.flip(-1), x)
     return x
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .nets import ConvNet
-from .images import normalize
-from ..ensemble.losses import per_seed_loss
 from ..ensemble.corr import CorrAccumulator, LayerStats, layer_stats
+from ..ensemble.losses import per_seed_loss
+from .images import normalize
+from .nets import ConvNet
 
 ROWS = 1 << 15  # samples per accumulator update: bounds the float64 copies to ROWS x channels x S
 ACTIVATIONS = 1 << 25  # at most this many activation numbers per evaluated image chunk (teacher + students)
@@ -25,7 +25,9 @@ ACTIVATIONS = 1 << 25  # at most this many activation numbers per evaluated imag
 def eval_chunk(teacher: ConvNet, student: ConvNet, image_hw: int, requested: int) -> int:
     """Images per evaluation chunk: eval.batch_size, lowered so one chunk's activations stay under ACTIVATIONS."""
     sides = teacher.spatial(image_hw)
-    per_image = sum((c_t + student.n_seeds * c_s) * side * side for c_t, c_s, side in zip(teacher.widths, student.widths, sides))
+    per_image = sum(
+        (c_t + student.n_seeds * c_s) * side * side for c_t, c_s, side in zip(teacher.widths, student.widths, sides)
+    )
     return max(1, min(requested, ACTIVATIONS // max(per_image, 1)))
 
 
@@ -58,8 +60,16 @@ class ConvEval:
 
 
 @torch.no_grad()
-def evaluate_conv(teacher: ConvNet, student: ConvNet, images: Tensor, labels: Tensor, mean: list[float], std: list[float],
-                  loss_kind: str = "mse", chunk: int = 100) -> ConvEval:
+def evaluate_conv(
+    teacher: ConvNet,
+    student: ConvNet,
+    images: Tensor,
+    labels: Tensor,
+    mean: list[float],
+    std: list[float],
+    loss_kind: str = "mse",
+    chunk: int = 100,
+) -> ConvEval:
     """Outputs, accuracies and per-layer correlations over uint8 images [N, C, H, W] (BatchNorm in eval mode).
 
     Every seed sees the same images; the one-member teacher runs once per chunk.

@@ -42,8 +42,16 @@ class ConvBatchNorm:
         w = None if self.weight is None else self.weight.reshape(-1)
         b = None if self.bias is None else self.bias.reshape(-1)
         # the [S*C] views share storage with [S, C], so F.batch_norm's in-place update lands there
-        out = F.batch_norm(h.reshape(n, s * c, hh, ww), self.running_mean.view(-1), self.running_var.view(-1), w, b,
-                           training, BN_MOMENTUM, BN_EPS)
+        out = F.batch_norm(
+            h.reshape(n, s * c, hh, ww),
+            self.running_mean.view(-1),
+            self.running_var.view(-1),
+            w,
+            b,
+            training,
+            BN_MOMENTUM,
+            BN_EPS,
+        )
         return out.view(n, s, c, hh, ww)
 
 
@@ -100,7 +108,9 @@ class ConvNet:
         for l, (w, b) in enumerate(zip(self.weights, self.biases)):
             c_in, hh, ww = h.shape[2:]
             c_out = w.shape[1]
-            z = F.conv2d(h.reshape(n, s * c_in, hh, ww), w.reshape(s * c_out, c_in, KERNEL, KERNEL), b.reshape(-1), groups=s)
+            z = F.conv2d(
+                h.reshape(n, s * c_in, hh, ww), w.reshape(s * c_out, c_in, KERNEL, KERNEL), b.reshape(-1), groups=s
+            )
             z = z.view(n, s, c_out, *z.shape[2:])
             mask = None if self.masks is None else self.masks[l].to(z.dtype)[None, :, :, None, None]
             if self.batchnorm == "before":
@@ -140,25 +150,36 @@ class ConvNet:
         s, f, k = self.head_w.shape
         return self.head_w.reshape(s, c, (f // c) * k)
 
-    def map(self, fn: Callable[[Tensor], Tensor]) -> "ConvNet":
+    def map(self, fn: Callable[[Tensor], Tensor]) -> ConvNet:
         """A new ConvNet with `fn` applied to every tensor (masks are copied as they are)."""
 
         def opt(t: Tensor | None) -> Tensor | None:
             return None if t is None else fn(t)
 
-        norms = [ConvBatchNorm(fn(bn.running_mean), fn(bn.running_var), opt(bn.weight), opt(bn.bias)) for bn in self.norms]
+        norms = [
+            ConvBatchNorm(fn(bn.running_mean), fn(bn.running_var), opt(bn.weight), opt(bn.bias)) for bn in self.norms
+        ]
         masks = None if self.masks is None else [m.clone() for m in self.masks]
-        return ConvNet([fn(w) for w in self.weights], [fn(b) for b in self.biases], fn(self.head_w), fn(self.head_b),
-                       self.activation, self.slope, self.batchnorm, norms, masks)
+        return ConvNet(
+            [fn(w) for w in self.weights],
+            [fn(b) for b in self.biases],
+            fn(self.head_w),
+            fn(self.head_b),
+            self.activation,
+            self.slope,
+            self.batchnorm,
+            norms,
+            masks,
+        )
 
-    def to(self, device: torch.device | str, dtype: torch.dtype) -> "ConvNet":
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> ConvNet:
         """A detached copy with every float tensor on `device` in `dtype`."""
         net = self.map(lambda t: t.detach().to(device=device, dtype=dtype).clone())
         if net.masks is not None:
             net.masks = [m.to(device) for m in net.masks]
         return net
 
-    def requires_grad_(self) -> "ConvNet":
+    def requires_grad_(self) -> ConvNet:
         """Mark every trainable tensor as requiring gradients (in place); returns self."""
         for p in self.parameters():
             p.requires_grad_(True)
@@ -216,9 +237,19 @@ def apply_masks(net: ConvNet, masks: list[Tensor]) -> ConvNet:
     return net
 
 
-def init_conv_net(gens: list[torch.Generator], in_channels: int, image_hw: int, widths: list[int], n_classes: int,
-                  activation: str = "relu", slope: float = 0.1, batchnorm: str = "none", affine: bool = False,
-                  init_std: float | None = None, init_scale: float = 1.0) -> ConvNet:
+def init_conv_net(
+    gens: list[torch.Generator],
+    in_channels: int,
+    image_hw: int,
+    widths: list[int],
+    n_classes: int,
+    activation: str = "relu",
+    slope: float = 0.1,
+    batchnorm: str = "none",
+    affine: bool = False,
+    init_std: float | None = None,
+    init_scale: float = 1.0,
+) -> ConvNet:
     """One net per generator: PyTorch's default Conv2d/Linear init (U(+-1/sqrt(fan_in)) weights and biases),
     or N(0, init_std^2) weights with zero biases; everything times init_scale. float64 on the CPU."""
     side = image_hw - (KERNEL - 1) * len(widths)
@@ -232,7 +263,9 @@ def init_conv_net(gens: list[torch.Generator], in_channels: int, image_hw: int, 
 
     def draw(g: torch.Generator, shape: tuple[int, ...], fan_in: int) -> tuple[Tensor, Tensor]:
         if init_std is not None:
-            return torch.randn(shape, generator=g, dtype=torch.float64) * init_std, torch.zeros(shape[0], dtype=torch.float64)
+            return torch.randn(shape, generator=g, dtype=torch.float64) * init_std, torch.zeros(
+                shape[0], dtype=torch.float64
+            )
         bound = 1.0 / math.sqrt(fan_in)
         w = (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * bound
         return w, (torch.rand(shape[0], generator=g, dtype=torch.float64) * 2 - 1) * bound
@@ -250,6 +283,16 @@ def init_conv_net(gens: list[torch.Generator], in_channels: int, image_hw: int, 
     if batchnorm != "none":
         for c in widths:
             z, o = torch.zeros(S, c, dtype=torch.float64), torch.ones(S, c, dtype=torch.float64)
-            norms.append(ConvBatchNorm(z.clone(), o.clone(), o.clone() if affine else None, z.clone() if affine else None))
-    return ConvNet([torch.stack(w) for w in weights], [torch.stack(b) for b in biases], torch.stack(head_w), torch.stack(head_b),
-                   activation, slope, batchnorm, norms)
+            norms.append(
+                ConvBatchNorm(z.clone(), o.clone(), o.clone() if affine else None, z.clone() if affine else None)
+            )
+    return ConvNet(
+        [torch.stack(w) for w in weights],
+        [torch.stack(b) for b in biases],
+        torch.stack(head_w),
+        torch.stack(head_b),
+        activation,
+        slope,
+        batchnorm,
+        norms,
+    )

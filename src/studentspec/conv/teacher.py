@@ -22,18 +22,23 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..config import Config, ConfigError, TeacherTrainConfig, load_config, quote
 from ..ensemble import seeding
 from ..ensemble.atomic import atomic_write
-from ..config import Config, ConfigError, TeacherTrainConfig, load_config, quote
-from .nets import ConvBatchNorm, ConvNet, apply_masks, init_conv_net, prune_masks
-from .images import ImageSet, augment, channel_stats, epoch_order, load_images, normalize
 from ..ensemble.optim import Optimizer
+from .images import ImageSet, augment, channel_stats, epoch_order, load_images, normalize
+from .nets import ConvBatchNorm, ConvNet, apply_masks, init_conv_net, prune_masks
 
 FORMAT = "studentspec.conv_teacher"
 VERSION = 1
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # `studentspec teacher train` without --config: docs/model.md 4.4's teacher (4 x 64 channels, ReLU then BatchNorm)
-PAPER_TEACHER = ["teacher.widths=[64,64,64,64]", "teacher.batchnorm=after", "teacher.batchnorm_affine=true", "train.dtype=float32"]
+PAPER_TEACHER = [
+    "teacher.widths=[64,64,64,64]",
+    "teacher.batchnorm=after",
+    "teacher.batchnorm_affine=true",
+    "train.dtype=float32",
+]
 
 
 @dataclass
@@ -74,9 +79,16 @@ def file_digest(path: str | Path) -> str:
 
 
 def _arch(net: ConvNet, image_hw: int) -> dict[str, Any]:
-    return {"widths": net.widths, "in_channels": net.in_channels, "image_hw": image_hw, "n_classes": net.n_classes,
-            "activation": net.activation, "slope": net.slope, "batchnorm": net.batchnorm,
-            "affine": bool(net.norms and net.norms[0].weight is not None)}
+    return {
+        "widths": net.widths,
+        "in_channels": net.in_channels,
+        "image_hw": image_hw,
+        "n_classes": net.n_classes,
+        "activation": net.activation,
+        "slope": net.slope,
+        "batchnorm": net.batchnorm,
+        "affine": bool(net.norms and net.norms[0].weight is not None),
+    }
 
 
 def _save(obj: object, path: Path) -> None:
@@ -97,10 +109,23 @@ def save_checkpoint(ckpt: TeacherCheckpoint, path: str | Path) -> Path:
         if bn.weight is not None and bn.bias is not None:
             tensors[f"bn{l}.weight"], tensors[f"bn{l}.bias"] = bn.weight[0], bn.bias[0]
     tensors["head.weight"], tensors["head.bias"] = net.head_w[0].T.contiguous(), net.head_b[0]
-    payload = {"format": FORMAT, "version": VERSION, "arch": _arch(net, ckpt.image_shape[1]), "tensors": tensors,
-               "masks": ckpt.masks, "inactive": ckpt.inactive, "accuracy": float(ckpt.accuracy), "dataset": ckpt.dataset,
-               "mean": list(ckpt.mean), "std": list(ckpt.std), "image_shape": list(ckpt.image_shape), "history": ckpt.history,
-               "ratios": ckpt.ratios, "parent": ckpt.parent, "settings": ckpt.settings}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": _arch(net, ckpt.image_shape[1]),
+        "tensors": tensors,
+        "masks": ckpt.masks,
+        "inactive": ckpt.inactive,
+        "accuracy": float(ckpt.accuracy),
+        "dataset": ckpt.dataset,
+        "mean": list(ckpt.mean),
+        "std": list(ckpt.std),
+        "image_shape": list(ckpt.image_shape),
+        "history": ckpt.history,
+        "ratios": ckpt.ratios,
+        "parent": ckpt.parent,
+        "settings": ckpt.settings,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: _save(payload, tmp))
     return path
@@ -141,9 +166,16 @@ def load_checkpoint(path: str | Path) -> TeacherCheckpoint:
                 want |= {f"bn{l}.weight": (c,), f"bn{l}.bias": (c,)}
     for name, shape in want.items():
         _expect(name in t, path, f"tensor {name} missing")
-        _expect(tuple(t[name].shape) == shape, path, f"{name} has shape {list(t[name].shape)}, architecture needs {list(shape)}")
-    _expect(len(masks) == len(widths) and all(len(m) == c for m, c in zip(masks, widths)), path,
-            f"masks do not match the widths {widths}")
+        _expect(
+            tuple(t[name].shape) == shape,
+            path,
+            f"{name} has shape {list(t[name].shape)}, architecture needs {list(shape)}",
+        )
+    _expect(
+        len(masks) == len(widths) and all(len(m) == c for m, c in zip(masks, widths)),
+        path,
+        f"masks do not match the widths {widths}",
+    )
     _expect(all(any(m) for m in masks), path, "a layer has no active channel")
     derived = [[i for i, on in enumerate(m) if not on] for m in masks]
     _expect(derived == [list(x) for x in inactive], path, "inactive channels do not match the masks")
@@ -155,24 +187,51 @@ def load_checkpoint(path: str | Path) -> TeacherCheckpoint:
             w = f64[f"bn{l}.weight"][None] if a["affine"] else None
             b = f64[f"bn{l}.bias"][None] if a["affine"] else None
             norms.append(ConvBatchNorm(f64[f"bn{l}.running_mean"][None], f64[f"bn{l}.running_var"][None], w, b))
-    net = ConvNet([f64[f"conv{l}.weight"][None] for l in range(1, len(widths) + 1)], [f64[f"conv{l}.bias"][None] for l in range(1, len(widths) + 1)],
-                  f64["head.weight"].T.contiguous()[None], f64["head.bias"][None], a["activation"], float(a["slope"]), a["batchnorm"], norms,
-                  [torch.tensor(m, dtype=torch.bool)[None] for m in masks])
+    net = ConvNet(
+        [f64[f"conv{l}.weight"][None] for l in range(1, len(widths) + 1)],
+        [f64[f"conv{l}.bias"][None] for l in range(1, len(widths) + 1)],
+        f64["head.weight"].T.contiguous()[None],
+        f64["head.bias"][None],
+        a["activation"],
+        float(a["slope"]),
+        a["batchnorm"],
+        norms,
+        [torch.tensor(m, dtype=torch.bool)[None] for m in masks],
+    )
     for l, off in enumerate(derived, start=1):
         if not off:
             continue
         idx = torch.tensor(off)
-        _expect(bool((net.weights[l - 1][0, idx] == 0).all() and (net.biases[l - 1][0, idx] == 0).all()), path,
-                f"layer {l}: weights into inactive channels are not zero")
-        _expect(bool((net.fanout(l)[0, idx] == 0).all()), path, f"layer {l}: fan-out weights of inactive channels are not zero")
+        _expect(
+            bool((net.weights[l - 1][0, idx] == 0).all() and (net.biases[l - 1][0, idx] == 0).all()),
+            path,
+            f"layer {l}: weights into inactive channels are not zero",
+        )
+        _expect(
+            bool((net.fanout(l)[0, idx] == 0).all()),
+            path,
+            f"layer {l}: fan-out weights of inactive channels are not zero",
+        )
     shape = tuple(int(v) for v in p["image_shape"])
     _expect(shape == (c_in, hw, hw), path, f"image shape {list(shape)} does not match the architecture")
-    return TeacherCheckpoint(net, str(p["dataset"]), list(p["mean"]), list(p["std"]), shape, accuracy, list(p.get("history") or []),
-                             p.get("ratios"), p.get("parent"), dict(p.get("settings") or {}))
+    return TeacherCheckpoint(
+        net,
+        str(p["dataset"]),
+        list(p["mean"]),
+        list(p["std"]),
+        shape,
+        accuracy,
+        list(p.get("history") or []),
+        p.get("ratios"),
+        p.get("parent"),
+        dict(p.get("settings") or {}),
+    )
 
 
 @torch.no_grad()
-def accuracy(net: ConvNet, images: torch.Tensor, labels: torch.Tensor, *, mean: list[float], std: list[float], chunk: int = 500) -> float:
+def accuracy(
+    net: ConvNet, images: torch.Tensor, labels: torch.Tensor, *, mean: list[float], std: list[float], chunk: int = 500
+) -> float:
     """Test accuracy of a one-member net on uint8 images (BatchNorm in eval mode)."""
     dev, dtype = net.head_w.device, net.head_w.dtype
     hits = 0
@@ -183,8 +242,20 @@ def accuracy(net: ConvNet, images: torch.Tensor, labels: torch.Tensor, *, mean: 
     return hits / max(images.shape[0], 1)
 
 
-def fit_labels(net: ConvNet, data: ImageSet, *, mean: list[float], std: list[float], tt: TeacherTrainConfig, epochs: int, lr: float,
-               augmentation: bool = True, eval_chunk: int = 500, progress: bool = True, label: str = "teacher") -> list[dict[str, float]]:
+def fit_labels(
+    net: ConvNet,
+    data: ImageSet,
+    *,
+    mean: list[float],
+    std: list[float],
+    tt: TeacherTrainConfig,
+    epochs: int,
+    lr: float,
+    augmentation: bool = True,
+    eval_chunk: int = 500,
+    progress: bool = True,
+    label: str = "teacher",
+) -> list[dict[str, float]]:
     """Train a one-member net on true labels with cross-entropy: SGD (momentum, weight decay), cosine or constant lr.
 
     Batch order and augmentation come from the (teacher_train.seed, sampler / data) generators.
@@ -217,7 +288,14 @@ def fit_labels(net: ConvNet, data: ImageSet, *, mean: list[float], std: list[flo
             step += 1
             bar.update(1)
         acc = accuracy(net, data.test_x, data.test_y, mean=mean, std=std, chunk=eval_chunk)
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum / steps, "test_accuracy": acc, "seconds": time.perf_counter() - t0})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / steps,
+                "test_accuracy": acc,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         bar.set_postfix(loss=f"{loss_sum / steps:.3f}", test_acc=f"{acc:.3f}", refresh=False)
     bar.close()
     return history
@@ -229,10 +307,13 @@ def _data(cfg: Config) -> ImageSet:
 
 
 def _settings(cfg: Config) -> dict[str, Any]:
-    return {"teacher": cfg.teacher.model_dump(mode="python"), "teacher_train": cfg.teacher_train.model_dump(mode="python"),
-            "data": {"kind": cfg.data.kind, "root": cfg.data.root, "augment": cfg.data.augment},
-            "train": {"dtype": cfg.train.dtype, "device": cfg.train.device, "threads": cfg.train.threads},
-            "eval": {"batch_size": cfg.eval.batch_size}}
+    return {
+        "teacher": cfg.teacher.model_dump(mode="python"),
+        "teacher_train": cfg.teacher_train.model_dump(mode="python"),
+        "data": {"kind": cfg.data.kind, "root": cfg.data.root, "augment": cfg.data.augment},
+        "train": {"dtype": cfg.train.dtype, "device": cfg.train.device, "threads": cfg.train.threads},
+        "eval": {"batch_size": cfg.eval.batch_size},
+    }
 
 
 def train_teacher(cfg: Config, data: ImageSet | None = None, progress: bool = True) -> TeacherCheckpoint:
@@ -243,17 +324,49 @@ def train_teacher(cfg: Config, data: ImageSet | None = None, progress: bool = Tr
     mean, std = channel_stats(data.train_x)
     c, h, w = data.shape
     t, tt = cfg.teacher, cfg.teacher_train
-    net = init_conv_net([seeding.generator(tt.seed, "teacher")], c, h, t.widths, len(data.classes), t.activation, t.leaky_slope,
-                        t.batchnorm, t.batchnorm_affine)
+    net = init_conv_net(
+        [seeding.generator(tt.seed, "teacher")],
+        c,
+        h,
+        t.widths,
+        len(data.classes),
+        t.activation,
+        t.leaky_slope,
+        t.batchnorm,
+        t.batchnorm_affine,
+    )
     net = net.to(cfg.train.device, DTYPES[cfg.train.dtype]).requires_grad_()
-    history = fit_labels(net, data, mean=mean, std=std, tt=tt, epochs=tt.epochs, lr=tt.lr, augmentation=cfg.data.augment,
-                         eval_chunk=cfg.eval.batch_size, progress=progress)
-    acc = history[-1]["test_accuracy"] if history else accuracy(net, data.test_x, data.test_y, mean=mean, std=std, chunk=cfg.eval.batch_size)
-    return TeacherCheckpoint(net.to("cpu", torch.float64), data.name, mean, std, (c, h, w), acc, history, settings=_settings(cfg))
+    history = fit_labels(
+        net,
+        data,
+        mean=mean,
+        std=std,
+        tt=tt,
+        epochs=tt.epochs,
+        lr=tt.lr,
+        augmentation=cfg.data.augment,
+        eval_chunk=cfg.eval.batch_size,
+        progress=progress,
+    )
+    acc = (
+        history[-1]["test_accuracy"]
+        if history
+        else accuracy(net, data.test_x, data.test_y, mean=mean, std=std, chunk=cfg.eval.batch_size)
+    )
+    return TeacherCheckpoint(
+        net.to("cpu", torch.float64), data.name, mean, std, (c, h, w), acc, history, settings=_settings(cfg)
+    )
 
 
-def prune_teacher(ckpt: TeacherCheckpoint, ratios: list[float], cfg: Config, *, data: ImageSet | None = None, parent: str | None = None,
-                  progress: bool = True) -> TeacherCheckpoint:
+def prune_teacher(
+    ckpt: TeacherCheckpoint,
+    ratios: list[float],
+    cfg: Config,
+    *,
+    data: ImageSet | None = None,
+    parent: str | None = None,
+    progress: bool = True,
+) -> TeacherCheckpoint:
     """Mask the channels with the smallest mean |fan-out weight| (per layer, ratios[l] of them) and fine-tune with the masks."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -268,14 +381,38 @@ def prune_teacher(ckpt: TeacherCheckpoint, ratios: list[float], cfg: Config, *, 
     apply_masks(net, prune_masks(net, ratios))
     net = net.to(cfg.train.device, DTYPES[cfg.train.dtype]).requires_grad_()
     tt = cfg.teacher_train
-    history = fit_labels(net, data, mean=ckpt.mean, std=ckpt.std, tt=tt, epochs=tt.finetune_epochs, lr=tt.finetune_lr,
-                         augmentation=cfg.data.augment, eval_chunk=cfg.eval.batch_size, progress=progress, label="fine-tune")
-    acc = history[-1]["test_accuracy"] if history else accuracy(net, data.test_x, data.test_y, mean=ckpt.mean, std=ckpt.std,
-                                                                chunk=cfg.eval.batch_size)
+    history = fit_labels(
+        net,
+        data,
+        mean=ckpt.mean,
+        std=ckpt.std,
+        tt=tt,
+        epochs=tt.finetune_epochs,
+        lr=tt.finetune_lr,
+        augmentation=cfg.data.augment,
+        eval_chunk=cfg.eval.batch_size,
+        progress=progress,
+        label="fine-tune",
+    )
+    acc = (
+        history[-1]["test_accuracy"]
+        if history
+        else accuracy(net, data.test_x, data.test_y, mean=ckpt.mean, std=ckpt.std, chunk=cfg.eval.batch_size)
+    )
     out = net.to("cpu", torch.float64)
     apply_masks(out, out.active())  # fine-tuning in float32 keeps zeros exact; this re-asserts them after the cast
-    return TeacherCheckpoint(out, ckpt.dataset, ckpt.mean, ckpt.std, ckpt.image_shape, acc, ckpt.history + history, list(ratios), parent,
-                             _settings(cfg))
+    return TeacherCheckpoint(
+        out,
+        ckpt.dataset,
+        ckpt.mean,
+        ckpt.std,
+        ckpt.image_shape,
+        acc,
+        ckpt.history + history,
+        list(ratios),
+        parent,
+        _settings(cfg),
+    )
 
 
 def _set(key: str, value: Any) -> str:
@@ -283,8 +420,9 @@ def _set(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value)}"
 
 
-def teacher_config(dataset: str, config: str | None, overrides: list[str], *, root: str | None = None,
-                   epochs: int | None = None) -> Config:
+def teacher_config(
+    dataset: str, config: str | None, overrides: list[str], *, root: str | None = None, epochs: int | None = None
+) -> Config:
     """The config of `studentspec teacher train`: a YAML file (else the 4 x 64 teacher of docs/model.md 4.4), then overrides, then the flags."""
     flags = [_set("data.kind", dataset)]
     flags += [_set("data.root", str(root))] if root is not None else []
@@ -292,8 +430,15 @@ def teacher_config(dataset: str, config: str | None, overrides: list[str], *, ro
     return load_config(config, ([] if config else PAPER_TEACHER) + list(overrides) + flags)
 
 
-def prune_config(ckpt: TeacherCheckpoint, config: str | None, overrides: list[str], *, root: str | None = None, epochs: int | None = None,
-                 lr: float | None = None) -> Config:
+def prune_config(
+    ckpt: TeacherCheckpoint,
+    config: str | None,
+    overrides: list[str],
+    *,
+    root: str | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+) -> Config:
     """The config of `studentspec teacher prune`: the settings stored in the checkpoint, a YAML file, overrides, flags."""
     stored = []
     if not config:
@@ -319,5 +464,7 @@ def parse_ratios(text: str) -> list[float]:
 
 def describe(ckpt: TeacherCheckpoint) -> str:
     """One line: data set, widths, active widths, test accuracy."""
-    return (f"{ckpt.dataset} teacher, widths {ckpt.net.widths}, active {ckpt.active_widths}, "
-            f"test accuracy {ckpt.accuracy:.4f}")
+    return (
+        f"{ckpt.dataset} teacher, widths {ckpt.net.widths}, active {ckpt.active_widths}, "
+        f"test accuracy {ckpt.accuracy:.4f}"
+    )

@@ -16,18 +16,18 @@ from functools import partial
 
 import torch
 
-from ..ensemble import seeding
-from ..ensemble import loop as eloop
-from ..ensemble.hooks import Evaluation, Hooks
 from ..config import Config, ConfigError, check_device, lr_at, steps_per_epoch
-from .nets import ConvNet, fanout_norms, init_conv_net
-from .metrics import ConvEval, evaluate_conv
-from .teacher import DTYPES, TeacherCheckpoint, file_digest, load_checkpoint
-from .images import ImageSet, augment, epoch_order, load_images, normalize
-from ..ensemble.losses import per_seed_loss
+from ..ensemble import loop as eloop
+from ..ensemble import seeding
 from ..ensemble.corr import rho_mean
+from ..ensemble.hooks import Evaluation, Hooks
+from ..ensemble.losses import per_seed_loss
 from ..ensemble.optim import Optimizer
 from ..ensemble.optimizers import full_batch
+from .images import ImageSet, augment, epoch_order, load_images, normalize
+from .metrics import ConvEval, evaluate_conv
+from .nets import ConvNet, fanout_norms, init_conv_net
+from .teacher import DTYPES, TeacherCheckpoint, file_digest, load_checkpoint
 
 
 @dataclass
@@ -68,8 +68,12 @@ def check_architecture(cfg: Config, ckpt: TeacherCheckpoint, path: str) -> None:
     """The config's teacher section and data set must describe the stored teacher; ConfigError names the key."""
     t, net = cfg.teacher, ckpt.net
     affine = bool(net.norms and net.norms[0].weight is not None)
-    pairs = [("data.kind", cfg.data.kind, ckpt.dataset), ("teacher.widths", t.widths, net.widths),
-             ("teacher.activation", t.activation, net.activation), ("teacher.batchnorm", t.batchnorm, net.batchnorm)]
+    pairs = [
+        ("data.kind", cfg.data.kind, ckpt.dataset),
+        ("teacher.widths", t.widths, net.widths),
+        ("teacher.activation", t.activation, net.activation),
+        ("teacher.batchnorm", t.batchnorm, net.batchnorm),
+    ]
     if t.activation == "leaky_relu":
         pairs.append(("teacher.leaky_slope", t.leaky_slope, net.slope))
     if t.batchnorm != "none":
@@ -91,8 +95,10 @@ def build(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
         torch.set_num_threads(cfg.train.threads)
     check_device(cfg.train.device)
     if cfg.teacher.checkpoint is None:
-        raise ConfigError(f"teacher.checkpoint: data.kind={cfg.data.kind} needs a trained conv teacher "
-                          f"(`studentspec teacher train {cfg.data.kind} --out T.pt`)")
+        raise ConfigError(
+            f"teacher.checkpoint: data.kind={cfg.data.kind} needs a trained conv teacher "
+            f"(`studentspec teacher train {cfg.data.kind} --out T.pt`)"
+        )
     ckpt = load_checkpoint(cfg.teacher.checkpoint)
     check_architecture(cfg, ckpt, cfg.teacher.checkpoint)
     data = data if data is not None else load_images(cfg.data.kind, cfg.data.root)
@@ -102,10 +108,30 @@ def build(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
     dtype, device = DTYPES[cfg.train.dtype], torch.device(cfg.train.device)
     c, h, _ = ckpt.image_shape
     t, sc = cfg.teacher, cfg.student
-    student = init_conv_net(seeding.generators(cfg.seeds, "student"), c, h, student_widths(cfg, ckpt), ckpt.net.n_classes,
-                            t.activation, t.leaky_slope, t.batchnorm, t.batchnorm_affine, sc.init_std, sc.init_scale)
-    return ConvSetup(cfg, ckpt, ckpt.net.to(device, dtype), student.to(device, dtype).requires_grad_(), data, device, dtype,
-                     file_digest(cfg.teacher.checkpoint), time.perf_counter() - start)
+    student = init_conv_net(
+        seeding.generators(cfg.seeds, "student"),
+        c,
+        h,
+        student_widths(cfg, ckpt),
+        ckpt.net.n_classes,
+        t.activation,
+        t.leaky_slope,
+        t.batchnorm,
+        t.batchnorm_affine,
+        sc.init_std,
+        sc.init_scale,
+    )
+    return ConvSetup(
+        cfg,
+        ckpt,
+        ckpt.net.to(device, dtype),
+        student.to(device, dtype).requires_grad_(),
+        data,
+        device,
+        dtype,
+        file_digest(cfg.teacher.checkpoint),
+        time.perf_counter() - start,
+    )
 
 
 def _lr(cfg: Config, epoch: int) -> float:
@@ -139,20 +165,34 @@ def train(s: ConvSetup, hooks: Hooks = Hooks()) -> ConvResult:
     """Train every seed's conv student on the teacher's outputs (MSE by default), evaluating as configured."""
     cfg, tc = s.cfg, s.cfg.train
     if full_batch(tc.optimizer):
-        raise ConfigError(f"train.optimizer: {tc.optimizer} (full batch) is not supported for image data; "
-                          "use sgd or adam")
+        raise ConfigError(
+            f"train.optimizer: {tc.optimizer} (full batch) is not supported for image data; use sgd or adam"
+        )
     opt = Optimizer(s.student.parameters(), tc.optimizer, tc.momentum, tc.weight_decay, (tc.betas[0], tc.betas[1]))
     S = len(cfg.seeds)
     alive = torch.ones(S, dtype=torch.bool, device=s.device)
-    loop = ConvLoop(s, ConvResult(s), opt, alive, time.perf_counter() - s.build_seconds,
-                    samplers=seeding.generators(cfg.seeds, "sampler"), augs=seeding.generators(cfg.seeds, "data"),
-                    loss_sum=torch.zeros(S, dtype=torch.float64, device=s.device))
+    loop = ConvLoop(
+        s,
+        ConvResult(s),
+        opt,
+        alive,
+        time.perf_counter() - s.build_seconds,
+        samplers=seeding.generators(cfg.seeds, "sampler"),
+        augs=seeding.generators(cfg.seeds, "data"),
+        loss_sum=torch.zeros(S, dtype=torch.float64, device=s.device),
+    )
     eloop.resume(loop, hooks)
-    schedule = eloop.Schedule(epochs=tc.epochs, steps_per_epoch=steps_per_epoch(tc, s.data.train_x.shape[0]),
-                              eval_every=cfg.eval.every, lr=partial(_lr, cfg), checkpoint_every=tc.checkpoint_every,
-                              bar_every=1)  # a conv step is slow: the bar moves at every one
-    eloop.run(loop, ConvSteps(loop), schedule=schedule, evaluate=partial(_evaluation, loop), seeds=cfg.seeds,
-              hooks=hooks)
+    schedule = eloop.Schedule(
+        epochs=tc.epochs,
+        steps_per_epoch=steps_per_epoch(tc, s.data.train_x.shape[0]),
+        eval_every=cfg.eval.every,
+        lr=partial(_lr, cfg),
+        checkpoint_every=tc.checkpoint_every,
+        bar_every=1,
+    )  # a conv step is slow: the bar moves at every one
+    eloop.run(
+        loop, ConvSteps(loop), schedule=schedule, evaluate=partial(_evaluation, loop), seeds=cfg.seeds, hooks=hooks
+    )
     return loop.result
 
 
@@ -192,8 +232,9 @@ def _evaluation(loop: ConvLoop, step: int, epoch: int) -> Evaluation:
     """The evaluation on the test images at `step`, with the mean training loss since the previous one; kept in the
     result, and the on_eval hook's payload."""
     s, cfg = loop.setup, loop.setup.cfg
-    ev = evaluate_conv(s.teacher, s.student, s.data.test_x, s.data.test_y, s.ckpt.mean, s.ckpt.std, cfg.train.loss,
-                       cfg.eval.batch_size)
+    ev = evaluate_conv(
+        s.teacher, s.student, s.data.test_x, s.data.test_y, s.ckpt.mean, s.ckpt.std, cfg.train.loss, cfg.eval.batch_size
+    )
     point = ConvPoint(step, epoch, ev, fanout_norms(s.student), loop.loss_sum / loop.loss_n if loop.loss_n else None)
     loop.loss_sum.zero_()
     loop.loss_n = 0

@@ -131,8 +131,15 @@ class _Progress:
         self.bar.close()
 
 
-def run(loop: Loop, steps: Strategy, *, schedule: Schedule, evaluate: Callable[[int, int], Evaluation],
-        seeds: list[int], hooks: Hooks) -> None:
+def run(
+    loop: Loop,
+    steps: Strategy,
+    *,
+    schedule: Schedule,
+    evaluate: Callable[[int, int], Evaluation],
+    seeds: list[int],
+    hooks: Hooks,
+) -> None:
     """Train from `loop`'s epoch to the last with `steps`, evaluating (`evaluate(step, epoch)`, then hooks.on_eval) and
     checkpointing on `schedule`; the result's steps, wall time and divergences are filled in."""
     progress = _Progress(loop, schedule, hooks.progress)

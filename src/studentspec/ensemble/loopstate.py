@@ -26,14 +26,25 @@ class StateError(ValueError):
         self.field, self.problem = field, problem
 
 
-def save(pipeline: str, tensors: list[Tensor], opt: Optimizer, gens: list[torch.Generator], alive: Tensor,
-         diverged: dict[int, int], step: int, elapsed: float, **extra: Any) -> dict[str, Any]:
+def save(
+    pipeline: str,
+    tensors: list[Tensor],
+    opt: Optimizer,
+    gens: list[torch.Generator],
+    alive: Tensor,
+    diverged: dict[int, int],
+    step: int,
+    elapsed: float,
+    **extra: Any,
+) -> dict[str, Any]:
     """The state dict of a loop: its trained tensors, optimizer state, generator states, alive seeds, extras."""
     return {
         "pipeline": pipeline,
         "step": step,
         "tensors": [t.detach().cpu().clone() for t in tensors],
-        "optimizer": {k: [None if t is None else t.detach().cpu().clone() for t in v] for k, v in opt.state_dict().items()},
+        "optimizer": {
+            k: [None if t is None else t.detach().cpu().clone() for t in v] for k, v in opt.state_dict().items()
+        },
         "generators": [g.get_state() for g in gens],
         "alive": alive.cpu().clone(),
         "diverged": [[seed, at] for seed, at in diverged.items()],
@@ -95,7 +106,15 @@ def check_form(state: Any) -> None:
         if key not in state:
             raise StateError(key, "missing")
     _int("step", state["step"])
-    kinds = {"pipeline": str, "tensors": list, "optimizer": dict, "generators": list, "alive": Tensor, "diverged": list, "extra": dict}
+    kinds = {
+        "pipeline": str,
+        "tensors": list,
+        "optimizer": dict,
+        "generators": list,
+        "alive": Tensor,
+        "diverged": list,
+        "extra": dict,
+    }
     for key, kind in kinds.items():
         if not isinstance(state[key], kind):
             raise StateError(key, f"{_describe(state[key])}, a {kind.__name__} expected")
@@ -108,8 +127,17 @@ def check_form(state: Any) -> None:
         raise StateError("elapsed", f"{str(elapsed)[:60]}, a finite number of seconds >= 0 expected")
 
 
-def check(state: Any, pipeline: str, tensors: list[Tensor], opt: Optimizer, gens: list[torch.Generator], alive: Tensor,
-          seeds: list[int], step: int, extras: dict[str, type]) -> None:
+def check(
+    state: Any,
+    pipeline: str,
+    tensors: list[Tensor],
+    opt: Optimizer,
+    gens: list[torch.Generator],
+    alive: Tensor,
+    seeds: list[int],
+    step: int,
+    extras: dict[str, type],
+) -> None:
     """StateError naming the first field of a saved `state` that does not fit this freshly built loop: every key, the
     tensors' shapes and dtypes, the optimizer's state, the generators' states, alive seeds, divergences, the `step` the
     checkpoint's epoch implies and the pipeline's `extras` (name -> type)."""
@@ -141,8 +169,18 @@ def check(state: Any, pipeline: str, tensors: list[Tensor], opt: Optimizer, gens
 
 
 @torch.no_grad()
-def load(state: dict[str, Any], pipeline: str, tensors: list[Tensor], opt: Optimizer, gens: list[torch.Generator], alive: Tensor,
-         diverged: dict[int, int], seeds: list[int], step: int, extras: dict[str, type]) -> dict[str, Any]:
+def load(
+    state: dict[str, Any],
+    pipeline: str,
+    tensors: list[Tensor],
+    opt: Optimizer,
+    gens: list[torch.Generator],
+    alive: Tensor,
+    diverged: dict[int, int],
+    seeds: list[int],
+    step: int,
+    extras: dict[str, type],
+) -> dict[str, Any]:
     """Put a save() back in place (same config, freshly built) once check() found every field fitting, so a bad state
     changes nothing; returns its step, elapsed time and extras."""
     check(state, pipeline, tensors, opt, gens, alive, seeds, step, extras)

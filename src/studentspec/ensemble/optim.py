@@ -23,9 +23,19 @@ class Optimizer:
     An unknown `kind` raises KeyError naming the registered ones.
     """
 
-    def __init__(self, params: list[Tensor], kind: str, momentum: float = 0.0, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(
+        self,
+        params: list[Tensor],
+        kind: str,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ):
         self.params, self.kind = params, kind
-        self.rule = optimizers.get(kind).make(params, optimizers.Hyper(momentum, weight_decay, (betas[0], betas[1]), eps))
+        self.rule = optimizers.get(kind).make(
+            params, optimizers.Hyper(momentum, weight_decay, (betas[0], betas[1]), eps)
+        )
 
     @torch.no_grad()
     def step(self, grads: Sequence[Tensor], lr: float) -> None:

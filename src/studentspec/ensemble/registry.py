@@ -46,11 +46,11 @@ class Registry(Generic[T]):
         return name in self._entries
 
     def one_of(self) -> str:
-        """"must be one of 'a', 'b' or 'c'": the config message for a name that is not registered."""
+        """ "must be one of 'a', 'b' or 'c'": the config message for a name that is not registered."""
         return one_of(self.names())
 
 
 def one_of(known: list[str]) -> str:
-    """"must be one of 'a', 'b' or 'c'" for a list of known names."""
+    """ "must be one of 'a', 'b' or 'c'" for a list of known names."""
     quoted = [repr(n) for n in known]
     return "must be one of " + (", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else "".join(quoted))

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from ..ensemble import activations
-from ..ensemble.losses import output_grad
 from ..ensemble.batched import baddbmm, bmm
+from ..ensemble.losses import output_grad
 from .nets import Net
 
 

@@ -36,19 +36,40 @@ def _generators(loop: Loop) -> list[torch.Generator]:
 def snapshot(loop: Loop) -> tuple[int, dict[str, Any], dict[str, pd.DataFrame]]:
     """(epochs done, the loop's state, the evaluation tables so far) between two epochs."""
     r = loop.result
-    state = loopstate.save("mlp", _tensors(loop), loop.opt, _generators(loop), loop.alive, r.diverged, loop.step,
-                           time.perf_counter() - loop.start, eval_time=r.eval_time)
+    state = loopstate.save(
+        "mlp",
+        _tensors(loop),
+        loop.opt,
+        _generators(loop),
+        loop.alive,
+        r.diverged,
+        loop.step,
+        time.perf_counter() - loop.start,
+        eval_time=r.eval_time,
+    )
     scalars, teachers, students = tables(r)
     return loop.epoch, state, {"scalars": scalars, "teachers": teachers, "students": students, **metric_tables(r)}
 
 
-def restore(loop: Loop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame], file: Path | str = "state.pt") -> None:
+def restore(
+    loop: Loop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame], file: Path | str = "state.pt"
+) -> None:
     """Put a snapshot back into a freshly built loop of the same config, in place, once every tensor and number fits it;
     StoreError naming `file` (the checkpoint's state.pt) and the field otherwise, with nothing restored."""
     step = epoch * loop.setup.stream.steps_per_epoch()
     try:
-        got = loopstate.load(state, "mlp", _tensors(loop), loop.opt, _generators(loop), loop.alive, loop.result.diverged,
-                             loop.setup.cfg.seeds, step, {"eval_time": float})
+        got = loopstate.load(
+            state,
+            "mlp",
+            _tensors(loop),
+            loop.opt,
+            _generators(loop),
+            loop.alive,
+            loop.result.diverged,
+            loop.setup.cfg.seeds,
+            step,
+            {"eval_time": float},
+        )
     except loopstate.StateError as err:
         raise StoreError(f"{file}: {err}") from None
     loop.result.eval_time, loop.result.restored = float(got["eval_time"]), frames

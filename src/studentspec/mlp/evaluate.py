@@ -7,10 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import backprop, kernel as ckernel
-from ..ensemble.losses import output_grad, per_seed_loss
 from ..ensemble.corr import CorrAccumulator, layer_stats
+from ..ensemble.losses import output_grad, per_seed_loss
+from . import backprop
+from . import kernel as ckernel
 from .nets import Net
+
 
 def fanout_norms(net: Net) -> list[Tensor]:
     """Per hidden layer, the norm of each node's fan-out weights, [S, n_l]."""
@@ -40,8 +42,17 @@ def teacher_hidden(teacher: Net, x: Tensor, chunk: int, max_bytes: int) -> list[
 
 
 @torch.no_grad()
-def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, chunk: int = 256, with_grad: bool = False,
-             kernel: str = "auto", teacher_acts: list[Tensor] | None = None) -> SplitEval:
+def evaluate(
+    teacher: Net,
+    student: Net,
+    x: Tensor,
+    y: Tensor,
+    loss_kind: str,
+    chunk: int = 256,
+    with_grad: bool = False,
+    kernel: str = "auto",
+    teacher_acts: list[Tensor] | None = None,
+) -> SplitEval:
     """MSE, loss and per-layer correlation statistics over inputs x [S, N, d] with teacher outputs y.
 
     With `with_grad`, also the full-batch gradient norm per layer (see grad_norms), from the same
@@ -51,26 +62,43 @@ def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, c
     The passes run in the nets' dtype; every sum (MSE, loss, correlations, the gradient) is float64.
     """
     depth = len(teacher.weights) - 1
-    compiled = ckernel.CompiledMLP(student, loss_kind) if kernel != "torch" and not ckernel.unsupported(student, loss_kind) else None
+    compiled = (
+        ckernel.CompiledMLP(student, loss_kind)
+        if kernel != "torch" and not ckernel.unsupported(student, loss_kind)
+        else None
+    )
     fused = with_grad and (compiled is not None or backprop.supports(student))
     accs = [CorrAccumulator() for _ in range(depth)]
     sq = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     loss = torch.zeros_like(sq)
     # the full-batch gradient is summed in float64 whatever the pass's precision; a float32 pass (eval.dtype) writes
     # each chunk's gradient to a scratch buffer that is then added in float64
-    grads: list[Tensor] = [torch.zeros_like(p, dtype=torch.float64) for p in student.parameters()] if compiled is not None and with_grad else []
-    scratch = [torch.zeros_like(p) for p in student.parameters()] if grads and student.weights[0].dtype != torch.float64 else []
+    grads: list[Tensor] = (
+        [torch.zeros_like(p, dtype=torch.float64) for p in student.parameters()]
+        if compiled is not None and with_grad
+        else []
+    )
+    scratch = (
+        [torch.zeros_like(p) for p in student.parameters()]
+        if grads and student.weights[0].dtype != torch.float64
+        else []
+    )
     n = x.shape[1]
     # the compiled pass writes every chunk's activations into the same storage (fresh tensors cost page faults)
-    storage = [torch.empty(x.shape[0] * min(chunk, n) * w.shape[2], dtype=w.dtype) for w in student.weights[:-1]] if compiled is not None else None
+    storage = (
+        [torch.empty(x.shape[0] * min(chunk, n) * w.shape[2], dtype=w.dtype) for w in student.weights[:-1]]
+        if compiled is not None
+        else None
+    )
     for i in range(0, n, chunk):
         xb, yb = x[:, i : i + chunk], y[:, i : i + chunk]
         t_hidden = [h[:, i : i + chunk] for h in teacher_acts] if teacher_acts is not None else teacher.forward(xb)[1]
         if compiled is not None:
             for t in scratch:
                 t.zero_()
-            chunk_loss, chunk_sq, s_hidden = compiled.forward_grad(xb, yb, True, (scratch or grads) if with_grad else None, xb.shape[1] / n,
-                                                                    storage)
+            chunk_loss, chunk_sq, s_hidden = compiled.forward_grad(
+                xb, yb, True, (scratch or grads) if with_grad else None, xb.shape[1] / n, storage
+            )
             for total, part in zip(grads, scratch):
                 total.add_(part)
             for acc, th, sh in zip(accs, t_hidden, s_hidden):
@@ -89,7 +117,9 @@ def evaluate(teacher: Net, student: Net, x: Tensor, y: Tensor, loss_kind: str, c
         if fused:
             chunk_loss, g = output_grad(out, yb, loss_kind)
             part = backprop.backward(student, trace.inputs, trace.pre, g.mul_(xb.shape[1] / n))
-            grads = [b.double() for b in part] if not grads else [a.add_(b) for a, b in zip(grads, part)]  # no copy in float64
+            grads = (
+                [b.double() for b in part] if not grads else [a.add_(b) for a, b in zip(grads, part)]
+            )  # no copy in float64
         else:
             chunk_loss = per_seed_loss(out, yb, loss_kind)
         loss += chunk_loss.double() * xb.shape[1]
@@ -113,7 +143,14 @@ def grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str, *, chunk: int
     """Full-batch gradient norm of the loss w.r.t. each layer's augmented weights, [S, L] (autograd; BatchNorm in eval mode)."""
     params = [t.detach().requires_grad_(True) for t in student.parameters()]
     depth = len(student.weights)
-    probe = Net(params[0 : 2 * depth : 2], params[1 : 2 * depth : 2], student.activation, student.slope, student.batchnorm, student.norms)
+    probe = Net(
+        params[0 : 2 * depth : 2],
+        params[1 : 2 * depth : 2],
+        student.activation,
+        student.slope,
+        student.batchnorm,
+        student.norms,
+    )
     total = [torch.zeros_like(p, dtype=torch.float64) for p in params[: 2 * depth]]
     n = x.shape[1]
     for i in range(0, n, chunk):

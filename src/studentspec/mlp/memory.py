@@ -18,7 +18,9 @@ from ..config import Config, ConfigError
 from .data import train_size
 from .metrics import EvalMetric
 
-CACHE_BYTES = 256 * 2**20  # per split: above this the trainer recomputes the teacher's hidden activations at every evaluation
+CACHE_BYTES = (
+    256 * 2**20
+)  # per split: above this the trainer recomputes the teacher's hidden activations at every evaluation
 GIB = 2**30
 
 
@@ -44,7 +46,11 @@ def estimate(cfg: Config, metrics: Iterable[EvalMetric] = ()) -> dict[str, int]:
         "parameters": 4 * params * item,  # weights, gradients, two optimizer states
         "evaluation": min(CACHE_BYTES, S * max(rows, 1) * sum(t_widths) * item) * splits
         + 3 * S * cfg.eval.batch_size * (sum(s_widths) + sum(t_widths) + C) * item,
-        "records": evals * splits * S * sum(m * n for m, n in zip(s_widths, t_widths)) * 8,  # the float64 correlation matrices of every evaluation
+        "records": evals
+        * splits
+        * S
+        * sum(m * n for m, n in zip(s_widths, t_widths))
+        * 8,  # the float64 correlation matrices of every evaluation
         "metric tables": evals * sum(m.table.bytes_per_eval(cfg) for m in metrics if m.table is not None and m.on(cfg)),
     }
 
@@ -64,7 +70,11 @@ def check_fits(cfg: Config, available: int | None = None, metrics: Iterable[Eval
     need = sum(parts.values())
     have = total_memory(cfg.train.device) if available is None else available
     if need > have:
-        big = ", ".join(f"{k} {v / GIB:.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.01 * need)
-        raise ConfigError(f"this config needs at least {need / GIB:.1f} GiB ({big} GiB) for {len(cfg.seeds)} seeds but "
-                          f"{cfg.train.device} has {have / GIB:.1f} GiB: use fewer seeds per job (sweep --ensemble-size), "
-                          f"a smaller data set or train.dtype=float32")
+        big = ", ".join(
+            f"{k} {v / GIB:.1f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v >= 0.01 * need
+        )
+        raise ConfigError(
+            f"this config needs at least {need / GIB:.1f} GiB ({big} GiB) for {len(cfg.seeds)} seeds but "
+            f"{cfg.train.device} has {have / GIB:.1f} GiB: use fewer seeds per job (sweep --ensemble-size), "
+            f"a smaller data set or train.dtype=float32"
+        )

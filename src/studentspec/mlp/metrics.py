@@ -95,7 +95,9 @@ class Figure:
     """A figure of a stored run that measured the metric, drawn by `plot` and captioned in `report`."""
 
     name: str  # figures/NAME.png and .pdf
-    draw: Callable[[Run], Any] | str  # run -> matplotlib Figure; or "module:function" where the function lives above mlp
+    draw: (
+        Callable[[Run], Any] | str
+    )  # run -> matplotlib Figure; or "module:function" where the function lives above mlp
     caption: str
 
     def function(self) -> Callable[[Run], Any]:
@@ -178,8 +180,10 @@ def check_listed(registry: Registry[EvalMetric], modules: Iterable[ModuleType | 
     for module in modules:
         for value in vars(module).values() if module is not None else ():
             if isinstance(value, EvalMetric) and (value.name not in registry or registry.get(value.name) is not value):
-                raise ValueError(f"metric {value.name!r} of {module.__name__} is not in the list of metrics "
-                                 f"(theory/metric.py METRICS): add it there, or it is never measured")
+                raise ValueError(
+                    f"metric {value.name!r} of {module.__name__} is not in the list of metrics "
+                    f"(theory/metric.py METRICS): add it there, or it is never measured"
+                )
 
 
 def check_columns(metric: EvalMetric, table: str, before: Iterable[str], after: Iterable[str]) -> None:
@@ -187,7 +191,9 @@ def check_columns(metric: EvalMetric, table: str, before: Iterable[str], after: 
     declared = getattr(metric.columns, table, ()) if metric.columns is not None else ()
     for col in sorted(set(after) - set(before)):
         if not any(fnmatch.fnmatchcase(col, p) for p in declared):
-            raise ValueError(f"metric {metric.name!r} added column {col!r} to {table}, which its Columns do not declare")
+            raise ValueError(
+                f"metric {metric.name!r} added column {col!r} to {table}, which its Columns do not declare"
+            )
 
 
 def check_table(metric: EvalMetric, df: pd.DataFrame) -> pd.DataFrame:

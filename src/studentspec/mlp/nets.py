@@ -16,6 +16,7 @@ from torch import Tensor
 from ..ensemble import activations
 from ..ensemble.batched import BN_EPS, BN_MOMENTUM, baddbmm
 
+
 @dataclass
 class BatchNorm:
     """Ensemble BatchNorm over the node axis of one hidden layer; stats and affine per seed."""
@@ -47,7 +48,9 @@ class Trace:
     """One forward pass of an MLP ensemble, every tensor [S, B, width]."""
 
     out: Tensor  # the linear top layer's output
-    inputs: list[Tensor]  # what each layer reads: x, then every hidden layer's output (after a BatchNorm placed after psi)
+    inputs: list[
+        Tensor
+    ]  # what each layer reads: x, then every hidden layer's output (after a BatchNorm placed after psi)
     pre: list[Tensor]  # hidden pre-activations z_l (after a BatchNorm placed before psi)
     hidden: list[Tensor]  # hidden post-activation outputs psi(z_l): what correlations measure
 
@@ -88,7 +91,9 @@ class Net:
         """Augmented weights [w; b] of layer `layer` (1-based), shape [S, n_{layer-1}+1, n_layer]."""
         return torch.cat([self.weights[layer - 1], self.biases[layer - 1][:, None, :]], dim=1)
 
-    def trace(self, x: Tensor, training: bool = False, pre_hook: Callable[[int, Tensor], Tensor] | None = None) -> Trace:
+    def trace(
+        self, x: Tensor, training: bool = False, pre_hook: Callable[[int, Tensor], Tensor] | None = None
+    ) -> Trace:
         """The one forward pass of the MLP family: output, every layer's input and every hidden pre-activation.
 
         `pre_hook(l, z)` (0-based hidden layer l) may replace a pre-activation before BatchNorm and
@@ -116,20 +121,27 @@ class Net:
         t = self.trace(x, training)
         return t.out, t.hidden
 
-    def map(self, fn: Callable[[Tensor], Tensor]) -> "Net":
+    def map(self, fn: Callable[[Tensor], Tensor]) -> Net:
         """A new Net with `fn` applied to every tensor (weights, biases, BatchNorm state)."""
 
         def opt(t: Tensor | None) -> Tensor | None:
             return None if t is None else fn(t)
 
         norms = [BatchNorm(fn(bn.running_mean), fn(bn.running_var), opt(bn.weight), opt(bn.bias)) for bn in self.norms]
-        return Net([fn(w) for w in self.weights], [fn(b) for b in self.biases], self.activation, self.slope, self.batchnorm, norms)
+        return Net(
+            [fn(w) for w in self.weights],
+            [fn(b) for b in self.biases],
+            self.activation,
+            self.slope,
+            self.batchnorm,
+            norms,
+        )
 
-    def to(self, device: torch.device | str, dtype: torch.dtype) -> "Net":
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> Net:
         """A detached copy with every tensor on `device` in `dtype`."""
         return self.map(lambda t: t.detach().to(device=device, dtype=dtype).clone())
 
-    def select(self, index: Tensor | list[int]) -> "Net":
+    def select(self, index: Tensor | list[int]) -> Net:
         """The sub-ensemble of the given seed positions (copies)."""
         idx = torch.as_tensor(index, dtype=torch.long, device=self.weights[0].device)
         return self.map(lambda t: t.detach().index_select(0, idx).clone())
@@ -141,5 +153,7 @@ def make_batchnorms(n_seeds: int, widths: list[int], affine: bool, dtype: torch.
     for n in widths:
         zeros = torch.zeros(n_seeds, n, dtype=dtype)
         ones = torch.ones(n_seeds, n, dtype=dtype)
-        out.append(BatchNorm(zeros.clone(), ones.clone(), ones.clone() if affine else None, zeros.clone() if affine else None))
+        out.append(
+            BatchNorm(zeros.clone(), ones.clone(), ones.clone() if affine else None, zeros.clone() if affine else None)
+        )
     return out

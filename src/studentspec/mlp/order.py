@@ -23,14 +23,22 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..ensemble.batched import bmm
 from ..config import Config
+from ..ensemble.batched import bmm
 from .metrics import Context, EvalMetric, Figure, Table
 from .nets import Net
 
 TABLE = "order"
-SCHEMA = {"seed": "integer", "step": "integer", "layer": "integer", "kind": "text", "i": "integer", "j": "integer",
-          "cosine": "number", "inner": "number"}
+SCHEMA = {
+    "seed": "integer",
+    "step": "integer",
+    "layer": "integer",
+    "kind": "text",
+    "i": "integer",
+    "j": "integer",
+    "cosine": "number",
+    "inner": "number",
+}
 COLUMNS = tuple(SCHEMA)
 ROW_BYTES = 8 + 8 + 4 + 8 + 4 + 4 + 8 + 8  # seed, step, layer, kind (an object pointer), i, j, cosine, inner
 
@@ -66,26 +74,45 @@ def _norms(g: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(np.diagonal(g, axis1=1, axis2=2), 0.0))
 
 
-def _rows(seeds: np.ndarray, step: int, layer: int, kind: str, inner: np.ndarray, cos: np.ndarray, upper: bool) -> dict[str, np.ndarray]:
+def _rows(
+    seeds: np.ndarray, step: int, layer: int, kind: str, inner: np.ndarray, cos: np.ndarray, upper: bool
+) -> dict[str, np.ndarray]:
     """Long-format columns of one [S, a, b] block (only i <= j when `upper`), seed-major."""
     S, a, b = inner.shape
     i, j = np.triu_indices(a) if upper else (np.repeat(np.arange(a), b), np.tile(np.arange(b), a))
     k = len(i)
-    return {"seed": np.repeat(seeds, k), "step": np.full(S * k, step, dtype=np.int64), "layer": np.full(S * k, layer, dtype=np.int32),
-            "kind": np.full(S * k, kind, dtype=object), "i": np.tile(i, S).astype(np.int32), "j": np.tile(j, S).astype(np.int32),
-            "cosine": cos[:, i, j].ravel(), "inner": inner[:, i, j].ravel()}
+    return {
+        "seed": np.repeat(seeds, k),
+        "step": np.full(S * k, step, dtype=np.int64),
+        "layer": np.full(S * k, layer, dtype=np.int32),
+        "kind": np.full(S * k, kind, dtype=object),
+        "i": np.tile(i, S).astype(np.int32),
+        "j": np.tile(j, S).astype(np.int32),
+        "cosine": cos[:, i, j].ravel(),
+        "inner": inner[:, i, j].ravel(),
+    }
 
 
-def table(cfg: Config, teacher_net: Net, measured: list[tuple[int, list[dict[str, np.ndarray]]]],
-          earlier: pd.DataFrame | None = None) -> pd.DataFrame:
+def table(
+    cfg: Config,
+    teacher_net: Net,
+    measured: list[tuple[int, list[dict[str, np.ndarray]]]],
+    earlier: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """order.parquet: T of every hidden layer at the first evaluation's step, then per evaluation and layer R (layer 1)
     and Q; a resumed run's `earlier` rows (T included) come first."""
     seeds = np.asarray(cfg.seeds, dtype=np.int64)
     teacher = _augmented(teacher_net)
     t_gram = [gram(w, w).numpy() for w in teacher]
     t_norm = [_norms(g) for g in t_gram]
-    parts = [] if earlier is not None or not measured else [
-        _rows(seeds, measured[0][0], l, "T", g, _cosine(g, n, n), True) for l, (g, n) in enumerate(zip(t_gram, t_norm), start=1)]
+    parts = (
+        []
+        if earlier is not None or not measured
+        else [
+            _rows(seeds, measured[0][0], l, "T", g, _cosine(g, n, n), True)
+            for l, (g, n) in enumerate(zip(t_gram, t_norm), start=1)
+        ]
+    )
     for step, layers in measured:
         for l, value in enumerate(layers, start=1):
             q = value["Q"]
@@ -109,6 +136,10 @@ def bytes_per_eval(cfg: Config) -> int:
 
 
 METRIC = EvalMetric(
-    name="order", title="the weight-space order parameters", switch="eval.order", measure=measure,
+    name="order",
+    title="the weight-space order parameters",
+    switch="eval.order",
+    measure=measure,
     table=Table(TABLE, SCHEMA, table, bytes_per_eval),
-    figure=Figure("order", "studentspec.paper.order_figures:order_figure", "eval.order: R heatmaps."))
+    figure=Figure("order", "studentspec.paper.order_figures:order_figure", "eval.order: R heatmaps."),
+)

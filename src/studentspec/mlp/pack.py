@@ -66,11 +66,23 @@ def _cat_net(nets: list[Net]) -> Net:
         return None if ts[0] is None else torch.cat([t.detach() for t in ts if t is not None])
 
     first = nets[0]
-    norms = [BatchNorm(cat([n.norms[l].running_mean for n in nets]), cat([n.norms[l].running_var for n in nets]),
-                       cat([n.norms[l].weight for n in nets]), cat([n.norms[l].bias for n in nets])) for l in range(len(first.norms))]
-    return Net([cat([n.weights[l] for n in nets]) for l in range(len(first.weights))],
-               [cat([n.biases[l] for n in nets]) for l in range(len(first.biases))],
-               first.activation, first.slope, first.batchnorm, norms)
+    norms = [
+        BatchNorm(
+            cat([n.norms[l].running_mean for n in nets]),
+            cat([n.norms[l].running_var for n in nets]),
+            cat([n.norms[l].weight for n in nets]),
+            cat([n.norms[l].bias for n in nets]),
+        )
+        for l in range(len(first.norms))
+    ]
+    return Net(
+        [cat([n.weights[l] for n in nets]) for l in range(len(first.weights))],
+        [cat([n.biases[l] for n in nets]) for l in range(len(first.biases))],
+        first.activation,
+        first.slope,
+        first.batchnorm,
+        norms,
+    )
 
 
 def pack(setups: list[Setup]) -> Setup:
@@ -94,6 +106,15 @@ def pack(setups: list[Setup]) -> Setup:
     stream.sampler_gens = [g for s in setups for g in s.stream.sampler_gens]
     stream.x_train = torch.cat([s.stream.x_train for s in setups])
     stream.y_train = torch.cat([s.stream.y_train for s in setups])
-    return Setup(stream.cfg, _cat_net([s.teacher for s in setups]), teacher_run, student, stream,
-                 torch.cat([s.x_eval for s in setups]), torch.cat([s.y_eval for s in setups]), first.dtype, first.device,
-                 build_seconds=sum(s.build_seconds for s in setups))
+    return Setup(
+        stream.cfg,
+        _cat_net([s.teacher for s in setups]),
+        teacher_run,
+        student,
+        stream,
+        torch.cat([s.x_eval for s in setups]),
+        torch.cat([s.y_eval for s in setups]),
+        first.dtype,
+        first.device,
+        build_seconds=sum(s.build_seconds for s in setups),
+    )

@@ -35,24 +35,49 @@ def tables(result: TrainResult) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     scal, teach, stud = [], [], []
     for p in result.evals:
         S = len(seeds)
-        row: dict[str, Any] = {"seed": seeds, "step": p.step, "split": p.split, "mse": _np(p.result.mse), "loss": _np(p.result.loss)}
+        row: dict[str, Any] = {
+            "seed": seeds,
+            "step": p.step,
+            "split": p.split,
+            "mse": _np(p.result.mse),
+            "loss": _np(p.result.loss),
+        }
         for l, ls in enumerate(p.result.layers, start=1):
             row[f"rho_mean_{l}"] = _np(rho_mean(ls))
             row[f"n_specialized_{l}"] = _np(((ls.teacher_best > thr) & ls.teacher_active).sum(1))
             m, n = ls.teacher_best.shape[1], ls.student_best.shape[1]
             seed_col, idx = _grid(S, m, seeds)
-            t = {"seed": seed_col, "step": p.step, "split": p.split, "layer": l, "teacher": idx,
-                 "best_corr": _np(ls.teacher_best).ravel(), "best_student": _np(ls.teacher_best_student).ravel(),
-                 "fanout_norm": _np(teacher_fan[l - 1]).ravel(), "specialized": _np(ls.teacher_best > thr).ravel(),
-                 "active": _np(ls.teacher_active).ravel()}
+            t = {
+                "seed": seed_col,
+                "step": p.step,
+                "split": p.split,
+                "layer": l,
+                "teacher": idx,
+                "best_corr": _np(ls.teacher_best).ravel(),
+                "best_student": _np(ls.teacher_best_student).ravel(),
+                "fanout_norm": _np(teacher_fan[l - 1]).ravel(),
+                "specialized": _np(ls.teacher_best > thr).ravel(),
+                "active": _np(ls.teacher_active).ravel(),
+            }
             for i, c in enumerate(COUNT_THRESHOLDS):
                 t[count_column(c)] = _np(ls.teacher_counts[..., i]).ravel()
             teach.append(pd.DataFrame(t))
             seed_col, idx = _grid(S, n, seeds)
-            stud.append(pd.DataFrame({"seed": seed_col, "step": p.step, "split": p.split, "layer": l, "student": idx,
-                                      "best_corr": _np(ls.student_best).ravel(), "best_teacher": _np(ls.student_best_teacher).ravel(),
-                                      "fanout_norm": _np(p.student_fanout[l - 1]).ravel()}))
-        _add_columns(result, p, Rows(row, teach[-len(p.result.layers):], stud[-len(p.result.layers):]))
+            stud.append(
+                pd.DataFrame(
+                    {
+                        "seed": seed_col,
+                        "step": p.step,
+                        "split": p.split,
+                        "layer": l,
+                        "student": idx,
+                        "best_corr": _np(ls.student_best).ravel(),
+                        "best_teacher": _np(ls.student_best_teacher).ravel(),
+                        "fanout_norm": _np(p.student_fanout[l - 1]).ravel(),
+                    }
+                )
+            )
+        _add_columns(result, p, Rows(row, teach[-len(p.result.layers) :], stud[-len(p.result.layers) :]))
         if p.grad_norm is not None:
             for l in range(p.grad_norm.shape[1]):
                 row[f"grad_norm_{l + 1}"] = _np(p.grad_norm[:, l])
@@ -71,7 +96,7 @@ def _add_columns(result: TrainResult, p: EvalPoint, rows: Rows) -> None:
         check_columns(metric, "scalars", before[0], rows.scalars)
         for old, t in zip(before[1:], rows.teachers):
             check_columns(metric, "teachers", old, t.columns)
-        for old, s in zip(before[1 + len(rows.teachers):], rows.students):
+        for old, s in zip(before[1 + len(rows.teachers) :], rows.students):
             check_columns(metric, "students", old, s.columns)
 
 
@@ -129,7 +154,10 @@ def _net_arrays(prefix: str, net: Net) -> dict[str, np.ndarray]:
     for l, (w, b) in enumerate(zip(net.weights, net.biases), start=1):
         out[f"{prefix}.W{l}"], out[f"{prefix}.b{l}"] = _np(w), _np(b)
     for l, bn in enumerate(net.norms, start=1):
-        out[f"{prefix}.bn{l}.running_mean"], out[f"{prefix}.bn{l}.running_var"] = _np(bn.running_mean), _np(bn.running_var)
+        out[f"{prefix}.bn{l}.running_mean"], out[f"{prefix}.bn{l}.running_var"] = (
+            _np(bn.running_mean),
+            _np(bn.running_var),
+        )
         if bn.weight is not None and bn.bias is not None:
             out[f"{prefix}.bn{l}.weight"], out[f"{prefix}.bn{l}.bias"] = _np(bn.weight), _np(bn.bias)
     return out
@@ -139,5 +167,9 @@ def record(result: TrainResult) -> RunRecord:
     """The RunRecord of a finished MLP run."""
     scalars, teachers, students = tables(result)
     arrays = _net_arrays("teacher", result.setup.teacher) | _net_arrays("student", result.setup.student)
-    return RunRecord(result.setup.cfg, {"scalars": scalars, "teachers": teachers, "students": students, **metric_tables(result)},
-                     arrays, summary(result, scalars, teachers))
+    return RunRecord(
+        result.setup.cfg,
+        {"scalars": scalars, "teachers": teachers, "students": students, **metric_tables(result)},
+        arrays,
+        summary(result, scalars, teachers),
+    )

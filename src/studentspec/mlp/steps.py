@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import backprop
-from . import kernel as ckernel
 from ..config import Config
 from ..ensemble.batched import bmm
 from ..ensemble.loop import Divergence
 from ..ensemble.losses import output_grad, per_seed_loss
 from ..ensemble.optim import Optimizer, seed_mask
+from . import backprop
+from . import kernel as ckernel
 from .data import BatchStream
 from .nets import Net
 
@@ -56,7 +56,7 @@ class Constraints:
     no_bias: bool
 
     @classmethod
-    def of(cls, cfg: Config, net: Net) -> "Constraints":
+    def of(cls, cfg: Config, net: Net) -> Constraints:
         """The constraints of cfg's knobs on the student `net`, its present values taken as the frozen ones."""
         idx = sorted(l - 1 for l in cfg.train.freeze)
         frozen = [(l, net.weights[l].detach().clone(), net.biases[l].detach().clone()) for l in idx]
@@ -109,8 +109,9 @@ class CompiledSteps(MLPSteps):
 
     name, kernel = "compiled", "c"
 
-    def __init__(self, net: Net, stream: BatchStream, constraints: Constraints, *, compiled: ckernel.CompiledMLP,
-                 block: int) -> None:
+    def __init__(
+        self, net: Net, stream: BatchStream, constraints: Constraints, *, compiled: ckernel.CompiledMLP, block: int
+    ) -> None:
         super().__init__(net, stream, constraints)
         self.compiled, self.block = compiled, block
 
@@ -137,8 +138,9 @@ class BackwardSteps(MLPSteps):
 
     name = "backward"
 
-    def __init__(self, net: Net, stream: BatchStream, constraints: Constraints, *, opt: Optimizer, loss: str,
-                 fused: bool) -> None:
+    def __init__(
+        self, net: Net, stream: BatchStream, constraints: Constraints, *, opt: Optimizer, loss: str, fused: bool
+    ) -> None:
         super().__init__(net, stream, constraints)
         self.opt, self.loss, self.fused = opt, loss, fused
 

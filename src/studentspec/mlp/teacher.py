@@ -15,7 +15,9 @@ GRID = torch.linspace(-1.0, 1.0, 9, dtype=torch.float64)  # {-1, -0.75, ..., 1}
 def distinct_grid_vectors(g: torch.Generator, count: int, length: int, what: str) -> Tensor:
     """`count` distinct, non-zero vectors of `length` entries from the 9-value grid, [count, length]."""
     if 9**length - 1 < count:  # Python ints: 9.0**length overflows a float once length reaches 324
-        raise ConfigError(f"teacher.widths: {what} needs {count} distinct non-zero vectors of length {length}, only {9**length - 1} exist")
+        raise ConfigError(
+            f"teacher.widths: {what} needs {count} distinct non-zero vectors of length {length}, only {9**length - 1} exist"
+        )
     rows: list[Tensor] = []
     seen: set[bytes] = set()
     while len(rows) < count:
@@ -95,7 +97,9 @@ def fit_teacher(teacher: Net, x: Tensor, tune: bool) -> Net:
             teacher.biases[l] -= med
             z = z - med[:, None, :]
         if teacher.batchnorm != "none":
-            seen = z if teacher.batchnorm == "before" else act.forward(z, teacher.slope)  # what the BatchNorm normalizes
+            seen = (
+                z if teacher.batchnorm == "before" else act.forward(z, teacher.slope)
+            )  # what the BatchNorm normalizes
             teacher.norms[l].running_mean.copy_(seen.mean(1))
             teacher.norms[l].running_var.copy_(seen.var(1))
         return z

@@ -16,17 +16,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import backprop, kernel as ckernel
-from ..ensemble import seeding
 from ..config import Config, ConfigError, check_device, lr_at  # lr_at: one definition for the MLP and conv trainers
 from ..ensemble import loop as eloop
+from ..ensemble import seeding
 from ..ensemble.hooks import Evaluation, Hooks
+from ..ensemble.optim import Optimizer
+from . import backprop
+from . import kernel as ckernel
 from .data import BatchStream, label, make_inputs, train_size
-from .memory import CACHE_BYTES, check_fits
 from .evaluate import SplitEval, evaluate, fanout_norms, teacher_hidden
+from .memory import CACHE_BYTES, check_fits
 from .metrics import Context, EvalMetric
 from .nets import Net, make_batchnorms
-from ..ensemble.optim import Optimizer
 from .steps import AutogradSteps, BackwardSteps, CompiledSteps, Constraints, MLPSteps, unit_columns
 from .teacher import build_teacher, fit_teacher
 
@@ -58,13 +59,22 @@ class Setup:
     metrics: tuple[EvalMetric, ...] = ()
 
 
-def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, device: torch.device, *,
-                 teacher: Net | None = None) -> Net:
+def init_student(
+    cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, device: torch.device, *, teacher: Net | None = None
+) -> Net:
     """Student weights N(0, init_std^2) with zero biases, or PyTorch's Linear default, times init_scale;
     or the teacher plus noise (student.perturb); then the init knobs of docs/model.md 4.5 (_init_knobs)."""
     sc = cfg.student
-    needs = [k for k, on in (("student.perturb", sc.perturb is not None), ("student.same_dir", sc.same_dir),
-                             ("student.same_sign", sc.same_sign), ("student.adv_init", sc.adv_init != "none")) if on]
+    needs = [
+        k
+        for k, on in (
+            ("student.perturb", sc.perturb is not None),
+            ("student.same_dir", sc.same_dir),
+            ("student.same_sign", sc.same_sign),
+            ("student.adv_init", sc.adv_init != "none"),
+        )
+        if on
+    ]
     if needs and teacher is None:
         raise ConfigError(f"{needs[0]}: the student is initialized from the teacher, which this command does not build")
     dims = [cfg.input_dim, *cfg.student_widths, cfg.output_dim]
@@ -72,7 +82,9 @@ def init_student(cfg: Config, gens: list[torch.Generator], dtype: torch.dtype, d
     biases: list[list[Tensor]] = [[] for _ in dims[1:]]
     for s, g in enumerate(gens):
         for l, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
-            if sc.perturb is not None and teacher is not None:  # the original's set_teacher: noise from the student's generator
+            if (
+                sc.perturb is not None and teacher is not None
+            ):  # the original's set_teacher: noise from the student's generator
                 w = teacher.weights[l][s] + torch.randn(fan_in, fan_out, generator=g, dtype=torch.float64) * sc.perturb
                 b = teacher.biases[l][s] + torch.randn(fan_out, generator=g, dtype=torch.float64) * sc.perturb
             elif sc.init_std is not None:
@@ -102,11 +114,15 @@ def _init_knobs(cfg: Config, weights: list[Tensor], biases: list[Tensor], teache
     Norms and inner products are taken one seed at a time, so a seed's init does not depend on the ensemble size.
     """
     sc = cfg.student
-    if teacher is not None and sc.same_dir:  # set_same_dir: r = ||W_l|| / ||W*_l|| (Frobenius, weights only); (W_l, b_l) := r (W*_l, b*_l)
+    if (
+        teacher is not None and sc.same_dir
+    ):  # set_same_dir: r = ||W_l|| / ||W*_l|| (Frobenius, weights only); (W_l, b_l) := r (W*_l, b*_l)
         for l, (tw, tb) in enumerate(zip(teacher.weights, teacher.biases)):
             r = torch.stack([weights[l][s].norm() / tw[s].norm() for s in range(tw.shape[0])])
             weights[l], biases[l] = tw * r[:, None, None], tb * r[:, None]
-    if teacher is not None and sc.same_sign:  # set_same_sign: flip each weight and bias whose sign is opposite to the teacher's
+    if (
+        teacher is not None and sc.same_sign
+    ):  # set_same_sign: flip each weight and bias whose sign is opposite to the teacher's
         for l, (tw, tb) in enumerate(zip(teacher.weights, teacher.biases)):
             weights[l] = torch.where(torch.sign(weights[l]) * torch.sign(tw) < 0, -weights[l], weights[l])
             biases[l] = torch.where(torch.sign(biases[l]) * torch.sign(tb) < 0, -biases[l], biases[l])
@@ -142,8 +158,18 @@ def build(cfg: Config) -> Setup:
     x_train = make_inputs(cfg, teacher, data_gens, n_train, training=True)
     stream = BatchStream(cfg, teacher_run, data_gens, seeding.generators(cfg.seeds, "sampler"), x_train, dtype, device)
     student = init_student(cfg, seeding.generators(cfg.seeds, "student"), dtype, device, teacher=teacher)
-    return Setup(cfg, teacher, teacher_run, student, stream, x_eval, label(teacher_run, x_eval), dtype, device,
-                 build_seconds=time.perf_counter() - start)
+    return Setup(
+        cfg,
+        teacher,
+        teacher_run,
+        student,
+        stream,
+        x_eval,
+        label(teacher_run, x_eval),
+        dtype,
+        device,
+        build_seconds=time.perf_counter() - start,
+    )
 
 
 @dataclass
@@ -184,29 +210,46 @@ def _evaluate_all(s: Setup, step: int, kernel: str) -> list[EvalPoint]:
     if train_size(cfg):
         splits.insert(0, ("train", s.stream.x_train, s.stream.y_train))
     dtype = DTYPES[cfg.eval.dtype or cfg.train.dtype]
-    teacher, student = (s.teacher_run, s.student) if dtype == s.dtype else (s.teacher_run.to(s.device, dtype), s.student.to(s.device, dtype))
+    teacher, student = (
+        (s.teacher_run, s.student)
+        if dtype == s.dtype
+        else (s.teacher_run.to(s.device, dtype), s.student.to(s.device, dtype))
+    )
     points = []
     inputs = {name: (x, y) for name, x, y in splits}  # the run's dtype, as metrics see them
     for name, x, y in splits:
-        if dtype != s.dtype:  # eval.dtype: the split rounded once to the evaluation's precision, kept while the split is the same
+        if (
+            dtype != s.dtype
+        ):  # eval.dtype: the split rounded once to the evaluation's precision, kept while the split is the same
             copies = s.eval_copies.get(name)
             if copies is None or copies[0] is not x:
                 copies = s.eval_copies[name] = (x, x.to(dtype), y.to(dtype))
             x, y = copies[1], copies[2]
         cached = s.teacher_cache.get(name)
-        acts = cached[1] if cached is not None and cached[0] is x else teacher_hidden(teacher, x, cfg.eval.batch_size, CACHE_BYTES)
+        acts = (
+            cached[1]
+            if cached is not None and cached[0] is x
+            else teacher_hidden(teacher, x, cfg.eval.batch_size, CACHE_BYTES)
+        )
         if acts is not None:
             s.teacher_cache[name] = (x, acts)
-        res = evaluate(teacher, student, x, y, cfg.train.loss, cfg.eval.batch_size, with_grad=cfg.eval.grad_norm and name == "train",
-                       kernel=kernel, teacher_acts=acts)
+        res = evaluate(
+            teacher,
+            student,
+            x,
+            y,
+            cfg.train.loss,
+            cfg.eval.batch_size,
+            with_grad=cfg.eval.grad_norm and name == "train",
+            kernel=kernel,
+            teacher_acts=acts,
+        )
         points.append(EvalPoint(step, name, res, res.grad_norm, fanout_norms(s.student)))
     if s.metrics:
         ctx = Context(cfg, s.teacher, s.teacher_run, s.student, step, {p.split: p.result for p in points}, inputs)
         for metric in s.metrics:
             points[0].extra[metric.name] = metric.measure(ctx)
     return points
-
-
 
 
 def train(s: Setup, hooks: Hooks = Hooks()) -> TrainResult:
@@ -219,8 +262,13 @@ def train(s: Setup, hooks: Hooks = Hooks()) -> TrainResult:
     eloop.resume(loop, hooks)  # a checkpoint's state put back, when resuming
     steps = choose_steps(s, opt)  # compiled, hand backward or autograd: once, for the whole run
     loop.result.kernel = steps.kernel  # evaluations take the training step's path
-    schedule = eloop.Schedule(epochs=tc.epochs, steps_per_epoch=s.stream.steps_per_epoch(), eval_every=cfg.eval.every,
-                              lr=partial(lr_at, tc.lr, reduction=tc.lr_reduction), checkpoint_every=tc.checkpoint_every)
+    schedule = eloop.Schedule(
+        epochs=tc.epochs,
+        steps_per_epoch=s.stream.steps_per_epoch(),
+        eval_every=cfg.eval.every,
+        lr=partial(lr_at, tc.lr, reduction=tc.lr_reduction),
+        checkpoint_every=tc.checkpoint_every,
+    )
     eloop.run(loop, steps, schedule=schedule, evaluate=partial(_evaluation, loop), seeds=cfg.seeds, hooks=hooks)
     return loop.result
 

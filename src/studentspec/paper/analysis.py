@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..store import StoreError, read_json, write_json
 from . import claims as C
 from .experiments import get
 from .experiments.results import first_job
 from .style import paper_style
-from ..store import StoreError, read_json, write_json
 
 
 def analyze(out: str | Path, progress: bool = False) -> dict[str, Any]:
@@ -30,8 +30,14 @@ def analyze(out: str | Path, progress: bool = False) -> dict[str, Any]:
     start = time.perf_counter()
     with paper_style():
         paths, found = experiment.analyze(out, info["scale"], out / "figures")
-    doc = {"experiment": info["experiment"], "scale": info["scale"], "claims": found, "summary": C.summarize(found),
-           "figures": list(dict.fromkeys(p.stem for p in paths)), "wall_time_s": round(time.perf_counter() - start, 1)}  # figures in the paper's order
+    doc = {
+        "experiment": info["experiment"],
+        "scale": info["scale"],
+        "claims": found,
+        "summary": C.summarize(found),
+        "figures": list(dict.fromkeys(p.stem for p in paths)),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }  # figures in the paper's order
     write_json(out / "claims.json", doc)
     if progress:
         for c in found:

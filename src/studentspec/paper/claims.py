@@ -19,19 +19,34 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from ..theory import lemma
 from ..mlp.nets import Net
+from ..theory import lemma
 
 MULTI = "student.multi"
 DECAY = "teacher.decay"
 
 
-def claim(name: str, statistic: str, value: float | None, threshold: str, *, passed: bool, justification: str,
-          detail: str = "") -> dict[str, Any]:
+def claim(
+    name: str,
+    statistic: str,
+    value: float | None,
+    threshold: str,
+    *,
+    passed: bool,
+    justification: str,
+    detail: str = "",
+) -> dict[str, Any]:
     """One claim record; a NaN value becomes None (JSON null) and always fails."""
     ok = value is not None and math.isfinite(value)
-    return {"name": name, "statistic": statistic, "value": float(value) if ok else None, "threshold": threshold,
-            "passed": bool(passed and ok), "justification": justification, "detail": detail}
+    return {
+        "name": name,
+        "statistic": statistic,
+        "value": float(value) if ok else None,
+        "threshold": threshold,
+        "passed": bool(passed and ok),
+        "justification": justification,
+        "detail": detail,
+    }
 
 
 def _spearman(a: Any, b: Any) -> float:
@@ -69,21 +84,28 @@ def lshape(students: pd.DataFrame, corr_threshold: float = 0.95, max_ratio: floa
     groups = df.groupby("job") if "job" in df.columns else [("run", df)]
     ratios = []
     for _, g in groups:
-        spec, unspec = g[g["best_corr"] >= corr_threshold]["fanout_norm"], g[g["best_corr"] < corr_threshold]["fanout_norm"]
+        spec, unspec = (
+            g[g["best_corr"] >= corr_threshold]["fanout_norm"],
+            g[g["best_corr"] < corr_threshold]["fanout_norm"],
+        )
         if len(spec) == 0:
             continue  # nothing specialized: no L to measure in this config
         ratios.append(float(unspec.median()) / float(np.quantile(spec, 0.9)) if len(unspec) else 0.0)
     value = float(np.median(ratios)) if ratios else math.nan
     return claim(
-        "L-shape", f"median ||v_k|| of unspecialized students (best corr < {corr_threshold:g}) / 90th percentile ||v_k|| of "
-        "specialized ones, at the end (training split, lowest layer); median over configurations", value, f"<= {max_ratio:g}",
+        "L-shape",
+        f"median ||v_k|| of unspecialized students (best corr < {corr_threshold:g}) / 90th percentile ||v_k|| of "
+        "specialized ones, at the end (training split, lowest layer); median over configurations",
+        value,
+        f"<= {max_ratio:g}",
         passed=value <= max_ratio,
         justification="The L's horizontal arm (unaligned students) against the height of its vertical arm (aligned ones). At a "
         "critical point the arm lies at 0 (Theorem); after finite SGD it keeps a residue that shrinks slowly with training. A cloud "
         f"with no L gives about 0.5 or more; {max_ratio:g} asks the typical unaligned student to carry under a quarter of a large "
         "aligned one's fan-out. Over-realized students that share one teacher split its fan-out, hence the 90th percentile, not "
         "the median.",
-        detail=f"{len(ratios)} configurations; ratios {', '.join(f'{r:.3f}' for r in ratios)}")
+        detail=f"{len(ratios)} configurations; ratios {', '.join(f'{r:.3f}' for r in ratios)}",
+    )
 
 
 def success_table(teachers: pd.DataFrame, step: str = "final") -> pd.DataFrame:
@@ -97,7 +119,9 @@ def success_table(teachers: pd.DataFrame, step: str = "final") -> pd.DataFrame:
 FALLS_MAX_RHO = -0.5
 
 
-def success_falls_with_index(teachers: pd.DataFrame, min_decay: float = 1.0, max_rho: float = FALLS_MAX_RHO) -> dict[str, Any]:
+def success_falls_with_index(
+    teachers: pd.DataFrame, min_decay: float = 1.0, max_rho: float = FALLS_MAX_RHO
+) -> dict[str, Any]:
     """Success rate falls with teacher index for p >= 1 (claim 5): Spearman(index, success) per decay panel."""
     table = success_table(teachers)
     table = table[table[DECAY] >= min_decay] if DECAY in table.columns else table
@@ -108,12 +132,17 @@ def success_falls_with_index(teachers: pd.DataFrame, min_decay: float = 1.0, max
         rhos[p] = _spearman(per_teacher.index, per_teacher.values)
     value = max(rhos.values()) if rhos and not any(math.isnan(r) for r in rhos.values()) else math.nan
     return claim(
-        "success falls with teacher index", f"Spearman(teacher index, success rate at the end averaged over multis), "
-        f"worst (largest) over panels p >= {min_decay:g}", value, f"<= {max_rho:g}", passed=value <= max_rho,
+        "success falls with teacher index",
+        f"Spearman(teacher index, success rate at the end averaged over multis), "
+        f"worst (largest) over panels p >= {min_decay:g}",
+        value,
+        f"<= {max_rho:g}",
+        passed=value <= max_rho,
         justification="Teacher j's fan-out is divided by (j+1)^p, so for p >= 1 weak nodes are learned late or not at all (claim 5). "
         f"{max_rho:g} asks for a clearly decreasing trend in every panel, not strict monotonicity: success rates over a few seeds are "
         "coarse and tie often. A constant curve (all or no teacher learned) gives no rank correlation and fails.",
-        detail="; ".join(f"p={p:g}: {r:.3f}" for p, r in rhos.items()))
+        detail="; ".join(f"p={p:g}: {r:.3f}" for p, r in rhos.items()),
+    )
 
 
 FASTER_MAX_RHO = -0.8
@@ -129,10 +158,15 @@ def success_falls_with_decay(teachers: pd.DataFrame, max_rho: float = FASTER_MAX
     """Success falls faster for larger p: Spearman(decay p, mean success rate at the end)."""
     per_decay, value = _success_trend(teachers, DECAY)
     return claim(
-        "success falls with decay p", "Spearman(p, success rate at the end averaged over teachers, multis and seeds)", value,
-        f"<= {max_rho:g}", passed=value <= max_rho,
+        "success falls with decay p",
+        "Spearman(p, success rate at the end averaged over teachers, multis and seeds)",
+        value,
+        f"<= {max_rho:g}",
+        passed=value <= max_rho,
         justification="Larger p makes the weak nodes weaker (docs/model.md 4.1: success falls faster for larger p). With 6 decays "
-        f"{max_rho:g} allows about one adjacent pair out of order.", detail=", ".join(f"p {p:g}: {v:.3f}" for p, v in per_decay.items()))
+        f"{max_rho:g} allows about one adjacent pair out of order.",
+        detail=", ".join(f"p {p:g}: {v:.3f}" for p, v in per_decay.items()),
+    )
 
 
 RISES_MIN_RHO = 0.8
@@ -142,11 +176,15 @@ def success_rises_with_multi(teachers: pd.DataFrame, min_rho: float = RISES_MIN_
     """More over-realization => more teacher nodes specialized (claim 6): Spearman(multi, mean success)."""
     per_multi, value = _success_trend(teachers, MULTI)
     return claim(
-        "success rises with multi", "Spearman(multi, success rate at the end averaged over teachers, decays and seeds)", value,
-        f">= {min_rho:g}", passed=value >= min_rho,
+        "success rises with multi",
+        "Spearman(multi, success rate at the end averaged over teachers, decays and seeds)",
+        value,
+        f">= {min_rho:g}",
+        passed=value >= min_rho,
         justification=f"With 4 multis, Spearman {min_rho:g} allows at most one adjacent pair out of order (tied multis, e.g. two at "
         "100%, share their rank and still pass); anything lower is no clear rise.",
-        detail=", ".join(f"multi {m:g}: {s:.3f}" for m, s in per_multi.items()))
+        detail=", ".join(f"multi {m:g}: {s:.3f}" for m, s in per_multi.items()),
+    )
 
 
 def success_lower_early(teachers: pd.DataFrame, early_step: int) -> dict[str, Any]:
@@ -154,9 +192,15 @@ def success_lower_early(teachers: pd.DataFrame, early_step: int) -> dict[str, An
     early, end = success_table(teachers, str(early_step))["success"].mean(), success_table(teachers)["success"].mean()
     value = end - early
     return claim(
-        "success lower early than at the end", f"mean success at the end - mean success at step {early_step}", value, "> 0",
-        passed=value > 0, justification="Specialization happens during training (weak nodes late), so any improvement counts; a "
-        "negative or zero difference means nothing was learned after the early checkpoint.", detail=f"early {early:.3f}, end {end:.3f}")
+        "success lower early than at the end",
+        f"mean success at the end - mean success at step {early_step}",
+        value,
+        "> 0",
+        passed=value > 0,
+        justification="Specialization happens during training (weak nodes late), so any improvement counts; a "
+        "negative or zero difference means nothing was learned after the early checkpoint.",
+        detail=f"early {early:.3f}, end {end:.3f}",
+    )
 
 
 CONVERGE_MAX_RHO = -0.8
@@ -178,27 +222,43 @@ def converges_lower_with_multi(scalars: pd.DataFrame, max_rho: float = CONVERGE_
     per_multi, detail = _log_mse_by_multi(final(scalars, "eval"))
     value = _spearman(per_multi.index, per_multi.values)
     return claim(
-        "larger multi converges lower", "Spearman(multi, final log10 eval MSE averaged over decays and seeds)", value,
-        f"<= {max_rho:g}", passed=value <= max_rho, justification="docs/model.md 4.1 expects larger multi to converge lower; with 4 "
-        f"multis {max_rho:g} allows one adjacent pair out of order.", detail=detail)
+        "larger multi converges lower",
+        "Spearman(multi, final log10 eval MSE averaged over decays and seeds)",
+        value,
+        f"<= {max_rho:g}",
+        passed=value <= max_rho,
+        justification="docs/model.md 4.1 expects larger multi to converge lower; with 4 "
+        f"multis {max_rho:g} allows one adjacent pair out of order.",
+        detail=detail,
+    )
 
 
-def converges_faster_with_multi(scalars: pd.DataFrame, early_step: int, max_rho: float = CONVERGE_MAX_RHO) -> dict[str, Any]:
+def converges_faster_with_multi(
+    scalars: pd.DataFrame, early_step: int, max_rho: float = CONVERGE_MAX_RHO
+) -> dict[str, Any]:
     """Larger multi converges faster: Spearman(multi, log10 eval MSE at early_step averaged over decays and seeds)."""
     df = scalars[(scalars["split"] == "eval") & (scalars["step"] == early_step)]
     per_multi, detail = _log_mse_by_multi(df)
     value = _spearman(per_multi.index, per_multi.values)
     return claim(
-        "larger multi converges faster", f"Spearman(multi, log10 eval MSE at step {early_step} averaged over decays and seeds)", value,
-        f"<= {max_rho:g}", passed=value <= max_rho, justification="docs/model.md 4.1 expects larger multi to converge faster; "
+        "larger multi converges faster",
+        f"Spearman(multi, log10 eval MSE at step {early_step} averaged over decays and seeds)",
+        value,
+        f"<= {max_rho:g}",
+        passed=value <= max_rho,
+        justification="docs/model.md 4.1 expects larger multi to converge faster; "
         f"measured at the success rate's early checkpoint (after 5 epochs); with 4 multis {max_rho:g} allows one adjacent pair out "
-        "of order.", detail=detail)
+        "of order.",
+        detail=detail,
+    )
 
 
 STRONG_FIRST_MAX_RHO = -0.5
 
 
-def strong_first(teachers: pd.DataFrame, min_decay: float = 0.5, max_rho: float = STRONG_FIRST_MAX_RHO) -> dict[str, Any]:
+def strong_first(
+    teachers: pd.DataFrame, min_decay: float = 0.5, max_rho: float = STRONG_FIRST_MAX_RHO
+) -> dict[str, Any]:
     """Strong teacher nodes specialize first (claim 5): Spearman(teacher fan-out norm, time-to-specialize)."""
     df = teachers[(teachers["split"] == _split_name(teachers, "eval")) & (teachers["layer"] == 1)]
     if DECAY in df.columns:
@@ -215,12 +275,20 @@ def strong_first(teachers: pd.DataFrame, min_decay: float = 0.5, max_rho: float 
             rhos.append(r)
     value = float(np.median(rhos)) if rhos else math.nan
     return claim(
-        "strong teacher nodes first", f"Spearman(teacher fan-out norm, first eval step with best corr > threshold; never = after "
-        f"the end), median over (config, seed) with p >= {min_decay:g}", value, f"<= {max_rho:g}", passed=value <= max_rho,
+        "strong teacher nodes first",
+        f"Spearman(teacher fan-out norm, first eval step with best corr > threshold; never = after "
+        f"the end), median over (config, seed) with p >= {min_decay:g}",
+        value,
+        f"<= {max_rho:g}",
+        passed=value <= max_rho,
         justification=f"Claim 5 predicts a negative rank correlation (stronger = earlier). {max_rho:g} asks the typical seed to show "
         "it clearly; evaluation every few epochs makes ties, which pull the coefficient towards 0, so a perfect -1 is not expected.",
-        detail=(f"{len(rhos)} (config, seed) pairs; quartiles {', '.join(f'{q:.2f}' for q in np.quantile(rhos, [0.25, 0.5, 0.75]))}"
-                if rhos else "no pair"))
+        detail=(
+            f"{len(rhos)} (config, seed) pairs; quartiles {', '.join(f'{q:.2f}' for q in np.quantile(rhos, [0.25, 0.5, 0.75]))}"
+            if rhos
+            else "no pair"
+        ),
+    )
 
 
 # ---------------------------------------------------------------- sample complexity (4.2)
@@ -237,7 +305,9 @@ def correlation_by_n(teachers: pd.DataFrame) -> pd.DataFrame:
     return df.groupby(keys)["best_corr"].mean().rename("corr").reset_index()
 
 
-def teacher_aware_fewer_samples(teachers: pd.DataFrame, min_ratio: float = FEWER_MIN_RATIO, level: float = FEWER_LEVEL) -> dict[str, Any]:
+def teacher_aware_fewer_samples(
+    teachers: pd.DataFrame, min_ratio: float = FEWER_MIN_RATIO, level: float = FEWER_LEVEL
+) -> dict[str, Any]:
     """Teacher-aware data brings over-realized students to a high correlation with several times fewer samples (claim 4, 4.2).
 
     Per multi > 1: N_gaussian / N_teacher_aware, each the smallest N whose mean final best eval
@@ -247,11 +317,23 @@ def teacher_aware_fewer_samples(teachers: pd.DataFrame, min_ratio: float = FEWER
     """
     table = correlation_by_n(teachers)
     if MULTI in table.columns:
-        table = table[table[MULTI] > 1]  # multi 1: no spare students, the over-realized setting of the theorem does not apply
-    name, stat = "teacher-aware needs fewer samples", f"median over multi > 1 of N_gaussian / N_teacher_aware reaching mean best corr {level:g}"
+        table = table[
+            table[MULTI] > 1
+        ]  # multi 1: no spare students, the over-realized setting of the theorem does not apply
+    name, stat = (
+        "teacher-aware needs fewer samples",
+        f"median over multi > 1 of N_gaussian / N_teacher_aware reaching mean best corr {level:g}",
+    )
     if set(table["data.kind"]) != {"teacher_aware", "gaussian"}:
-        return claim(name, stat, math.nan, f">= {min_ratio:g}", passed=False, justification="needs both data kinds and a multi > 1",
-                     detail=f"kinds found: {sorted(set(table['data.kind']))}")
+        return claim(
+            name,
+            stat,
+            math.nan,
+            f">= {min_ratio:g}",
+            passed=False,
+            justification="needs both data kinds and a multi > 1",
+            detail=f"kinds found: {sorted(set(table['data.kind']))}",
+        )
     ratios, details = [], []
     groups = table.groupby(MULTI) if MULTI in table.columns else [(None, table)]
     for multi, g in groups:
@@ -260,15 +342,25 @@ def teacher_aware_fewer_samples(teachers: pd.DataFrame, min_ratio: float = FEWER
             curve = curve.set_index("data.n_train")["corr"].sort_index()
             reached = curve[curve >= level]
             first[kind] = float(reached.index.min()) if len(reached) else float(curve.index.max())
-            details.append(f"multi {multi:g} {kind}: " + (f"N={first[kind]:g}" if len(reached) else f"never (max {curve.max():.3f})")
-                           if multi is not None else f"{kind}: N={first[kind]:g}")
+            details.append(
+                f"multi {multi:g} {kind}: "
+                + (f"N={first[kind]:g}" if len(reached) else f"never (max {curve.max():.3f})")
+                if multi is not None
+                else f"{kind}: N={first[kind]:g}"
+            )
         ratios.append(first.get("gaussian", math.nan) / first.get("teacher_aware", math.nan))
     value = float(np.median(ratios)) if ratios else math.nan
     return claim(
-        name, stat, value, f">= {min_ratio:g}", passed=value >= min_ratio,
+        name,
+        stat,
+        value,
+        f">= {min_ratio:g}",
+        passed=value >= min_ratio,
         justification=f"'Several times fewer' read as at least {min_ratio:g}x; the paper reports tens to a few hundred samples "
         f"against about a thousand. {level:g} is the specialization threshold used everywhere. With the paper's objective both kinds "
-        "reach ~1 with enough data, so a level set by their plateaus would compare the largest N of both.", detail="; ".join(details))
+        "reach ~1 with enough data, so a level set by their plateaus would compare the largest N of both.",
+        detail="; ".join(details),
+    )
 
 
 # ---------------------------------------------------------------- deep (4.3)
@@ -281,7 +373,9 @@ def _layers(scalars: pd.DataFrame) -> list[int]:
     return sorted(int(c.rsplit("_", 1)[1]) for c in scalars.columns if c.startswith("rho_mean_"))
 
 
-def deep_lowest_highest(scalars: pd.DataFrame, min_fraction: float = LOWEST_MIN_FRACTION, tie: float = LOWEST_TIE) -> dict[str, Any]:
+def deep_lowest_highest(
+    scalars: pd.DataFrame, min_fraction: float = LOWEST_MIN_FRACTION, tie: float = LOWEST_TIE
+) -> dict[str, Any]:
     """Deep nets: the lowest layer's rho_mean is the highest of all layers (at the end, per run and seed)."""
     df = final(scalars, "eval")
     layers = _layers(df)
@@ -289,20 +383,26 @@ def deep_lowest_highest(scalars: pd.DataFrame, min_fraction: float = LOWEST_MIN_
     ok = rho[:, 0] >= rho[:, 1:].max(axis=1) - tie
     value = float(ok.mean()) if len(rho) and len(layers) > 1 else math.nan
     return claim(
-        "deep: lowest layer specializes most", f"fraction of (run, seed) whose layer-1 rho_mean is the highest at the end (ties within {tie:g} count)",
-        value, f">= {min_fraction:g}", passed=value >= min_fraction,
+        "deep: lowest layer specializes most",
+        f"fraction of (run, seed) whose layer-1 rho_mean is the highest at the end (ties within {tie:g} count)",
+        value,
+        f">= {min_fraction:g}",
+        passed=value >= min_fraction,
         justification=f"docs/model.md 4.3: the lowest layer specializes first and most. Near convergence every layer reaches ~0.9999 "
         f"and the order becomes noise, hence the tie margin {tie:g}; {min_fraction:g} tolerates a few runs where an upper layer wins "
         "by chance.",
         detail=f"{int(ok.sum())} of {len(ok)}; mean rho per layer "
-        + ", ".join(f"L{l}: {rho[:, i].mean():.3f}" for i, l in enumerate(layers)))
+        + ", ".join(f"L{l}: {rho[:, i].mean():.3f}" for i, l in enumerate(layers)),
+    )
 
 
 TO_ONE_MIN_RHO = 0.95
 TO_ONE_MAX_SPEARMAN = -0.5
 
 
-def deep_lowest_to_one(scalars: pd.DataFrame, min_rho: float = TO_ONE_MIN_RHO, max_spearman: float = TO_ONE_MAX_SPEARMAN) -> dict[str, Any]:
+def deep_lowest_to_one(
+    scalars: pd.DataFrame, min_rho: float = TO_ONE_MIN_RHO, max_spearman: float = TO_ONE_MAX_SPEARMAN
+) -> dict[str, Any]:
     """Deep nets: lowest-layer rho_mean -> 1 as the eval loss -> 0 (MSE runs)."""
     df = final(scalars, "eval")
     if "train.loss" in df.columns:
@@ -312,12 +412,16 @@ def deep_lowest_to_one(scalars: pd.DataFrame, min_rho: float = TO_ONE_MIN_RHO, m
     best = df[df["mse"] <= df["mse"].quantile(0.25)] if len(df) else df  # the lowest-loss quarter of runs
     value = float(best["rho_mean_1"].mean()) if len(best) else math.nan
     return claim(
-        "deep: lowest layer -> 1 as loss -> 0", f"mean layer-1 rho_mean over the lowest-eval-MSE quarter of (run, seed), with "
-        f"Spearman(eval MSE, layer-1 rho_mean) <= {max_spearman:g}", value, f">= {min_rho:g}",
+        "deep: lowest layer -> 1 as loss -> 0",
+        f"mean layer-1 rho_mean over the lowest-eval-MSE quarter of (run, seed), with "
+        f"Spearman(eval MSE, layer-1 rho_mean) <= {max_spearman:g}",
+        value,
+        f">= {min_rho:g}",
         passed=value >= min_rho and rs <= max_spearman,
         justification=f"Claim 2: small loss forces lowest-layer specialization. {min_rho:g} is the specialization threshold used "
         "throughout; the Spearman condition checks that correlation rises as the loss falls, not only at one point.",
-        detail=f"Spearman {rs:.3f} over {len(df)} (run, seed)")
+        detail=f"Spearman {rs:.3f} over {len(df)} (run, seed)",
+    )
 
 
 # ---------------------------------------------------------------- Lemma (claim 1)
@@ -341,7 +445,9 @@ def lemma_errors(teacher: Net, student: Net, x: torch.Tensor) -> list[float]:
     for layer in range(1, depth):
         leaf: list[torch.Tensor] = []
 
-        def make_leaf(l: int, z: torch.Tensor, layer: int = layer) -> torch.Tensor:  # layer's pre-activation becomes the leaf
+        def make_leaf(
+            l: int, z: torch.Tensor, layer: int = layer
+        ) -> torch.Tensor:  # layer's pre-activation becomes the leaf
             if l == layer - 1:
                 leaf.append(z.detach().requires_grad_(True))
                 return leaf[0]
@@ -361,11 +467,16 @@ def lemma_identity(errors: list[float], max_err: float = LEMMA_MAX_ERR) -> dict[
     """Lemma (claim 1): the decomposition D_l [A_l f*_l - B_l f_l] equals autograd's back-propagated signal."""
     value = max(errors) if errors else math.nan
     return claim(
-        "Lemma identity", "max over layers, seeds and samples of |D_l[A_l f*_l - B_l f_l] + dJ/dz_l| / max(|D_l A_l f*_l|, "
-        "|D_l B_l f_l|, |dJ/dz_l|) (stored final weights, float64; J = 1/2 ||f* - f||^2)", value, f"<= {max_err:g}", passed=value <= max_err,
+        "Lemma identity",
+        "max over layers, seeds and samples of |D_l[A_l f*_l - B_l f_l] + dJ/dz_l| / max(|D_l A_l f*_l|, "
+        "|D_l B_l f_l|, |dJ/dz_l|) (stored final weights, float64; J = 1/2 ||f* - f||^2)",
+        value,
+        f"<= {max_err:g}",
+        passed=value <= max_err,
         justification=f"An exact identity: only float64 rounding separates the two (~1e-15 per operation, growing with depth and "
         f"width); {max_err:g} is far above rounding and far below any real discrepancy (a wrong term gives errors of order 1).",
-        detail="per layer " + ", ".join(f"{e:.1e}" for e in errors))
+        detail="per layer " + ", ".join(f"{e:.1e}" for e in errors),
+    )
 
 
 def net_from_weights(weights: dict[str, np.ndarray], prefix: str, activation: str, slope: float) -> Net:
@@ -378,4 +489,8 @@ def net_from_weights(weights: dict[str, np.ndarray], prefix: str, activation: st
 
 def summarize(claims: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts of passed and failed claims."""
-    return {"passed": sum(c["passed"] for c in claims), "failed": sum(not c["passed"] for c in claims), "total": len(claims)}
+    return {
+        "passed": sum(c["passed"] for c in claims),
+        "failed": sum(not c["passed"] for c in claims),
+        "total": len(claims),
+    }

@@ -64,7 +64,12 @@ def channel_corr_figure(runs: dict[float, Run]) -> Figure:
         te = run.teachers
         thr = run.config.eval.threshold
         for l, ax in enumerate(row, start=1):
-            g = te[te["layer"] == l].groupby(["teacher", "epoch"]).agg(best=("best_corr", "mean"), fan=("fanout_norm", "first")).reset_index()
+            g = (
+                te[te["layer"] == l]
+                .groupby(["teacher", "epoch"])
+                .agg(best=("best_corr", "mean"), fan=("fanout_norm", "first"))
+                .reset_index()
+            )
             for _, c in g.groupby("teacher"):
                 ax.plot(c["epoch"], c["best"], lw=1, alpha=0.8, color=cmap(norm(c["fan"].iloc[0])))
             ax.axhline(thr, color="black", ls="--", lw=0.8, label=f"threshold {thr:g}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import matplotlib.pyplot as plt  # noqa: E402  (after style: the Agg backend)
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -19,13 +20,21 @@ from matplotlib.figure import Figure
 
 from .style import SINGLE, config_title, multi_color, ordered_cmap, ordered_color, save, seed_marker, styled, subplots
 
-import matplotlib.pyplot as plt  # noqa: E402  (after style: the Agg backend)
-
 if TYPE_CHECKING:
     from ..store import Run
 
-__all__ = ["config_title", "converge_figure", "hessian_figure", "lshape_figure", "mse_figure", "plot_run", "population_figure", "save",
-           "teacher_corr_figure", "theory_figure"]
+__all__ = [
+    "config_title",
+    "converge_figure",
+    "hessian_figure",
+    "lshape_figure",
+    "mse_figure",
+    "plot_run",
+    "population_figure",
+    "save",
+    "teacher_corr_figure",
+    "theory_figure",
+]
 
 MAX_SEEDS = 4
 
@@ -57,9 +66,19 @@ def lshape_figure(run: Run) -> Figure:
         rows = df[df["layer"] == layer]
         for seed, s in rows.groupby("seed"):
             marker = seed_marker(seeds.index(seed) if seed in seeds else int(seed))
-            ax.scatter(s["best_corr"], s["fanout_norm"], s=10, alpha=0.5, color=_color(run), marker=marker, linewidths=0,
-                       label=f"seed {seed}" if label_seeds else None)
-        ax.axvline(run.config.eval.threshold, color="grey", ls=":", lw=1, label=f"threshold {run.config.eval.threshold:g}")
+            ax.scatter(
+                s["best_corr"],
+                s["fanout_norm"],
+                s=10,
+                alpha=0.5,
+                color=_color(run),
+                marker=marker,
+                linewidths=0,
+                label=f"seed {seed}" if label_seeds else None,
+            )
+        ax.axvline(
+            run.config.eval.threshold, color="grey", ls=":", lw=1, label=f"threshold {run.config.eval.threshold:g}"
+        )
         lo = min(0.0, float(rows["best_corr"].min())) if len(rows) else 0.0
         ax.set_xlim(lo - 0.05, 1.1)
         ax.set_ylim(bottom=-0.05)
@@ -94,7 +113,10 @@ def teacher_corr_figure(run: Run) -> Figure:
     return fig
 
 
-SPLIT_LINES = {"train": "--", "eval": "-"}  # the run's multi colour for both; eval solid, as in the paper's convergence figure
+SPLIT_LINES = {
+    "train": "--",
+    "eval": "-",
+}  # the run's multi colour for both; eval solid, as in the paper's convergence figure
 
 
 @styled
@@ -107,8 +129,14 @@ def mse_figure(run: Run) -> Figure:
     for split in [s for s in ("train", "eval") if (df["split"] == s).any()]:
         g = df[df["split"] == split].groupby("step")["log_mse"].agg(["mean", "std"]).fillna(0.0)
         ax.plot(g.index, g["mean"], SPLIT_LINES[split], color=_color(run), label=split)
-        ax.fill_between(g.index, g["mean"] - g["std"], g["mean"] + g["std"], color=_color(run), alpha=0.15 if split == "eval" else 0.08,
-                        linewidth=0)
+        ax.fill_between(
+            g.index,
+            g["mean"] - g["std"],
+            g["mean"] + g["std"],
+            color=_color(run),
+            alpha=0.15 if split == "eval" else 0.08,
+            linewidth=0,
+        )
     ax.set(xlabel="step", ylabel="log10 MSE")
     ax.legend()
     ax.set_title(f"MSE, mean ± std over seeds\n{config_title(run)}")
@@ -131,7 +159,9 @@ def theory_figure(run: Run) -> Figure:
     for l in range(1, n + 2):
         g = sc.groupby("step")[[f"ps_grad_max_{l}", f"ps_grad_mean_{l}"]].median()
         ax.semilogy(g.index, g[f"ps_grad_max_{l}"], color=ordered_color(l - 1, n + 1), label=f"layer {l} max")
-        ax.semilogy(g.index, g[f"ps_grad_mean_{l}"], ls="--", color=ordered_color(l - 1, n + 1), label=f"layer {l} mean")
+        ax.semilogy(
+            g.index, g[f"ps_grad_mean_{l}"], ls="--", color=ordered_color(l - 1, n + 1), label=f"layer {l} mean"
+        )
     ax.set(xlabel="step", ylabel="per-sample gradient norm (median over seeds)", title="gradient at every sample")
     ax.legend()
     ax = axes[1][1]
@@ -161,14 +191,26 @@ def converge_figure(run: Run) -> Figure:
     """After `studentspec converge`: each student's angle to its nearest teacher vs its fan-out norm."""
     st, info, fig, ax = _converge_panel(run, "converge_students.parquet")
     for i, (seed, s) in enumerate(st.groupby("seed")):
-        ax.scatter(np.clip(s["angle_deg"], 1e-6, None), s["fanout_norm"], s=12, alpha=0.6, color=_color(run), marker=seed_marker(i),
-                   linewidths=0, label=f"seed {seed}")
+        ax.scatter(
+            np.clip(s["angle_deg"], 1e-6, None),
+            s["fanout_norm"],
+            s=12,
+            alpha=0.6,
+            color=_color(run),
+            marker=seed_marker(i),
+            linewidths=0,
+            label=f"seed {seed}",
+        )
     ax.set_xscale("log")
     ax.axvline(info["angle_tol_deg"], color="grey", ls=":", lw=1, label="angle tolerance")
     ax.set(xlabel="angle to nearest teacher (deg, lowest layer)", ylabel="fan-out norm ||v_k||")
     ax.legend()
-    grads = ", ".join(f"{g:.1e}" if isinstance(g := r["grad_max"], (int, float)) else "not finite" for r in info["per_seed"].values())
-    ax.set_title(f"at the critical point (max per-sample gradient {grads})\nall conclusions hold: {info['all_conclusions_hold']}")
+    grads = ", ".join(
+        f"{g:.1e}" if isinstance(g := r["grad_max"], (int, float)) else "not finite" for r in info["per_seed"].values()
+    )
+    ax.set_title(
+        f"at the critical point (max per-sample gradient {grads})\nall conclusions hold: {info['all_conclusions_hold']}"
+    )
     return fig
 
 
@@ -185,15 +227,31 @@ def hessian_figure(run: Run) -> Figure:
         least = ">= " if lanczos else ""  # Lanczos counts only the extremes it computed, one copy of a repeated value
         label = f"seed {seed}: {least}{summary['n_negative']} < 0, {least}{summary['n_near_zero']} ~ 0 of {summary['n_params']}"
         half = summary["n_params"] / 2
-        for part in ([h[h["index"] < half], h[h["index"] >= half]] if lanczos else [h]):
+        for part in [h[h["index"] < half], h[h["index"] >= half]] if lanczos else [h]:
             # lanczos: the two ends of the spectrum, at their positions in it, as markers joined within each end
-            ax.plot(part["index"], part["eigenvalue"], color=_color(run), alpha=0.75, lw=1, marker=seed_marker(i),
-                    ms=3, markevery=1 if lanczos else max(1, len(part) // 12), label=label)
+            ax.plot(
+                part["index"],
+                part["eigenvalue"],
+                color=_color(run),
+                alpha=0.75,
+                lw=1,
+                marker=seed_marker(i),
+                ms=3,
+                markevery=1 if lanczos else max(1, len(part) // 12),
+                label=label,
+            )
             label = None
     tol = max((t for t in tols if t), default=1e-12)
     # linear up to the decade above the near-zero band (ticks at 0 and powers of ten), logarithmic outside
     ax.set_yscale("symlog", linthresh=10.0 ** np.ceil(np.log10(tol)))
-    ax.axhspan(-tol, tol, color="grey", alpha=0.15, lw=0, label=f"near zero: |lambda| <= {info['hessian']['tol_rel']:g} max|lambda|")
+    ax.axhspan(
+        -tol,
+        tol,
+        color="grey",
+        alpha=0.15,
+        lw=0,
+        label=f"near zero: |lambda| <= {info['hessian']['tol_rel']:g} max|lambda|",
+    )
     ax.axhline(0, color="grey", lw=0.6)
     ax.set(xlabel="eigenvalue index (ascending)", ylabel="Hessian eigenvalue")
     ax.legend()
@@ -209,15 +267,30 @@ def population_figure(info: dict[str, Any]) -> Figure:
     multi = (info.get("config") or {}).get("student", {}).get("multi")  # population.json holds its config
     color = multi_color(multi) if multi is not None else "black"
     for i, (seed, loss) in enumerate(zip(info["seeds"], info["loss"])):
-        loss = np.array(loss, dtype=float)  # null (a non-finite value, stored as strict JSON) becomes NaN: a gap in the curve
-        a.semilogy(info["steps"], np.clip(loss, 1e-16, None), lw=1, color=color, alpha=0.8, marker=seed_marker(i),
-                   markevery=[len(loss) - 1], ms=4, label=f"seed {seed}")
+        loss = np.array(
+            loss, dtype=float
+        )  # null (a non-finite value, stored as strict JSON) becomes NaN: a gap in the curve
+        a.semilogy(
+            info["steps"],
+            np.clip(loss, 1e-16, None),
+            lw=1,
+            color=color,
+            alpha=0.8,
+            marker=seed_marker(i),
+            markevery=[len(loss) - 1],
+            ms=4,
+            label=f"seed {seed}",
+        )
     a.set(xlabel="gradient step", ylabel="population loss J", title="gradient flow (infinite data)")
     a.legend()
     for i, (seed, ang, fan) in enumerate(zip(info["seeds"], info["teacher_angle_deg"], info["teacher_fanout_norm"])):
         ang, fan = np.array(ang, dtype=float), np.array(fan, dtype=float)
         b.semilogy(fan, np.clip(ang, 1e-6, None), seed_marker(i), color=color, alpha=0.7, label=f"seed {seed}")
-    b.set(xlabel="teacher fan-out norm (strength)", ylabel="angle to nearest student (deg)", title="specialization at the end")
+    b.set(
+        xlabel="teacher fan-out norm (strength)",
+        ylabel="angle to nearest student (deg)",
+        title="specialization at the end",
+    )
     return fig
 
 
@@ -228,8 +301,11 @@ def metric_figures(run: Run) -> list[tuple[str, Any]]:
 
     if run.summary.get("pipeline", "mlp") != "mlp":
         return []
-    return [(m.figure.name, m.figure.function()) for m in METRICS.values()
-            if m.figure is not None and m.on(run.config) and (m.table is None or run.has_table(m.table.name))]
+    return [
+        (m.figure.name, m.figure.function())
+        for m in METRICS.values()
+        if m.figure is not None and m.on(run.config) and (m.table is None or run.has_table(m.table.name))
+    ]
 
 
 def plot_run(run: Run, out_dir: Path) -> list[Path]:
@@ -242,7 +318,9 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
     figures = [("lshape", lshape_figure), ("teacher_corr", teacher_corr_figure), ("mse", mse_figure)]
     if (run.path / "converge.json").is_file():
         figures.append(("converge", converge_figure))
-    figures += [("hessian", hessian_figure)] if (run.path / "converge_hessian.parquet").is_file() else []  # converge's Hessian spectrum
+    figures += (
+        [("hessian", hessian_figure)] if (run.path / "converge_hessian.parquet").is_file() else []
+    )  # converge's Hessian spectrum
     figures += metric_figures(run)  # theory (theory.enabled), order (eval.order: R heatmaps, order_figures.py)
     made: list[tuple[str, Figure]] = []
     try:  # every figure is drawn before any is written: a run that cannot be drawn leaves no partial set
@@ -250,7 +328,9 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
             try:
                 made.append((name, make(run)))
             except (KeyError, ValueError, TypeError) as err:  # loadable tables that lack what a figure reads
-                raise StoreError(f"{run.path}: cannot draw {name} from its tables ({err.__class__.__name__}: {err})") from None
+                raise StoreError(
+                    f"{run.path}: cannot draw {name} from its tables ({err.__class__.__name__}: {err})"
+                ) from None
     except BaseException:
         for _, fig in made:
             plt.close(fig)

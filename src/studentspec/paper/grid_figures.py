@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import matplotlib.pyplot as plt  # noqa: E402  (after style: the Agg backend)
 import numpy as np
 import pandas as pd
 from matplotlib.cm import ScalarMappable
@@ -19,10 +20,21 @@ from matplotlib.figure import Figure
 
 from .style import MULTI_COLORS, SMALL, multi_color, ordered_cmap, paper_style, save, styled, subplots
 
-import matplotlib.pyplot as plt  # noqa: E402  (after style: the Agg backend)
-
-__all__ = ["DECAY", "MULTI", "MULTI_COLORS", "convergence", "deep_lshape", "deep_rho_vs_n", "lshape", "multi_color", "paper_style",
-           "sample_complexity", "save", "success_rate", "teacher_curves"]
+__all__ = [
+    "DECAY",
+    "MULTI",
+    "MULTI_COLORS",
+    "convergence",
+    "deep_lshape",
+    "deep_rho_vs_n",
+    "lshape",
+    "multi_color",
+    "paper_style",
+    "sample_complexity",
+    "save",
+    "success_rate",
+    "teacher_curves",
+]
 
 MULTI = "student.multi"
 DECAY = "teacher.decay"
@@ -64,13 +76,16 @@ def _multi_legend(fig: Figure, multis: list[float], extra: list[tuple[str, str]]
 
 # ---------------------------------------------------------------- two layers (4.1)
 
+
 @styled
 def lshape(students: pd.DataFrame, title: str) -> Figure:
     """(a) rows = decay p, columns = multi: every student of every seed at the end, x = best corr (train), y = ||v_k||."""
     df = _final(students[(students["split"] == "train") & (students["layer"] == 1)])
     decays, multis = sorted(df[DECAY].unique()), _multis(df)
     fig, axes = _grid(len(decays), len(multis), sharex=True, sharey=True)
-    top = max(2.5, 1.05 * float(df["fanout_norm"].max())) if len(df) else 2.5  # the paper's axes [0, 1.1] x [-0.1, 2.5] unless data exceed them
+    top = (
+        max(2.5, 1.05 * float(df["fanout_norm"].max())) if len(df) else 2.5
+    )  # the paper's axes [0, 1.1] x [-0.1, 2.5] unless data exceed them
     for i, p in enumerate(decays):
         for j, m in enumerate(multis):
             ax = axes[i, j]
@@ -88,8 +103,9 @@ def lshape(students: pd.DataFrame, title: str) -> Figure:
 
 
 @styled
-def success_rate(teachers: pd.DataFrame, early_step: int, steps_per_epoch: int, title: str, *,
-                 threshold: float | None = None) -> Figure:
+def success_rate(
+    teachers: pd.DataFrame, early_step: int, steps_per_epoch: int, title: str, *, threshold: float | None = None
+) -> Figure:
     """(b) panels = decay p > 0: fraction of seeds specializing each teacher node; dotted early, solid at the end.
 
     Specialized = the stored `specialized` column (each run's eval.threshold), or best corr > `threshold` when given.
@@ -125,7 +141,9 @@ def convergence(scalars: pd.DataFrame, steps_per_epoch: int, title: str) -> Figu
         for m in multis:
             g = df[(df[DECAY] == p) & (df[MULTI] == m)].groupby("epoch")["log_mse"].agg(["mean", "std"]).fillna(0.0)
             ax.plot(g.index, g["mean"], color=multi_color(m))
-            ax.fill_between(g.index, g["mean"] - g["std"], g["mean"] + g["std"], color=multi_color(m), alpha=0.15, linewidth=0)
+            ax.fill_between(
+                g.index, g["mean"] - g["std"], g["mean"] + g["std"], color=multi_color(m), alpha=0.15, linewidth=0
+            )
         ax.set(title=f"p = {p:g}")
     axes[0, 0].set_ylabel(r"$\log_{10}$ eval MSE (mean ± std)")
     fig.supxlabel("epoch")
@@ -135,8 +153,9 @@ def convergence(scalars: pd.DataFrame, steps_per_epoch: int, title: str) -> Figu
 
 
 @styled
-def teacher_curves(teachers: pd.DataFrame, multi: float, steps_per_epoch: int, title: str, *,
-                   threshold: float | None = None) -> Figure:
+def teacher_curves(
+    teachers: pd.DataFrame, multi: float, steps_per_epoch: int, title: str, *, threshold: float | None = None
+) -> Figure:
     """(d) one seed, one multi, panels = decay p: each teacher node's best eval correlation vs epoch, strong → weak.
 
     A dot marks the first evaluation at which a node is specialized (stored column, or best corr > `threshold`
@@ -158,7 +177,9 @@ def teacher_curves(teachers: pd.DataFrame, multi: float, steps_per_epoch: int, t
             ax.plot(t["step"] / steps_per_epoch, t["best_corr"], color=color, lw=1)
             first = t[t["specialized"]].head(1)
             if len(first):
-                ax.scatter(first["step"] / steps_per_epoch, first["best_corr"], s=10, color=color, zorder=3, linewidths=0)
+                ax.scatter(
+                    first["step"] / steps_per_epoch, first["best_corr"], s=10, color=color, zorder=3, linewidths=0
+                )
         if thr is not None:
             ax.axhline(thr, color="grey", ls="--", lw=0.8, label=f"threshold {thr:g}")
         ax.set(title=f"p = {p:g}", ylim=(min(0.0, float(df["best_corr"].min())) - 0.03, 1.03))
@@ -172,20 +193,37 @@ def teacher_curves(teachers: pd.DataFrame, multi: float, steps_per_epoch: int, t
 
 # ---------------------------------------------------------------- sample complexity (4.2)
 
+
 @styled
 def sample_complexity(scalars: pd.DataFrame, teachers: pd.DataFrame, title: str) -> Figure:
     """Per N: min eval MSE, min train MSE (over epochs), mean final best eval correlation; solid teacher-aware, dashed Gaussian."""
-    mins = scalars.groupby(["data.kind", "data.n_train", MULTI, "seed", "split"])["mse"].min().unstack("split").reset_index()
+    mins = (
+        scalars.groupby(["data.kind", "data.n_train", MULTI, "seed", "split"])["mse"]
+        .min()
+        .unstack("split")
+        .reset_index()
+    )
     corr = _final(teachers[(teachers["split"] == "eval") & (teachers["layer"] == 1)])
     corr = corr.groupby(["data.kind", "data.n_train", MULTI, "seed"])["best_corr"].mean().rename("corr").reset_index()
     data = mins.merge(corr, on=["data.kind", "data.n_train", MULTI, "seed"])
     fig, axes = _grid(1, 3, w=3.0, h=2.5)
     styles = {"teacher_aware": "-", "gaussian": "--"}
-    for ax, col, label in zip(axes[0], ["eval", "train", "corr"], ["min eval MSE", "min train MSE", "best eval corr. (final, mean)"]):
+    for ax, col, label in zip(
+        axes[0], ["eval", "train", "corr"], ["min eval MSE", "min train MSE", "best eval corr. (final, mean)"]
+    ):
         for (kind, m), g in data.groupby(["data.kind", MULTI]):
             s = g.groupby("data.n_train")[col].agg(["mean", "std"]).fillna(0.0)
-            ax.errorbar(s.index, s["mean"], yerr=s["std"], ls=styles.get(kind, "-."), color=multi_color(m), capsize=1.5, elinewidth=0.6,
-                        marker="o", ms=2.5)
+            ax.errorbar(
+                s.index,
+                s["mean"],
+                yerr=s["std"],
+                ls=styles.get(kind, "-."),
+                color=multi_color(m),
+                capsize=1.5,
+                elinewidth=0.6,
+                marker="o",
+                ms=2.5,
+            )
         ax.set_xscale("log")
         if col != "corr":
             ax.set_yscale("log")
@@ -196,6 +234,7 @@ def sample_complexity(scalars: pd.DataFrame, teachers: pd.DataFrame, title: str)
 
 
 # ---------------------------------------------------------------- deep (4.3)
+
 
 @styled
 def deep_lshape(students: pd.DataFrame, steps_per_epoch: int, title: str, columns: int = 5) -> Figure:
@@ -238,7 +277,16 @@ def deep_rho_vs_n(scalars: pd.DataFrame, title: str) -> Figure:
         for m, g in rows.groupby(MULTI):
             for j, col in enumerate([*(f"rho_mean_{l}" for l in layers), "mse"]):
                 s = g.groupby("data.n_train")[col].agg(["mean", "std"]).fillna(0.0)
-                axes[i, j].errorbar(s.index, s["mean"], yerr=s["std"], color=multi_color(m), marker="o", ms=2.5, capsize=1.5, elinewidth=0.6)
+                axes[i, j].errorbar(
+                    s.index,
+                    s["mean"],
+                    yerr=s["std"],
+                    color=multi_color(m),
+                    marker="o",
+                    ms=2.5,
+                    capsize=1.5,
+                    elinewidth=0.6,
+                )
         for j, l in enumerate(layers):
             axes[i, j].set(xscale="log", ylim=(0.3, 1.02), title=f"{loss.upper()}: layer {l}")
             axes[i, j].set_ylabel(r"$\rho_{mean}$" if j == 0 else "")

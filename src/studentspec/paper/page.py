@@ -44,8 +44,15 @@ def table(header: list[str], rows: list[list[Any]], numeric: set[int] | None = N
     """An HTML table; the columns in `numeric` right-aligned in monospace."""
     numeric = numeric or set()
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td class='num'>{escape(fmt(v))}</td>" if i in numeric else f"<td>{escape(fmt(v))}</td>"
-                                    for i, v in enumerate(r)) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='num'>{escape(fmt(v))}</td>" if i in numeric else f"<td>{escape(fmt(v))}</td>"
+            for i, v in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -58,8 +65,10 @@ def figures_html(out: Path, names: list[str], captions: dict[str, str], folder: 
             parts.append(f"<p class='fail'>figure {escape(name)} missing</p>")
             continue
         data = base64.b64encode(png.read_bytes()).decode("ascii")
-        parts.append(f"<figure id='fig-{escape(name)}'><img alt='{escape(name)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption><b>{escape(name)}</b>: {escape(captions.get(name, ''))} (PDF beside the PNG in {escape(folder)}/)</figcaption></figure>")
+        parts.append(
+            f"<figure id='fig-{escape(name)}'><img alt='{escape(name)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption><b>{escape(name)}</b>: {escape(captions.get(name, ''))} (PDF beside the PNG in {escape(folder)}/)</figcaption></figure>"
+        )
     return "\n".join(parts)
 
 
@@ -69,7 +78,7 @@ def page(title: str, out: Path, body: str, regenerate: str = "") -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{CSS}</style></head>
 <body>
 <h1>{escape(title)}</h1>
-<p class="small">Generated {escape(time.strftime('%Y-%m-%d %H:%M:%S'))} from the stored results in {escape(out.resolve())}.
+<p class="small">Generated {escape(time.strftime("%Y-%m-%d %H:%M:%S"))} from the stored results in {escape(out.resolve())}.
 Regenerate with <code>studentspec report {escape(out)}{escape(regenerate)}</code> (no retraining).</p>
 {body}
 </body></html>
@@ -83,21 +92,39 @@ def seed_table(summary: dict[str, Any], lead: list[Any] | None = None) -> tuple[
     rows = []
     for seed, entry in entries.items():
         values = [entry.get(k) for k in keys]
-        rows.append([*(lead or []), seed, *("no" if k == "diverged_at_step" and v is None else v for k, v in zip(keys, values))])
+        rows.append(
+            [*(lead or []), seed, *("no" if k == "diverged_at_step" and v is None else v for k, v in zip(keys, values))]
+        )
     return ["seed", *("diverged at step" if k == "diverged_at_step" else k for k in keys)], rows
 
 
 def numeric_columns(rows: list[list[Any]]) -> set[int]:
     """Columns whose cells are all numbers (right-aligned)."""
-    return {i for i in range(len(rows[0]))
-            if all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in rows)} if rows else set()
+    return (
+        {
+            i
+            for i in range(len(rows[0]))
+            if all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in rows)
+        }
+        if rows
+        else set()
+    )
 
 
 def path_rows(summary: dict[str, Any]) -> list[list[Any]]:
     """Which code trained and evaluated a run (summary.json's pipeline, kernel, eval_kernel) and its size."""
-    keys = [("pipeline", "pipeline"), ("kernel", "kernel (training step: 'c' = compiled, 'torch')"),
-            ("eval_kernel", "eval_kernel (evaluation)"), ("seeds", "seeds"), ("steps", "steps"), ("n_train", "n_train"), ("n_eval", "n_eval")]
-    return [[label, summary[k] if k != "seeds" else ", ".join(map(str, summary[k]))] for k, label in keys if k in summary]
+    keys = [
+        ("pipeline", "pipeline"),
+        ("kernel", "kernel (training step: 'c' = compiled, 'torch')"),
+        ("eval_kernel", "eval_kernel (evaluation)"),
+        ("seeds", "seeds"),
+        ("steps", "steps"),
+        ("n_train", "n_train"),
+        ("n_eval", "n_eval"),
+    ]
+    return [
+        [label, summary[k] if k != "seeds" else ", ".join(map(str, summary[k]))] for k, label in keys if k in summary
+    ]
 
 
 def versions_table(summary: dict[str, Any]) -> str:

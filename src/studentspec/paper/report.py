@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .experiments import EXPERIMENTS
-from .page import CSS, escape, figures_html, fmt, numeric_columns, page, path_rows, seed_table, table, versions_table
 from ..config import ConfigError, parse_yaml
 from ..ensemble.atomic import atomic_write
 from ..store import StoreError, check_figures, check_files, claim_files, read_json
+from .experiments import EXPERIMENTS
+from .page import CSS, escape, figures_html, fmt, numeric_columns, page, path_rows, seed_table, table, versions_table
 
 # One run's figures (figures.plot_run), in the order shown (run_captions adds the metrics'); any other figure in the
 # folder follows, sorted.
@@ -43,6 +43,8 @@ def run_captions() -> dict[str, str]:
     base = list(RUN_CAPTIONS.items())
     metric = [(m.figure.name, m.figure.caption) for m in METRICS.values() if m.figure is not None]
     return dict(base[:3] + metric + base[3:])
+
+
 REPORT = "report.html"
 REPORT_FIGURES = "report_figures"  # a sweep report's figures of its chosen point, inside the sweep dir
 
@@ -52,9 +54,13 @@ def claims_html(claims: list[dict[str, Any]]) -> str:
     rows = []
     for c in claims:
         verdict = "PASS" if c["passed"] else "FAIL"
-        rows.append(f"<tr><td class='{verdict.lower()}'>{verdict}</td><td>{escape(c['name'])}</td><td class='num'>{escape(fmt(c['value']))}</td>"
-                    f"<td>{escape(c['threshold'])}</td><td>{escape(c['statistic'])}</td><td>{escape(c['justification'])}</td><td class='small'>{escape(c.get('detail', ''))}</td></tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("verdict", "claim", "value", "threshold", "statistic", "why this threshold", "detail"))
+        rows.append(
+            f"<tr><td class='{verdict.lower()}'>{verdict}</td><td>{escape(c['name'])}</td><td class='num'>{escape(fmt(c['value']))}</td>"
+            f"<td>{escape(c['threshold'])}</td><td>{escape(c['statistic'])}</td><td>{escape(c['justification'])}</td><td class='small'>{escape(c.get('detail', ''))}</td></tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>" for h in ("verdict", "claim", "value", "threshold", "statistic", "why this threshold", "detail")
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -83,19 +89,33 @@ def render(out: Path, captions: dict[str, str]) -> str:
     info, doc = read_json(out / "reproduce.json"), read_json(out / "claims.json")
     s = doc["summary"]
     calls = info.get("invocations", [])
-    wall = [[c.get("started"), c.get("wall_time_s"), c.get("train_wall_time_s"),
-             ", ".join(f"{k}: {v['run']} run, {v['skipped']} skipped, {len(v['failed'])} failed" for k, v in c.get("parts", {}).items())] for c in calls]
+    wall = [
+        [
+            c.get("started"),
+            c.get("wall_time_s"),
+            c.get("train_wall_time_s"),
+            ", ".join(
+                f"{k}: {v['run']} run, {v['skipped']} skipped, {len(v['failed'])} failed"
+                for k, v in c.get("parts", {}).items()
+            ),
+        ]
+        for c in calls
+    ]
     job_time = 0.0
     sections = []
     for cfg in sorted((out / "configs").glob("*.yaml")):
         sections.append(f"<h3>{escape(cfg.stem)}</h3><pre>{escape(cfg.read_text())}</pre>")
     seed_tables = []
-    for sweep_dir in sorted(p for p in (out / "sweep").iterdir() if (p / "sweep.json").is_file()) if (out / "sweep").is_dir() else []:
+    for sweep_dir in (
+        sorted(p for p in (out / "sweep").iterdir() if (p / "sweep.json").is_file()) if (out / "sweep").is_dir() else []
+    ):
         header, rows = seed_rows(sweep_dir)
         for job in (sweep_dir / "jobs").glob("*/summary.json"):
             job_time += float(read_json(job).get("wall_time_s", 0.0))
         numeric = {i for i, h in enumerate(header) if h.endswith("mse") or h.startswith(("rho_mean", "n_specialized"))}
-        seed_tables.append(f"<details><summary>{escape(sweep_dir.name)}: {len(rows)} rows</summary>{table(header, rows, numeric)}</details>")
+        seed_tables.append(
+            f"<details><summary>{escape(sweep_dir.name)}: {len(rows)} rows</summary>{table(header, rows, numeric)}</details>"
+        )
     versions = info.get("versions", {})
     title = f"studentspec — {info['experiment']} ({info['scale']} scale)"
     verdict = "pass" if s["failed"] == 0 else "fail"
@@ -103,22 +123,22 @@ def render(out: Path, captions: dict[str, str]) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{CSS}</style></head>
 <body>
 <h1>{escape(title)}</h1>
-<p class="{verdict}">{s['passed']} of {s['total']} claims pass, {s['failed']} fail.</p>
-<p class="small">Generated {escape(time.strftime('%Y-%m-%d %H:%M:%S'))} from the stored results in {escape(out.resolve())}.
+<p class="{verdict}">{s["passed"]} of {s["total"]} claims pass, {s["failed"]} fail.</p>
+<p class="small">Generated {escape(time.strftime("%Y-%m-%d %H:%M:%S"))} from the stored results in {escape(out.resolve())}.
 Regenerate with <code>studentspec report {escape(out)}</code> (no retraining).</p>
 <h2>Claims</h2>
-{claims_html(doc['claims'])}
+{claims_html(doc["claims"])}
 <h2>Figures</h2>
-{figures_html(out, doc.get('figures', []), captions)}
+{figures_html(out, doc.get("figures", []), captions)}
 <h2>Wall time</h2>
-{table(['started', 'wall time (s)', 'sweeps (s)', 'jobs'], wall, {1, 2})}
-<p class="small">Training time summed over jobs (each job's own clock): {job_time:.1f} s. Figures and claims last computed in {doc.get('wall_time_s', 0)} s.</p>
+{table(["started", "wall time (s)", "sweeps (s)", "jobs"], wall, {1, 2})}
+<p class="small">Training time summed over jobs (each job's own clock): {job_time:.1f} s. Figures and claims last computed in {doc.get("wall_time_s", 0)} s.</p>
 <h2>Per-seed summary</h2>
-{''.join(seed_tables)}
+{"".join(seed_tables)}
 <h2>Configuration</h2>
-{''.join(sections)}
+{"".join(sections)}
 <h2>Versions</h2>
-{table(['package', 'version'], [[k, v] for k, v in versions.items()])}
+{table(["package", "version"], [[k, v] for k, v in versions.items()])}
 </body></html>
 """
 
@@ -136,7 +156,9 @@ def result_kind(out: Path) -> str:
         return "run"
     if (out / "sweep.json").is_file():
         return "sweep"
-    raise StoreError(f"{out}: not a run, sweep or reproduce dir (no summary.json with config.yaml, no sweep.json, no reproduce.json)")
+    raise StoreError(
+        f"{out}: not a run, sweep or reproduce dir (no summary.json with config.yaml, no sweep.json, no reproduce.json)"
+    )
 
 
 def _figure_names(folder: Path) -> list[str]:
@@ -148,8 +170,8 @@ def _figure_names(folder: Path) -> list[str]:
 
 def render_run(out: Path, redraw: bool = False) -> str:
     """The report page of one run dir; its figures/ drawn first (figures.plot_run) when missing or with redraw."""
-    from .figures import plot_run
     from ..store import load_run
+    from .figures import plot_run
 
     summary = read_json(out / "summary.json")
     fig_dir = out / "figures"
@@ -157,18 +179,21 @@ def render_run(out: Path, redraw: bool = False) -> str:
     if redraw or not all((fig_dir / f"{n}.png").is_file() for n in ("lshape", "teacher_corr", "mse")):
         plot_run(load_run(out), fig_dir)
     header, rows = seed_table(summary)
-    wall = [["training (wall_time_s)", summary.get("wall_time_s")], ["of which evaluation (eval_time_s)", summary.get("eval_time_s")]]
+    wall = [
+        ["training (wall_time_s)", summary.get("wall_time_s")],
+        ["of which evaluation (eval_time_s)", summary.get("eval_time_s")],
+    ]
     body = f"""<h2>Per-seed summary</h2>
 <p class="small">Final numbers of summary.json (eval split unless named train_).</p>
 <div class='wide'>{table(header, rows, numeric_columns(rows))}</div>
 <h2>Figures</h2>
 {figures_html(out, _figure_names(fig_dir), run_captions())}
 <h2>Training path</h2>
-{table(['', 'value'], path_rows(summary))}
+{table(["", "value"], path_rows(summary))}
 <h2>Wall time</h2>
-{table(['', 'seconds'], [r for r in wall if r[1] is not None], {1})}
+{table(["", "seconds"], [r for r in wall if r[1] is not None], {1})}
 <h2>Configuration</h2>
-<pre>{escape((out / 'config.yaml').read_text())}</pre>
+<pre>{escape((out / "config.yaml").read_text())}</pre>
 <h2>Versions</h2>
 {versions_table(summary)}"""
     return page(f"studentspec — run {out.resolve().name}", out, body)
@@ -235,7 +260,11 @@ def _point_job(out: Path, manifest: dict[str, Any], point: str | None) -> dict[s
         if key not in keys:
             raise ConfigError(f"--point: {key} is not a key of this sweep (its keys: {', '.join(keys)})")
         wanted[key] = parse_yaml(raw)
-    match = [j for j in manifest["jobs"] if set(wanted) <= set(j["point"]) and all(parse_yaml(j["point"][k]) == v for k, v in wanted.items())]
+    match = [
+        j
+        for j in manifest["jobs"]
+        if set(wanted) <= set(j["point"]) and all(parse_yaml(j["point"][k]) == v for k, v in wanted.items())
+    ]
     if not match:
         raise ConfigError(f"--point: no job of {out} at {point}")
     done = [j for j in match if j in finished]
@@ -246,13 +275,15 @@ def _point_job(out: Path, manifest: dict[str, Any], point: str | None) -> dict[s
 
 def _point_figures(out: Path, job: dict[str, Any]) -> list[str]:
     """Draw the run figures of one job into out/REPORT_FIGURES (never into the job dir); older figures there are removed."""
-    from .figures import plot_run
     from ..store import load_run, remove_stale
+    from .figures import plot_run
 
     folder = out / REPORT_FIGURES
     check_figures(folder)
     paths = plot_run(load_run(out / "jobs" / job["id"]), folder)
-    remove_stale(folder, [p.name for p in paths])  # another point's figures (e.g. its converge or theory figure), if ours
+    remove_stale(
+        folder, [p.name for p in paths]
+    )  # another point's figures (e.g. its converge or theory figure), if ours
     return [p.stem for p in paths if p.suffix == ".png"]
 
 
@@ -267,8 +298,9 @@ def render_sweep(out: Path, point: str | None = None) -> str:
     swept, fixed = swept_keys(manifest)
     finals = sweep_finals(load_sweep(out))
     raw = {j["id"]: j["point"] for j in manifest["jobs"]}
-    measures = [c for c in ("eval_mse", "train_mse") if c in finals] + sorted((c for c in finals if c.startswith("specialized_")),
-                                                                              key=lambda c: int(c.rsplit("_", 1)[1]))
+    measures = [c for c in ("eval_mse", "train_mse") if c in finals] + sorted(
+        (c for c in finals if c.startswith("specialized_")), key=lambda c: int(c.rsplit("_", 1)[1])
+    )
     labels = {"eval_mse": "final eval MSE", "train_mse": "final train MSE"}
     labels |= {c: f"specialized, layer {c.rsplit('_', 1)[1]}" for c in measures if c.startswith("specialized_")}
     key_tables = []
@@ -279,40 +311,53 @@ def render_sweep(out: Path, point: str | None = None) -> str:
         for v in order:
             part = finals[value == v]
             rows.append([v, len(part), *(_mean_std(part[c]) if len(part) else "n/a" for c in measures)])
-        key_tables.append(f"<h3 id='key-{escape(key or 'all')}'>{escape(key or 'all jobs (no swept key)')}</h3>"
-                          + f"<div class='wide'>{table([key or '', 'seeds finished', *(labels[c] for c in measures)], rows, {1})}</div>")
-    summaries = {j["id"]: read_json(out / "jobs" / j["id"] / "summary.json") for j in manifest["jobs"]
-                 if (out / "jobs" / j["id"] / "summary.json").is_file()}
-    jobs = [[j["id"], *(j["point"].get(k, "") for k in swept), ", ".join(map(str, j["seeds"])),
-             "finished" if j["id"] in summaries else "not finished", summaries.get(j["id"], {}).get("wall_time_s"),
-             len(summaries.get(j["id"], {}).get("diverged") or {})] for j in manifest["jobs"]]
+        key_tables.append(
+            f"<h3 id='key-{escape(key or 'all')}'>{escape(key or 'all jobs (no swept key)')}</h3>"
+            + f"<div class='wide'>{table([key or '', 'seeds finished', *(labels[c] for c in measures)], rows, {1})}</div>"
+        )
+    summaries = {
+        j["id"]: read_json(out / "jobs" / j["id"] / "summary.json")
+        for j in manifest["jobs"]
+        if (out / "jobs" / j["id"] / "summary.json").is_file()
+    }
+    jobs = [
+        [
+            j["id"],
+            *(j["point"].get(k, "") for k in swept),
+            ", ".join(map(str, j["seeds"])),
+            "finished" if j["id"] in summaries else "not finished",
+            summaries.get(j["id"], {}).get("wall_time_s"),
+            len(summaries.get(j["id"], {}).get("diverged") or {}),
+        ]
+        for j in manifest["jobs"]
+    ]
     names = _point_figures(out, job)
     here = ", ".join(f"{k}={job['point'][k]}" for k in swept) or "the only point"
     total = sum(float(s.get("wall_time_s", 0.0)) for s in summaries.values())
     fixed_text = ", ".join(f"{k}={v}" for k, v in fixed.items()) or "none"
-    body = f"""<p>{len(manifest['jobs'])} jobs, {len(summaries)} finished ({len(finals)} seeds with final numbers). Swept keys: {escape(', '.join(swept) or 'none')}.
+    body = f"""<p>{len(manifest["jobs"])} jobs, {len(summaries)} finished ({len(finals)} seeds with final numbers). Swept keys: {escape(", ".join(swept) or "none")}.
 Fixed overrides: {escape(fixed_text)}.</p>
 <h2>Per swept key</h2>
 <p class="small">Per value of one key, over every finished seed of every point with that value (the other keys marginalized):
 mean ± std (ddof 0) of the final numbers at each job's last evaluation, eval split unless named train;
 specialized = fraction of the layer's active teacher nodes whose best eval correlation is above the run's eval.threshold.</p>
-{''.join(key_tables)}
+{"".join(key_tables)}
 <h2>Figures of one point</h2>
-<p>{escape(here)}: job {escape(job['id'])} (seeds {escape(', '.join(map(str, job['seeds'])))}); choose another with
+<p>{escape(here)}: job {escape(job["id"])} (seeds {escape(", ".join(map(str, job["seeds"])))}); choose another with
 <code>studentspec report {escape(out)} --point key=value,...</code>.</p>
 {figures_html(out, names, run_captions(), folder=REPORT_FIGURES)}
 <h2>Jobs</h2>
-<div class='wide'>{table(['job', *swept, 'seeds', 'status', 'wall time (s)', 'diverged seeds'], jobs, {len(swept) + 3, len(swept) + 4})}</div>
+<div class='wide'>{table(["job", *swept, "seeds", "status", "wall time (s)", "diverged seeds"], jobs, {len(swept) + 3, len(swept) + 4})}</div>
 <p class="small">Training time summed over finished jobs (each job's own clock): {total:.1f} s.</p>
 <h2>Training path</h2>
 <p class="small">Of the job drawn above.</p>
-{table(['', 'value'], path_rows(summaries[job['id']]))}
+{table(["", "value"], path_rows(summaries[job["id"]]))}
 <h2>Configuration</h2>
-<p>{escape(manifest.get('config') or 'no config file (defaults)')}, grid:</p>
-<pre>{escape(yaml.safe_dump(manifest.get('grid', {}), sort_keys=False, default_flow_style=None))}</pre>
-<pre>{escape(manifest.get('config_text', ''))}</pre>
+<p>{escape(manifest.get("config") or "no config file (defaults)")}, grid:</p>
+<pre>{escape(yaml.safe_dump(manifest.get("grid", {}), sort_keys=False, default_flow_style=None))}</pre>
+<pre>{escape(manifest.get("config_text", ""))}</pre>
 <h2>Versions</h2>
-{versions_table(summaries[job['id']])}"""
+{versions_table(summaries[job["id"]])}"""
     return page(f"studentspec — sweep {out.resolve().name}", out, body)
 
 
@@ -322,11 +367,15 @@ def render_reproduce(out: Path, reanalyze: bool = False) -> str:
     info = read_json(out / "reproduce.json")
     experiment = EXPERIMENTS.get(info["experiment"])
     if experiment is not None and experiment.report_body is not None:
-        return page(f"studentspec — {experiment.name} ({info['scale']} scale)", out, experiment.report_body(out, reanalyze))
+        return page(
+            f"studentspec — {experiment.name} ({info['scale']} scale)", out, experiment.report_body(out, reanalyze)
+        )
     if reanalyze or not (out / "claims.json").is_file():
         if experiment is None or experiment.analyze is None:
-            raise StoreError(f"{out}: no claims.json and no analysis for experiment {info['experiment']!r} "
-                             f"(report knows {', '.join(EXPERIMENTS)})")
+            raise StoreError(
+                f"{out}: no claims.json and no analysis for experiment {info['experiment']!r} "
+                f"(report knows {', '.join(EXPERIMENTS)})"
+            )
         from .analysis import analyze  # loads torch: only where claims are recomputed
 
         analyze(out)
@@ -360,10 +409,18 @@ def markdown_table(dirs: list[str | Path]) -> str:
         d = Path(d)
         doc, info = read_json(d / "claims.json"), read_json(d / "reproduce.json")
         for c in doc["claims"]:
-            lines.append(f"| {doc['experiment']} | {c['name']} | {fmt(c['value'])} | {c['threshold']} | {'PASS' if c['passed'] else '**FAIL**'} |")
+            lines.append(
+                f"| {doc['experiment']} | {c['name']} | {fmt(c['value'])} | {c['threshold']} | {'PASS' if c['passed'] else '**FAIL**'} |"
+            )
         calls = info.get("invocations", [])
         # only an uninterrupted invocation (every job trained, none resumed) measures the experiment's wall time
-        full = [c for c in calls if c.get("parts") and all(p["skipped"] == 0 and p["run"] == p["jobs"] for p in c["parts"].values())]
+        full = [
+            c
+            for c in calls
+            if c.get("parts") and all(p["skipped"] == 0 and p["run"] == p["jobs"] for p in c["parts"].values())
+        ]
         wall = f"{full[-1]['wall_time_s']:.0f} s" if full else "n/a (resumed)"
-        times.append(f"| {doc['experiment']} | {doc['scale']} | {wall} | {doc['summary']['passed']}/{doc['summary']['total']} |")
+        times.append(
+            f"| {doc['experiment']} | {doc['scale']} | {wall} | {doc['summary']['passed']}/{doc['summary']['total']} |"
+        )
     return "\n".join([*times, "", *lines])

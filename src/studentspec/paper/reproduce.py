@@ -22,13 +22,13 @@ import numpy as np
 import torch
 import yaml
 
-from .analysis import analyze
-from .experiments import SCALES, Experiment, Part, get
-from .report import write_report
 from ..config import ConfigError, build_config, clip
 from ..ensemble.atomic import atomic_write
 from ..store import StoreError, check_resumable, claim_files, claim_resumable, read_json, write_json
 from ..sweep import grid as sweeps  # called through the module: tests replace sweeps.run_sweep
+from .analysis import analyze
+from .experiments import SCALES, Experiment, Part, get
+from .report import write_report
 
 
 def parts(experiment: str, scale: str) -> list[Part]:
@@ -63,7 +63,9 @@ def _claim_scale(out: Path, experiment: str, scale: str) -> dict[str, Any]:
     if path.is_file():
         info = read_json(path)
         if (info.get("experiment"), info.get("scale")) != (experiment, scale):
-            raise StoreError(f"{out}: holds {info.get('experiment')} at scale {info.get('scale')}; choose another --out")
+            raise StoreError(
+                f"{out}: holds {info.get('experiment')} at scale {info.get('scale')}; choose another --out"
+            )
         return info
     claim_resumable(out, "reproduce")
     info = {"experiment": experiment, "scale": scale, "invocations": []}
@@ -75,12 +77,26 @@ def versions() -> dict[str, str]:
     """Versions of the software that produced a result."""
     from .. import __version__
 
-    return {"studentspec": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "platform": platform.platform()}
+    return {
+        "studentspec": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
 
 
-def reproduce(experiment: str, scale: str, out: str | Path, *, workers: int | None = None, progress: bool = True,
-              overrides: list[str] | None = None, executor: str = "local", executor_options: dict[str, Any] | None = None) -> int:
+def reproduce(
+    experiment: str,
+    scale: str,
+    out: str | Path,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    overrides: list[str] | None = None,
+    executor: str = "local",
+    executor_options: dict[str, Any] | None = None,
+) -> int:
     """Run (or resume) a registered experiment, then analyze and report it; returns an exit code (1 if a job failed).
 
     `executor` and `executor_options` (address, gpus_per_job, slurm) go to `sweep.run_sweep`: paper scale on Ray or SLURM.
@@ -93,8 +109,12 @@ def reproduce(experiment: str, scale: str, out: str | Path, *, workers: int | No
         found.run(Path(out), scale, overrides or [], progress=progress)
         return 0
     if overrides:
-        raise ConfigError(f"reproduce {experiment}: takes no key=value overrides (its settings are the paper's; got {clip(' '.join(overrides))})")
-    out = Path(out).resolve()  # the sweep manifests record config paths: absolute ones resume from any working directory
+        raise ConfigError(
+            f"reproduce {experiment}: takes no key=value overrides (its settings are the paper's; got {clip(' '.join(overrides))})"
+        )
+    out = Path(
+        out
+    ).resolve()  # the sweep manifests record config paths: absolute ones resume from any working directory
     plan = parts(experiment, scale)
     for part in plan:
         build_config(part.config)  # every part validated before OUT is touched
@@ -106,18 +126,30 @@ def reproduce(experiment: str, scale: str, out: str | Path, *, workers: int | No
     for part in plan:
         if progress:
             print(f"[{experiment} / {part.name}] sweep into {out / 'sweep' / part.name}", flush=True)
-        options = sweeps.SweepOptions(ensemble_size=part.ensemble_size, workers=workers, threads=1, progress=progress, executor=executor,
-                                      **(executor_options or {}))
+        options = sweeps.SweepOptions(
+            ensemble_size=part.ensemble_size,
+            workers=workers,
+            threads=1,
+            progress=progress,
+            executor=executor,
+            **(executor_options or {}),
+        )
         result = sweeps.run_sweep(str(files[part.name]), [], out / "sweep" / part.name, options)
-        record["parts"][part.name] = {"jobs": len(result["jobs"]), "run": len(result["done"]), "skipped": len(result["skipped"]),
-                                      "failed": result["failed"]}
+        record["parts"][part.name] = {
+            "jobs": len(result["jobs"]),
+            "run": len(result["done"]),
+            "skipped": len(result["skipped"]),
+            "failed": result["failed"],
+        }
         failed += len(result["failed"])
     record["train_wall_time_s"] = round(time.perf_counter() - start, 1)
     _finish(found, scale, out, record, start=start, progress=progress)
     return 1 if failed else 0
 
 
-def _finish(experiment: Experiment, scale: str, out: Path, record: dict[str, Any], *, start: float, progress: bool) -> None:
+def _finish(
+    experiment: Experiment, scale: str, out: Path, record: dict[str, Any], *, start: float, progress: bool
+) -> None:
     """Analyze the stored sweeps, record this invocation in reproduce.json, write report.html."""
     analyzed = analyze(out, progress)
     record["analyze_wall_time_s"] = analyzed["wall_time_s"]
@@ -128,5 +160,7 @@ def _finish(experiment: Experiment, scale: str, out: Path, record: dict[str, Any
     write_json(out / "reproduce.json", info)
     path = write_report(out)
     if progress:
-        print(f"{experiment.name} ({scale}): {analyzed['summary']['passed']}/{analyzed['summary']['total']} claims pass; "
-              f"wall time {record['wall_time_s']:.0f} s; wrote {path}")
+        print(
+            f"{experiment.name} ({scale}): {analyzed['summary']['passed']}/{analyzed['summary']['total']} claims pass; "
+            f"wall time {record['wall_time_s']:.0f} s; wrote {path}"
+        )

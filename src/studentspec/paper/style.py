@@ -36,12 +36,27 @@ DPI = 150
 FORMATS = ("png", "pdf")
 SERIF = ["DejaVu Serif", "Bitstream Vera Serif", "Computer Modern Roman", "Times New Roman", "Times", "serif"]
 STYLE: dict[str, Any] = {
-    "font.family": "serif", "font.serif": SERIF, "mathtext.fontset": "dejavuserif",
-    "font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 8.5, "legend.fontsize": 7, "xtick.labelsize": 7.5,
-    "ytick.labelsize": 7.5, "figure.titlesize": 9.5, "figure.labelsize": 8.5,
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25, "grid.linewidth": 0.5,
-    "legend.frameon": False, "lines.linewidth": 1.4,
-    "figure.dpi": DPI, "savefig.dpi": DPI, "savefig.bbox": "standard",  # a saved PNG is figsize * DPI pixels
+    "font.family": "serif",
+    "font.serif": SERIF,
+    "mathtext.fontset": "dejavuserif",
+    "font.size": 8.5,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8.5,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7.5,
+    "ytick.labelsize": 7.5,
+    "figure.titlesize": 9.5,
+    "figure.labelsize": 8.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "grid.linewidth": 0.5,
+    "legend.frameon": False,
+    "lines.linewidth": 1.4,
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "savefig.bbox": "standard",  # a saved PNG is figsize * DPI pixels
 }
 
 MULTI_COLORS = {1.0: "#1f77b4", 2.0: "#ff7f0e", 3.0: "#8c564b", 5.0: "#2ca02c", 10.0: "#d62728"}

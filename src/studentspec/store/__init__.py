@@ -18,11 +18,34 @@ from .dirs import (
     remove_stale,
     write_dir,
 )
-from .owner import owned
 from .jsonfile import read_json, strict_json, write_json
+from .owner import owned
 from .record import FILES, TABLES, Run, RunRecord, count_column, load_run, time_to_specialize, write_record
 
-__all__ = ["DIR_KINDS", "FILES", "RUN_ENTRIES", "TABLES", "Run", "RunRecord", "StoreError", "check_figures", "check_files",
-           "check_out", "check_resumable", "claim_figures", "claim_files", "claim_resumable", "count_column", "load_run", "owned",
-           "read_json", "remove_leftovers", "remove_stale", "strict_json", "time_to_specialize", "write_dir", "write_json",
-           "write_record"]
+__all__ = [
+    "DIR_KINDS",
+    "FILES",
+    "RUN_ENTRIES",
+    "TABLES",
+    "Run",
+    "RunRecord",
+    "StoreError",
+    "check_figures",
+    "check_files",
+    "check_out",
+    "check_resumable",
+    "claim_figures",
+    "claim_files",
+    "claim_resumable",
+    "count_column",
+    "load_run",
+    "owned",
+    "read_json",
+    "remove_leftovers",
+    "remove_stale",
+    "strict_json",
+    "time_to_specialize",
+    "write_dir",
+    "write_json",
+    "write_record",
+]

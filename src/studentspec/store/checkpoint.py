@@ -36,17 +36,23 @@ def checkpoint_path(out: str | Path) -> Path:
     return out.parent / f".{out.name}.checkpoint"
 
 
-def write_checkpoint(out: str | Path, cfg: Config, epoch: int, state: dict[str, Any], tables: dict[str, pd.DataFrame]) -> Path:
+def write_checkpoint(
+    out: str | Path, cfg: Config, epoch: int, state: dict[str, Any], tables: dict[str, pd.DataFrame]
+) -> Path:
     """Write (or replace, by swapping) the checkpoint of run dir `out` after `epoch` epochs."""
 
     def fill(stage: Path) -> None:
-        buf = io.BytesIO()  # serialized in memory first: torch reports a failed file write (a full disk) as a RuntimeError
+        buf = (
+            io.BytesIO()
+        )  # serialized in memory first: torch reports a failed file write (a full disk) as a RuntimeError
         torch.save(state, buf)
         (stage / "state.pt").write_bytes(buf.getbuffer())
         for name, frame in tables.items():
             frame.to_parquet(stage / f"{name}.parquet", index=False)
-        write_json(stage / MARKER, {"format": FORMAT, "version": VERSION, "epoch": epoch, "tables": sorted(tables),
-                                    "config": cfg.to_dict()})
+        write_json(
+            stage / MARKER,
+            {"format": FORMAT, "version": VERSION, "epoch": epoch, "tables": sorted(tables), "config": cfg.to_dict()},
+        )
 
     return write_dir(checkpoint_path(out), True, fill, kind="checkpoint")
 
@@ -84,16 +90,22 @@ def read_checkpoint(out: str | Path, cfg: Config) -> Checkpoint | None:
     if meta is None or meta.get("format") != FORMAT:
         raise StoreError(f"{path}: not a complete studentspec checkpoint (no {MARKER})")
     if meta.get("version") != VERSION:
-        raise StoreError(f"{path}: checkpoint version {str(meta.get('version'))[:60]!r}, this studentspec reads {VERSION}")
+        raise StoreError(
+            f"{path}: checkpoint version {str(meta.get('version'))[:60]!r}, this studentspec reads {VERSION}"
+        )
     schemas.validate(schemas.Checkpoint, meta, marker)
     mine = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # the same plain types as the stored JSON
     key = _first_difference(meta["config"], mine)
     if key:
-        raise StoreError(f"{path}: written for another config ({key} differs); resume with the same config, or remove it")
+        raise StoreError(
+            f"{path}: written for another config ({key} differs); resume with the same config, or remove it"
+        )
     epoch = meta["epoch"]
     if epoch >= cfg.train.epochs:  # written after an epoch before the last: a larger one would resume into nothing
-        raise StoreError(f"{marker}: field epoch: {epoch}, but a checkpoint of a {cfg.train.epochs}-epoch run is written "
-                         f"after epoch 1 to {cfg.train.epochs - 1}; remove it")
+        raise StoreError(
+            f"{marker}: field epoch: {epoch}, but a checkpoint of a {cfg.train.epochs}-epoch run is written "
+            f"after epoch 1 to {cfg.train.epochs - 1}; remove it"
+        )
     names = _table_names(meta["tables"], marker)
     try:
         state = torch.load(path / "state.pt", weights_only=True)

@@ -32,8 +32,22 @@ class StoreError(ValueError):
 
 # The fixed entries of a run dir: its files, `plot`'s figures, `converge`'s results, `report`'s page. A metric's own
 # table (NAME.parquet) is not listed: the marker records it like every file written.
-RUN_ENTRIES = frozenset({"config.yaml", "scalars.parquet", "teachers.parquet", "students.parquet", "summary.json", "weights.npz", "report.html",
-                         "figures", "converge.json", "converge_teachers.parquet", "converge_students.parquet", "converge_hessian.parquet"})
+RUN_ENTRIES = frozenset(
+    {
+        "config.yaml",
+        "scalars.parquet",
+        "teachers.parquet",
+        "students.parquet",
+        "summary.json",
+        "weights.npz",
+        "report.html",
+        "figures",
+        "converge.json",
+        "converge_teachers.parquet",
+        "converge_students.parquet",
+        "converge_hessian.parquet",
+    }
+)
 # The metric tables of run dirs written before markers (and summary.json's list of tables) existed: history, never
 # extended (a newer run's tables are in its marker and its summary.json).
 LEGACY_TABLES = ("order",)
@@ -305,7 +319,9 @@ def check_figures(folder: str | Path) -> None:
         return
     if not any(folder.iterdir()) or (_legacy_run_figures(folder) and not _legacy_figures(folder)):
         return
-    raise StoreError(f"{folder}: is not a figure folder studentspec made (no {MARKER} marker); choose another --out or move it away")
+    raise StoreError(
+        f"{folder}: is not a figure folder studentspec made (no {MARKER} marker); choose another --out or move it away"
+    )
 
 
 def _legacy_run_figures(folder: Path) -> bool:
@@ -395,5 +411,7 @@ def _discard(aside_dir: Path, out: Path) -> None:
         where = f"what is left of it is at {left}"
     except OSError:
         where = f"what is left of it is at {aside_dir}"
-    print(f"studentspec: warning: wrote {out}, but the old run it replaced could not be deleted ({reason}); {where}",
-          file=sys.stderr)
+    print(
+        f"studentspec: warning: wrote {out}, but the old run it replaced could not be deleted ({reason}); {where}",
+        file=sys.stderr,
+    )

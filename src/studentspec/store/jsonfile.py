@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from ..ensemble.atomic import atomic_write
+from . import schemas
 from .dirs import StoreError, claim_files
 from .owner import read_mark
-from . import schemas
 
 
 def strict_json(value: Any) -> Any:
@@ -37,7 +37,11 @@ def read_json(path: Path, check: bool = True) -> dict[str, Any]:
     one (and `check`); StoreError names the file (and the field) when it is corrupt or does not hold what its kind must."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON, bad UTF-8, an integer of too many digits
+    except (
+        OSError,
+        ValueError,
+        RecursionError,
+    ) as err:  # ValueError: bad JSON, bad UTF-8, an integer of too many digits
         raise StoreError(f"{path}: unreadable or corrupt ({err.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise StoreError(f"{path}: expected a JSON object")

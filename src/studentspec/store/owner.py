@@ -50,7 +50,15 @@ def new_mark(kind: str, target: str, holds: str | None = None) -> Mark:
     """A fresh marker of this process for a folder of `kind` made for `target`."""
     if kind not in KINDS:
         raise ValueError(f"unknown folder kind {kind!r}")
-    return Mark(kind, secrets.token_hex(16), target, os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%dT%H:%M:%S"), holds=holds)
+    return Mark(
+        kind,
+        secrets.token_hex(16),
+        target,
+        os.getpid(),
+        socket.gethostname(),
+        time.strftime("%Y-%m-%dT%H:%M:%S"),
+        holds=holds,
+    )
 
 
 def _write(folder: Path, mark: Mark) -> None:
@@ -77,14 +85,30 @@ def read_mark(folder: Path) -> Mark | None:
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
         return None
     try:
-        m = Mark(kind=data["kind"], token=data["token"], target=data["target"], pid=data["pid"], host=data["host"],
-                 started=data["started"], files=data["files"], holds=data.get("holds"))
+        m = Mark(
+            kind=data["kind"],
+            token=data["token"],
+            target=data["target"],
+            pid=data["pid"],
+            host=data["host"],
+            started=data["started"],
+            files=data["files"],
+            holds=data.get("holds"),
+        )
     except KeyError:
         return None
-    types_ok = (isinstance(m.kind, str) and m.kind in KINDS and isinstance(m.token, str) and len(m.token) == 32
-                and isinstance(m.target, str) and isinstance(m.pid, int) and isinstance(m.host, str)
-                and isinstance(m.files, list) and all(isinstance(f, str) and _plain(f) for f in m.files)
-                and (m.holds is None or isinstance(m.holds, str)))
+    types_ok = (
+        isinstance(m.kind, str)
+        and m.kind in KINDS
+        and isinstance(m.token, str)
+        and len(m.token) == 32
+        and isinstance(m.target, str)
+        and isinstance(m.pid, int)
+        and isinstance(m.host, str)
+        and isinstance(m.files, list)
+        and all(isinstance(f, str) and _plain(f) for f in m.files)
+        and (m.holds is None or isinstance(m.holds, str))
+    )
     return m if types_ok else None
 
 

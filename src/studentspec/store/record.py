@@ -34,7 +34,14 @@ TABLE_NAME = re.compile(TABLE_PATTERN)
 KEYS = {"seed": "integer", "step": "integer", "split": "text"}
 COLUMNS = {
     "scalars": KEYS | {"mse": "number"},
-    "teachers": KEYS | {"layer": "integer", "teacher": "integer", "best_corr": "number", "fanout_norm": "number", "specialized": "boolean"},
+    "teachers": KEYS
+    | {
+        "layer": "integer",
+        "teacher": "integer",
+        "best_corr": "number",
+        "fanout_norm": "number",
+        "specialized": "boolean",
+    },
     "students": KEYS | {"layer": "integer", "student": "integer", "best_corr": "number", "fanout_norm": "number"},
 }
 EXTRA_COLUMNS = {"seed": "integer", "step": "integer"}  # any other table's (e.g. order.parquet)
@@ -109,7 +116,9 @@ def split_record(record: RunRecord, configs: list[Config], note: dict[str, Any] 
         if "per_seed" in summary:
             summary["per_seed"] = {str(real[i]): record.summary["per_seed"][str(i)] for i in ids}
         if "diverged" in summary:
-            summary["diverged"] = {str(real[int(k)]): v for k, v in record.summary["diverged"].items() if int(k) in real}
+            summary["diverged"] = {
+                str(real[int(k)]): v for k, v in record.summary["diverged"].items() if int(k) in real
+            }
         out.append(RunRecord(cfg, tables, arrays, summary | (note or {})))
         start += len(cfg.seeds)
     return out
@@ -134,8 +143,12 @@ def check_table(df: pd.DataFrame, file: Path, columns: dict[str, str], seeds: li
     return df
 
 
-_ARROW = {"integer": ("is_integer",), "number": ("is_integer", "is_floating", "is_decimal"), "boolean": ("is_boolean",),
-          "text": ("is_string", "is_large_string")}
+_ARROW = {
+    "integer": ("is_integer",),
+    "number": ("is_integer", "is_floating", "is_decimal"),
+    "boolean": ("is_boolean",),
+    "text": ("is_string", "is_large_string"),
+}
 
 
 def check_columns(file: Path, columns: dict[str, str]) -> None:
@@ -165,7 +178,9 @@ def read_table(file: Path, columns: dict[str, str], seeds: list[int]) -> pd.Data
     return check_table(df, file, columns, seeds)
 
 
-def check_weights(arrays: dict[str, np.ndarray], file: Path, n_seeds: int, shared_teacher: bool) -> dict[str, np.ndarray]:
+def check_weights(
+    arrays: dict[str, np.ndarray], file: Path, n_seeds: int, shared_teacher: bool
+) -> dict[str, np.ndarray]:
     """`arrays` read from weights.npz when every key is a teacher's or student's and every array has a leading seed axis
     of `n_seeds` (1 for a teacher all seeds share, `shared_teacher`: a conv run's); StoreError naming the array otherwise."""
     for prefix in ("teacher.", "student."):
@@ -178,7 +193,9 @@ def check_weights(arrays: dict[str, np.ndarray], file: Path, n_seeds: int, share
             raise StoreError(f"{file}: array {key!r} holds {arr.dtype} values, numbers expected")
         allowed = {n_seeds, 1} if shared_teacher and key.startswith("teacher.") else {n_seeds}
         if arr.ndim == 0 or arr.shape[0] not in allowed:
-            raise StoreError(f"{file}: array {key!r} has shape {list(arr.shape)}, a leading axis of {n_seeds} seeds expected")
+            raise StoreError(
+                f"{file}: array {key!r} has shape {list(arr.shape)}, a leading axis of {n_seeds} seeds expected"
+            )
     return arrays
 
 
@@ -217,7 +234,9 @@ class Run:
     teachers: pd.DataFrame
     students: pd.DataFrame
     summary: dict[str, Any]
-    _extra: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False, compare=False)  # extra tables read so far
+    _extra: dict[str, pd.DataFrame] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )  # extra tables read so far
 
     @property
     def table_names(self) -> list[str]:
@@ -240,7 +259,9 @@ class Run:
         if name not in self._extra:
             file = self.path / f"{name}.parquet"
             if name not in self.table_names:
-                why = "missing (this run did not store" if not file.is_file() else "not one of summary.json's tables (not"
+                why = (
+                    "missing (this run did not store" if not file.is_file() else "not one of summary.json's tables (not"
+                )
                 raise StoreError(f"{file}: {why} the {name!r} table; its tables: {', '.join(self.table_names)})")
             self._extra[name] = read_table(file, EXTRA_COLUMNS, self.config.seeds)
         return self._extra[name]
@@ -280,6 +301,8 @@ def load_run(path: str | Path) -> Run:
         raise StoreError(f"{path / 'config.yaml'}: invalid ({err})") from None
     info = read_json(path / "summary.json")  # checked against its schema (store/schemas.py)
     if info["seeds"] != list(cfg.seeds):
-        raise StoreError(f"{path / 'summary.json'}: field seeds: {str(info['seeds'])[:100]} differs from config.yaml's seeds")
+        raise StoreError(
+            f"{path / 'summary.json'}: field seeds: {str(info['seeds'])[:100]} differs from config.yaml's seeds"
+        )
     frames = {name: read_table(path / f"{name}.parquet", COLUMNS[name], cfg.seeds) for name in TABLES}
     return Run(path, cfg, frames["scalars"], frames["teachers"], frames["students"], info)

@@ -20,7 +20,9 @@ from .dirs import StoreError
 Int = Annotated[int, Field(ge=0)]
 Num = float | None  # JSON has no NaN: studentspec writes a non-finite number as null (jsonfile.strict_json)
 Seeds = Annotated[list[int], Field(min_length=1)]
-PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a file name inside its folder: no '/', no leading dot, no '..'
+PLAIN_NAME = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+)  # a file name inside its folder: no '/', no leading dot, no '..'
 TABLE_PATTERN = r"[a-z][a-z0-9_]{0,63}"  # a run's table, stored as NAME.parquet (store/record.py)
 
 
@@ -47,6 +49,7 @@ def _of_seeds(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- summary.json (a run dir)
+
 
 class PerSeed(Stored):
     """One seed's final numbers: floats, counts, time-to-specialize lists, the step it diverged at."""
@@ -79,7 +82,9 @@ class Summary(Stored):
     versions: dict[str, str] = {}
     teacher: ConvTeacher | None = None
     student_widths: list[Int] | None = None
-    tables: list[Annotated[str, Field(pattern=f"^{TABLE_PATTERN}$")]] | None = None  # the run's tables (older runs: absent)
+    tables: list[Annotated[str, Field(pattern=f"^{TABLE_PATTERN}$")]] | None = (
+        None  # the run's tables (older runs: absent)
+    )
 
     @field_validator("diverged", "per_seed")
     @classmethod
@@ -88,6 +93,7 @@ class Summary(Stored):
 
 
 # ---------------------------------------------------------------- sweep.json (a sweep dir)
+
 
 class Job(Stored):
     """One job of a sweep: its id (the name of its run dir under jobs/), overrides, grid point and seeds."""
@@ -124,6 +130,7 @@ class Sweep(Stored):
 
 # ---------------------------------------------------------------- population.json (a population dir)
 
+
 class Population(Stored):
     """population.json: gradient flow on the population loss (theory/population.py), per seed."""
 
@@ -142,13 +149,17 @@ class Population(Stored):
             raise ValueError(f"{len(rows)} rows, one per seed ({n}) expected")
         if name == "loss" and "steps" in info.data and any(len(r) != len(info.data["steps"]) for r in rows):
             raise ValueError(f"a row is not one value per recorded step ({len(info.data['steps'])})")
-        if name == "teacher_fanout_norm" and "teacher_angle_deg" in info.data and [len(r) for r in rows] != [
-                len(r) for r in info.data["teacher_angle_deg"]]:
+        if (
+            name == "teacher_fanout_norm"
+            and "teacher_angle_deg" in info.data
+            and [len(r) for r in rows] != [len(r) for r in info.data["teacher_angle_deg"]]
+        ):
             raise ValueError("not one value per teacher node of teacher_angle_deg")
         return rows
 
 
 # ---------------------------------------------------------------- claims.json, reproduce.json (a reproduce dir)
+
 
 class Claim(Stored):
     """One claim's verdict (paper/claims.py claim())."""
@@ -235,6 +246,7 @@ class Reproduce(Stored):
 
 # ---------------------------------------------------------------- checkpoint.json (a checkpoint dir)
 
+
 class Checkpoint(Stored):
     """checkpoint.json: written last into a checkpoint (store/checkpoint.py); the epoch's upper bound is the config's."""
 
@@ -246,6 +258,7 @@ class Checkpoint(Stored):
 
 
 # ---------------------------------------------------------------- converge.json (in a run dir, after `studentspec converge`)
+
 
 class ConvergeSeed(Stored):
     """One seed's end point: its largest per-sample gradient (a non-finite one as 'inf' / '-inf' / null)."""
@@ -265,8 +278,13 @@ class Converge(Stored):
 
 
 SCHEMAS: dict[str, type[Stored]] = {
-    "summary.json": Summary, "sweep.json": Sweep, "population.json": Population, "claims.json": Claims,
-    "reproduce.json": Reproduce, "checkpoint.json": Checkpoint, "converge.json": Converge,
+    "summary.json": Summary,
+    "sweep.json": Sweep,
+    "population.json": Population,
+    "claims.json": Claims,
+    "reproduce.json": Reproduce,
+    "checkpoint.json": Checkpoint,
+    "converge.json": Converge,
 }
 
 _REPR = reprlib.Repr()  # a bounded repr: a huge value is never rendered whole
@@ -317,7 +335,9 @@ def validate(model: type[Stored], data: Any, file: str | Path) -> Stored:
         paths = [_field(e["loc"], data) for e in errors]
         # within the first error's field, the deepest: a list of the wrong items says which item, not "not a number"
         where = max((p for p in paths if p == paths[0] or p.startswith(paths[0] + ".")), key=lambda p: p.count("."))
-        raise StoreError(f"{file}: field {where}: {problem([e for e, p in zip(errors, paths) if p == where])}") from None
+        raise StoreError(
+            f"{file}: field {where}: {problem([e for e, p in zip(errors, paths) if p == where])}"
+        ) from None
 
 
 def check(path: str | Path, data: Any) -> Any:

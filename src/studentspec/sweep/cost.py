@@ -65,15 +65,25 @@ def calibrate(cfg: Config, steps: int = 200) -> tuple[float, float, float]:
     spans = []
     for c in (one, two):
         stamps: list[float] = []
-        pipelines.train(c, progress=False, on_eval=lambda _, stamps=stamps: stamps.append(time.perf_counter()), setup=setup)
+        pipelines.train(
+            c, progress=False, on_eval=lambda _, stamps=stamps: stamps.append(time.perf_counter()), setup=setup
+        )
         spans.append(stamps[-1] - stamps[0])
     t_step = max(spans[1] - spans[0], 0.0) / steps
     t_eval = max(spans[0] - steps * t_step, 0.0)
     return t_build, t_eval, t_step
 
 
-def estimate(config: str | None, overrides: list[list[str]], seeds: list[list[int]], *, workers: int, threads: int,
-             tasks: int | None = None, configs: list[Config] | None = None) -> dict[str, float]:
+def estimate(
+    config: str | None,
+    overrides: list[list[str]],
+    seeds: list[list[int]],
+    *,
+    workers: int,
+    threads: int,
+    tasks: int | None = None,
+    configs: list[Config] | None = None,
+) -> dict[str, float]:
     """Seed-steps, GFLOP and projected wall time of jobs (overrides and seeds per job) on `workers` workers.
 
     `tasks`: how many tasks the jobs run as (packed jobs share one; default one per job): the work is spread over
@@ -95,8 +105,19 @@ def estimate(config: str | None, overrides: list[list[str]], seeds: list[list[in
     finally:
         torch.set_num_threads(previous)
     ref = costs[0]
-    seconds = sum(t_build + c.evals * t_eval * c.eval_flops / ref.eval_flops + c.seed_steps / len(s) * t_step * c.step_flops / ref.step_flops
-                  for c, s in zip(costs, seeds))
+    seconds = sum(
+        t_build
+        + c.evals * t_eval * c.eval_flops / ref.eval_flops
+        + c.seed_steps / len(s) * t_step * c.step_flops / ref.step_flops
+        for c, s in zip(costs, seeds)
+    )
     gflop = sum(c.seed_steps / len(s) * c.step_flops + c.evals * c.eval_flops for c, s in zip(costs, seeds)) / 1e9
-    return {"jobs": len(costs), "seed_steps": sum(c.seed_steps for c in costs), "gflop": gflop,
-            "seconds": seconds / max(1, min(workers, tasks or len(costs))), "t_step": t_step, "t_eval": t_eval, "t_build": t_build}
+    return {
+        "jobs": len(costs),
+        "seed_steps": sum(c.seed_steps for c in costs),
+        "gflop": gflop,
+        "seconds": seconds / max(1, min(workers, tasks or len(costs))),
+        "t_step": t_step,
+        "t_eval": t_eval,
+        "t_build": t_build,
+    }

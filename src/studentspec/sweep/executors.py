@@ -19,8 +19,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,13 +152,17 @@ def _stop(pool: cf.ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _pool(queue: list[Task], workers: int, fn: Callable[[Task], str]) -> Generator[tuple[Task, str | None], None, list[Task]]:
+def _pool(
+    queue: list[Task], workers: int, fn: Callable[[Task], str]
+) -> Generator[tuple[Task, str | None], None, list[Task]]:
     """Run the tasks of `queue` (consumed) in one pool, at most `workers` in flight; yield (task, error) as they finish.
 
     Returns the tasks in flight when a worker died (the pool is then broken), else [].
     """
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+    with cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         running: dict[cf.Future[str], Task] = {}
         try:
             while queue or running:
@@ -223,12 +227,18 @@ def preflight(executor: str, address: str | None, slurm_options: dict[str, Any])
         try:
             import submitit as _  # noqa: F401,F811
         except ImportError:
-            raise ConfigError("--executor slurm: submitit is not installed (pip install 'studentspec[slurm]')") from None
+            raise ConfigError(
+                "--executor slurm: submitit is not installed (pip install 'studentspec[slurm]')"
+            ) from None
         cluster = slurm_options.get("cluster", "slurm")
         if cluster not in ("slurm", "local"):
             raise ConfigError(f"--slurm cluster: must be 'slurm' or 'local', got {cluster!r}")
-        if cluster == "slurm" and not any((Path(p) / "sbatch").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
-            raise ConfigError("--executor slurm: sbatch not found on PATH (pass --slurm cluster=local to run through submitit locally)")
+        if cluster == "slurm" and not any(
+            (Path(p) / "sbatch").exists() for p in os.environ.get("PATH", "").split(os.pathsep)
+        ):
+            raise ConfigError(
+                "--executor slurm: sbatch not found on PATH (pass --slurm cluster=local to run through submitit locally)"
+            )
         with tempfile.TemporaryDirectory(prefix="studentspec-submitit-") as folder:
             _slurm_executor(Path(folder), slurm_options, 1)  # validates the parameters
 
@@ -260,8 +270,12 @@ def ray(tasks: list[Task], address: str | None, workers: int) -> Iterator[tuple[
         except (ConnectionError, RuntimeError) as err:  # e.g. not a Ray head, or an authentication mismatch
             raise ConfigError(f"--address: could not join the Ray cluster at {address} ({_error(err)})") from None
     else:
-        ray_lib.init(num_cpus=workers * max(t.threads for t in tasks) if tasks else 1, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+        ray_lib.init(
+            num_cpus=workers * max(t.threads for t in tasks) if tasks else 1,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     try:
         remote = ray_lib.remote(run_job)
         refs = {remote.options(num_cpus=t.threads, num_gpus=t.gpus).remote(t): t for t in tasks}

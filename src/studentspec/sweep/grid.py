@@ -29,11 +29,11 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from . import executors
 from .. import pipelines
 from ..config import Config, ConfigError, clip, config_maker, parse_yaml, quote, read_mapping
 from ..store import StoreError, check_resumable, claim_resumable, load_run, read_json, remove_leftovers, write_json
 from ..store.record import COLUMNS, check_columns
+from . import executors
 
 MANIFEST = "sweep.json"
 LOCK = ".sweep.lock"
@@ -86,7 +86,9 @@ def _raw(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=1 << 20).removesuffix("\n...\n").strip()
 
 
-def yaml_section(config: str | None, tree: dict[str, Any] | None = None) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+def yaml_section(
+    config: str | None, tree: dict[str, Any] | None = None
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """The config file's optional `sweep:` section: {grid: {key: [values]}, zip: {key: [values], ...}} (from its
     mapping `tree` when given: the file is read once)."""
     if tree is None and (config is None or not Path(config).is_file()):
@@ -117,8 +119,16 @@ def _size(grid: dict[str, list[str]], zipped: dict[str, list[str]]) -> int:
     return math.prod(len(v) for v in grid.values()) * (min(len(v) for v in zipped.values()) if zipped else 1)
 
 
-def expand(config: str | None, grid: dict[str, list[str]], ensemble_size: int | None, zipped: dict[str, list[str]] | None = None,
-           *, configs: dict[str, Config] | None = None, tree: dict[str, Any] | None = None, progress: bool = False) -> list[Job]:
+def expand(
+    config: str | None,
+    grid: dict[str, list[str]],
+    ensemble_size: int | None,
+    zipped: dict[str, list[str]] | None = None,
+    *,
+    configs: dict[str, Config] | None = None,
+    tree: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> list[Job]:
     """Every job of the grid, each validated (a bad key or value raises ConfigError before anything runs).
 
     The config file is read once (or its mapping `tree` is used) and each point validated once; `configs`, when given,
@@ -127,10 +137,14 @@ def expand(config: str | None, grid: dict[str, list[str]], ensemble_size: int | 
     """
     zipped = zipped or {}
     if (n := _size(grid, zipped)) > MAX_JOBS:  # before making a single point
-        raise ConfigError(f"sweep: the grid has {n} points, more than the {MAX_JOBS} jobs a sweep may have (split it into several sweeps)")
+        raise ConfigError(
+            f"sweep: the grid has {n} points, more than the {MAX_JOBS} jobs a sweep may have (split it into several sweeps)"
+        )
     make = config_maker(config, None if tree is None else {k: v for k, v in tree.items() if k != "sweep"})
     jobs: list[Job] = []
-    with tqdm(total=n, disable=not progress, delay=1.0, desc="validating the grid", unit="point", file=sys.stderr, leave=False) as bar:
+    with tqdm(
+        total=n, disable=not progress, delay=1.0, desc="validating the grid", unit="point", file=sys.stderr, leave=False
+    ) as bar:
         for point in _points(grid, zipped):
             overrides = [f"{k}={v}" for k, v in point.items()]
             cfg = make(overrides)
@@ -141,9 +155,13 @@ def expand(config: str | None, grid: dict[str, list[str]], ensemble_size: int | 
                 job_cfg = cfg if len(seeds) == len(cfg.seeds) else cfg.model_copy(update={"seeds": seeds})
                 p.check_memory(job_cfg)  # a job that cannot fit fails the sweep up front
                 key = json.dumps({"point": point, "seeds": seeds}, sort_keys=True)
-                jobs.append(Job(f"{len(jobs):04d}-{hashlib.sha1(key.encode()).hexdigest()[:8]}", overrides, point, seeds))
+                jobs.append(
+                    Job(f"{len(jobs):04d}-{hashlib.sha1(key.encode()).hexdigest()[:8]}", overrides, point, seeds)
+                )
                 if len(jobs) > MAX_JOBS:
-                    raise ConfigError(f"sweep: more than {MAX_JOBS} jobs (use fewer seeds per point, a larger --ensemble-size, or several sweeps)")
+                    raise ConfigError(
+                        f"sweep: more than {MAX_JOBS} jobs (use fewer seeds per point, a larger --ensemble-size, or several sweeps)"
+                    )
                 if configs is not None:
                     configs[jobs[-1].id] = job_cfg
             bar.update()
@@ -164,12 +182,21 @@ def _configs(config: str | None, jobs: list[Job], configs: dict[str, Config] | N
 
 def _manifest(out: Path, config: str | None, grid: dict[str, list[str]], jobs: list[Job]) -> None:
     """Write the manifest, or check that an existing one describes the same sweep."""
-    info = {"config": config, "config_text": Path(config).read_text() if config else "", "grid": grid, "jobs": [asdict(j) for j in jobs]}  # grid: command line + file grid; zip is in config_text
+    info = {
+        "config": config,
+        "config_text": Path(config).read_text() if config else "",
+        "grid": grid,
+        "jobs": [asdict(j) for j in jobs],
+    }  # grid: command line + file grid; zip is in config_text
     path = out / MANIFEST
     if path.exists():
         old = read_json(path)
-        if {k: old.get(k) for k in info if k != "config"} != {k: v for k, v in info.items() if k != "config"}:  # any path to the same config
-            raise StoreError(f"{path}: this directory holds another sweep (different config or grid); choose another --out")
+        if {k: old.get(k) for k in info if k != "config"} != {
+            k: v for k, v in info.items() if k != "config"
+        }:  # any path to the same config
+            raise StoreError(
+                f"{path}: this directory holds another sweep (different config or grid); choose another --out"
+            )
         return
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, info)
@@ -187,7 +214,9 @@ AUTO_PACK_SEEDS = 256
 AUTO_PACK_BYTES = 2**30
 
 
-def pack_jobs(config: str | None, jobs: list[Job], pack: int | None = None, configs: dict[str, Config] | None = None) -> list[list[Job]]:
+def pack_jobs(
+    config: str | None, jobs: list[Job], pack: int | None = None, configs: dict[str, Config] | None = None
+) -> list[list[Job]]:
     """Group jobs into tasks (manifest order kept): jobs whose configs have one pipelines.pack_key train together,
     at most `pack` seeds per task (None: auto, see AUTO_PACK_SEEDS / AUTO_PACK_BYTES; 0 or 1: no packing).
     `configs`: the jobs' Configs by id (expand's), else validated here."""
@@ -223,7 +252,9 @@ def pack_jobs(config: str | None, jobs: list[Job], pack: int | None = None, conf
     return groups
 
 
-def longest_first(config: str | None, groups: list[list[Job]], configs: dict[str, Config] | None = None) -> list[list[Job]]:
+def longest_first(
+    config: str | None, groups: list[list[Job]], configs: dict[str, Config] | None = None
+) -> list[list[Job]]:
     """Tasks in decreasing order of their FLOP count (cost.job_cost; a pipeline it does not model first), so
     the workers finish together: a large pack started last kept one worker busy alone (measured: 117-122 s
     against 83-90 s unpacked on bench_sweep's grid). `configs`: the jobs' Configs by id (expand's), else validated here."""
@@ -247,10 +278,15 @@ def longest_first(config: str | None, groups: list[list[Job]], configs: dict[str
 def pack_table(groups: list[list[Job]]) -> str:
     """The packing for --dry-run: which jobs train together, seeds per task."""
     sizes = sorted({len(g) for g in groups}, reverse=True)
-    head = (f"packing: {sum(len(g) for g in groups)} jobs in {len(groups)} tasks "
-            f"({', '.join(f'{sum(len(g) == k for g in groups)} x {k} job(s)' for k in sizes)})")
-    lines = [head] + [f"  task {i + 1:<4} {sum(len(j.seeds) for j in g):>4} seeds: {' '.join(j.id for j in g)}"
-                      for i, g in enumerate(groups) if len(g) > 1]
+    head = (
+        f"packing: {sum(len(g) for g in groups)} jobs in {len(groups)} tasks "
+        f"({', '.join(f'{sum(len(g) == k for g in groups)} x {k} job(s)' for k in sizes)})"
+    )
+    lines = [head] + [
+        f"  task {i + 1:<4} {sum(len(j.seeds) for j in g):>4} seeds: {' '.join(j.id for j in g)}"
+        for i, g in enumerate(groups)
+        if len(g) > 1
+    ]
     return "\n".join(lines)
 
 
@@ -285,7 +321,11 @@ class SweepOptions:
     def __post_init__(self) -> None:
         if self.executor not in executors.EXECUTORS:
             raise ConfigError(f"--executor: must be one of {executors.EXECUTORS}, got {quote(self.executor)}")
-        if self.threads < 1 or (self.workers is not None and self.workers < 1) or (self.gpus_per_job is not None and self.gpus_per_job < 0):
+        if (
+            self.threads < 1
+            or (self.workers is not None and self.workers < 1)
+            or (self.gpus_per_job is not None and self.gpus_per_job < 0)
+        ):
             raise ConfigError("--threads and --workers must be >= 1, --gpus-per-job >= 0")
         if self.ensemble_size is not None and self.ensemble_size < 1:
             raise ConfigError(f"--ensemble-size: must be >= 1, got {self.ensemble_size}")
@@ -293,7 +333,9 @@ class SweepOptions:
             raise ConfigError(f"--pack: must be auto or a number of seeds >= 0, got {self.pack}")
 
 
-def run_sweep(config: str | None, items: list[str], out: str | Path, options: SweepOptions | None = None) -> dict[str, Any]:
+def run_sweep(
+    config: str | None, items: list[str], out: str | Path, options: SweepOptions | None = None
+) -> dict[str, Any]:
     """Run every unfinished job of a sweep as `options` say (None: SweepOptions()).
 
     Returns {'jobs': [...], 'done': [...], 'skipped': [...], 'failed': {id: error}, 'wall_time': s, 'packs': [[job ids]]}
@@ -309,10 +351,17 @@ def run_sweep(config: str | None, items: list[str], out: str | Path, options: Sw
     configs: dict[str, Config] = {}
     jobs = expand(config, grid, options.ensemble_size, zipped, configs=configs, tree=tree, progress=options.progress)
     if len(jobs) > WARN_JOBS:
-        print(f"studentspec: warning: this sweep has {len(jobs)} jobs (over {WARN_JOBS}); each is a process and a run dir: "
-              "fewer, larger ones (more seeds per job with --ensemble-size, or --pack auto) run faster", file=sys.stderr)
+        print(
+            f"studentspec: warning: this sweep has {len(jobs)} jobs (over {WARN_JOBS}); each is a process and a run dir: "
+            "fewer, larger ones (more seeds per job with --ensemble-size, or --pack auto) run faster",
+            file=sys.stderr,
+        )
     if options.dry_run:
-        return {"jobs": jobs, "packs": pack_jobs(config, jobs, options.pack, configs), "configs": [configs[j.id] for j in jobs]}
+        return {
+            "jobs": jobs,
+            "packs": pack_jobs(config, jobs, options.pack, configs),
+            "configs": [configs[j.id] for j in jobs],
+        }
     executors.preflight(options.executor, options.address, options.slurm or {})  # before anything is written
     check_resumable(out, MANIFEST, "sweep")
     claim_resumable(out, "sweep")  # created and marked first: studentspec's own from the first instant
@@ -331,7 +380,9 @@ def _lock(out: Path) -> Iterator[None]:
         lock.acquire()
     except filelock.Timeout:
         who = holder.read_text().strip() if holder.is_file() else "another process"
-        raise StoreError(f"{out}: another sweep is running into this directory ({who}); wait for it or choose another --out") from None
+        raise StoreError(
+            f"{out}: another sweep is running into this directory ({who}); wait for it or choose another --out"
+        ) from None
     try:
         holder.write_text(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
         yield
@@ -340,8 +391,16 @@ def _lock(out: Path) -> Iterator[None]:
         lock.release()
 
 
-def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: list[Job], *, options: SweepOptions, workers: int,
-             configs: dict[str, Config] | None = None) -> dict[str, Any]:
+def _execute(
+    out: Path,
+    config: str | None,
+    grid: dict[str, list[str]],
+    jobs: list[Job],
+    *,
+    options: SweepOptions,
+    workers: int,
+    configs: dict[str, Config] | None = None,
+) -> dict[str, Any]:
     """run_sweep's part under the lock: manifest, stale staging dirs, then the unfinished jobs, packed into tasks
     (`workers`: resolved from options; `configs`: every job's Config by id, from expand)."""
     _manifest(out, config, grid, jobs)
@@ -352,9 +411,21 @@ def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: li
     tasks = []
     for group in groups:
         j = group[0]
-        members = tuple(executors.Member(m.id, tuple(m.overrides), tuple(m.seeds), str(out / "jobs" / m.id)) for m in group)
-        tasks.append(executors.Task(j.id, config, tuple(j.overrides), tuple(j.seeds), str(out / "jobs" / j.id), options.threads,
-                                    _gpus(config, j, options.gpus_per_job, configs), members if len(group) > 1 else ()))
+        members = tuple(
+            executors.Member(m.id, tuple(m.overrides), tuple(m.seeds), str(out / "jobs" / m.id)) for m in group
+        )
+        tasks.append(
+            executors.Task(
+                j.id,
+                config,
+                tuple(j.overrides),
+                tuple(j.seeds),
+                str(out / "jobs" / j.id),
+                options.threads,
+                _gpus(config, j, options.gpus_per_job, configs),
+                members if len(group) > 1 else (),
+            )
+        )
     if options.executor == "local":
         finished = executors.local(tasks, workers)
     elif options.executor == "ray":
@@ -363,11 +434,20 @@ def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: li
         finished = executors.slurm(tasks, out / "slurm", options.slurm or {}, workers)
     by_id = {j.id: j for j in jobs}
     unfinished = {j.id for j in todo}  # a set: `j not in todo` compared every pair of 100,000 jobs
-    result: dict[str, Any] = {"jobs": jobs, "done": [], "skipped": [j.id for j in jobs if j.id not in unfinished], "failed": {},
-                              "packs": [[j.id for j in g] for g in groups]}
+    result: dict[str, Any] = {
+        "jobs": jobs,
+        "done": [],
+        "skipped": [j.id for j in jobs if j.id not in unfinished],
+        "failed": {},
+        "packs": [[j.id for j in g] for g in groups],
+    }
     start = time.perf_counter()
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not options.progress, unit="job", dynamic_ncols=True)
-    with closing(finished) if hasattr(finished, "close") else nullcontext():  # Ctrl-C here stops the workers now, not at collection
+    bar = tqdm(
+        total=len(jobs), initial=len(jobs) - len(todo), disable=not options.progress, unit="job", dynamic_ncols=True
+    )
+    with (
+        closing(finished) if hasattr(finished, "close") else nullcontext()
+    ):  # Ctrl-C here stops the workers now, not at collection
         for task, error in finished:
             for member in task.members:
                 # a failed pack may have written some members before it failed: those are finished
@@ -376,7 +456,9 @@ def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: li
                 else:  # a failing job is reported; the others go on
                     result["failed"][member.job_id] = error
                     job = by_id[member.job_id]
-                    tqdm.write(f"job {job.id} failed ({' '.join(job.overrides) or 'base config'}, seeds {job.seeds}): {error}")
+                    tqdm.write(
+                        f"job {job.id} failed ({' '.join(job.overrides) or 'base config'}, seeds {job.seeds}): {error}"
+                    )
                 bar.update(1)
             bar.set_postfix(failed=len(result["failed"]), refresh=False)
     bar.close()
@@ -387,10 +469,16 @@ def _execute(out: Path, config: str | None, grid: dict[str, list[str]], jobs: li
 def summary_table(result: dict[str, Any]) -> str:
     """The short table printed after a sweep: jobs and seeds per state, wall time."""
     jobs = {j.id: j for j in result["jobs"]}
-    rows = [("finished now", result["done"]), ("already finished", result["skipped"]), ("failed", list(result["failed"]))]
+    rows = [
+        ("finished now", result["done"]),
+        ("already finished", result["skipped"]),
+        ("failed", list(result["failed"])),
+    ]
     lines = [f"{'state':<18} {'jobs':>6} {'seeds':>7}"]
     lines += [f"{name:<18} {len(ids):>6} {sum(len(jobs[i].seeds) for i in ids):>7}" for name, ids in rows]
-    lines.append(f"{'total':<18} {len(jobs):>6} {sum(len(j.seeds) for j in jobs.values()):>7}   wall time {result['wall_time']:.1f} s")
+    lines.append(
+        f"{'total':<18} {len(jobs):>6} {sum(len(j.seeds) for j in jobs.values()):>7}   wall time {result['wall_time']:.1f} s"
+    )
     return "\n".join(lines)
 
 
@@ -437,7 +525,11 @@ def _finished_jobs(path: Path) -> list[tuple[dict[str, Any], Path]]:
     for link in (path / "jobs", *(path / "jobs" / job["id"] for job in manifest["jobs"])):
         if link.is_symlink():  # studentspec writes job dirs in place: a link leads out of the sweep
             raise StoreError(f"{link}: a link, not a job dir studentspec wrote; a sweep reads only its own dirs")
-    return [(job, path / "jobs" / job["id"]) for job in manifest["jobs"] if (path / "jobs" / job["id"] / "summary.json").is_file()]
+    return [
+        (job, path / "jobs" / job["id"])
+        for job in manifest["jobs"]
+        if (path / "jobs" / job["id"] / "summary.json").is_file()
+    ]
 
 
 def query(path: str | Path, sql: str) -> pd.DataFrame:
@@ -483,4 +575,3 @@ def job_table(jobs: list[Job]) -> str:
     lines = [f"{'job':<14} {'seeds':<20} point"]
     lines += [f"{j.id:<14} {str(j.seeds):<20} {' '.join(j.overrides)}" for j in jobs]
     return "\n".join(lines)
-

@@ -58,24 +58,26 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ..config import Config, ConfigError
 from ..ensemble import activations
+from ..ensemble.atomic import write_all
+from ..ensemble.losses import per_seed_loss
+from ..mlp.data import label
+from ..mlp.nets import Net
+from ..mlp.train import build
+from ..store import StoreError, check_files, claim_files, load_run, strict_json
 from . import hessian as hess
 from . import lemma
-from ..config import Config, ConfigError
-from ..mlp.data import label
-from ..ensemble.losses import per_seed_loss
-from ..ensemble.atomic import write_all
-from ..mlp.nets import Net
-from ..store import StoreError, check_files, claim_files, load_run, strict_json
-from ..mlp.train import build
 
 PIPELINES = ("mlp",)  # converge continues MLP runs (the theorem's setting); conv runs are refused (exit 2)
 
 METHODS = ("auto", "lbfgs", "newton")  # auto: newton up to NEWTON_MAX_PARAMS parameters per seed, else lbfgs
 DEFAULT_MAX_ITER = {"lbfgs": 20000, "newton": 300}  # LBFGS iterations / Newton steps per seed
 NEWTON_MAX_PARAMS = 4000  # a dense P x P Hessian is built and eigendecomposed every Newton step
-OBJECTIVES = {"half_sse": "J = 1/2 mean_x ||f*(x) - f(x)||^2 (sum over outputs, mean over training samples): train.loss=half_sse",
-              "mse": "(2/C) J = mean over training samples and outputs of (f*(x) - f(x))^2: train.loss=mse"}
+OBJECTIVES = {
+    "half_sse": "J = 1/2 mean_x ||f*(x) - f(x)||^2 (sum over outputs, mean over training samples): train.loss=half_sse",
+    "mse": "(2/C) J = mean over training samples and outputs of (f*(x) - f(x))^2: train.loss=mse",
+}
 
 
 @dataclass(frozen=True)
@@ -184,10 +186,14 @@ class ConvergeResult:
         def col(f: Any, dtype: Any) -> np.ndarray:
             return np.concatenate([np.asarray(f(s, h), dtype=dtype) for s, h in pairs] + [np.zeros(0, dtype)])
 
-        return pd.DataFrame({"seed": col(lambda s, h: np.full(len(h.eigenvalues), s.seed), np.int64),
-                             "index": col(lambda s, h: h.index, np.int64),
-                             "eigenvalue": col(lambda s, h: h.eigenvalues, np.float64),
-                             "method": col(lambda s, h: np.full(len(h.eigenvalues), h.method, dtype=object), object)})
+        return pd.DataFrame(
+            {
+                "seed": col(lambda s, h: np.full(len(h.eigenvalues), s.seed), np.int64),
+                "index": col(lambda s, h: h.index, np.int64),
+                "eigenvalue": col(lambda s, h: h.eigenvalues, np.float64),
+                "method": col(lambda s, h: np.full(len(h.eigenvalues), h.method, dtype=object), object),
+            }
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary: settings, per-seed convergence and conclusions."""
@@ -206,10 +212,15 @@ class ConvergeResult:
             "all_conclusions_hold": all(v is not False for s in self.per_seed for v in s.conclusions.values()),
             "wall_time_s": round(self.wall_time, 3),
             "notes": list(self.notes),
-            "hessian": {"objective": "the Hessian of the loss above on the full training set, at the end point, within its ReLU gate pattern",
-                        "exact_max": self.hessian_exact_max, "k": self.hessian_k, "tol_rel": self.hessian_tol_rel,
-                        "near_zero": "|lambda| <= tol_rel * max|lambda| (zero_tol)", "negative": "lambda < -zero_tol",
-                        "lanczos": "the k smallest and k largest eigenvalues; its counts are over those 2k only (lower bounds)"},
+            "hessian": {
+                "objective": "the Hessian of the loss above on the full training set, at the end point, within its ReLU gate pattern",
+                "exact_max": self.hessian_exact_max,
+                "k": self.hessian_k,
+                "tol_rel": self.hessian_tol_rel,
+                "near_zero": "|lambda| <= tol_rel * max|lambda| (zero_tol)",
+                "negative": "lambda < -zero_tol",
+                "lanczos": "the k smallest and k largest eigenvalues; its counts are over those 2k only (lower bounds)",
+            },
             "per_seed": {str(s.seed): _jsonable(asdict(s)) for s in self.per_seed},
         }
 
@@ -271,8 +282,16 @@ def _lbfgs(p: _Problem, theta: Tensor, tol: float, max_iter: int, check_every: i
             break
         param = theta.clone().requires_grad_(True)
         chunk = min(check_every, max_iter - it)
-        opt = torch.optim.LBFGS([param], lr=1.0, max_iter=chunk, max_eval=2 * chunk + 10, history_size=50,
-                                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            [param],
+            lr=1.0,
+            max_iter=chunk,
+            max_eval=2 * chunk + 10,
+            history_size=50,
+            tolerance_grad=0.0,
+            tolerance_change=0.0,
+            line_search_fn="strong_wolfe",
+        )
 
         def closure() -> Tensor:
             opt.zero_grad()
@@ -344,10 +363,16 @@ def _newton(p: _Problem, theta: Tensor, tol: float, max_iter: int) -> tuple[Tens
 
 
 @torch.no_grad()
-def _tables(teacher: Net, student: Net, x: Tensor, seeds: list[int],
-            options: ConvergeOptions) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+def _tables(
+    teacher: Net, student: Net, x: Tensor, seeds: list[int], options: ConvergeOptions
+) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
     """Teacher and student tables of the lowest layer plus each seed's conclusions."""
-    angle_tol, fanout_tol, fanout_rtol, flat_rtol = options.angle_tol, options.fanout_tol, options.fanout_rtol, options.flat_rtol
+    angle_tol, fanout_tol, fanout_rtol, flat_rtol = (
+        options.angle_tol,
+        options.fanout_tol,
+        options.fanout_rtol,
+        options.flat_rtol,
+    )
     ang = lemma.alignment(teacher, student, layer=1)  # [S, m, n]
     zt, fs = teacher.trace(x).pre[0], student.trace(x)
     zs, hs = fs.pre[0], fs.hidden[0]
@@ -373,20 +398,54 @@ def _tables(teacher: Net, student: Net, x: Tensor, seeds: list[int],
         loose = ~aligned & ~s_dead[s] & ~s_const[s]
         c2 = bool(specialized[checked].all())
         c3 = bool((s_fan[s][loose] < thr).all())
-        concl.append({"conclusion_2": c2, "conclusion_3": c3 if depth == 2 else None, "fanout_threshold": thr,
-                      "n_teachers_checked": int(checked.sum()), "n_aligned": int(aligned.sum()), "n_dead": int(s_dead[s].sum()),
-                      "n_constant": int(s_const[s].sum()), "n_unaligned_checked": int(loose.sum()),
-                      "max_unaligned_fanout": float(s_fan[s][loose].max()) if bool(loose.any()) else 0.0,
-                      "max_teacher_angle_deg": float(t_best[s][checked].max()) if bool(checked.any()) else 0.0})
-        teach.append(pd.DataFrame({
-            "seed": seeds[s], "teacher": np.arange(m), "best_student": t_arg[s].numpy(), "angle_deg": t_best[s].numpy(),
-            "specialized": specialized.numpy(), "n_within_tol": n_close[s].numpy(), "active_frac": t_active[s].numpy(),
-            "fanout_norm": t_fan[s].numpy(), "checked": checked.numpy()}))
-        stud.append(pd.DataFrame({
-            "seed": seeds[s], "student": np.arange(n), "best_teacher": s_arg[s].numpy(), "angle_deg": s_best[s].numpy(),
-            "aligned": aligned.numpy(), "dead": s_dead[s].numpy(), "constant": s_const[s].numpy(),
-            "fanout_norm": s_fan[s].numpy(), "fanin_norm": s_fanin[s].numpy(), "bias": student.biases[0][s].numpy(),
-            "active_frac": s_active[s].numpy(), "output_std": s_std[s].numpy(), "contribution": (s_fan[s] * s_std[s]).numpy()}))
+        concl.append(
+            {
+                "conclusion_2": c2,
+                "conclusion_3": c3 if depth == 2 else None,
+                "fanout_threshold": thr,
+                "n_teachers_checked": int(checked.sum()),
+                "n_aligned": int(aligned.sum()),
+                "n_dead": int(s_dead[s].sum()),
+                "n_constant": int(s_const[s].sum()),
+                "n_unaligned_checked": int(loose.sum()),
+                "max_unaligned_fanout": float(s_fan[s][loose].max()) if bool(loose.any()) else 0.0,
+                "max_teacher_angle_deg": float(t_best[s][checked].max()) if bool(checked.any()) else 0.0,
+            }
+        )
+        teach.append(
+            pd.DataFrame(
+                {
+                    "seed": seeds[s],
+                    "teacher": np.arange(m),
+                    "best_student": t_arg[s].numpy(),
+                    "angle_deg": t_best[s].numpy(),
+                    "specialized": specialized.numpy(),
+                    "n_within_tol": n_close[s].numpy(),
+                    "active_frac": t_active[s].numpy(),
+                    "fanout_norm": t_fan[s].numpy(),
+                    "checked": checked.numpy(),
+                }
+            )
+        )
+        stud.append(
+            pd.DataFrame(
+                {
+                    "seed": seeds[s],
+                    "student": np.arange(n),
+                    "best_teacher": s_arg[s].numpy(),
+                    "angle_deg": s_best[s].numpy(),
+                    "aligned": aligned.numpy(),
+                    "dead": s_dead[s].numpy(),
+                    "constant": s_const[s].numpy(),
+                    "fanout_norm": s_fan[s].numpy(),
+                    "fanin_norm": s_fanin[s].numpy(),
+                    "bias": student.biases[0][s].numpy(),
+                    "active_frac": s_active[s].numpy(),
+                    "output_std": s_std[s].numpy(),
+                    "contribution": (s_fan[s] * s_std[s]).numpy(),
+                }
+            )
+        )
     return pd.concat(teach, ignore_index=True), pd.concat(stud, ignore_index=True), concl
 
 
@@ -396,12 +455,19 @@ def _check_nets(student: Net, teacher: Net) -> None:
         raise ConfigError("converge supports nets without BatchNorm")
     if len(student.weights) < 2 or len(student.weights) != len(teacher.weights):
         raise ConfigError("converge needs a teacher and student of the same depth with at least one hidden layer")
-    if student.weights[-1].shape[2] != teacher.weights[-1].shape[2] or student.weights[0].shape[1] != teacher.weights[0].shape[1]:
+    if (
+        student.weights[-1].shape[2] != teacher.weights[-1].shape[2]
+        or student.weights[0].shape[1] != teacher.weights[0].shape[1]
+    ):
         raise ConfigError("converge: student and teacher differ in input or output dimension")
     if student.activation != teacher.activation:
-        raise ConfigError(f"converge: student activation {student.activation!r} differs from the teacher's {teacher.activation!r}")
+        raise ConfigError(
+            f"converge: student activation {student.activation!r} differs from the teacher's {teacher.activation!r}"
+        )
     if not activations.get(student.activation).piecewise_linear:
-        raise ConfigError(f"converge: supports piecewise-linear activations (the theorem's setting), not {student.activation!r}")
+        raise ConfigError(
+            f"converge: supports piecewise-linear activations (the theorem's setting), not {student.activation!r}"
+        )
 
 
 def _method(options: ConvergeOptions, n_params: int) -> tuple[str, int]:
@@ -411,18 +477,24 @@ def _method(options: ConvergeOptions, n_params: int) -> tuple[str, int]:
         method = "newton" if n_params <= NEWTON_MAX_PARAMS else "lbfgs"
     max_iter = DEFAULT_MAX_ITER[method] if options.max_iter is None else options.max_iter
     if method == "newton" and n_params > NEWTON_MAX_PARAMS:
-        raise ConfigError(f"method=newton: {n_params} parameters per seed is too many for a dense Hessian (at most {NEWTON_MAX_PARAMS}); use lbfgs")
+        raise ConfigError(
+            f"method=newton: {n_params} parameters per seed is too many for a dense Hessian (at most {NEWTON_MAX_PARAMS}); use lbfgs"
+        )
     return method, max_iter
 
 
-def _problem_data(cfg: Config | None, student: Net, teacher: Net, x: Tensor, y: Tensor | None) -> tuple[Net, Net, Tensor, Tensor, list[int]]:
+def _problem_data(
+    cfg: Config | None, student: Net, teacher: Net, x: Tensor, y: Tensor | None
+) -> tuple[Net, Net, Tensor, Tensor, list[int]]:
     """(teacher, student, x, y, seed labels) as float64 CPU copies, checked against each other."""
     teacher = teacher.to("cpu", torch.float64)
     student64 = student.to("cpu", torch.float64)
     x = x.detach().to("cpu", torch.float64)
     S = student64.n_seeds
     if x.dim() != 3 or x.shape[0] != S or teacher.n_seeds != S or x.shape[2] != student64.weights[0].shape[1]:
-        raise ConfigError(f"converge: x must be [S={S}, N, d={student64.weights[0].shape[1]}] matching both nets, got {list(x.shape)}")
+        raise ConfigError(
+            f"converge: x must be [S={S}, N, d={student64.weights[0].shape[1]}] matching both nets, got {list(x.shape)}"
+        )
     if x.shape[1] == 0:
         raise ConfigError("converge needs a non-empty training set")
     y = label(teacher, x) if y is None else y.detach().to("cpu", torch.float64)
@@ -432,8 +504,9 @@ def _problem_data(cfg: Config | None, student: Net, teacher: Net, x: Tensor, y: 
     return teacher, student64, x, y, seeds
 
 
-def _solve(p: _Problem, theta0: Tensor, method: str, max_iter: int, options: ConvergeOptions,
-           chunk: int) -> tuple[dict[str, Any], Tensor, hess.HessianSpectrum]:
+def _solve(
+    p: _Problem, theta0: Tensor, method: str, max_iter: int, options: ConvergeOptions, chunk: int
+) -> tuple[dict[str, Any], Tensor, hess.HessianSpectrum]:
     """One seed: its run record (SeedConvergence's optimization fields but the seed), end point and Hessian spectrum."""
     tol = options.tol
     g0, l0 = p.grad_max(theta0), float(p.loss(theta0))
@@ -442,26 +515,51 @@ def _solve(p: _Problem, theta0: Tensor, method: str, max_iter: int, options: Con
     else:
         theta, its, stop = _newton(p, theta0, tol, max_iter)
     g1 = p.grad_max(theta)
-    run = dict(iterations=its, grad_start=g0, grad_max=g1, loss_start=l0, loss=float(p.loss(theta)),
-               reached=g1 < tol, stop="tol" if g1 < tol else ("max_iter" if stop == "tol" else stop))
-    spectrum = hess.spectrum(p.loss, theta.detach(), exact_max=options.hessian_exact_max, k=options.hessian_k,
-                             tol_rel=options.hessian_tol_rel, chunk_size=chunk)
+    run = dict(
+        iterations=its,
+        grad_start=g0,
+        grad_max=g1,
+        loss_start=l0,
+        loss=float(p.loss(theta)),
+        reached=g1 < tol,
+        stop="tol" if g1 < tol else ("max_iter" if stop == "tol" else stop),
+    )
+    spectrum = hess.spectrum(
+        p.loss,
+        theta.detach(),
+        exact_max=options.hessian_exact_max,
+        k=options.hessian_k,
+        tol_rel=options.hessian_tol_rel,
+        chunk_size=chunk,
+    )
     return run, theta, spectrum
 
 
 def _notes(depth: int) -> list[str]:
     """What the conclusions leave out, for converge.json."""
-    notes = ["conclusion_2 counts only teacher nodes whose boundary crosses the training set and whose fan-out is non-zero (column checked)",
-             "conclusion_3 leaves out dead students (output zero on every training sample) and constant ones (output constant on "
-             "the training set, e.g. zero fan-in weight with a positive bias: an extra output bias): their fan-out changes f by "
-             "at most a constant"]
+    notes = [
+        "conclusion_2 counts only teacher nodes whose boundary crosses the training set and whose fan-out is non-zero (column checked)",
+        "conclusion_3 leaves out dead students (output zero on every training sample) and constant ones (output constant on "
+        "the training set, e.g. zero fan-in weight with a positive bias: an extra output bias): their fan-out changes f by "
+        "at most a constant",
+    ]
     if depth > 2:
-        notes.append("conclusion_3 is claimed for two-layer nets only; it is null here (lowest-layer fan-outs are still in the students table)")
+        notes.append(
+            "conclusion_3 is claimed for two-layer nets only; it is null here (lowest-layer fan-outs are still in the students table)"
+        )
     return notes
 
 
-def converge(cfg: Config | None, student: Net, teacher: Net, x: Tensor, *, y: Tensor | None = None,
-             objective: str | None = None, options: ConvergeOptions | None = None) -> ConvergeResult:
+def converge(
+    cfg: Config | None,
+    student: Net,
+    teacher: Net,
+    x: Tensor,
+    *,
+    y: Tensor | None = None,
+    objective: str | None = None,
+    options: ConvergeOptions | None = None,
+) -> ConvergeResult:
     """Minimize each seed's full-batch loss from `student` until the max per-sample gradient < options.tol.
 
     x [S, N, d] is the fixed training set; y its teacher labels (recomputed from `teacher` in
@@ -489,7 +587,9 @@ def converge(cfg: Config | None, student: Net, teacher: Net, x: Tensor, *, y: Te
     teacher, student64, x, y, seeds = _problem_data(cfg, student, teacher, x, y)
     runs, finals, spectra = [], [], []
     # Hessian columns per vmapped chunk: bounds the exact build's memory to ~CHUNK_ELEMENTS activations
-    chunk = max(1, hess.CHUNK_ELEMENTS // (x.shape[1] * (x.shape[2] + sum(student64.widths) + student64.weights[-1].shape[2])))
+    chunk = max(
+        1, hess.CHUNK_ELEMENTS // (x.shape[1] * (x.shape[2] + sum(student64.widths) + student64.weights[-1].shape[2]))
+    )
     for s in range(student64.n_seeds):
         one = student64.select([s])
         p = _Problem(one, x[s], y[s], objective)
@@ -504,12 +604,27 @@ def converge(cfg: Config | None, student: Net, teacher: Net, x: Tensor, *, y: Te
     for r, c, h in zip(runs, concl, spectra, strict=True):
         conclusions = {"conclusion_2": c.pop("conclusion_2"), "conclusion_3": c.pop("conclusion_3")}
         per_seed.append(SeedConvergence(**r, conclusions=conclusions, **c, hessian=h.summary()))
-    return ConvergeResult(method=method, tol=float(options.tol), max_iter=max_iter, angle_tol=float(options.angle_tol),
-                          fanout_rtol=float(options.fanout_rtol), fanout_tol=options.fanout_tol, flat_rtol=float(options.flat_rtol),
-                          per_seed=per_seed, teachers=teachers, students=students, student=out, depth=len(student64.weights),
-                          wall_time=time.perf_counter() - start, notes=_notes(len(student64.weights)), objective=objective,
-                          spectra=spectra, hessian_exact_max=options.hessian_exact_max, hessian_k=options.hessian_k,
-                          hessian_tol_rel=float(options.hessian_tol_rel))
+    return ConvergeResult(
+        method=method,
+        tol=float(options.tol),
+        max_iter=max_iter,
+        angle_tol=float(options.angle_tol),
+        fanout_rtol=float(options.fanout_rtol),
+        fanout_tol=options.fanout_tol,
+        flat_rtol=float(options.flat_rtol),
+        per_seed=per_seed,
+        teachers=teachers,
+        students=students,
+        student=out,
+        depth=len(student64.weights),
+        wall_time=time.perf_counter() - start,
+        notes=_notes(len(student64.weights)),
+        objective=objective,
+        spectra=spectra,
+        hessian_exact_max=options.hessian_exact_max,
+        hessian_k=options.hessian_k,
+        hessian_tol_rel=float(options.hessian_tol_rel),
+    )
 
 
 # ---------------------------------------------------------------------------- stored runs
@@ -546,7 +661,9 @@ def converge_run(run_dir: str | Path, options: ConvergeOptions | None = None) ->
     if cfg.data.regenerate:
         notes.append("data.regenerate=true: converged on the first epoch's training set")
     if cfg.train.loss not in OBJECTIVES:
-        notes.append(f"the run was trained with train.loss={cfg.train.loss}; converge minimizes J = 1/2 mean_x ||f*(x) - f(x)||^2")
+        notes.append(
+            f"the run was trained with train.loss={cfg.train.loss}; converge minimizes J = 1/2 mean_x ||f*(x) - f(x)||^2"
+        )
     arrays = run.weights()
     depth = len(cfg.teacher.widths) + 1
     stored_teacher = _stored_net(arrays, "teacher", depth, cfg, path)
@@ -554,16 +671,25 @@ def converge_run(run_dir: str | Path, options: ConvergeOptions | None = None) ->
     S = len(cfg.seeds)
     dims = [cfg.input_dim, *cfg.student_widths, cfg.output_dim]
     for l in range(depth):
-        for name, got, want in ((f"student.W{l + 1}", student.weights[l].shape, (S, dims[l], dims[l + 1])),
-                                (f"student.b{l + 1}", student.biases[l].shape, (S, dims[l + 1]))):
+        for name, got, want in (
+            (f"student.W{l + 1}", student.weights[l].shape, (S, dims[l], dims[l + 1])),
+            (f"student.b{l + 1}", student.biases[l].shape, (S, dims[l + 1])),
+        ):
             if tuple(got) != want:
-                raise StoreError(f"{path / 'weights.npz'}: {name} has shape {list(got)}, config.yaml implies {list(want)}")
+                raise StoreError(
+                    f"{path / 'weights.npz'}: {name} has shape {list(got)}, config.yaml implies {list(want)}"
+                )
     setup = build(cfg)
     teacher = setup.teacher
     for l in range(depth):
-        for name, a, b in ((f"W{l + 1}", stored_teacher.weights[l], teacher.weights[l]), (f"b{l + 1}", stored_teacher.biases[l], teacher.biases[l])):
+        for name, a, b in (
+            (f"W{l + 1}", stored_teacher.weights[l], teacher.weights[l]),
+            (f"b{l + 1}", stored_teacher.biases[l], teacher.biases[l]),
+        ):
             if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-12, atol=1e-12):
-                raise StoreError(f"{path / 'weights.npz'}: teacher.{name} differs from the teacher rebuilt from config.yaml")
+                raise StoreError(
+                    f"{path / 'weights.npz'}: teacher.{name} differs from the teacher rebuilt from config.yaml"
+                )
     x = setup.stream.x_train.to("cpu", torch.float64)
     per_seed = run.summary.get("per_seed", {})
     diverged = [s for s in cfg.seeds if (per_seed.get(str(s)) or {}).get("diverged_at_step") is not None]
@@ -579,10 +705,12 @@ def converge_run(run_dir: str | Path, options: ConvergeOptions | None = None) ->
     teachers, students = result.to_frames()
     spectrum = result.hessian_frame()
     info = result.to_json() | {"run": str(path), "n_train": int(x.shape[1]), "seeds": list(cfg.seeds)}
-    files = {"converge_teachers.parquet": lambda p: teachers.to_parquet(p, index=False),
-             "converge_students.parquet": lambda p: students.to_parquet(p, index=False),
-             "converge_hessian.parquet": lambda p: spectrum.to_parquet(p, index=False),
-             "converge.json": lambda p: p.write_text(json.dumps(strict_json(info), indent=1, allow_nan=False))}
+    files = {
+        "converge_teachers.parquet": lambda p: teachers.to_parquet(p, index=False),
+        "converge_students.parquet": lambda p: students.to_parquet(p, index=False),
+        "converge_hessian.parquet": lambda p: spectrum.to_parquet(p, index=False),
+        "converge.json": lambda p: p.write_text(json.dumps(strict_json(info), indent=1, allow_nan=False)),
+    }
     claim_files(path, files)  # recorded in the run dir's marker before they are written
     write_all(path, files)
     return result

@@ -76,12 +76,19 @@ class HessianSpectrum:
         have = len(lam) > 0
         # lanczos: the bottom (top) end alone says the min (max); an end where nothing converged says nothing
         low, top = lam[self.index < self.n_params / 2], lam[self.index >= self.n_params / 2]
-        return {"n_params": self.n_params, "method": self.method, "n_eigenvalues": int(len(lam)),
-                "min_eigenvalue": float(low.min()) if len(low) else None, "max_eigenvalue": float(top.max()) if len(top) else None,
-                "zero_tol": tol if have else None,
-                "n_near_zero": int((np.abs(lam) <= tol).sum()) if have else None,
-                "n_negative": int((lam < -tol).sum()) if have else None,
-                "converged": self.converged, "wall_time_s": round(self.wall_time, 3), "note": self.note}
+        return {
+            "n_params": self.n_params,
+            "method": self.method,
+            "n_eigenvalues": int(len(lam)),
+            "min_eigenvalue": float(low.min()) if len(low) else None,
+            "max_eigenvalue": float(top.max()) if len(top) else None,
+            "zero_tol": tol if have else None,
+            "n_near_zero": int((np.abs(lam) <= tol).sum()) if have else None,
+            "n_negative": int((lam < -tol).sum()) if have else None,
+            "converged": self.converged,
+            "wall_time_s": round(self.wall_time, 3),
+            "note": self.note,
+        }
 
 
 def check_args(exact_max: int, k: int, tol_rel: float) -> None:
@@ -126,8 +133,18 @@ def _lanczos(matvec: Callable[[np.ndarray], np.ndarray], P: int, k: int) -> tupl
         try:
             # maxiter counts restarts of about ncv - k products each: the bottom end of a big net converges slowly
             # (clusters near 0 that are 1e-5 of the spectrum's width apart), so each end gets a product budget
-            return np.sort(eigsh(op, k=k, which="LA", v0=v0, ncv=ncv, tol=1e-10, maxiter=max(1, LANCZOS_MAX_PRODUCTS // (ncv - k)),
-                                 return_eigenvectors=False))
+            return np.sort(
+                eigsh(
+                    op,
+                    k=k,
+                    which="LA",
+                    v0=v0,
+                    ncv=ncv,
+                    tol=1e-10,
+                    maxiter=max(1, LANCZOS_MAX_PRODUCTS // (ncv - k)),
+                    return_eigenvectors=False,
+                )
+            )
         except ArpackNoConvergence as err:  # keep what converged
             converged = False
             return np.sort(np.asarray(err.eigenvalues, dtype=np.float64))
@@ -135,15 +152,24 @@ def _lanczos(matvec: Callable[[np.ndarray], np.ndarray], P: int, k: int) -> tupl
     top = extremes(LinearOperator((P, P), matvec=matvec, dtype=np.float64))
     shift = float(np.abs(top).max()) if len(top) else 1.0
     # largest of (s I - H) = s - smallest of H: ARPACK's relative tolerance now refers to the spectrum's scale
-    low = shift - extremes(LinearOperator((P, P), matvec=lambda v: shift * np.asarray(v).reshape(-1) - matvec(v), dtype=np.float64))
+    low = shift - extremes(
+        LinearOperator((P, P), matvec=lambda v: shift * np.asarray(v).reshape(-1) - matvec(v), dtype=np.float64)
+    )
     low = np.sort(low)
     lam = np.concatenate([low, top])
     index = np.concatenate([np.arange(len(low)), np.arange(P - len(top), P)])
     return lam, index, converged
 
 
-def spectrum(loss: Callable[[Tensor], Tensor], theta: Tensor, *, exact_max: int = EXACT_MAX, k: int = LANCZOS_K,
-             tol_rel: float = TOL_REL, chunk_size: int | None = None) -> HessianSpectrum:
+def spectrum(
+    loss: Callable[[Tensor], Tensor],
+    theta: Tensor,
+    *,
+    exact_max: int = EXACT_MAX,
+    k: int = LANCZOS_K,
+    tol_rel: float = TOL_REL,
+    chunk_size: int | None = None,
+) -> HessianSpectrum:
     """Hessian eigenvalues of loss at theta: all of them (P <= exact_max) or the k extremes at each end by Lanczos.
 
     A non-finite loss or Hessian gives method "skipped" with no eigenvalues. `chunk_size`:
@@ -156,18 +182,42 @@ def spectrum(loss: Callable[[Tensor], Tensor], theta: Tensor, *, exact_max: int 
     with torch.no_grad():
         value = float(loss(theta.detach()))
     if not (math.isfinite(value) and bool(torch.isfinite(theta).all())):
-        return HessianSpectrum(P, "skipped", empty, empty.astype(np.int64), tol_rel, False, time.perf_counter() - start,
-                               "the loss is not finite at the end point")
+        return HessianSpectrum(
+            P,
+            "skipped",
+            empty,
+            empty.astype(np.int64),
+            tol_rel,
+            False,
+            time.perf_counter() - start,
+            "the loss is not finite at the end point",
+        )
     if P <= exact_max or 2 * k >= P:  # Lanczos needs k < P at each end and should not overlap
         H = hessian(loss, theta, chunk_size)
         if not bool(torch.isfinite(H).all()):
-            return HessianSpectrum(P, "skipped", empty, empty.astype(np.int64), tol_rel, False, time.perf_counter() - start,
-                                   "the Hessian is not finite at the end point")
+            return HessianSpectrum(
+                P,
+                "skipped",
+                empty,
+                empty.astype(np.int64),
+                tol_rel,
+                False,
+                time.perf_counter() - start,
+                "the Hessian is not finite at the end point",
+            )
         lam = torch.linalg.eigvalsh(H).cpu().numpy()
         return HessianSpectrum(P, "exact", lam, np.arange(P), tol_rel, True, time.perf_counter() - start)
     lam, index, converged = _lanczos(hvp_operator(loss, theta), P, k)
     if not np.isfinite(lam).all():
-        return HessianSpectrum(P, "skipped", empty, empty.astype(np.int64), tol_rel, False, time.perf_counter() - start,
-                               "a Hessian-vector product is not finite at the end point")
+        return HessianSpectrum(
+            P,
+            "skipped",
+            empty,
+            empty.astype(np.int64),
+            tol_rel,
+            False,
+            time.perf_counter() - start,
+            "a Hessian-vector product is not finite at the end point",
+        )
     note = "" if converged else "ARPACK did not converge at every end: only the converged eigenvalues are kept"
     return HessianSpectrum(P, "lanczos", lam, index, tol_rel, converged, time.perf_counter() - start, note)

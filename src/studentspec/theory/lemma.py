@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..ensemble.losses import sample_grad
 from ..ensemble import activations
+from ..ensemble.losses import sample_grad
 from ..mlp.evaluate import SplitEval
 from ..mlp.metrics import Columns, Context, EvalMetric, Figure, Rows
 from ..mlp.nets import Net
@@ -111,7 +111,9 @@ def expected_beta_diag(student: Net, x: Tensor, chunk: int = 256) -> list[Tensor
 
 
 @torch.no_grad()
-def per_sample_grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str = "half_sse", *, chunk: int = 1024) -> Tensor:
+def per_sample_grad_norms(
+    student: Net, x: Tensor, y: Tensor, loss_kind: str = "half_sse", *, chunk: int = 1024
+) -> Tensor:
     """Norm of each sample's gradient of its loss (losses.py; half_sse: 1/2 ||f*(x) - f(x)||^2) w.r.t. each layer's augmented weights, [S, N, L].
 
     The gradient of layer l at one sample is the outer product [h_{l-1}; 1] g_l^T, so its
@@ -164,7 +166,9 @@ def alignment(teacher: Net, student: Net, layer: int = 1) -> Tensor:
     """Angle in degrees between augmented weight vectors of every teacher and student node, [S, m, n]."""
     wt = teacher.augmented(layer).detach().double()
     ws = student.augmented(layer).detach().double()
-    cos = torch.einsum("sij,sik->sjk", wt, ws) / (wt.norm(dim=1)[:, :, None] * ws.norm(dim=1)[:, None, :]).clamp_min(1e-300)
+    cos = torch.einsum("sij,sik->sjk", wt, ws) / (wt.norm(dim=1)[:, :, None] * ws.norm(dim=1)[:, None, :]).clamp_min(
+        1e-300
+    )
     return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
 
 
@@ -193,8 +197,17 @@ class Diagnostics:
 
 
 @torch.no_grad()
-def diagnose(teacher: Net, student: Net, x: Tensor, y: Tensor, *, corr: list[Tensor], near: float, quantiles: list[float],
-             loss_kind: str = "half_sse") -> Diagnostics:
+def diagnose(
+    teacher: Net,
+    student: Net,
+    x: Tensor,
+    y: Tensor,
+    *,
+    corr: list[Tensor],
+    near: float,
+    quantiles: list[float],
+    loss_kind: str = "half_sse",
+) -> Diagnostics:
     """Every diagnostic on inputs x [S, N, d] with teacher outputs y; corr[l] is layer l's [S, m, n]; gradients of `loss_kind`."""
     obs, near_frac = observation(teacher, student, x, near)
     angle = alignment(teacher, student).to(x.device)
@@ -219,8 +232,16 @@ def measure(ctx: Context) -> Diagnostics:
     th = ctx.cfg.theory
     x, y = ctx.splits[ctx.first]
     corr = [ls.corr for ls in ctx.points[ctx.first].layers]
-    return diagnose(ctx.teacher_run, ctx.student, x[:, : th.samples], y[:, : th.samples], corr=corr, near=th.near,
-                    quantiles=th.quantiles, loss_kind=ctx.cfg.train.loss)
+    return diagnose(
+        ctx.teacher_run,
+        ctx.student,
+        x[:, : th.samples],
+        y[:, : th.samples],
+        corr=corr,
+        near=th.near,
+        quantiles=th.quantiles,
+        loss_kind=ctx.cfg.train.loss,
+    )
 
 
 def columns(th: Diagnostics, point: SplitEval, rows: Rows) -> None:
@@ -242,8 +263,19 @@ def columns(th: Diagnostics, point: SplitEval, rows: Rows) -> None:
 
 
 METRIC = EvalMetric(
-    name="theory", title="the Lemma's diagnostics", switch="theory.enabled", measure=measure,
-    columns=Columns(columns, scalars=("ps_grad_*_*",), students=("beta_norm",),
-                    teachers=("hungarian_student", "hungarian_corr", "observed", "near_boundary", "min_angle", "min_angle_student")),
-    figure=Figure("theory", "studentspec.paper.figures:theory_figure",
-                  "Theory diagnostics: sqrt(E beta_kk) L-shape per layer, per-sample gradient norms, lowest-layer angles."))
+    name="theory",
+    title="the Lemma's diagnostics",
+    switch="theory.enabled",
+    measure=measure,
+    columns=Columns(
+        columns,
+        scalars=("ps_grad_*_*",),
+        students=("beta_norm",),
+        teachers=("hungarian_student", "hungarian_corr", "observed", "near_boundary", "min_angle", "min_angle_student"),
+    ),
+    figure=Figure(
+        "theory",
+        "studentspec.paper.figures:theory_figure",
+        "Theory diagnostics: sqrt(E beta_kk) L-shape per layer, per-sample gradient norms, lowest-layer angles.",
+    ),
+)

@@ -14,7 +14,9 @@ from ..mlp.metrics import MetricRegistry
 from . import lemma
 
 # in the order their columns join the tables and their figures' captions the report
-METRICS = MetricRegistry([
-    lemma.METRIC,  # theory.enabled: columns of the three tables
-    order.METRIC,  # eval.order: order.parquet
-])
+METRICS = MetricRegistry(
+    [
+        lemma.METRIC,  # theory.enabled: columns of the three tables
+        order.METRIC,  # eval.order: order.parquet
+    ]
+)

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..ensemble import activations
 from ..config import Config, ConfigError, steps_per_epoch
+from ..ensemble import activations
 from ..ensemble.losses import j_scale
 
 PIPELINES = ("mlp",)  # closed-form population loss of two-layer MLPs; conv configs are refused (exit 2)
@@ -136,8 +136,17 @@ def _scale(loss: str, V_t: Tensor) -> float:
     return scale
 
 
-def population_loss(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, *, sigma: float = 1.0, slope: float = 0.0,
-                    loss: str = "half_sse", psi: str = "arccos") -> Tensor:
+def population_loss(
+    W_t: Tensor,
+    V_t: Tensor,
+    W_s: Tensor,
+    V_s: Tensor,
+    *,
+    sigma: float = 1.0,
+    slope: float = 0.0,
+    loss: str = "half_sse",
+    psi: str = "arccos",
+) -> Tensor:
     """E_x of the training objective `loss` (losses.py) in closed form: half_sse gives J = 1/2 E_x ||f*(x) - f(x)||^2,
     mse (2/C) J; a scalar, or [S] with a seed axis."""
     if loss != "half_sse":
@@ -150,8 +159,9 @@ def population_loss(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, *, sigma
     return 0.5 * (tt - 2.0 * ts + ss)
 
 
-def _analytic_grad(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, *, sigma: float, slope: float,
-                   psi: str = "arccos") -> tuple[Tensor, Tensor]:
+def _analytic_grad(
+    W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, *, sigma: float, slope: float, psi: str = "arccos"
+) -> tuple[Tensor, Tensor]:
     """(dJ/dW_s, dJ/dV_s) from the kernel's analytic derivative."""
     kernel, contract = KERNELS[psi]
     k = dict(sigma=sigma, slope=slope)
@@ -165,8 +175,16 @@ def _analytic_grad(W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, *, sigma:
 
 
 def population_grad(
-    W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, *, sigma: float = 1.0, slope: float = 0.0,
-    method: Literal["analytic", "autograd"] = "analytic", loss: str = "half_sse", psi: str = "arccos",
+    W_t: Tensor,
+    V_t: Tensor,
+    W_s: Tensor,
+    V_s: Tensor,
+    *,
+    sigma: float = 1.0,
+    slope: float = 0.0,
+    method: Literal["analytic", "autograd"] = "analytic",
+    loss: str = "half_sse",
+    psi: str = "arccos",
 ) -> tuple[Tensor, Tensor]:
     """Gradient (d/dW_s, d/dV_s) of population_loss(..., loss), per seed when batched."""
     if method == "analytic":
@@ -195,8 +213,18 @@ class Flow(NamedTuple):
 
 @torch.no_grad()
 def gradient_flow(
-    W_t: Tensor, V_t: Tensor, W_s: Tensor, V_s: Tensor, *, steps: int, lr: float,
-    sigma: float = 1.0, slope: float = 0.0, record_every: int = 100, loss: str = "half_sse", psi: str = "arccos",
+    W_t: Tensor,
+    V_t: Tensor,
+    W_s: Tensor,
+    V_s: Tensor,
+    *,
+    steps: int,
+    lr: float,
+    sigma: float = 1.0,
+    slope: float = 0.0,
+    record_every: int = 100,
+    loss: str = "half_sse",
+    psi: str = "arccos",
 ) -> Flow:
     """Full-batch gradient descent on population_loss(..., loss) (infinite data); small lr approximates the flow.
 
@@ -227,23 +255,35 @@ def check_supported(cfg: Config) -> None:
     """Raise ConfigError (one line) unless cfg is a net the closed-form population loss describes."""
     t = cfg.teacher
     if len(t.widths) != 1:
-        raise ConfigError(f"teacher.widths: population loss supports one hidden layer (teacher.widths=[m]), got {t.widths}")
+        raise ConfigError(
+            f"teacher.widths: population loss supports one hidden layer (teacher.widths=[m]), got {t.widths}"
+        )
     if t.bias != 0:
         raise ConfigError(f"teacher.bias: population loss needs bias-free nets: set teacher.bias=0, got {t.bias}")
     # These two also give the teacher nonzero biases, whatever teacher.bias says.
     if t.recipe != "two_layer":
-        raise ConfigError(f"teacher.recipe: population loss needs bias-free nets: set teacher.recipe=two_layer, got {t.recipe}")
+        raise ConfigError(
+            f"teacher.recipe: population loss needs bias-free nets: set teacher.recipe=two_layer, got {t.recipe}"
+        )
     if t.tune:
-        raise ConfigError("teacher.tune: population loss needs bias-free nets: set teacher.tune=false (tuning shifts the biases)")
+        raise ConfigError(
+            "teacher.tune: population loss needs bias-free nets: set teacher.tune=false (tuning shifts the biases)"
+        )
     if cfg.data.kind != "gaussian":
-        raise ConfigError(f"data.kind: population loss needs Gaussian inputs: set data.kind=gaussian, got {cfg.data.kind}")
+        raise ConfigError(
+            f"data.kind: population loss needs Gaussian inputs: set data.kind=gaussian, got {cfg.data.kind}"
+        )
     if j_scale(cfg.train.loss, cfg.output_dim) is None:
         raise ConfigError(f"train.loss: population loss has a closed form for half_sse and mse, not {cfg.train.loss}")
     if t.batchnorm != "none":
-        raise ConfigError(f"teacher.batchnorm: population loss supports nets without BatchNorm: set teacher.batchnorm=none, got {t.batchnorm}")
+        raise ConfigError(
+            f"teacher.batchnorm: population loss supports nets without BatchNorm: set teacher.batchnorm=none, got {t.batchnorm}"
+        )
     if activations.get(t.activation).population_kernel is None:
         closed = [n for n in activations.names() if activations.get(n).population_kernel is not None]
-        raise ConfigError(f"teacher.activation: population loss has no closed form for {t.activation} here (supported: {', '.join(closed)})")
+        raise ConfigError(
+            f"teacher.activation: population loss has no closed form for {t.activation} here (supported: {', '.join(closed)})"
+        )
 
 
 def kernel_args(cfg: Config) -> dict[str, Any]:
@@ -286,8 +326,17 @@ def flow_from_config(cfg: Config, steps: int | None = None, record_every: int = 
     teacher = build_teacher(cfg, seeding.generators(cfg.seeds, "teacher"))
     student = init_student(cfg, seeding.generators(cfg.seeds, "student"), torch.float64, torch.device("cpu"))
     W_t, V_t = teacher.weights[0], teacher.weights[1]
-    flow = gradient_flow(W_t, V_t, student.weights[0].detach(), student.weights[1].detach(), steps=steps, lr=cfg.train.lr,
-                         record_every=record_every, loss=cfg.train.loss, **args)
+    flow = gradient_flow(
+        W_t,
+        V_t,
+        student.weights[0].detach(),
+        student.weights[1].detach(),
+        steps=steps,
+        lr=cfg.train.lr,
+        record_every=record_every,
+        loss=cfg.train.loss,
+        **args,
+    )
     angles = specialization_angles(W_t, flow.W)
     return {
         "seeds": cfg.seeds,

@@ -33,8 +33,23 @@ class Adam:
 
     def step(self, grads: Sequence[Tensor], lr: float) -> None:
         h = self.hyper
-        adam(self.params, list(grads), self.exp_avg, self.exp_avg_sq, [], self.steps, foreach=True, fused=False,
-             amsgrad=False, beta1=h.betas[0], beta2=h.betas[1], lr=lr, weight_decay=h.weight_decay, eps=h.eps, maximize=False)
+        adam(
+            self.params,
+            list(grads),
+            self.exp_avg,
+            self.exp_avg_sq,
+            [],
+            self.steps,
+            foreach=True,
+            fused=False,
+            amsgrad=False,
+            beta1=h.betas[0],
+            beta2=h.betas[1],
+            lr=lr,
+            weight_decay=h.weight_decay,
+            eps=h.eps,
+            maximize=False,
+        )
 
     def state(self) -> list[Tensor]:
         return [*self.exp_avg, *self.exp_avg_sq]

@@ -19,8 +19,19 @@ class SGD:
 
     def step(self, grads: Sequence[Tensor], lr: float) -> None:
         h = self.hyper
-        sgd(self.params, list(grads), self.buf, foreach=False, fused=False,
-            weight_decay=h.weight_decay, momentum=h.momentum, lr=lr, dampening=0.0, nesterov=False, maximize=False)
+        sgd(
+            self.params,
+            list(grads),
+            self.buf,
+            foreach=False,
+            fused=False,
+            weight_decay=h.weight_decay,
+            momentum=h.momentum,
+            lr=lr,
+            dampening=0.0,
+            nesterov=False,
+            maximize=False,
+        )
 
     def state(self) -> list[Tensor]:
         return [b for b in self.buf if b is not None]

@@ -103,7 +103,16 @@ class BatchStream:
     `data.regenerate`: a new training set every epoch after the first.
     """
 
-    def __init__(self, cfg: Config, teacher: Net, data_gens: list[torch.Generator], sampler_gens: list[torch.Generator], x_train: Tensor, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        cfg: Config,
+        teacher: Net,
+        data_gens: list[torch.Generator],
+        sampler_gens: list[torch.Generator],
+        x_train: Tensor,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
         self.cfg, self.teacher = cfg, teacher
         self.data_gens, self.sampler_gens = data_gens, sampler_gens
         self.dtype, self.device = dtype, device
@@ -150,7 +159,9 @@ class BatchStream:
             if not get(cfg.data.kind).fixed:
                 w, b = self.teacher.weights[0], self.teacher.biases[0]
                 kind = get(cfg.data.kind)
-                x = torch.stack([kind.draw(g, k * batch, cfg, w=w[s], b=b[s], training=True) for s, g in enumerate(self.data_gens)])
+                x = torch.stack(
+                    [kind.draw(g, k * batch, cfg, w=w[s], b=b[s], training=True) for s, g in enumerate(self.data_gens)]
+                )
                 x = x.to(self.device, self.dtype)
                 y = label(self.teacher, x)
                 x, y = (t.view(S, k, batch, -1).transpose(0, 1).contiguous() for t in (x, y))

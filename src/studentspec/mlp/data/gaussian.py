@@ -11,5 +11,9 @@ def gaussian(g: torch.Generator, n: int, d: int, std: float, *, out: Tensor | No
     return torch.randn(n, d, generator=g, dtype=torch.float64, out=out).mul_(std)
 
 
-GAUSSIAN = register(DataKind(name="gaussian",
-                             draw=lambda g, n, cfg, *, w, b, training, out=None: gaussian(g, n, cfg.input_dim, cfg.data.std, out=out)))
+GAUSSIAN = register(
+    DataKind(
+        name="gaussian",
+        draw=lambda g, n, cfg, *, w, b, training, out=None: gaussian(g, n, cfg.input_dim, cfg.data.std, out=out),
+    )
+)

@@ -3,6 +3,10 @@
 from . import DataKind, register
 from .gaussian import gaussian
 
-ONLINE = register(DataKind(name="online",
-                           draw=lambda g, n, cfg, *, w, b, training, out=None: gaussian(g, n, cfg.input_dim, cfg.data.std, out=out),
-                           fixed=False))
+ONLINE = register(
+    DataKind(
+        name="online",
+        draw=lambda g, n, cfg, *, w, b, training, out=None: gaussian(g, n, cfg.input_dim, cfg.data.std, out=out),
+        fixed=False,
+    )
+)

@@ -57,13 +57,23 @@ def teacher_aware(
     return torch.cat(out)
 
 
-def draw(g: torch.Generator, n: int, cfg: Config, *, w: Tensor, b: Tensor, training: bool, out: Tensor | None = None) -> Tensor:
+def draw(
+    g: torch.Generator, n: int, cfg: Config, *, w: Tensor, b: Tensor, training: bool, out: Tensor | None = None
+) -> Tensor:
     """The boundary set around the seed's lowest teacher layer for training, Gaussian inputs for evaluation."""
     dc = cfg.data
     if not training:
         return gaussian(g, n, cfg.input_dim, dc.std, out=out)
-    return teacher_aware(g, w, b, n, std=dc.std, exact=dc.boundary_exact, shift_mean=dc.boundary_shift_mean,
-                         shift_sigma=dc.boundary_shift_sigma)
+    return teacher_aware(
+        g,
+        w,
+        b,
+        n,
+        std=dc.std,
+        exact=dc.boundary_exact,
+        shift_mean=dc.boundary_shift_mean,
+        shift_sigma=dc.boundary_shift_sigma,
+    )
 
 
 TEACHER_AWARE = register(DataKind(name="teacher_aware", draw=draw))

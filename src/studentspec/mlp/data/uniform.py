@@ -13,5 +13,9 @@ def uniform(g: torch.Generator, n: int, d: int, std: float, *, out: Tensor | Non
     return torch.rand(n, d, generator=g, dtype=torch.float64, out=out).mul_(2).sub_(1).mul_(std * math.sqrt(3.0))
 
 
-UNIFORM = register(DataKind(name="uniform",
-                            draw=lambda g, n, cfg, *, w, b, training, out=None: uniform(g, n, cfg.input_dim, cfg.data.std, out=out)))
+UNIFORM = register(
+    DataKind(
+        name="uniform",
+        draw=lambda g, n, cfg, *, w, b, training, out=None: uniform(g, n, cfg.input_dim, cfg.data.std, out=out),
+    )
+)

@@ -44,7 +44,12 @@ except ImportError:  # a declared dependency; without it training takes the torc
 
 SOURCE = Path(__file__).with_name("sgd_step.c")
 HEADER = SOURCE.with_name("sgd_step.h")  # the exported prototypes: #included by SOURCE, read by ffi.cdef
-SOURCES = [SOURCE, HEADER, SOURCE.with_name("sgd_step_impl.h"), SOURCE.with_name("sgd_step_undef.h")]  # all hashed: a change to any rebuilds
+SOURCES = [
+    SOURCE,
+    HEADER,
+    SOURCE.with_name("sgd_step_impl.h"),
+    SOURCE.with_name("sgd_step_undef.h"),
+]  # all hashed: a change to any rebuilds
 ENUMS = ("ss_objective", "ss_activation", "ss_limits")  # the enums sgd_step.h declares (cffi lists no enum types)
 SUFFIX = {torch.float64: "f64", torch.float32: "f32"}
 CTYPE = {torch.float64: "double", torch.float32: "float"}
@@ -109,7 +114,9 @@ def _cpu_flags() -> frozenset[str]:
     if platform.machine() not in ("x86_64", "AMD64"):
         return frozenset()
     try:
-        return frozenset(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split())
+        return frozenset(
+            next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+        )
     except (OSError, StopIteration):
         return frozenset()
 
@@ -160,7 +167,9 @@ def _load() -> tuple[Any, str]:
         def compile_to(tmp: Path) -> None:
             proc = subprocess.run([cc, *flags(), "-o", str(tmp), str(SOURCE), "-lm"], capture_output=True, text=True)
             if proc.returncode != 0:
-                failed.append(f"compiling {SOURCE.name} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+                failed.append(
+                    f"compiling {SOURCE.name} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
+                )
                 raise _CompileFailed
 
         try:
@@ -177,8 +186,9 @@ def _load() -> tuple[Any, str]:
     return dll, ""
 
 
-def unsupported(net: Net, loss: str, optimizer: str | None = None, *, momentum: float = 0.0,
-                weight_decay: float = 0.0) -> str | None:
+def unsupported(
+    net: Net, loss: str, optimizer: str | None = None, *, momentum: float = 0.0, weight_decay: float = 0.0
+) -> str | None:
     """Why the compiled code cannot evaluate this net (optimizer None) or train it with this optimizer; None if it can."""
     why = _cannot_evaluate(net, loss)
     if why is None and optimizer is not None:
@@ -245,10 +255,19 @@ class CompiledMLP:
         self._W, self._bias = ffi.new(self._arrays, self.depth), ffi.new(self._arrays, self.depth)
         act = activations.get(net.activation)
         slope = float(act.leaky_slope(net.slope)) if act.leaky_slope is not None else float(net.slope)  # linear: 1
-        self._net = ffi.new(f"struct ss_net_{sfx} *", {
-            "S": self.S, "L": self.depth, "widths": self.widths, "W": self._W, "bias": self._bias,
-            "act": constant(act.kernel), "slope": slope, "obj": constant(losses.KERNEL_ENUMS[loss]),
-        })
+        self._net = ffi.new(
+            f"struct ss_net_{sfx} *",
+            {
+                "S": self.S,
+                "L": self.depth,
+                "widths": self.widths,
+                "W": self._W,
+                "bias": self._bias,
+                "act": constant(act.kernel),
+                "slope": slope,
+                "obj": constant(losses.KERNEL_ENUMS[loss]),
+            },
+        )
         self._batch, self._out = ffi.new(f"struct ss_batch_{sfx} *"), ffi.new(f"struct ss_eval_{sfx} *")
         self.workspace: Tensor | None = None
         self.loss = torch.empty(self.S, dtype=torch.float64)
@@ -281,12 +300,27 @@ class CompiledMLP:
         alive_u8 = alive.to(torch.uint8).contiguous()
         loss = torch.empty(T, S, dtype=torch.float64)
         batch = self._set_batch(x_train, y_train, idx, B)
-        self._steps(T, self._net_now(), batch, float(lr), ffi.cast(self._u8, alive_u8.data_ptr()),
-                    ffi.cast(self._f64, loss.data_ptr()), self._work_ptr, threads)
+        self._steps(
+            T,
+            self._net_now(),
+            batch,
+            float(lr),
+            ffi.cast(self._u8, alive_u8.data_ptr()),
+            ffi.cast(self._f64, loss.data_ptr()),
+            self._work_ptr,
+            threads,
+        )
         return loss
 
-    def forward_grad(self, x: Tensor, y: Tensor, hidden: bool, grads: list[Tensor] | None, gscale: float,
-                     storage: list[Tensor] | None = None) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def forward_grad(
+        self,
+        x: Tensor,
+        y: Tensor,
+        hidden: bool,
+        grads: list[Tensor] | None,
+        gscale: float,
+        storage: list[Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Per-seed loss [S], sum of squared errors [S] and hidden activations ([S, B, w_l] each, if `hidden`) on (x, y).
 
         With `grads` ([dW_1, db_1, ...] shaped like the parameters), adds gscale * the gradient to them.
@@ -299,11 +333,17 @@ class CompiledMLP:
             x, y, seed_rows = x.contiguous(), y.contiguous(), B
         self._check_batch(x, y)
         shapes = [(S, B, w.shape[2]) for w in self.net.weights[:-1]] if hidden else []
-        if storage is not None and not all(t.dtype == self.dtype and t.is_contiguous() and t.numel() >= math.prod(shape)
-                                           for t, shape in zip(storage, shapes, strict=True)):
-            raise ValueError(f"storage: one contiguous {self.dtype} tensor of at least S * B * w_l elements per hidden layer")
-        hs = [torch.empty(shape, dtype=self.dtype) if storage is None else t.view(-1)[: math.prod(shape)].view(shape)
-              for t, shape in zip(storage or [None] * len(shapes), shapes)]
+        if storage is not None and not all(
+            t.dtype == self.dtype and t.is_contiguous() and t.numel() >= math.prod(shape)
+            for t, shape in zip(storage, shapes, strict=True)
+        ):
+            raise ValueError(
+                f"storage: one contiguous {self.dtype} tensor of at least S * B * w_l elements per hidden layer"
+            )
+        hs = [
+            torch.empty(shape, dtype=self.dtype) if storage is None else t.view(-1)[: math.prod(shape)].view(shape)
+            for t, shape in zip(storage or [None] * len(shapes), shapes)
+        ]
         loss, sq = torch.empty(S, dtype=torch.float64), torch.empty(S, dtype=torch.float64)
         threads = self._workspace(S, B)
         if grads is not None and not all(g.is_contiguous() and g.dtype == self.dtype for g in grads):
@@ -326,7 +366,9 @@ class CompiledMLP:
         S, B, m = t.shape
         n = h.shape[2]
         if h.shape[:2] != t.shape[:2]:  # the kernel reads B rows of both, unchecked
-            raise ValueError(f"teacher and student chunks must share seeds and rows (got {tuple(t.shape)}, {tuple(h.shape)})")
+            raise ValueError(
+                f"teacher and student chunks must share seeds and rows (got {tuple(t.shape)}, {tuple(h.shape)})"
+            )
         t_rows, h_rows = _seed_rows(t), _seed_rows(h)
         if t_rows is None:
             t, t_rows = t.contiguous(), B
@@ -342,8 +384,17 @@ class CompiledMLP:
         names = ("shift_t", "shift_s", "sum_t", "sq_t", "sum_s", "sq_s", "cross")
         fields = {name: cast(f64, a.data_ptr()) for name, a in zip(names, state, strict=True)}
         sums = ffi.new("struct ss_corr *", {"m": m, "n": n, **fields})
-        self._corr_update(S, B, cast(real, t.data_ptr()), t_rows, cast(real, h.data_ptr()), h_rows, sums,
-                          cast(f64, work.data_ptr()), threads)
+        self._corr_update(
+            S,
+            B,
+            cast(real, t.data_ptr()),
+            t_rows,
+            cast(real, h.data_ptr()),
+            h_rows,
+            sums,
+            cast(f64, work.data_ptr()),
+            threads,
+        )
         acc.n += B
 
     @staticmethod
@@ -355,8 +406,15 @@ class CompiledMLP:
     def _run(self, x: Tensor, y: Tensor, idx: Tensor | None, B: int, lr: float, alive: Tensor) -> Tensor:
         threads = self._workspace(x.shape[0], B)
         alive_u8 = alive.to(torch.uint8).contiguous()
-        self._step(self._net_now(), self._set_batch(x, y, idx, B), float(lr), ffi.cast(self._u8, alive_u8.data_ptr()),
-                   self._loss_ptr, self._work_ptr, threads)
+        self._step(
+            self._net_now(),
+            self._set_batch(x, y, idx, B),
+            float(lr),
+            ffi.cast(self._u8, alive_u8.data_ptr()),
+            self._loss_ptr,
+            self._work_ptr,
+            threads,
+        )
         return self.loss
 
     def _net_now(self) -> Any:
@@ -376,7 +434,11 @@ class CompiledMLP:
         return batch
 
     def _check_training_sets(self, x_train: Tensor, y_train: Tensor, idx: Tensor) -> None:
-        if x_train.dtype != self.dtype or y_train.dtype != self.dtype or not (x_train.is_contiguous() and y_train.is_contiguous()):
+        if (
+            x_train.dtype != self.dtype
+            or y_train.dtype != self.dtype
+            or not (x_train.is_contiguous() and y_train.is_contiguous())
+        ):
             raise ValueError(f"the compiled step needs contiguous {self.dtype} training sets")
         self._check_seeds(x_train, y_train)
         if idx.shape[-2] != self.S:

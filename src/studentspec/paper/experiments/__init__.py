@@ -9,15 +9,16 @@ or matplotlib (each analysis imports what it needs when it runs).
 
 from __future__ import annotations
 
+from ...config import ConfigError
 from . import cifar10, deep, sample_complexity, two_layer
 from .base import SCALES, Analysis, Experiment, Part
-from ...config import ConfigError
 
 __all__ = ["EXPERIMENTS", "SCALES", "Analysis", "Experiment", "Part", "get"]
 
 # in the paper's order (docs/model.md 4.1-4.4): the CLI lists them so
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (two_layer.EXPERIMENT, sample_complexity.EXPERIMENT, deep.EXPERIMENT,
-                                                         cifar10.EXPERIMENT)}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e for e in (two_layer.EXPERIMENT, sample_complexity.EXPERIMENT, deep.EXPERIMENT, cifar10.EXPERIMENT)
+}
 
 
 def get(name: str) -> Experiment:

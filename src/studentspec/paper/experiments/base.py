@@ -57,7 +57,9 @@ class Experiment:
     def __post_init__(self) -> None:
         sweeps = self.parts is not None and self.analyze is not None
         if (self.parts is None) != (self.analyze is None) or sweeps == (self.run is not None):
-            raise TypeError(f"experiment {self.name}: give parts and analyze (sweeps), or run (its own pipeline), not both")
+            raise TypeError(
+                f"experiment {self.name}: give parts and analyze (sweeps), or run (its own pipeline), not both"
+            )
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

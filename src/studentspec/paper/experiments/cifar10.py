@@ -17,18 +17,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .base import Experiment
-from .. import page
 from ...config import ConfigError, load_config, read_mapping
+from .. import page
+from .base import Experiment
 
 NAME = "cifar10"
 SCALES = {"tiny": "cifar10_quick.yaml", "quick": "cifar10_quick.yaml", "paper": "cifar10.yaml"}
 DEFAULT_MULTIS = [1.0, 2.0, 5.0]
 # tiny: seconds, a smoke test of the whole pipeline (its numbers mean nothing): the quick preset shrunk to a
 # 4 x 4 channel teacher, 60 training images, one epoch each for teacher and fine-tuning, students multi 1 and 2
-TINY_OVERRIDES = ["seeds=[1,2]", "teacher.widths=[4,4,4,4]", "data.n_train=40", "data.n_eval=20", "teacher_train.epochs=1",
-                  "teacher_train.batch_size=30", "teacher_train.n_train=60", "teacher_train.finetune_epochs=1", "train.lr=0.005",
-                  "train.batch_size=20", "train.epochs=2", "eval.batch_size=10"]
+TINY_OVERRIDES = [
+    "seeds=[1,2]",
+    "teacher.widths=[4,4,4,4]",
+    "data.n_train=40",
+    "data.n_eval=20",
+    "teacher_train.epochs=1",
+    "teacher_train.batch_size=30",
+    "teacher_train.n_train=60",
+    "teacher_train.finetune_epochs=1",
+    "train.lr=0.005",
+    "train.batch_size=20",
+    "train.epochs=2",
+    "eval.batch_size=10",
+]
 TINY_MULTIS = [1.0, 2.0]
 
 CAPTIONS = {
@@ -76,8 +87,14 @@ def _stage(times: dict[str, float], progress: bool) -> Callable[[str, Callable[[
     return stage
 
 
-def run(out_dir: str | Path, scale: str = "quick", overrides: list[str] | None = None, *, config: str | Path | None = None,
-        progress: bool = True) -> dict[str, Any]:
+def run(
+    out_dir: str | Path,
+    scale: str = "quick",
+    overrides: list[str] | None = None,
+    *,
+    config: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Teacher -> pruned teacher -> one student run per multi -> figures and reproduce.json in out_dir.
 
     Raises ConfigError (the CLI's exit 2) with instructions to obtain CIFAR-10 when data.root
@@ -85,13 +102,13 @@ def run(out_dir: str | Path, scale: str = "quick", overrides: list[str] | None =
     data.root=PATH, seeds=[1,2]); `config` replaces the preset file. Scale `tiny` is the quick preset with
     TINY_OVERRIDES (applied before `overrides`). Raises StoreError when out_dir holds another scale.
     """
-    from ..conv_figures import channel_corr_figure, layer_corr_figure
-    from ..style import save
     from ... import pipelines
     from ...conv.images import how_to_get, load_images
     from ...conv.teacher import describe, file_digest, load_checkpoint, prune_teacher, save_checkpoint, train_teacher
     from ...conv.train import build as build_conv
     from ...store import StoreError, claim_resumable, load_run, read_json, write_json
+    from ..conv_figures import channel_corr_figure, layer_corr_figure
+    from ..style import save
 
     path = Path(config) if config is not None else config_path(scale)
     overrides = list(overrides or [])
@@ -102,40 +119,79 @@ def run(out_dir: str | Path, scale: str = "quick", overrides: list[str] | None =
     try:
         data = load_images(cfg.data.kind, cfg.data.root)
     except ConfigError as err:
-        raise ConfigError(f"{err} (CIFAR-10 is not downloaded at run time: {how_to_get('cifar10')}, e.g. "
-                          f"`studentspec reproduce cifar10 data.root=PATH`)") from None
+        raise ConfigError(
+            f"{err} (CIFAR-10 is not downloaded at run time: {how_to_get('cifar10')}, e.g. "
+            f"`studentspec reproduce cifar10 data.root=PATH`)"
+        ) from None
     out = Path(out_dir)
     if (out / "reproduce.json").is_file() and (held := read_json(out / "reproduce.json").get("scale")) != scale:
-        raise StoreError(f"{out}: holds cifar10 at scale {held}; choose another --out")  # its teacher and runs are another scale's
+        raise StoreError(
+            f"{out}: holds cifar10 at scale {held}; choose another --out"
+        )  # its teacher and runs are another scale's
     claim_resumable(out, "reproduce")
     times: dict[str, float] = {}
     stage = _stage(times, progress)
 
     t_path, p_path = out / "teacher.pt", out / "teacher_pruned.pt"
-    teacher = stage("teacher", lambda: (save_checkpoint(train_teacher(cfg, data.subset(cfg.teacher_train.n_train), progress), t_path),
-                                        load_checkpoint(t_path))[1], lambda: load_checkpoint(t_path))
-    pruned = stage("pruned", lambda: (save_checkpoint(prune_teacher(teacher, cfg.teacher_train.prune_ratios, cfg,
-                                                                    data=data.subset(cfg.teacher_train.n_train), parent=file_digest(t_path),
-                                                                    progress=progress), p_path),
-                                      load_checkpoint(p_path))[1], lambda: load_checkpoint(p_path))
+    teacher = stage(
+        "teacher",
+        lambda: (
+            save_checkpoint(train_teacher(cfg, data.subset(cfg.teacher_train.n_train), progress), t_path),
+            load_checkpoint(t_path),
+        )[1],
+        lambda: load_checkpoint(t_path),
+    )
+    pruned = stage(
+        "pruned",
+        lambda: (
+            save_checkpoint(
+                prune_teacher(
+                    teacher,
+                    cfg.teacher_train.prune_ratios,
+                    cfg,
+                    data=data.subset(cfg.teacher_train.n_train),
+                    parent=file_digest(t_path),
+                    progress=progress,
+                ),
+                p_path,
+            ),
+            load_checkpoint(p_path),
+        )[1],
+        lambda: load_checkpoint(p_path),
+    )
     if progress:
         print(f"teacher: {describe(teacher)}\npruned:  {describe(pruned)}")
     runs = {}
     for multi in _multis(path, scale):
         run_dir = out / "runs" / f"multi_{multi:g}"
-        run_cfg = load_config(path, settings + [f"student.multi={multi}", f"teacher.checkpoint={json.dumps(str(p_path.resolve()))}"])
+        run_cfg = load_config(
+            path, settings + [f"student.multi={multi}", f"teacher.checkpoint={json.dumps(str(p_path.resolve()))}"]
+        )
 
         def make(run_cfg: Any = run_cfg, run_dir: Path = run_dir) -> Any:
-            pipelines.write_run(pipelines.train(run_cfg, progress, setup=build_conv(run_cfg, data)), run_dir, overwrite=True)
+            pipelines.write_run(
+                pipelines.train(run_cfg, progress, setup=build_conv(run_cfg, data)), run_dir, overwrite=True
+            )
             return load_run(run_dir)
 
         runs[multi] = stage(f"multi {multi:g}", make, lambda run_dir=run_dir: load_run(run_dir))
     fig_dir = out / "figures"
-    figures = save(layer_corr_figure(runs), fig_dir, "layer_corr") + save(channel_corr_figure(runs), fig_dir, "channel_corr")
-    info = {"experiment": NAME} | summarize(runs) | {"scale": scale, "config": str(path), "overrides": overrides, "stage_seconds": times,
-                              "teacher": {"accuracy": teacher.accuracy, "widths": teacher.net.widths},
-                              "pruned": {"accuracy": pruned.accuracy, "active_widths": pruned.active_widths, "ratios": pruned.ratios},
-                              "figures": [str(p) for p in figures]}
+    figures = save(layer_corr_figure(runs), fig_dir, "layer_corr") + save(
+        channel_corr_figure(runs), fig_dir, "channel_corr"
+    )
+    info = (
+        {"experiment": NAME}
+        | summarize(runs)
+        | {
+            "scale": scale,
+            "config": str(path),
+            "overrides": overrides,
+            "stage_seconds": times,
+            "teacher": {"accuracy": teacher.accuracy, "widths": teacher.net.widths},
+            "pruned": {"accuracy": pruned.accuracy, "active_widths": pruned.active_widths, "ratios": pruned.ratios},
+            "figures": [str(p) for p in figures],
+        }
+    )
     write_json(out / "reproduce.json", info)
     return info
 
@@ -149,21 +205,27 @@ def summarize(runs: dict[float, Any]) -> dict[str, Any]:
         sc = run.scalars
         last = sc[sc["step"] == sc["step"].max()]
         layers = sorted(int(c.rsplit("_", 1)[1]) for c in sc.columns if c.startswith("rho_mean_"))
-        out[f"{multi:g}"] = {"accuracy_mean": float(last["accuracy"].mean()), "accuracy_std": float(np.std(last["accuracy"])),
-                             "rho_mean": [float(last[f"rho_mean_{l}"].mean()) for l in layers],
-                             "rho_std": [float(np.std(last[f"rho_mean_{l}"])) for l in layers], "run": str(run.path)}
+        out[f"{multi:g}"] = {
+            "accuracy_mean": float(last["accuracy"].mean()),
+            "accuracy_std": float(np.std(last["accuracy"])),
+            "rho_mean": [float(last[f"rho_mean_{l}"].mean()) for l in layers],
+            "rho_std": [float(np.std(last[f"rho_mean_{l}"])) for l in layers],
+            "run": str(run.path),
+        }
     return {"per_multi": out}
 
 
 def _stored_runs(out: Path, redraw: bool) -> dict[float, Any]:
     """The student runs of a reproduce dir by multi, their figures drawn when missing (or all, with redraw)."""
+    from ...store import StoreError, check_figures, load_run
     from ..conv_figures import channel_corr_figure, layer_corr_figure
     from ..style import save
-    from ...store import StoreError, check_figures, load_run
 
     dirs = sorted(d for d in (out / "runs").glob("multi_*") if d.is_dir()) if (out / "runs").is_dir() else []
     if not dirs:
-        raise StoreError(f"{out}: cifar10 reproduce dir without runs/multi_*/ (re-run `studentspec reproduce cifar10` to finish it)")
+        raise StoreError(
+            f"{out}: cifar10 reproduce dir without runs/multi_*/ (re-run `studentspec reproduce cifar10` to finish it)"
+        )
     runs = {float(run.config.student.multi): run for run in map(load_run, dirs)}
     fig_dir = out / "figures"
     check_figures(fig_dir)
@@ -181,38 +243,53 @@ def report_body(out: Path, redraw: bool = False) -> str:
     runs = _stored_runs(out, redraw)
     per_multi = summarize(runs)["per_multi"]
     n_layers = max(len(r["rho_mean"]) for r in per_multi.values())
-    students = [[m, len(runs[float(m)].config.seeds), ", ".join(map(str, runs[float(m)].summary.get("student_widths", []))),
-                 f"{r['accuracy_mean']:.4g} ± {r['accuracy_std']:.3g}",
-                 *(f"{a:.4g} ± {b:.3g}" for a, b in zip(r["rho_mean"], r["rho_std"]))] for m, r in per_multi.items()]
+    students = [
+        [
+            m,
+            len(runs[float(m)].config.seeds),
+            ", ".join(map(str, runs[float(m)].summary.get("student_widths", []))),
+            f"{r['accuracy_mean']:.4g} ± {r['accuracy_std']:.3g}",
+            *(f"{a:.4g} ± {b:.3g}" for a, b in zip(r["rho_mean"], r["rho_std"])),
+        ]
+        for m, r in per_multi.items()
+    ]
     t, pr = info.get("teacher", {}), info.get("pruned", {})
-    teachers = [["teacher (trained on labels)", t.get("accuracy"), ", ".join(map(str, t.get("widths", []))), ""],
-                ["pruned teacher (fine-tuned; the students' teacher)", pr.get("accuracy"), ", ".join(map(str, pr.get("active_widths", []))),
-                 ", ".join(map(str, pr.get("ratios", [])))]]
+    teachers = [
+        ["teacher (trained on labels)", t.get("accuracy"), ", ".join(map(str, t.get("widths", []))), ""],
+        [
+            "pruned teacher (fine-tuned; the students' teacher)",
+            pr.get("accuracy"),
+            ", ".join(map(str, pr.get("active_widths", []))),
+            ", ".join(map(str, pr.get("ratios", []))),
+        ],
+    ]
     seeds, configs = [], []
     for multi, run in sorted(runs.items()):
         header, rows = page.seed_table(run.summary, [f"{multi:g}"])
         seeds += rows
-        configs.append(f"<details><summary>runs/{page.escape(run.path.name)}/config.yaml</summary><pre>{page.escape((run.path / 'config.yaml').read_text())}</pre></details>")
+        configs.append(
+            f"<details><summary>runs/{page.escape(run.path.name)}/config.yaml</summary><pre>{page.escape((run.path / 'config.yaml').read_text())}</pre></details>"
+        )
     stage = [[k, v] for k, v in info.get("stage_seconds", {}).items()]
     first = runs[min(runs)].summary
     return f"""<h2>Teachers</h2>
-{page.table(['', 'test accuracy', 'active channels per layer', 'pruned fraction per layer'], teachers, {1})}
+{page.table(["", "test accuracy", "active channels per layer", "pruned fraction per layer"], teachers, {1})}
 <h2>Students per multi</h2>
 <p class="small">At each run's last evaluation: mean ± std (ddof 0) over seeds of the test accuracy and, per conv layer,
 of rho = the mean over active teacher channels of the best student correlation.</p>
-{page.table(['multi', 'seeds', 'student channels per layer', 'accuracy', *(f'rho layer {l}' for l in range(1, n_layers + 1))], students, {1})}
+{page.table(["multi", "seeds", "student channels per layer", "accuracy", *(f"rho layer {l}" for l in range(1, n_layers + 1))], students, {1})}
 <h2>Figures</h2>
-{page.figures_html(out, ['layer_corr', 'channel_corr'], CAPTIONS)}
+{page.figures_html(out, ["layer_corr", "channel_corr"], CAPTIONS)}
 <h2>Per-seed summary</h2>
-<div class='wide'>{page.table(['multi', *header], seeds, page.numeric_columns(seeds))}</div>
+<div class='wide'>{page.table(["multi", *header], seeds, page.numeric_columns(seeds))}</div>
 <h2>Training path</h2>
-{page.table(['', 'value'], page.path_rows(first))}
+{page.table(["", "value"], page.path_rows(first))}
 <h2>Wall time</h2>
-{page.table(['stage', 'seconds (last invocation)'], stage, {1})}
-<p class="small">Student training summed over runs (each run's own clock): {sum(float(r.summary.get('wall_time_s', 0.0)) for r in runs.values()):.1f} s.</p>
+{page.table(["stage", "seconds (last invocation)"], stage, {1})}
+<p class="small">Student training summed over runs (each run's own clock): {sum(float(r.summary.get("wall_time_s", 0.0)) for r in runs.values()):.1f} s.</p>
 <h2>Configuration</h2>
-<p>{page.escape(info.get('config', ''))}, overrides: <code>{page.escape(' '.join(info.get('overrides', [])) or 'none')}</code></p>
-{''.join(configs)}
+<p>{page.escape(info.get("config", ""))}, overrides: <code>{page.escape(" ".join(info.get("overrides", [])) or "none")}</code></p>
+{"".join(configs)}
 <h2>Versions</h2>
 {page.versions_table(first)}"""
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from .. import claims as C
 from ...config import Config, load_config
 from ...config import steps_per_epoch as config_steps_per_epoch
 from ...mlp.data import train_size
 from ...store import StoreError, load_run, read_json
+from .. import claims as C
 
 
 def part_config(out: Path, name: str) -> Config:
@@ -42,7 +42,9 @@ def first_job(sweep_dir: Path) -> Path:
     for job in read_json(sweep_dir / "sweep.json")["jobs"]:
         if (sweep_dir / "jobs" / job["id"] / "summary.json").is_file():
             return sweep_dir / "jobs" / job["id"]
-    raise StoreError(f"{sweep_dir}: no finished job to analyze (see the failures reported by the sweep; re-run to retry them)")
+    raise StoreError(
+        f"{sweep_dir}: no finished job to analyze (see the failures reported by the sweep; re-run to retry them)"
+    )
 
 
 def title(cfg: Config, scale: str, what: str) -> str:
