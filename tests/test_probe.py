@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from probe import assert_refused, snapshot
 from studentspec.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,11 +208,6 @@ CASES = [
 ]
 
 
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every path under `folder`: a file's bytes, None for a folder."""
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("probe") / "run"
@@ -235,14 +231,7 @@ def test_probe(case: Case, tmp_path, monkeypatch, capsys, tiny_run):
     finally:
         while LOCKS:
             LOCKS.pop().release()
-    out = capsys.readouterr()
-    err = out.err.strip()
-    assert rc == 2, (rc, err, out.out)
-    assert "\n" not in err and "Traceback" not in err, err
-    assert err.startswith("studentspec: error: "), err
-    for word in case.words:
-        assert word in err, (word, err)
-    assert snapshot(ws) == before, "the working directory changed"
+    assert_refused(rc, capsys, case.words, ws, before)
 
 
 @pytest.mark.parametrize("argv", [["run", "nope.yaml", "--out", "o"], run_cmd("train.lr=.nan"), ["plot", "nothing"]])

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from studentspec import load_config, load_run, pipelines
+from probe import assert_refused, snapshot
 from studentspec.cli import main
 from studentspec.ensemble import loopstate
 from studentspec.store import StoreError
@@ -311,12 +312,6 @@ CASES = [
 ]
 
 
-def snapshot(folder: Path) -> dict[str, bytes | str | None]:
-    """Every path under `folder`: a file's bytes, a link's target, None for a folder."""
-    return {str(p.relative_to(folder)): (str(p.readlink()) if p.is_symlink() else p.read_bytes() if p.is_file() else None)
-            for p in sorted(folder.rglob("*"))}
-
-
 def test_the_corpus_is_large_and_distinct():
     assert len(CASES) >= 20 and len({c.id for c in CASES}) == len(CASES)
 
@@ -329,14 +324,7 @@ def test_probe_stored(case: Case, tmp_path, monkeypatch, capsys, stored):
     case.setup(ws, stored)
     before = snapshot(ws)
     rc = main(case.argv)
-    out = capsys.readouterr()
-    err = out.err.strip()
-    assert rc == 2, (rc, err, out.out)
-    assert "\n" not in err and "Traceback" not in err, err
-    assert err.startswith("studentspec: error: "), err
-    for word in case.words:
-        assert word in err, (word, err)
-    assert snapshot(ws) == before, "the working directory changed"
+    assert_refused(rc, capsys, case.words, ws, before)
 
 
 def test_results_written_by_this_version_load(stored, tmp_path, monkeypatch):

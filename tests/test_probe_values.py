@@ -1,7 +1,7 @@
 """Values and YAML, and big inputs: the probe corpus of issue 23's classes 3 and 6, one table.
 
 Every case runs `studentspec.cli.main` in a fresh working directory and asserts exit code 2, one stderr line
-starting `studentspec: error: ` with the words that name the key or file, at most MAX_LINE characters (a message
+starting `studentspec: error: ` with the words that name the key or file, at most probe.MAX_LINE characters (a message
 quotes at most ~100 characters of any value: a 300-byte YAML file once became a 300 MB line), no traceback, and
 the working directory unchanged byte for byte. Below the table: a grid point is validated once, the warning on
 large sweeps, and a refused grid is refused before any point is validated.
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import studentspec.config
+from probe import assert_refused, snapshot
 from studentspec.cli import main
 from studentspec.sweep import cost as sweep_cost
 from studentspec.sweep import grid as sweep_grid
@@ -25,7 +26,6 @@ from studentspec.sweep import grid as sweep_grid
 sys.path.insert(0, str(Path(__file__).parent))
 from test_probe import QUICK, TINY, write  # noqa: E402
 
-MAX_LINE = 400
 ROOT_READS_ALL = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -39,21 +39,6 @@ class Case:
     setup: Callable[[Path, Path], None] = field(default=lambda ws, run: None)
     env: dict[str, str] = field(default_factory=dict)
     skip: str = ""  # a reason to skip the case on this machine
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, bytes | str | None]]:
-    """Every path under `folder`, links not followed: its mode and a file's bytes, a link's target, None otherwise."""
-    out: dict[str, tuple[int, bytes | str | None]] = {}
-    for p in sorted(folder.rglob("*")):
-        st = p.lstat()
-        if p.is_symlink():
-            content: bytes | str | None = os.readlink(p)
-        elif p.is_file() and os.access(p, os.R_OK):
-            content = p.read_bytes()
-        else:
-            content = None
-        out[str(p.relative_to(folder))] = (st.st_mode, content)
-    return out
 
 
 def run_cmd(*extra: str) -> list[str]:
@@ -192,15 +177,7 @@ def test_probe(case: Case, tmp_path, monkeypatch, capsys):
         rc = main(case.argv)
     except SystemExit as stop:  # argparse's own checks exit from parse_args
         rc = stop.code
-    out = capsys.readouterr()
-    err = out.err.strip()
-    assert rc == 2, (rc, err[:1000], out.out[:1000])
-    assert "\n" not in err and "Traceback" not in err, err[:2000]
-    assert err.startswith("studentspec: error: "), err[:1000]
-    assert len(err) <= MAX_LINE, f"{len(err)} characters: {err[:1000]}"
-    for word in case.words:
-        assert word in err, (word, err)
-    assert snapshot(ws) == before, "the working directory changed"
+    assert_refused(rc, capsys, case.words, ws, before)
 
 
 def _count_validations(monkeypatch) -> list[int]:
