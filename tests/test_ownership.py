@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from probe import snapshot
 from studentspec import store
 from studentspec.cli import main
 from studentspec.store import owner
@@ -30,20 +31,6 @@ TINY = ["seeds=[1]", "input_dim=4", "output_dim=3", "teacher.widths=[2]", "stude
 
 def run(out: Path, *extra: str) -> int:
     return main(["run", CONFIG, *TINY, *extra, "--out", str(out), "--quiet"])
-
-
-def snapshot(folder: Path) -> dict[str, object]:
-    """Every path under `folder`: (mode, bytes) of a file, (mode,) of a folder, the target of a link."""
-    out: dict[str, object] = {}
-    for p in sorted(folder.rglob("*")):
-        key = str(p.relative_to(folder))
-        if p.is_symlink():
-            out[key] = ("link", os.readlink(p))
-        elif p.is_file():
-            out[key] = (p.stat().st_mode, p.read_bytes())
-        else:
-            out[key] = (p.stat().st_mode,)
-    return out
 
 
 def one_line(capsys: pytest.CaptureFixture[str], *words: str) -> str:
