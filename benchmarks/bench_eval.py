@@ -33,7 +33,7 @@ def worker(seeds: int, m: int, multi: int) -> dict[str, float]:
         for kernel in ("auto", "torch"):
             for grad in (False, True):
                 t0 = time.perf_counter()
-                evaluate(s.teacher_run, s.student, x, y, "half_sse", cfg.eval.batch_size, with_grad=grad, kernel=kernel)
+                evaluate(s.teacher_run, s.student, x, y, loss_kind="half_sse", chunk=cfg.eval.batch_size, with_grad=grad, kernel=kernel)
                 key = f"{kernel}_{'grad' if grad else 'forward'}"
                 out[key] = min(out.get(key, float("inf")), time.perf_counter() - t0)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

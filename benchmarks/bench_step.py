@@ -121,7 +121,7 @@ def worker(size: int, dtype: str, threads: int, steps: int, min_time: float, aut
                 step(x, y)
         else:
             for idx in s.stream.indices(e):
-                bool(torch.isfinite(compiled.indexed(s.stream.x_train, s.stream.y_train, idx, LR, alive)).all())
+                bool(torch.isfinite(compiled.indexed(s.stream.x_train, s.stream.y_train, idx, lr=LR, alive=alive)).all())
         return steps
 
     peak = gemm_peak(dtype)

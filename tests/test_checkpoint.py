@@ -41,8 +41,8 @@ def crash_after(monkeypatch, epochs: int) -> None:
     """Make the next run die once it has written the checkpoint of `epochs` epochs."""
     real = ck.write_checkpoint
 
-    def write(out, cfg, epoch, state, tables):
-        real(out, cfg, epoch, state, tables)
+    def write(out, cfg, *, epoch, state, tables):
+        real(out, cfg, epoch=epoch, state=state, tables=tables)
         if epoch == epochs:
             raise Crash
 

@@ -42,7 +42,7 @@ def test_paper_preset_is_section_4_4():
     assert (tt.momentum, tt.weight_decay, tt.batch_size) == (0.9, 5e-4, 128) and cfg.data.augment
     assert tt.prune_ratios == [0.3, 0.5, 0.5, 0.7] and [64 - n_pruned(r, 64) for r in tt.prune_ratios] == [45, 32, 32, 20]
     assert _multis(config_path("paper"), "paper") == [1.0, 2.0, 5.0] and cfg.train.loss == "mse"
-    net = init_conv_net([torch.Generator().manual_seed(0)], 3, 32, cfg.teacher.widths, 10, batchnorm="after", affine=True)
+    net = init_conv_net([torch.Generator().manual_seed(0)], 3, 32, cfg.teacher.widths, n_classes=10, batchnorm="after", affine=True)
     assert [tuple(w.shape) for w in net.weights] == [(1, 64, 3, 3, 3)] + [(1, 64, 64, 3, 3)] * 3
     assert tuple(net.head_w.shape) == (1, 64 * 24 * 24, 10)
     out, hidden = net.forward(torch.zeros(2, 1, 3, 32, 32, dtype=torch.float64))

@@ -148,10 +148,10 @@ def test_block_of_steps_equals_step_after_step_bitwise(threads, dtype):
         x[1, n_rows - 1] = float("inf")
         idx[4, 1, 2] = n_rows - 1  # seed 1 meets the bad row at step 4
         alive0 = torch.tensor([True, True, False, True])
-        blocked = ckernel.CompiledMLP(nets[0], "half_sse").indexed_steps(x, y, idx, 0.05, alive0.clone())
+        blocked = ckernel.CompiledMLP(nets[0], "half_sse").indexed_steps(x, y, idx, lr=0.05, alive=alive0.clone())
         step, alive, losses = ckernel.CompiledMLP(nets[1], "half_sse"), alive0.clone(), []
         for t in range(T):
-            losses.append(step.indexed(x, y, idx[t], 0.05, alive).clone())
+            losses.append(step.indexed(x, y, idx[t], lr=0.05, alive=alive).clone())
             alive &= torch.isfinite(losses[-1])
         assert blocked.shape == (T, 4) and torch.equal(blocked.isnan(), torch.stack(losses).isnan())
         assert torch.equal(blocked.nan_to_num(), torch.stack(losses).nan_to_num())
@@ -209,7 +209,7 @@ def test_indexed_step_gathers_the_same_batch_bitwise():
         idx = torch.randint(0, 40, (2, 16), generator=gen)
         rows = torch.arange(2)[:, None]
         ckernel.CompiledMLP(a, "mse")(x_train[rows, idx], y_train[rows, idx], 0.1, alive)
-        ckernel.CompiledMLP(b, "mse").indexed(x_train, y_train, idx, 0.1, alive)
+        ckernel.CompiledMLP(b, "mse").indexed(x_train, y_train, idx, lr=0.1, alive=alive)
     for p, q in zip(a.weights + a.biases, b.weights + b.biases):
         assert torch.equal(p, q)
     with pytest.raises(IndexError, match=r"\[0, 40\)"):
@@ -227,7 +227,7 @@ def test_forward_grad_matches_autograd_on_a_slice_without_touching_parameters(ac
     y_all = torch.randn(3, 90, 7, generator=gen, dtype=torch.float64)
     x, y = x_all[:, 20:57], y_all[:, 20:57]  # a slice along the samples: read in place
     grads = [torch.zeros_like(p) for p in net.parameters()]
-    got_loss, got_sq, hidden = ckernel.CompiledMLP(net, loss).forward_grad(x, y, True, grads, 0.5)
+    got_loss, got_sq, hidden = ckernel.CompiledMLP(net, loss).forward_grad(x, y, hidden=True, grads=grads, gscale=0.5)
     for old, new in zip(before, net.parameters()):
         assert torch.equal(old, new)
     for s in range(3):
@@ -260,17 +260,17 @@ def test_forward_grad_storage_holds_the_activations_it_would_allocate():
         x = torch.randn(2, B, 9, generator=gen, dtype=torch.float64)
         y = torch.randn(2, B, 5, generator=gen, dtype=torch.float64)
         grads, grads_s = ([torch.zeros_like(p) for p in net.parameters()] for _ in range(2))
-        loss, sq, hidden = step.forward_grad(x, y, True, grads, 0.5)
-        loss_s, sq_s, hidden_s = step.forward_grad(x, y, True, grads_s, 0.5, storage)
+        loss, sq, hidden = step.forward_grad(x, y, hidden=True, grads=grads, gscale=0.5)
+        loss_s, sq_s, hidden_s = step.forward_grad(x, y, hidden=True, grads=grads_s, gscale=0.5, storage=storage)
         assert torch.equal(loss, loss_s) and torch.equal(sq, sq_s)
         for h, hs, buf in zip(hidden, hidden_s, storage):
             assert torch.equal(h, hs) and hs.data_ptr() == buf.data_ptr()
         for g, gs in zip(grads, grads_s):
             assert torch.equal(g, gs)
     with pytest.raises(ValueError, match="storage"):
-        step.forward_grad(x, y, True, None, 1.0, [storage[0][:10], storage[1]])
+        step.forward_grad(x, y, hidden=True, grads=None, gscale=1.0, storage=[storage[0][:10], storage[1]])
     with pytest.raises(ValueError, match="storage"):
-        step.forward_grad(x, y, True, None, 1.0, [t.float() for t in storage])
+        step.forward_grad(x, y, hidden=True, grads=None, gscale=1.0, storage=[t.float() for t in storage])
 
 
 @needs_kernel
@@ -280,8 +280,8 @@ def test_evaluate_agrees_with_the_torch_path():
 
     s = build(load_config(None, [*TINY, "teacher.widths=[3,4]", "teacher.activation=leaky_relu"]))
     x, y = s.stream.x_train, s.stream.y_train
-    a = evaluate(s.teacher_run, s.student, x, y, "mse", 64, with_grad=True, kernel="auto")
-    b = evaluate(s.teacher_run, s.student, x, y, "mse", 64, with_grad=True, kernel="torch")
+    a = evaluate(s.teacher_run, s.student, x, y, loss_kind="mse", chunk=64, with_grad=True, kernel="auto")
+    b = evaluate(s.teacher_run, s.student, x, y, loss_kind="mse", chunk=64, with_grad=True, kernel="torch")
     for name in ("mse", "loss", "grad_norm"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-10, atol=1e-13)
     for la, lb in zip(a.layers, b.layers):
@@ -390,9 +390,10 @@ def test_a_pass_stays_inside_the_workspace_it_asks_for(dtype):
             step.workspace = torch.full((need + 4096,), float("nan"), dtype=dtype)  # big enough: kept, with a tail
             step._work_ptr = ckernel.ffi.cast(step._real, step.workspace.data_ptr())
             out = [step(x[:, :B].contiguous(), y[:, :B].contiguous(), 0.05, alive).clone(),
-                   step.indexed(x, y, idx[0], 0.05, alive).clone(), step.indexed_steps(x, y, idx[1:], 0.05, alive)]
+                   step.indexed(x, y, idx[0], lr=0.05, alive=alive).clone(),
+                   step.indexed_steps(x, y, idx[1:], lr=0.05, alive=alive)]
             grads = [torch.zeros_like(p) for p in net.parameters()]
-            loss, sq, hidden = step.forward_grad(x[:, 10 : 10 + B], y[:, 10 : 10 + B], True, grads, 0.5)
+            loss, sq, hidden = step.forward_grad(x[:, 10 : 10 + B], y[:, 10 : 10 + B], hidden=True, grads=grads, gscale=0.5)
             assert step.workspace.shape[0] == need + 4096 and step.workspace[need:].isnan().all()
             results.append([*out, loss, sq, *hidden, *grads, *net.parameters()])
         finally:
@@ -473,7 +474,7 @@ def test_the_512_bit_build_gives_the_256_bit_bits(monkeypatch, dtype):
         alive = torch.ones(3, dtype=torch.bool)
         losses = [step(x[:, 8 * t : 8 * t + 8], y[:, 8 * t : 8 * t + 8], 0.05, alive).clone() for t in range(5)]
         grads = [torch.zeros_like(p) for p in net.parameters()]
-        loss, sq, hidden = step.forward_grad(x, y, True, grads, 0.5)
+        loss, sq, hidden = step.forward_grad(x, y, hidden=True, grads=grads, gscale=0.5)
         acc = CorrAccumulator()
         for i in range(0, 40, 16):
             t_part, h_part = x[:, i : i + 16, :5], hidden[0][:, i : i + 16]

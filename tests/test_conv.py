@@ -16,7 +16,8 @@ from studentspec.ensemble.corr import CorrAccumulator
 
 def random_net(S=3, widths=(4, 5, 3), c_in=2, side=9, batchnorm="none", activation="relu", seed=0):
     gens = [torch.Generator().manual_seed(seed * 100 + s) for s in range(S)]
-    net = init_conv_net(gens, c_in, side, list(widths), 4, activation, 0.1, batchnorm, True)
+    net = init_conv_net(gens, c_in, side, list(widths), n_classes=4, activation=activation, slope=0.1,
+                        batchnorm=batchnorm, affine=True)
     g = torch.Generator().manual_seed(seed)
     for bn in net.norms:  # non-trivial affine and running stats
         bn.weight.copy_(torch.rand(bn.weight.shape, generator=g) + 0.5)
@@ -129,13 +130,13 @@ def test_conv_correlation_matches_numpy_over_positions():
 
 def test_evaluate_conv_uses_active_teacher_channels_only():
     g = torch.Generator().manual_seed(4)
-    teacher = init_conv_net([g], 3, 8, [4, 3], 5, batchnorm="after", affine=True)
+    teacher = init_conv_net([g], 3, 8, [4, 3], n_classes=5, batchnorm="after", affine=True)
     apply_masks(teacher, [torch.tensor([[True, False, True, True]]), torch.tensor([[True, True, False]])])
-    student = init_conv_net([torch.Generator().manual_seed(s) for s in (7, 8)], 3, 8, [6, 4], 5, batchnorm="after", affine=True)
+    student = init_conv_net([torch.Generator().manual_seed(s) for s in (7, 8)], 3, 8, [6, 4], n_classes=5, batchnorm="after", affine=True)
     images = torch.randint(0, 256, (10, 3, 8, 8), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, 5, (10,), generator=g)
     mean, std = [0.5] * 3, [0.25] * 3
-    ev = evaluate_conv(teacher, student, images, labels, mean, std, chunk=3)
+    ev = evaluate_conv(teacher, student, images, labels, mean=mean, std=std, chunk=3)
     assert [a.tolist() for a in ev.active] == [[0, 2, 3], [0, 1]]
     x = normalize(images, mean, std, torch.float64)
     t_out, t_h = teacher.forward(x[:, None])
@@ -154,7 +155,7 @@ def test_evaluate_conv_uses_active_teacher_channels_only():
 
 def test_prune_masks_drop_the_smallest_mean_abs_fanout():
     assert [64 - n_pruned(r, 64) for r in (0.3, 0.5, 0.5, 0.7)] == [45, 32, 32, 20]
-    net = init_conv_net([torch.Generator().manual_seed(0)], 1, 8, [5, 4], 3)
+    net = init_conv_net([torch.Generator().manual_seed(0)], 1, 8, [5, 4], n_classes=3)
     scale1 = torch.tensor([3.0, 0.1, 2.0, 0.2, 1.0])  # layer 1 channels' fan-out lives in conv 2's input axis
     scale2 = torch.tensor([0.5, 4.0, 0.05, 1.0])  # layer 2's fan-out is the head, rows grouped per channel
     with torch.no_grad():

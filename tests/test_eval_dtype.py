@@ -74,7 +74,7 @@ def test_float32_gradient_is_summed_in_float64():
     _, _, norms = numpy_metrics(*w, s.teacher.weights[0][0].numpy(), s.teacher.biases[0][0].numpy(), s.stream.x_train[0].numpy(),
                                 s.stream.y_train[0].numpy())
     for kernel in ("c", "torch"):
-        got = evaluate(tt, st, x, y, "half_sse", 1, with_grad=True, kernel=kernel).grad_norm[0].numpy()
+        got = evaluate(tt, st, x, y, loss_kind="half_sse", chunk=1, with_grad=True, kernel=kernel).grad_norm[0].numpy()
         np.testing.assert_allclose(got, norms, rtol=2e-7)  # measured: 4e-8 (float64 sum), 1.2e-6 (float32 sum)
 
 

@@ -117,7 +117,7 @@ def test_full_batch_grad_norms_match_per_seed_autograd(batchnorm, loss):
             assert got[s, l].item() == pytest.approx(ref.item(), rel=1e-10)
     if batchnorm == "none":
         teacher = Net([w.clone() for w in W], [v + 0.1 for v in b], "leaky_relu", 0.1)
-        res = evaluate(teacher, net, x, y, loss, chunk=10, with_grad=True)
+        res = evaluate(teacher, net, x, y, loss_kind=loss, chunk=10, with_grad=True)
         torch.testing.assert_close(res.grad_norm, got, rtol=1e-10, atol=0)
 
 

@@ -352,7 +352,7 @@ def test_a_checkpoint_too_big_for_the_disk_is_an_oserror_and_leaves_nothing(smal
 
     fs = small_fs("64k")
     with pytest.raises(OSError) as got:
-        write_checkpoint(fs / "o", load_run(tiny_run).config, 1, {"big": torch.zeros(1 << 17)}, {})  # 512 KiB
+        write_checkpoint(fs / "o", load_run(tiny_run).config, epoch=1, state={"big": torch.zeros(1 << 17)}, tables={})  # 512 KiB
     assert got.value.errno == errno.ENOSPC and list(fs.iterdir()) == []
 
 
@@ -360,11 +360,11 @@ def test_a_checkpoint_that_cannot_be_written_costs_a_warning_not_the_run(ws, mon
     """In-process: the second checkpoint fails; the run completes, the first checkpoint stayed as it was until then."""
     real, calls, seen = pipelines.write_checkpoint, [], []
 
-    def flaky(out, cfg, epoch, state, tables):
+    def flaky(out, cfg, *, epoch, state, tables):
         calls.append(epoch)
         if len(calls) > 1:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(out, cfg, epoch, state, tables)
+        return real(out, cfg, epoch=epoch, state=state, tables=tables)
 
     real_remove = pipelines.remove_checkpoint
 

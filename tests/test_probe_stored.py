@@ -69,8 +69,8 @@ def stored(tmp_path_factory) -> Stored:
     assert main(["run", QUICK, *TINY, "train.epochs=2", "--out", str(base / "run"), "--quiet"]) == 0
     real = ck.write_checkpoint
 
-    def write(*args: Any) -> None:
-        real(*args)
+    def write(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)
         raise Crash
 
     with pytest.MonkeyPatch.context() as mp:
@@ -360,7 +360,7 @@ def test_a_bad_state_restores_nothing(stored):
     assert found is not None
     state = dict(found.state, extra={"eval_time": "soon"})  # the last field checked
     with pytest.raises(StoreError, match=r"state\.pt: field extra\.eval_time"):
-        mlp_checkpoint.restore(loop, found.epoch, state, found.tables, found.file)
+        mlp_checkpoint.restore(loop, found.epoch, state, found.tables, file=found.file)
     assert all(torch.equal(a, b) for a, b in zip(before[0], mlp_checkpoint._tensors(loop)))
     assert all(torch.equal(a, g.get_state()) for a, g in zip(before[1], mlp_checkpoint._generators(loop)))
     assert loop.step == 0 and loop.epoch == 0

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm import tqdm
 
@@ -47,7 +47,8 @@ from .theory.metric import METRICS
 
 def _check_mlp(cfg: Config) -> None:
     mlp_data.get(cfg.data.kind)
-    mlp_kernel.check_environment()  # STUDENTSPEC_KERNEL, STUDENTSPEC_KERNEL_ISA: a value they do not document exits 2 here
+    # STUDENTSPEC_KERNEL, STUDENTSPEC_KERNEL_ISA: a value they do not document exits 2 here
+    mlp_kernel.check_environment()
     if cfg.teacher.checkpoint is not None:
         raise ConfigError(
             f"teacher.checkpoint: a conv teacher needs image data (data.kind one of {', '.join(conv_images.READERS)})"
@@ -84,6 +85,14 @@ def _check_conv(cfg: Config) -> None:
         raise ConfigError("eval.dtype: image runs evaluate in train.dtype; set eval.dtype only for MLP runs")
 
 
+class Restore(Protocol):
+    """A checkpoint's content (store.checkpoint.Checkpoint) -> a freshly built loop, in place; errors name `file`."""
+
+    def __call__(
+        self, loop: Any, epoch: int, state: dict[str, Any], frames: dict[str, Any], *, file: Path | str = ...
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class Pipeline:
     """How one family of runs is built, trained and recorded."""
@@ -97,9 +106,7 @@ class Pipeline:
     snapshot: Callable[
         [Any], tuple[int, dict[str, Any], dict[str, Any]]
     ]  # the loop between epochs -> a checkpoint's content
-    restore: Callable[
-        [Any, int, dict[str, Any], dict[str, Any]], None
-    ]  # a checkpoint's content -> a freshly built loop
+    restore: Restore  # a checkpoint's content -> a freshly built loop
 
 
 PIPELINES = {
@@ -191,7 +198,8 @@ def train(
         hooks = replace(hooks, checkpoint=_checkpointer(out, cfg, p))
     found = read_checkpoint(out, cfg) if out is not None and resume else None
     if found is not None:
-        hooks = replace(hooks, resume=lambda loop: p.restore(loop, *found))
+        epoch, state, tables, file = found
+        hooks = replace(hooks, resume=lambda loop: p.restore(loop, epoch, state, tables, file=file))
     return p.train(setup if setup is not None else p.build(cfg), hooks)
 
 
@@ -213,12 +221,14 @@ def interrupt_after() -> Iterator[None]:
 
 
 def _checkpointer(out: str | Path, cfg: Config, p: Pipeline) -> Callable[[Any], None]:
-    """The checkpoint hook: a checkpoint that cannot be written (a full disk, ...) costs a warning, never the run it protects."""
+    """The checkpoint hook: a checkpoint that cannot be written (a
+    full disk, ...) costs a warning, never the run it protects."""
 
     def save(loop: Any) -> None:
         try:
             with interrupt_after():
-                write_checkpoint(out, cfg, *p.snapshot(loop))
+                epoch, state, tables = p.snapshot(loop)
+                write_checkpoint(out, cfg, epoch=epoch, state=state, tables=tables)
         except (
             OSError,
             StoreError,
@@ -257,7 +267,8 @@ def pack_key(cfg: Config) -> str | None:
 
 
 def packed_config(cfgs: list[Config]) -> Config:
-    """The config of the ensemble that packs `cfgs` (seeds = positions 0..N-1): what its memory floor is estimated on."""
+    """The config of the ensemble that packs `cfgs` (seeds =
+    positions 0..N-1): what its memory floor is estimated on."""
     return mlp_pack.packed_config(cfgs)
 
 

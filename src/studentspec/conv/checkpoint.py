@@ -34,10 +34,10 @@ def snapshot(loop: ConvLoop) -> tuple[int, dict[str, Any], dict[str, pd.DataFram
         _tensors(loop),
         loop.opt,
         [*loop.samplers, *loop.augs],
-        loop.alive,
-        r.diverged,
-        loop.step,
-        time.perf_counter() - loop.start,
+        alive=loop.alive,
+        diverged=r.diverged,
+        step=loop.step,
+        elapsed=time.perf_counter() - loop.start,
         loss_n=loop.loss_n,
     )
     scalars, teachers, students = conv_tables(r)
@@ -45,7 +45,12 @@ def snapshot(loop: ConvLoop) -> tuple[int, dict[str, Any], dict[str, pd.DataFram
 
 
 def restore(
-    loop: ConvLoop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame], file: Path | str = "state.pt"
+    loop: ConvLoop,
+    epoch: int,
+    state: dict[str, Any],
+    frames: dict[str, pd.DataFrame],
+    *,
+    file: Path | str = "state.pt",
 ) -> None:
     """Put a snapshot back into a freshly built loop of the same config, in place, once every tensor and number fits it;
     StoreError naming `file` (the checkpoint's state.pt) and the field otherwise, with nothing restored."""
@@ -57,12 +62,12 @@ def restore(
             "conv",
             _tensors(loop),
             loop.opt,
-            [*loop.samplers, *loop.augs],
-            loop.alive,
-            loop.result.diverged,
-            cfg.seeds,
-            step,
-            {"loss_n": int},
+            gens=[*loop.samplers, *loop.augs],
+            alive=loop.alive,
+            diverged=loop.result.diverged,
+            seeds=cfg.seeds,
+            step=step,
+            extras={"loss_n": int},
         )
     except loopstate.StateError as err:
         raise StoreError(f"{file}: {err}") from None

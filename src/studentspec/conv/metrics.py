@@ -65,6 +65,7 @@ def evaluate_conv(
     student: ConvNet,
     images: Tensor,
     labels: Tensor,
+    *,
     mean: list[float],
     std: list[float],
     loss_kind: str = "mse",

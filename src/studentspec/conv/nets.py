@@ -127,7 +127,8 @@ class ConvNet:
         return baddbmm(self.head_b[:, None, :], flat, self.head_w), hidden
 
     def forward_shared(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """A one-member net (a teacher) on per-seed inputs [N, S, C, H, W]: outputs [S, N, K], hidden [N, S, C_l, H_l, W_l].
+        """A one-member net (a teacher) on per-seed inputs [N, S,
+        C, H, W]: outputs [S, N, K], hidden [N, S, C_l, H_l, W_l].
 
         The S input streams are folded into the image axis, so BatchNorm must be in eval mode.
         """
@@ -242,6 +243,7 @@ def init_conv_net(
     in_channels: int,
     image_hw: int,
     widths: list[int],
+    *,
     n_classes: int,
     activation: str = "relu",
     slope: float = 0.1,

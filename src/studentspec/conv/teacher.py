@@ -156,6 +156,7 @@ def load_checkpoint(path: str | Path) -> TeacherCheckpoint:
         raise ConfigError(f"{path}: invalid teacher checkpoint (missing or malformed {err})") from None
     side = hw - 2 * len(widths)
     _expect(side >= 1 and all(w >= 1 for w in widths), path, "architecture does not fit the images")
+    want: dict[str, tuple[int, ...]]  # tensor name -> shape
     want = {f"conv{l}.weight": (co, ci, 3, 3) for l, (ci, co) in enumerate(zip([c_in, *widths[:-1]], widths), start=1)}
     want |= {f"conv{l}.bias": (c,) for l, c in enumerate(widths, start=1)}
     want |= {"head.weight": (k, widths[-1] * side * side), "head.bias": (k,)}
@@ -219,7 +220,7 @@ def load_checkpoint(path: str | Path) -> TeacherCheckpoint:
         str(p["dataset"]),
         list(p["mean"]),
         list(p["std"]),
-        shape,
+        (c_in, hw, hw),  # == shape, checked above; typed as three ints
         accuracy,
         list(p.get("history") or []),
         p.get("ratios"),
@@ -317,7 +318,8 @@ def _settings(cfg: Config) -> dict[str, Any]:
 
 
 def train_teacher(cfg: Config, data: ImageSet | None = None, progress: bool = True) -> TeacherCheckpoint:
-    """Train the conv teacher of cfg.teacher (widths, activation, BatchNorm) on cfg.data's labels per cfg.teacher_train."""
+    """Train the conv teacher of cfg.teacher (widths,
+    activation, BatchNorm) on cfg.data's labels per cfg.teacher_train."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     data = data if data is not None else _data(cfg)
@@ -329,11 +331,11 @@ def train_teacher(cfg: Config, data: ImageSet | None = None, progress: bool = Tr
         c,
         h,
         t.widths,
-        len(data.classes),
-        t.activation,
-        t.leaky_slope,
-        t.batchnorm,
-        t.batchnorm_affine,
+        n_classes=len(data.classes),
+        activation=t.activation,
+        slope=t.leaky_slope,
+        batchnorm=t.batchnorm,
+        affine=t.batchnorm_affine,
     )
     net = net.to(cfg.train.device, DTYPES[cfg.train.dtype]).requires_grad_()
     history = fit_labels(
@@ -367,7 +369,8 @@ def prune_teacher(
     parent: str | None = None,
     progress: bool = True,
 ) -> TeacherCheckpoint:
-    """Mask the channels with the smallest mean |fan-out weight| (per layer, ratios[l] of them) and fine-tune with the masks."""
+    """Mask the channels with the smallest mean |fan-out weight|
+    (per layer, ratios[l] of them) and fine-tune with the masks."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     if len(ratios) != len(ckpt.net.weights):
@@ -423,7 +426,8 @@ def _set(key: str, value: Any) -> str:
 def teacher_config(
     dataset: str, config: str | None, overrides: list[str], *, root: str | None = None, epochs: int | None = None
 ) -> Config:
-    """The config of `studentspec teacher train`: a YAML file (else the 4 x 64 teacher of docs/model.md 4.4), then overrides, then the flags."""
+    """The config of `studentspec teacher train`: a YAML file (else the 4
+    x 64 teacher of docs/model.md 4.4), then overrides, then the flags."""
     flags = [_set("data.kind", dataset)]
     flags += [_set("data.root", str(root))] if root is not None else []
     flags += [_set("teacher_train.epochs", epochs)] if epochs is not None else []
@@ -439,7 +443,8 @@ def prune_config(
     epochs: int | None = None,
     lr: float | None = None,
 ) -> Config:
-    """The config of `studentspec teacher prune`: the settings stored in the checkpoint, a YAML file, overrides, flags."""
+    """The config of `studentspec teacher prune`: the settings
+    stored in the checkpoint, a YAML file, overrides, flags."""
     stored = []
     if not config:
         for section in ("teacher_train", "data", "train", "eval"):

@@ -20,7 +20,7 @@ from ..config import Config, ConfigError, check_device, lr_at, steps_per_epoch
 from ..ensemble import loop as eloop
 from ..ensemble import seeding
 from ..ensemble.corr import rho_mean
-from ..ensemble.hooks import Evaluation, Hooks
+from ..ensemble.hooks import DEFAULT_HOOKS, Evaluation, Hooks
 from ..ensemble.losses import per_seed_loss
 from ..ensemble.optim import Optimizer
 from ..ensemble.optimizers import full_batch
@@ -68,7 +68,7 @@ def check_architecture(cfg: Config, ckpt: TeacherCheckpoint, path: str) -> None:
     """The config's teacher section and data set must describe the stored teacher; ConfigError names the key."""
     t, net = cfg.teacher, ckpt.net
     affine = bool(net.norms and net.norms[0].weight is not None)
-    pairs = [
+    pairs: list[tuple[str, object, object]] = [
         ("data.kind", cfg.data.kind, ckpt.dataset),
         ("teacher.widths", t.widths, net.widths),
         ("teacher.activation", t.activation, net.activation),
@@ -113,13 +113,13 @@ def build(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
         c,
         h,
         student_widths(cfg, ckpt),
-        ckpt.net.n_classes,
-        t.activation,
-        t.leaky_slope,
-        t.batchnorm,
-        t.batchnorm_affine,
-        sc.init_std,
-        sc.init_scale,
+        n_classes=ckpt.net.n_classes,
+        activation=t.activation,
+        slope=t.leaky_slope,
+        batchnorm=t.batchnorm,
+        affine=t.batchnorm_affine,
+        init_std=sc.init_std,
+        init_scale=sc.init_scale,
     )
     return ConvSetup(
         cfg,
@@ -161,7 +161,7 @@ class ConvLoop(eloop.Loop):
     loss_n: int = field(default=0, kw_only=True)
 
 
-def train(s: ConvSetup, hooks: Hooks = Hooks()) -> ConvResult:
+def train(s: ConvSetup, hooks: Hooks = DEFAULT_HOOKS) -> ConvResult:
     """Train every seed's conv student on the teacher's outputs (MSE by default), evaluating as configured."""
     cfg, tc = s.cfg, s.cfg.train
     if full_batch(tc.optimizer):
@@ -233,7 +233,14 @@ def _evaluation(loop: ConvLoop, step: int, epoch: int) -> Evaluation:
     result, and the on_eval hook's payload."""
     s, cfg = loop.setup, loop.setup.cfg
     ev = evaluate_conv(
-        s.teacher, s.student, s.data.test_x, s.data.test_y, s.ckpt.mean, s.ckpt.std, cfg.train.loss, cfg.eval.batch_size
+        s.teacher,
+        s.student,
+        s.data.test_x,
+        s.data.test_y,
+        mean=s.ckpt.mean,
+        std=s.ckpt.std,
+        loss_kind=cfg.train.loss,
+        chunk=cfg.eval.batch_size,
     )
     point = ConvPoint(step, epoch, ev, fanout_norms(s.student), loop.loss_sum / loop.loss_n if loop.loss_n else None)
     loop.loss_sum.zero_()

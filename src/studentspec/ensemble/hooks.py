@@ -27,3 +27,7 @@ class Hooks:
     # is called with it every train.checkpoint_every epochs (not after the last: the run dir is written then)
     resume: Callable[[Any], None] | None = None
     checkpoint: Callable[[Any], None] | None = None
+
+
+# the default of every pipeline's train(): Hooks is frozen, so one shared instance is safe
+DEFAULT_HOOKS = Hooks()

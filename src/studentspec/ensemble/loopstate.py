@@ -31,6 +31,7 @@ def save(
     tensors: list[Tensor],
     opt: Optimizer,
     gens: list[torch.Generator],
+    *,
     alive: Tensor,
     diverged: dict[int, int],
     step: int,
@@ -94,7 +95,8 @@ def _optimizer(saved: Any, opt: Optimizer) -> None:
             if value is None:
                 raise StateError(field, f"None, {_describe(values[i])} expected")
             # a buffer made at the first step (momentum) is shaped like its parameter
-            _like(field, value, values[i] if values[i] is not None else opt.params[min(i, len(opt.params) - 1)])
+            ref = values[i]  # a local, so that mypy narrows it
+            _like(field, value, ref if ref is not None else opt.params[min(i, len(opt.params) - 1)])
 
 
 def check_form(state: Any) -> None:
@@ -132,6 +134,7 @@ def check(
     pipeline: str,
     tensors: list[Tensor],
     opt: Optimizer,
+    *,
     gens: list[torch.Generator],
     alive: Tensor,
     seeds: list[int],
@@ -174,6 +177,7 @@ def load(
     pipeline: str,
     tensors: list[Tensor],
     opt: Optimizer,
+    *,
     gens: list[torch.Generator],
     alive: Tensor,
     diverged: dict[int, int],
@@ -183,7 +187,7 @@ def load(
 ) -> dict[str, Any]:
     """Put a save() back in place (same config, freshly built) once check() found every field fitting, so a bad state
     changes nothing; returns its step, elapsed time and extras."""
-    check(state, pipeline, tensors, opt, gens, alive, seeds, step, extras)
+    check(state, pipeline, tensors, opt, gens=gens, alive=alive, seeds=seeds, step=step, extras=extras)
     for t, saved in zip(tensors, state["tensors"]):
         t.copy_(saved)
     opt.load_state_dict(state["optimizer"])

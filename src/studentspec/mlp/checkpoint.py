@@ -41,10 +41,10 @@ def snapshot(loop: Loop) -> tuple[int, dict[str, Any], dict[str, pd.DataFrame]]:
         _tensors(loop),
         loop.opt,
         _generators(loop),
-        loop.alive,
-        r.diverged,
-        loop.step,
-        time.perf_counter() - loop.start,
+        alive=loop.alive,
+        diverged=r.diverged,
+        step=loop.step,
+        elapsed=time.perf_counter() - loop.start,
         eval_time=r.eval_time,
     )
     scalars, teachers, students = tables(r)
@@ -52,7 +52,7 @@ def snapshot(loop: Loop) -> tuple[int, dict[str, Any], dict[str, pd.DataFrame]]:
 
 
 def restore(
-    loop: Loop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame], file: Path | str = "state.pt"
+    loop: Loop, epoch: int, state: dict[str, Any], frames: dict[str, pd.DataFrame], *, file: Path | str = "state.pt"
 ) -> None:
     """Put a snapshot back into a freshly built loop of the same config, in place, once every tensor and number fits it;
     StoreError naming `file` (the checkpoint's state.pt) and the field otherwise, with nothing restored."""
@@ -63,12 +63,12 @@ def restore(
             "mlp",
             _tensors(loop),
             loop.opt,
-            _generators(loop),
-            loop.alive,
-            loop.result.diverged,
-            loop.setup.cfg.seeds,
-            step,
-            {"eval_time": float},
+            gens=_generators(loop),
+            alive=loop.alive,
+            diverged=loop.result.diverged,
+            seeds=loop.setup.cfg.seeds,
+            step=step,
+            extras={"eval_time": float},
         )
     except loopstate.StateError as err:
         raise StoreError(f"{file}: {err}") from None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..ensemble.corr import CorrAccumulator, layer_stats
+from ..ensemble.corr import CorrAccumulator, LayerStats, layer_stats
 from ..ensemble.losses import output_grad, per_seed_loss
 from . import backprop
 from . import kernel as ckernel
@@ -47,6 +47,7 @@ def evaluate(
     student: Net,
     x: Tensor,
     y: Tensor,
+    *,
     loss_kind: str,
     chunk: int = 256,
     with_grad: bool = False,
@@ -97,7 +98,12 @@ def evaluate(
             for t in scratch:
                 t.zero_()
             chunk_loss, chunk_sq, s_hidden = compiled.forward_grad(
-                xb, yb, True, (scratch or grads) if with_grad else None, xb.shape[1] / n, storage
+                xb,
+                yb,
+                hidden=True,
+                grads=(scratch or grads) if with_grad else None,
+                gscale=xb.shape[1] / n,
+                storage=storage,
             )
             for total, part in zip(grads, scratch):
                 total.add_(part)
@@ -116,9 +122,9 @@ def evaluate(
         sq += (out - yb).double().square().sum(dim=(1, 2))
         if fused:
             chunk_loss, g = output_grad(out, yb, loss_kind)
-            part = backprop.backward(student, trace.inputs, trace.pre, g.mul_(xb.shape[1] / n))
+            parts = backprop.backward(student, trace.inputs, trace.pre, g.mul_(xb.shape[1] / n))
             grads = (
-                [b.double() for b in part] if not grads else [a.add_(b) for a, b in zip(grads, part)]
+                [b.double() for b in parts] if not grads else [a.add_(b) for a, b in zip(grads, parts)]
             )  # no copy in float64
         else:
             chunk_loss = per_seed_loss(out, yb, loss_kind)
@@ -140,7 +146,8 @@ def _layer_norms(grads: list[Tensor]) -> Tensor:
 
 
 def grad_norms(student: Net, x: Tensor, y: Tensor, loss_kind: str, *, chunk: int = 256) -> Tensor:
-    """Full-batch gradient norm of the loss w.r.t. each layer's augmented weights, [S, L] (autograd; BatchNorm in eval mode)."""
+    """Full-batch gradient norm of the loss w.r.t. each layer's
+    augmented weights, [S, L] (autograd; BatchNorm in eval mode)."""
     params = [t.detach().requires_grad_(True) for t in student.parameters()]
     depth = len(student.weights)
     probe = Net(

@@ -127,7 +127,7 @@ class CompiledSteps(MLPSteps):
         x, y = stream.x_train.contiguous(), stream.y_train.contiguous()
         compiled.check_indices(idx_epoch, x.shape[1])
         for t0 in range(0, len(idx_epoch), self.block):
-            for loss in compiled.indexed_steps(x, y, idx_epoch[t0 : t0 + self.block], lr, alive):
+            for loss in compiled.indexed_steps(x, y, idx_epoch[t0 : t0 + self.block], lr=lr, alive=alive):
                 div.check(loss)
                 yield loss
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..config import Config, ConfigError, check_device, lr_at  # lr_at: one definition for the MLP and conv trainers
 from ..ensemble import loop as eloop
 from ..ensemble import seeding
-from ..ensemble.hooks import Evaluation, Hooks
+from ..ensemble.hooks import DEFAULT_HOOKS, Evaluation, Hooks
 from ..ensemble.optim import Optimizer
 from . import backprop
 from . import kernel as ckernel
@@ -108,8 +108,9 @@ def init_student(
 
 
 def _init_knobs(cfg: Config, weights: list[Tensor], biases: list[Tensor], teacher: Net | None) -> None:
-    """The init knobs of docs/model.md 4.5 on the stacked float64 student [S, ...], in place, in the original code's order:
-    same_dir, same_sign (after perturb, in init_student), adv_init; then no_bias and normalize as the training keeps them.
+    """The init knobs of docs/model.md 4.5 on the stacked float64 student [S, ...], in place, in the original code's
+    order: same_dir, same_sign (after perturb, in init_student),
+    adv_init; then no_bias and normalize as the training keeps them.
 
     Norms and inner products are taken one seed at a time, so a seed's init does not depend on the ensemble size.
     """
@@ -186,7 +187,8 @@ class EvalPoint:
 
 @dataclass
 class TrainResult(eloop.RunResult):
-    """A finished ensemble: its setup (with trained student), every evaluation, divergences (ensemble.loop.RunResult)."""
+    """A finished ensemble: its setup (with trained student),
+    every evaluation, divergences (ensemble.loop.RunResult)."""
 
     setup: Setup
     evals: list[EvalPoint] = field(default_factory=list)
@@ -238,8 +240,8 @@ def _evaluate_all(s: Setup, step: int, kernel: str) -> list[EvalPoint]:
             student,
             x,
             y,
-            cfg.train.loss,
-            cfg.eval.batch_size,
+            loss_kind=cfg.train.loss,
+            chunk=cfg.eval.batch_size,
             with_grad=cfg.eval.grad_norm and name == "train",
             kernel=kernel,
             teacher_acts=acts,
@@ -252,7 +254,7 @@ def _evaluate_all(s: Setup, step: int, kernel: str) -> list[EvalPoint]:
     return points
 
 
-def train(s: Setup, hooks: Hooks = Hooks()) -> TrainResult:
+def train(s: Setup, hooks: Hooks = DEFAULT_HOOKS) -> TrainResult:
     """Train every seed of a built ensemble in one batched pass, evaluating before training, every eval.every epochs
     and at the end."""
     cfg, tc = s.cfg, s.cfg.train

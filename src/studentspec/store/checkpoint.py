@@ -37,7 +37,7 @@ def checkpoint_path(out: str | Path) -> Path:
 
 
 def write_checkpoint(
-    out: str | Path, cfg: Config, epoch: int, state: dict[str, Any], tables: dict[str, pd.DataFrame]
+    out: str | Path, cfg: Config, *, epoch: int, state: dict[str, Any], tables: dict[str, pd.DataFrame]
 ) -> Path:
     """Write (or replace, by swapping) the checkpoint of run dir `out` after `epoch` epochs."""
 
@@ -69,7 +69,7 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
 
 
 class Checkpoint(NamedTuple):
-    """A checkpoint read back and checked: what a pipeline's restore(loop, *checkpoint) takes."""
+    """A checkpoint read back and checked: what a pipeline's restore(loop, epoch, state, tables, file=file) takes."""
 
     epoch: int
     state: dict[str, Any]
@@ -138,7 +138,8 @@ def _table_names(names: list[str], marker: Path) -> list[str]:
 
 
 def remove_checkpoint(out: str | Path) -> None:
-    """Delete the checkpoint of run dir `out`: only a checkpoint dir studentspec proves it wrote (store.dirs.check_out)."""
+    """Delete the checkpoint of run dir `out`: only a
+    checkpoint dir studentspec proves it wrote (store.dirs.check_out)."""
     path = checkpoint_path(out)
     if path.is_dir() and not path.is_symlink():
         try:

@@ -65,7 +65,8 @@ def _env(name: str) -> str | None:
 
 
 def check_environment() -> None:
-    """ConfigError naming the variable when an ENV variable holds a value it does not document: checked before any work."""
+    """ConfigError naming the variable when an ENV variable
+    holds a value it does not document: checked before any work."""
     for name in ENV:
         _env(name)
 
@@ -103,7 +104,8 @@ def constant(name: str) -> int:
 
 
 def cache_dir() -> Path:
-    """Where the compiled library lives: $STUDENTSPEC_CACHE, else $XDG_CACHE_HOME/studentspec, else ~/.cache/studentspec."""
+    """Where the compiled library lives: $STUDENTSPEC_CACHE,
+    else $XDG_CACHE_HOME/studentspec, else ~/.cache/studentspec."""
     if os.environ.get("STUDENTSPEC_CACHE"):
         return Path(os.environ["STUDENTSPEC_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "studentspec"
@@ -150,7 +152,8 @@ def library_path() -> Path:
 
 @functools.cache
 def _load() -> tuple[Any, str]:
-    """The library (cffi's lib object) and "" or None and why it is unavailable; compiled at most once per source and flags."""
+    """The library (cffi's lib object) and "" or None and why it
+    is unavailable; compiled at most once per source and flags."""
     if _env("STUDENTSPEC_KERNEL") == "torch":
         return None, "STUDENTSPEC_KERNEL=torch is set"
     if ffi is None:
@@ -189,7 +192,8 @@ def _load() -> tuple[Any, str]:
 def unsupported(
     net: Net, loss: str, optimizer: str | None = None, *, momentum: float = 0.0, weight_decay: float = 0.0
 ) -> str | None:
-    """Why the compiled code cannot evaluate this net (optimizer None) or train it with this optimizer; None if it can."""
+    """Why the compiled code cannot evaluate this net
+    (optimizer None) or train it with this optimizer; None if it can."""
     why = _cannot_evaluate(net, loss)
     if why is None and optimizer is not None:
         why = _cannot_train(optimizer, momentum, weight_decay)
@@ -234,9 +238,9 @@ class CompiledMLP:
         dll, why = _load()
         if dll is None:
             raise RuntimeError(why)
-        why = unsupported(net, loss)
-        if why is not None:
-            raise ValueError(f"the compiled pass cannot run this net: {why}")
+        refused = unsupported(net, loss)
+        if refused is not None:
+            raise ValueError(f"the compiled pass cannot run this net: {refused}")
         for t in (*net.weights, *net.biases):
             if not t.is_contiguous():
                 raise ValueError("the compiled step needs contiguous parameters")
@@ -274,12 +278,13 @@ class CompiledMLP:
         self._loss_ptr = ffi.cast(self._f64, self.loss.data_ptr())
 
     def __call__(self, x: Tensor, y: Tensor, lr: float, alive: Tensor) -> Tensor:
-        """SGD step on (x [S, B, w0], y [S, B, wL]) for every alive seed; seeds whose loss is not finite keep their parameters."""
+        """SGD step on (x [S, B, w0], y [S, B, wL]) for every alive
+        seed; seeds whose loss is not finite keep their parameters."""
         x, y = x.contiguous(), y.contiguous()
         self._check_batch(x, y)
         return self._run(x, y, None, x.shape[1], lr, alive)
 
-    def indexed(self, x_train: Tensor, y_train: Tensor, idx: Tensor, lr: float, alive: Tensor) -> Tensor:
+    def indexed(self, x_train: Tensor, y_train: Tensor, idx: Tensor, *, lr: float, alive: Tensor) -> Tensor:
         """The same step on the batch x_train[s, idx[s]], y_train[s, idx[s]], gathered inside the kernel.
 
         idx [S, B] int64 must lie in [0, x_train.shape[1]): check_indices() once per epoch, not per step.
@@ -287,8 +292,9 @@ class CompiledMLP:
         self._check_training_sets(x_train, y_train, idx)
         return self._run(x_train, y_train, idx.to(torch.int64).contiguous(), idx.shape[1], lr, alive)
 
-    def indexed_steps(self, x_train: Tensor, y_train: Tensor, idx: Tensor, lr: float, alive: Tensor) -> Tensor:
-        """len(idx) consecutive indexed() steps (idx [T, S, B]), each seed's back to back while its parameters sit in cache.
+    def indexed_steps(self, x_train: Tensor, y_train: Tensor, idx: Tensor, *, lr: float, alive: Tensor) -> Tensor:
+        """len(idx) consecutive indexed() steps (idx [T, S, B]),
+        each seed's back to back while its parameters sit in cache.
 
         Returns the losses [T, S]: a seed whose loss turns non-finite keeps its parameters from then on and its later
         losses are NaN, as if marked dead after that step; the numbers are those of T indexed() calls.
@@ -316,12 +322,14 @@ class CompiledMLP:
         self,
         x: Tensor,
         y: Tensor,
+        *,
         hidden: bool,
         grads: list[Tensor] | None,
         gscale: float,
         storage: list[Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """Per-seed loss [S], sum of squared errors [S] and hidden activations ([S, B, w_l] each, if `hidden`) on (x, y).
+        """Per-seed loss [S], sum of squared errors [S] and
+        hidden activations ([S, B, w_l] each, if `hidden`) on (x, y).
 
         With `grads` ([dW_1, db_1, ...] shaped like the parameters), adds gscale * the gradient to them.
         Parameters are not touched. `storage` (one flat tensor of the run's dtype per hidden layer, at least S * B * w_l
@@ -340,10 +348,11 @@ class CompiledMLP:
             raise ValueError(
                 f"storage: one contiguous {self.dtype} tensor of at least S * B * w_l elements per hidden layer"
             )
-        hs = [
-            torch.empty(shape, dtype=self.dtype) if storage is None else t.view(-1)[: math.prod(shape)].view(shape)
-            for t, shape in zip(storage or [None] * len(shapes), shapes)
-        ]
+        hs = (
+            [torch.empty(shape, dtype=self.dtype) for shape in shapes]
+            if storage is None
+            else [t.view(-1)[: math.prod(shape)].view(shape) for t, shape in zip(storage, shapes)]
+        )
         loss, sq = torch.empty(S, dtype=torch.float64), torch.empty(S, dtype=torch.float64)
         threads = self._workspace(S, B)
         if grads is not None and not all(g.is_contiguous() and g.dtype == self.dtype for g in grads):
@@ -359,8 +368,9 @@ class CompiledMLP:
         return loss, sq, hs
 
     def corr_update(self, acc: CorrAccumulator, t: Tensor, h: Tensor) -> None:
-        """Add a chunk (teacher t [S, B, m], student h [S, B, n], in the run's dtype) to `acc`, a CorrAccumulator past its
-        first chunk (which set its shifts), in one pass per seed instead of torch's five over h (sums in float64)."""
+        """Add a chunk (teacher t [S, B, m], student h [S, B, n], in the run's dtype) to `acc`, a CorrAccumulator past
+        its first chunk (which set its shifts), in one pass per seed instead of torch's five over h (sums in
+        float64)."""
         if acc.n == 0:
             raise ValueError("the first chunk sets the accumulator's shifts: give it to acc.update")
         S, B, m = t.shape
