@@ -119,3 +119,43 @@ def test_the_registry_refuses_a_second_entry_and_names_the_known_ones():
     with pytest.raises(KeyError, match=r"unknown widget 'b' \(known: a\)"):
         reg.get("b")
     assert reg.one_of() == "must be one of 'a'"
+
+
+def test_on_eval_gets_the_same_evaluation_from_an_mlp_run_and_a_conv_run(tmp_path):
+    """hooks.on_eval receives an ensemble.hooks.Evaluation from both pipelines: before training (step 0, epoch 0), after
+    every eval.every epochs and after the last (steps_per_epoch x epochs), holding the run's own records of it (mlp: the
+    train then eval EvalPoint, conv: one ConvPoint) and a summary of formatted numbers."""
+    from image_files import write_cifar
+    from studentspec.conv.teacher import save_checkpoint, train_teacher
+    from studentspec.conv.train import ConvPoint
+    from studentspec.ensemble.hooks import Evaluation
+    from studentspec.mlp.train import EvalPoint
+
+    seen: dict[str, list] = {"mlp": [], "conv": []}
+    mlp = train(load_config(None, TINY + ["train.epochs=5", "eval.every=2"]), False, on_eval=seen["mlp"].append)
+    write_cifar(tmp_path / "data", per_batch=20, n_test=24)
+    teacher = ["teacher.widths=[4,4,4,4]", "teacher.batchnorm=after", "teacher.batchnorm_affine=true", "train.threads=1"]
+    ckpt = train_teacher(load_config(None, ["data.kind=cifar10", f"data.root={tmp_path / 'data'}", *teacher,
+                                            "teacher_train.epochs=1", "teacher_train.batch_size=25"]), progress=False)
+    save_checkpoint(ckpt, tmp_path / "T.pt")
+    conv_cfg = load_config(None, ["data.kind=cifar10", f"data.root={tmp_path / 'data'}", *teacher,
+                                  f"teacher.checkpoint={tmp_path / 'T.pt'}", "student.init_std=null", "seeds=[1,2]",
+                                  "data.n_train=60", "data.n_eval=24", "train.batch_size=16", "train.steps_per_epoch=null",
+                                  "train.epochs=3", "train.lr=0.005", "eval.every=2", "eval.batch_size=12"])
+    conv = train(conv_cfg, False, on_eval=seen["conv"].append)
+
+    for name, evs in seen.items():
+        assert evs and all(type(ev) is Evaluation for ev in evs), name
+        assert all(ev.summary and all(isinstance(v, str) for v in ev.summary.values()) for ev in evs), name
+    # steps per epoch: mlp train.steps_per_epoch = 20; conv one pass, ceil(60 / 16) = 4
+    assert [(ev.step, ev.epoch) for ev in seen["mlp"]] == [(0, 0), (40, 2), (80, 4), (100, 5)]
+    assert [(ev.step, ev.epoch) for ev in seen["conv"]] == [(0, 0), (8, 2), (12, 3)]
+    for ev in seen["mlp"]:
+        assert [type(p) for p in ev.points] == [EvalPoint, EvalPoint] and [p.split for p in ev.points] == ["train", "eval"]
+        assert [p.step for p in ev.points] == [ev.step, ev.step] and set(ev.summary) == {"eval_mse", "specialized"}
+    for ev in seen["conv"]:
+        assert [type(p) for p in ev.points] == [ConvPoint] and (ev.points[0].step, ev.points[0].epoch) == (ev.step, ev.epoch)
+        assert set(ev.summary) == {"acc", "rho"}
+    # the hook sees the very records the result keeps, in order
+    assert [p for ev in seen["mlp"] for p in ev.points] == mlp.evals
+    assert [p for ev in seen["conv"] for p in ev.points] == conv.evals
