@@ -18,7 +18,8 @@ import yaml
 from .config import ConfigError, clip, parse_yaml, quote, yaml_problem
 from .paper.experiments import EXPERIMENTS
 
-EXIT_FAULT = 1  # a fault during the work (a full disk, a file-size limit, ...): one line naming it and what became of the results
+# a fault during the work (a full disk, a file-size limit, ...): one line naming it and what became of the results
+EXIT_FAULT = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
@@ -44,14 +45,16 @@ def _limit(path: str, name: str, default: int) -> int:
 
 
 def _check_path(option: str, raw: str) -> None:
-    """ConfigError (one line) for a path the file system cannot hold (ENAMETOOLONG), before any work reads or writes it."""
+    """ConfigError (one line) for a path the file system cannot
+    hold (ENAMETOOLONG), before any work reads or writes it."""
     data = os.fsencode(raw)
     if b"\0" in data:
         raise ConfigError(f"{option}: a path cannot contain a NUL character")
     longest = max(data.split(b"/"), key=len)
     if len(longest) > (name_max := _limit(raw, "PC_NAME_MAX", 255)):
         raise ConfigError(
-            f"{option}: {clip(os.fsdecode(longest), 40)}: file name too long ({len(longest)} bytes; the file system allows {name_max})"
+            f"{option}: {clip(os.fsdecode(longest), 40)}: file name too "
+            f"long ({len(longest)} bytes; the file system allows {name_max})"
         )
     if len(data) >= (path_max := _limit(raw, "PC_PATH_MAX", 4096)):
         raise ConfigError(
@@ -151,7 +154,8 @@ def _converge(args: argparse.Namespace) -> int:
                 + (" (of the extremes computed)" if h["method"] == "lanczos" else "")
             )
     print(
-        f"wrote {Path(args.run_dir) / 'converge.json'} (gradient target reached: {info['reached']}, all conclusions hold: {info['all_conclusions_hold']})"
+        f"wrote {Path(args.run_dir) / 'converge.json'} (gradient target reached: "
+        f"{info['reached']}, all conclusions hold: {info['all_conclusions_hold']})"
     )
     return 0
 
@@ -367,7 +371,7 @@ class _ArgumentParser(argparse.ArgumentParser):
         )
 
 
-_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # what add_subparsers returns
+_Commands: TypeAlias = "argparse._SubParsersAction[_ArgumentParser]"  # what add_subparsers returns
 
 
 def _run_args(sub: _Commands) -> None:
@@ -456,16 +460,18 @@ def _sweep_args(sub: _Commands) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="submitit parameter for --executor slurm, e.g. slurm_partition=dev timeout_min=60; cluster=local runs without SLURM",
+        help="submitit parameter for --executor slurm, e.g. "
+        "slurm_partition=dev timeout_min=60; cluster=local runs without SLURM",
     )
     w.add_argument(
         "--pack",
         default="0",
         metavar="auto|N",
-        help="train jobs that differ only in build-only keys (teacher.decay, teacher.bias, student.init_std/init_scale) "
-        "as one ensemble of at most N seeds, bitwise the same results; auto: up to 256 seeds while the ensemble's "
-        "memory floor stays under 1 GiB; 0 or 1 (default): off, because on the 2-core reference machine copying "
-        "the members into one ensemble cost more than it saved (BENCHMARKS.md, packing)",
+        help="train jobs that differ only in build-only keys (teacher.decay, teacher.bias, "
+        "student.init_std/init_scale) as one ensemble of at most N seeds, bitwise the same results; auto: up to "
+        "256 seeds while the ensemble's memory floor stays under 1 GiB; 0 or 1 (default): off, because on the "
+        "2-core reference machine copying the members into one ensemble cost more than it saved (BENCHMARKS.md, "
+        "packing)",
     )
     w.add_argument(
         "--dry-run",
@@ -537,7 +543,8 @@ def _reproduce_args(sub: _Commands) -> None:
         "--scale",
         choices=["tiny", "quick", "paper"],
         default="quick",
-        help="paper: the settings of docs/model.md 4; quick: same shape, minutes on 2 cores; tiny: seconds, a smoke test",
+        help="paper: the settings of docs/model.md 4; quick: same "
+        "shape, minutes on 2 cores; tiny: seconds, a smoke test",
     )
     e.add_argument("--out", help="output dir (default runs/reproduce/NAME-SCALE); re-run the same command to resume")
     e.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
@@ -558,7 +565,8 @@ def _reproduce_args(sub: _Commands) -> None:
 def _report_args(sub: _Commands) -> None:
     o = sub.add_parser(
         "report",
-        help="write DIR/report.html (self-contained) from a run, sweep or reproduce dir's stored results; no retraining",
+        help="write DIR/report.html (self-contained) from a run, sweep or reproduce dir's stored results; "
+        "no retraining",
     )
     o.add_argument("dirs", nargs="+", metavar="DIR", help="a run, sweep, reproduce or cifar10 reproduce dir")
     o.add_argument(
@@ -655,12 +663,17 @@ class Output:
             and store
             and (store.checkpoint_path(self.path) / store.MARKER).is_file()
         ):
-            text += f"; the checkpoint {_short(store.checkpoint_path(self.path))} is kept: run again with --resume to continue"
+            text += (
+                "; the checkpoint "
+                f"{_short(store.checkpoint_path(self.path))} is kept: run again with --resume to continue"
+            )
         return text
 
     def holds(self, path: object) -> bool:
         """Whether `path` lies in the output or in a hidden sibling made for it (staging, set aside, checkpoint)."""
         out = Path(os.path.abspath(self.path))
+        if not isinstance(path, str | bytes | os.PathLike):  # what os.fsdecode would refuse with TypeError
+            return False
         try:
             first = Path(os.path.abspath(os.fsdecode(path))).relative_to(out.parent).parts[0]
         except (TypeError, ValueError, IndexError):

@@ -107,7 +107,8 @@ class _Loader(Composer, _Parser, SafeConstructor, Resolver):
             yaml.AliasEvent
         ):  # an alias repeats a value: ten of them nested expand a 300-byte file 10^9 times
             raise YAMLRefused(
-                f"{self._where()}: YAML aliases (*{clip(self.peek_event().anchor, 40)}) are not accepted; write the value out"
+                f"{self._where()}: YAML aliases "
+                f"(*{clip(self.peek_event().anchor, 40)}) are not accepted; write the value out"
             )
         self._nodes += 1
         if self._nodes > MAX_NODES:
@@ -304,7 +305,8 @@ class StudentConfig(_Section):
     init_scale: float = Field(
         1.0,
         gt=0.0,
-        description="Multiplies the initial student (0.1: the released deep code's intended scale-down, docs/model.md 4.3).",
+        description="Multiplies the initial student (0.1: the released "
+        "deep code's intended scale-down, docs/model.md 4.3).",
     )
     # the original code's knobs (docs/model.md 4.5; docs/configuration.md): MLP runs only
     normalize: bool = Field(
@@ -679,46 +681,46 @@ class Config(_Section):
         ),
     )
     teacher: TeacherConfig = Field(
-        default_factory=TeacherConfig,
+        default_factory=TeacherConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
         description=(
             "The architecture teacher and student share (widths, activation, BatchNorm, biases) and how the teacher is "
             "drawn (docs/model.md 1.9, 4.1, 4.3) or which trained conv teacher is loaded."
         ),
     )
     student: StudentConfig = Field(
-        default_factory=StudentConfig,
+        default_factory=StudentConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
         description=(
             "The student's width and initialization, including the released code's initialization knobs (docs/model.md "
             "4.5)."
         ),
     )
     data: DataConfig = Field(
-        default_factory=DataConfig,
+        default_factory=DataConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
         description=(
             "The inputs: a registered MLP data kind or an image data set, the training and evaluation set sizes "
             "(docs/model.md 1.8)."
         ),
     )
     train: TrainConfig = Field(
-        default_factory=TrainConfig,
+        default_factory=TrainConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
         description=(
             "How the student is trained: objective, optimizer, learning rate, batches, epochs, precision, device and "
             "compute path."
         ),
     )
     teacher_train: TeacherTrainConfig = Field(
-        default_factory=TeacherTrainConfig,
+        default_factory=TeacherTrainConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
         description=(
             "How `studentspec teacher train` and `teacher prune` train and prune a conv teacher on labels (image data "
             "only; docs/images.md)."
         ),
     )
     eval: EvalConfig = Field(
-        default_factory=EvalConfig,
+        default_factory=EvalConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
         description="When and how the specialization metrics are measured (docs/model.md 2).",
     )
     theory: TheoryConfig = Field(
-        default_factory=TheoryConfig,
+        default_factory=TheoryConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
         description="The Lemma's diagnostics at every evaluation (docs/theory.md).",
     )
 
@@ -747,7 +749,8 @@ class Config(_Section):
 
         if self.theory.enabled and not activations.get(self.teacher.activation).piecewise_linear:
             raise ValueError(
-                f"theory.enabled: the Lemma's diagnostics need a piecewise-linear activation, not teacher.activation={self.teacher.activation}"
+                "theory.enabled: the Lemma's diagnostics need a piecewise-linear activation, not "
+                f"teacher.activation={self.teacher.activation}"
             )
         if self.theory.enabled and self.teacher.batchnorm != "none":
             raise ValueError("theory.enabled: diagnostics support nets without BatchNorm (teacher.batchnorm=none)")
@@ -777,8 +780,8 @@ MLP_KNOBS = {
 
 
 def _check_knobs(cfg: Config) -> None:
-    """ValueError (naming the key) for a combination of the original code's knobs (docs/model.md 4.5) that has no meaning;
-    resolves train.sample_budget into train.epochs."""
+    """ValueError (naming the key) for a combination of the original code's knobs (docs/model.md 4.5) that has no
+    meaning; resolves train.sample_budget into train.epochs."""
     t, sc, tc = cfg.teacher, cfg.student, cfg.train
     if t.checkpoint is not None:  # image data (conv students): the knobs below exist for MLP ensembles only
         on = next((key for key, used in MLP_KNOBS.items() if used(cfg)), None)
@@ -787,7 +790,8 @@ def _check_knobs(cfg: Config) -> None:
     depth = len(t.widths) + 1
     if any(not 1 <= l <= depth for l in tc.freeze) or len(set(tc.freeze)) != len(tc.freeze):
         raise ValueError(
-            f"train.freeze: distinct layer numbers in 1..{depth} (1 = the first hidden layer, {depth} = the output layer), got {quote(tc.freeze)}"
+            f"train.freeze: distinct layer numbers in 1..{depth} (1 = the "
+            f"first hidden layer, {depth} = the output layer), got {quote(tc.freeze)}"
         )
     if len(tc.freeze) == depth:
         raise ValueError(f"train.freeze: every layer ({quote(tc.freeze)}) is frozen: nothing would train")
@@ -802,13 +806,15 @@ def _check_knobs(cfg: Config) -> None:
     ]
     if copies and sc.multi != 1:
         raise ValueError(
-            f"{copies[0]}: initializes the student from the teacher layer by layer, so it needs student.multi=1 (got {sc.multi:g})"
+            f"{copies[0]}: initializes the student from the teacher "
+            f"layer by layer, so it needs student.multi=1 (got {sc.multi:g})"
         )
     if copies and sc.adv_init != "none":
         raise ValueError(f"student.adv_init: {sc.adv_init} flips a random init; it does not combine with {copies[0]}")
     if sc.perturb is not None and sc.init_scale != 1:
         raise ValueError(
-            f"student.init_scale: student.perturb replaces the random init, so init_scale={sc.init_scale:g} would be ignored; leave it at 1"
+            "student.init_scale: student.perturb replaces the random init, "
+            f"so init_scale={sc.init_scale:g} would be ignored; leave it at 1"
         )
     if t.no_bias and t.tune:
         raise ValueError(
@@ -823,24 +829,28 @@ def _check_knobs(cfg: Config) -> None:
         epochs, rest = divmod(tc.sample_budget, per_epoch)
         if rest or not epochs:
             raise ValueError(
-                f"train.sample_budget: {tc.sample_budget} is not a positive multiple of the {per_epoch} samples of one epoch"
+                f"train.sample_budget: {tc.sample_budget} is not a "
+                f"positive multiple of the {per_epoch} samples of one epoch"
             )
         if "epochs" in tc.model_fields_set and tc.epochs != epochs:
             raise ValueError(
-                f"train.sample_budget: {tc.sample_budget} samples are {epochs} epochs, but train.epochs={tc.epochs}; give one of them"
+                f"train.sample_budget: {tc.sample_budget} samples are "
+                f"{epochs} epochs, but train.epochs={tc.epochs}; give one of them"
             )
         tc.epochs = epochs
 
 
 def samples_per_epoch(train: TrainConfig, n_train: int) -> int:
-    """Back-propagated samples of one epoch: its steps times batch_size (times n_train for gd, which takes the whole set)."""
+    """Back-propagated samples of one epoch: its steps times
+    batch_size (times n_train for gd, which takes the whole set)."""
     from ..ensemble.optimizers import full_batch  # here, not at import: the config layer stays light
 
     return steps_per_epoch(train, n_train) * (n_train if full_batch(train.optimizer) else train.batch_size)
 
 
 def lr_at(lr: float | dict[int, float], epoch: int, reduction: int | None = None) -> float:
-    """The learning rate of an epoch: a constant or the last schedule entry at or before it, times 0.5 ** (epoch // reduction).
+    """The learning rate of an epoch: a constant or the last
+    schedule entry at or before it, times 0.5 ** (epoch // reduction).
 
     train.lr_reduction K halves the lr at every epoch i > 0 with i % K == 0 (docs/model.md 4.5), on top of a schedule.
     """
@@ -863,7 +873,8 @@ def check_device(device: str) -> None:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
-            f"train.device: {device}: CUDA is not available on this machine (torch {torch.__version__} sees no CUDA device)"
+            f"train.device: {device}: CUDA is not available on this "
+            f"machine (torch {torch.__version__} sees no CUDA device)"
         )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"train.device: {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
@@ -960,7 +971,8 @@ def _why(err: OSError) -> str:
 
 
 def _config_text(path: Path) -> str:
-    """The text of a config file; ConfigError (one line) for one missing, unreadable, not a regular file, too large or not text."""
+    """The text of a config file; ConfigError (one line) for one
+    missing, unreadable, not a regular file, too large or not text."""
     name = clip(str(path))
     try:
         st = path.stat()
@@ -974,7 +986,10 @@ def _config_text(path: Path) -> str:
         raise ConfigError(f"{name}: config file not found (it is a directory)")
     if not stat.S_ISREG(st.st_mode):  # reading a FIFO would wait for a writer
         raise ConfigError(f"{name}: not a regular file (a FIFO, socket or device); give a YAML file")
-    too_large = f"{name}: the config file is {{:.1f}} MB, more than the {MAX_CONFIG_BYTES / 2**20:.0f} MB a config may be (is it a data file?)"
+    too_large = (
+        f"{name}: the config file is {{:.1f}} MB, more than the "
+        f"{MAX_CONFIG_BYTES / 2**20:.0f} MB a config may be (is it a data file?)"
+    )
     if st.st_size > MAX_CONFIG_BYTES:
         raise ConfigError(too_large.format(st.st_size / 2**20))
     try:
@@ -1043,7 +1058,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def env_choice(name: str, allowed: tuple[str, ...]) -> str | None:
-    """The environment variable `name` when set (None when unset or empty); ConfigError naming it unless one of `allowed`."""
+    """The environment variable `name` when set (None when unset
+    or empty); ConfigError naming it unless one of `allowed`."""
     value = os.environ.get(name, "")
     if value == "":
         return None

@@ -1,4 +1,5 @@
-"""Streaming Pearson correlation between teacher and student nodes, and what is read off it (docs/model.md section 2)."""
+"""Streaming Pearson correlation between teacher and student
+nodes, and what is read off it (docs/model.md section 2)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class CorrAccumulator:
 
     def __init__(self) -> None:
         self.n = 0
+        self._buf: Tensor | None = None
 
     def update(self, t: Tensor, s: Tensor) -> None:
         """Add a chunk: teacher outputs t [S, b, m], student outputs s [S, b, n] (same samples)."""
@@ -33,7 +35,7 @@ class CorrAccumulator:
             self.cross = torch.zeros(t.shape[0], t.shape[2], s.shape[2], dtype=torch.float64, device=t.device)
         # s - shift into a buffer kept across chunks (a fresh [S, b, n] tensor per chunk cost more in page faults
         # than the arithmetic), squared in place below; elementwise, so the same bits as plain `s - shift`
-        if getattr(self, "_buf", None) is None or self._buf.shape != s.shape:
+        if self._buf is None or self._buf.shape != s.shape:
             self._buf = torch.empty_like(s)
         t, s = t - self.shift_t, torch.sub(s, self.shift_s, out=self._buf)
         self.n += t.shape[1]

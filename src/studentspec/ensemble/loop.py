@@ -99,7 +99,7 @@ class Schedule:
     steps_per_epoch: int
     lr: Callable[[int], float]  # an epoch's learning rate (config.lr_at)
     eval_every: int
-    checkpoint_every: int = 0  # 0: no checkpoints
+    checkpoint_every: int | None = 0  # 0 or None (train.checkpoint_every: null): no checkpoints
     bar_every: int = 100  # steps between two updates of the progress bar (each reads the loss from the device)
 
 

@@ -7,14 +7,16 @@ from typing import Generic, Protocol, TypeVar
 
 
 class _Named(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only: the entries are frozen dataclasses
 
 
 T = TypeVar("T", bound=_Named)
 
 
 class Registry(Generic[T]):
-    """Entries by name; registering a name twice is a programming error, an unknown name a KeyError listing the known."""
+    """Entries by name; registering a name twice is a
+    programming error, an unknown name a KeyError listing the known."""
 
     def __init__(self, what: str) -> None:
         self.what = what

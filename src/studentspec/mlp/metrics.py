@@ -178,7 +178,9 @@ class MetricRegistry(Registry[EvalMetric]):
 def check_listed(registry: Registry[EvalMetric], modules: Iterable[ModuleType | None]) -> None:
     """ValueError naming the first metric declared at module level in `modules` that `registry` does not hold."""
     for module in modules:
-        for value in vars(module).values() if module is not None else ():
+        if module is None:
+            continue
+        for value in vars(module).values():
             if isinstance(value, EvalMetric) and (value.name not in registry or registry.get(value.name) is not value):
                 raise ValueError(
                     f"metric {value.name!r} of {module.__name__} is not in the list of metrics "

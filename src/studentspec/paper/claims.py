@@ -41,7 +41,7 @@ def claim(
     return {
         "name": name,
         "statistic": statistic,
-        "value": float(value) if ok else None,
+        "value": float(value) if value is not None and ok else None,
         "threshold": threshold,
         "passed": bool(passed and ok),
         "justification": justification,
@@ -78,7 +78,8 @@ LSHAPE_MAX_RATIO = 0.25
 
 
 def lshape(students: pd.DataFrame, corr_threshold: float = 0.95, max_ratio: float = LSHAPE_MAX_RATIO) -> dict[str, Any]:
-    """L-shape (claim 3): the scatter's horizontal arm (unspecialized students) is low against its vertical arm (specialized ones)."""
+    """L-shape (claim 3): the scatter's horizontal arm (unspecialized
+    students) is low against its vertical arm (specialized ones)."""
     df = final(students, _split_name(students, "train"))
     df = df[(df["layer"] == 1) & np.isfinite(df["best_corr"]) & np.isfinite(df["fanout_norm"])]
     groups = df.groupby("job") if "job" in df.columns else [("run", df)]
@@ -99,11 +100,11 @@ def lshape(students: pd.DataFrame, corr_threshold: float = 0.95, max_ratio: floa
         value,
         f"<= {max_ratio:g}",
         passed=value <= max_ratio,
-        justification="The L's horizontal arm (unaligned students) against the height of its vertical arm (aligned ones). At a "
-        "critical point the arm lies at 0 (Theorem); after finite SGD it keeps a residue that shrinks slowly with training. A cloud "
-        f"with no L gives about 0.5 or more; {max_ratio:g} asks the typical unaligned student to carry under a quarter of a large "
-        "aligned one's fan-out. Over-realized students that share one teacher split its fan-out, hence the 90th percentile, not "
-        "the median.",
+        justification="The L's horizontal arm (unaligned students) against the height of its vertical arm (aligned "
+        "ones). At a critical point the arm lies at 0 (Theorem); after finite SGD it keeps a residue that shrinks "
+        f"slowly with training. A cloud with no L gives about 0.5 or more; {max_ratio:g} asks the typical "
+        "unaligned student to carry under a quarter of a large aligned one's fan-out. Over-realized students that "
+        "share one teacher split its fan-out, hence the 90th percentile, not the median.",
         detail=f"{len(ratios)} configurations; ratios {', '.join(f'{r:.3f}' for r in ratios)}",
     )
 
@@ -138,9 +139,10 @@ def success_falls_with_index(
         value,
         f"<= {max_rho:g}",
         passed=value <= max_rho,
-        justification="Teacher j's fan-out is divided by (j+1)^p, so for p >= 1 weak nodes are learned late or not at all (claim 5). "
-        f"{max_rho:g} asks for a clearly decreasing trend in every panel, not strict monotonicity: success rates over a few seeds are "
-        "coarse and tie often. A constant curve (all or no teacher learned) gives no rank correlation and fails.",
+        justification="Teacher j's fan-out is divided by (j+1)^p, so for p >= 1 weak nodes are learned late or not at "
+        f"all (claim 5). {max_rho:g} asks for a clearly decreasing trend in every panel, not strict monotonicity: "
+        "success rates over a few seeds are coarse and tie often. A constant curve (all or no teacher learned) "
+        "gives no rank correlation and fails.",
         detail="; ".join(f"p={p:g}: {r:.3f}" for p, r in rhos.items()),
     )
 
@@ -163,8 +165,8 @@ def success_falls_with_decay(teachers: pd.DataFrame, max_rho: float = FASTER_MAX
         value,
         f"<= {max_rho:g}",
         passed=value <= max_rho,
-        justification="Larger p makes the weak nodes weaker (docs/model.md 4.1: success falls faster for larger p). With 6 decays "
-        f"{max_rho:g} allows about one adjacent pair out of order.",
+        justification="Larger p makes the weak nodes weaker (docs/model.md 4.1: success falls faster for larger p). "
+        f"With 6 decays {max_rho:g} allows about one adjacent pair out of order.",
         detail=", ".join(f"p {p:g}: {v:.3f}" for p, v in per_decay.items()),
     )
 
@@ -181,8 +183,8 @@ def success_rises_with_multi(teachers: pd.DataFrame, min_rho: float = RISES_MIN_
         value,
         f">= {min_rho:g}",
         passed=value >= min_rho,
-        justification=f"With 4 multis, Spearman {min_rho:g} allows at most one adjacent pair out of order (tied multis, e.g. two at "
-        "100%, share their rank and still pass); anything lower is no clear rise.",
+        justification=f"With 4 multis, Spearman {min_rho:g} allows at most one adjacent pair out of order (tied "
+        "multis, e.g. two at 100%, share their rank and still pass); anything lower is no clear rise.",
         detail=", ".join(f"multi {m:g}: {s:.3f}" for m, s in per_multi.items()),
     )
 
@@ -247,8 +249,8 @@ def converges_faster_with_multi(
         f"<= {max_rho:g}",
         passed=value <= max_rho,
         justification="docs/model.md 4.1 expects larger multi to converge faster; "
-        f"measured at the success rate's early checkpoint (after 5 epochs); with 4 multis {max_rho:g} allows one adjacent pair out "
-        "of order.",
+        f"measured at the success rate's early checkpoint (after 5 epochs); with 4 multis {max_rho:g} allows one "
+        "adjacent pair out of order.",
         detail=detail,
     )
 
@@ -281,10 +283,12 @@ def strong_first(
         value,
         f"<= {max_rho:g}",
         passed=value <= max_rho,
-        justification=f"Claim 5 predicts a negative rank correlation (stronger = earlier). {max_rho:g} asks the typical seed to show "
-        "it clearly; evaluation every few epochs makes ties, which pull the coefficient towards 0, so a perfect -1 is not expected.",
+        justification=f"Claim 5 predicts a negative rank correlation (stronger = earlier). {max_rho:g} asks the "
+        "typical seed to show it clearly; evaluation every few epochs makes ties, which "
+        "pull the coefficient towards 0, so a perfect -1 is not expected.",
         detail=(
-            f"{len(rhos)} (config, seed) pairs; quartiles {', '.join(f'{q:.2f}' for q in np.quantile(rhos, [0.25, 0.5, 0.75]))}"
+            f"{len(rhos)} (config, seed) pairs; quartiles "
+            f"{', '.join(f'{q:.2f}' for q in np.quantile(rhos, [0.25, 0.5, 0.75]))}"
             if rhos
             else "no pair"
         ),
@@ -308,7 +312,8 @@ def correlation_by_n(teachers: pd.DataFrame) -> pd.DataFrame:
 def teacher_aware_fewer_samples(
     teachers: pd.DataFrame, min_ratio: float = FEWER_MIN_RATIO, level: float = FEWER_LEVEL
 ) -> dict[str, Any]:
-    """Teacher-aware data brings over-realized students to a high correlation with several times fewer samples (claim 4, 4.2).
+    """Teacher-aware data brings over-realized students to a high
+    correlation with several times fewer samples (claim 4, 4.2).
 
     Per multi > 1: N_gaussian / N_teacher_aware, each the smallest N whose mean final best eval
     correlation reaches `level` (the specialization threshold); a kind that never does counts as
@@ -356,9 +361,10 @@ def teacher_aware_fewer_samples(
         value,
         f">= {min_ratio:g}",
         passed=value >= min_ratio,
-        justification=f"'Several times fewer' read as at least {min_ratio:g}x; the paper reports tens to a few hundred samples "
-        f"against about a thousand. {level:g} is the specialization threshold used everywhere. With the paper's objective both kinds "
-        "reach ~1 with enough data, so a level set by their plateaus would compare the largest N of both.",
+        justification=f"'Several times fewer' read as at least {min_ratio:g}x; the paper reports tens to a few hundred "
+        f"samples against about a thousand. {level:g} is the specialization threshold used everywhere. With the "
+        "paper's objective both kinds reach ~1 with enough data, so a level set by their plateaus would compare "
+        "the largest N of both.",
         detail="; ".join(details),
     )
 
@@ -388,9 +394,9 @@ def deep_lowest_highest(
         value,
         f">= {min_fraction:g}",
         passed=value >= min_fraction,
-        justification=f"docs/model.md 4.3: the lowest layer specializes first and most. Near convergence every layer reaches ~0.9999 "
-        f"and the order becomes noise, hence the tie margin {tie:g}; {min_fraction:g} tolerates a few runs where an upper layer wins "
-        "by chance.",
+        justification="docs/model.md 4.3: the lowest layer specializes first and most. Near convergence every layer "
+        f"reaches ~0.9999 and the order becomes noise, hence the tie margin {tie:g}; {min_fraction:g} tolerates a "
+        "few runs where an upper layer wins by chance.",
         detail=f"{int(ok.sum())} of {len(ok)}; mean rho per layer "
         + ", ".join(f"L{l}: {rho[:, i].mean():.3f}" for i, l in enumerate(layers)),
     )
@@ -418,8 +424,9 @@ def deep_lowest_to_one(
         value,
         f">= {min_rho:g}",
         passed=value >= min_rho and rs <= max_spearman,
-        justification=f"Claim 2: small loss forces lowest-layer specialization. {min_rho:g} is the specialization threshold used "
-        "throughout; the Spearman condition checks that correlation rises as the loss falls, not only at one point.",
+        justification=f"Claim 2: small loss forces lowest-layer specialization. {min_rho:g} is the specialization "
+        "threshold used throughout; the Spearman condition checks that correlation rises as the loss falls, not "
+        "only at one point.",
         detail=f"Spearman {rs:.3f} over {len(df)} (run, seed)",
     )
 
@@ -430,7 +437,8 @@ LEMMA_MAX_ERR = 1e-9
 
 
 def lemma_errors(teacher: Net, student: Net, x: torch.Tensor) -> list[float]:
-    """Per hidden layer, max |Lemma signal - (-autograd dJ/dz)| / max(|D A f*~|, |D B f~|, |autograd|), on inputs x [S, N, d] (float64).
+    """Per hidden layer, max |Lemma signal - (-autograd dJ/dz)| /
+    max(|D A f*~|, |D B f~|, |autograd|), on inputs x [S, N, d] (float64).
 
     J = 1/2 ||f* - f||^2 per sample, the Lemma's loss. The signal is a difference of the two
     terms D A f*~ and D B f~, so float64 rounding scales with the larger term, not with their
@@ -445,9 +453,8 @@ def lemma_errors(teacher: Net, student: Net, x: torch.Tensor) -> list[float]:
     for layer in range(1, depth):
         leaf: list[torch.Tensor] = []
 
-        def make_leaf(
-            l: int, z: torch.Tensor, layer: int = layer
-        ) -> torch.Tensor:  # layer's pre-activation becomes the leaf
+        # layer's pre-activation becomes the leaf
+        def make_leaf(l: int, z: torch.Tensor, layer: int = layer, leaf: list[torch.Tensor] = leaf) -> torch.Tensor:
             if l == layer - 1:
                 leaf.append(z.detach().requires_grad_(True))
                 return leaf[0]
@@ -473,8 +480,9 @@ def lemma_identity(errors: list[float], max_err: float = LEMMA_MAX_ERR) -> dict[
         value,
         f"<= {max_err:g}",
         passed=value <= max_err,
-        justification=f"An exact identity: only float64 rounding separates the two (~1e-15 per operation, growing with depth and "
-        f"width); {max_err:g} is far above rounding and far below any real discrepancy (a wrong term gives errors of order 1).",
+        justification="An exact identity: only float64 rounding separates the two (~1e-15 per operation, growing with "
+        f"depth and width); {max_err:g} is far above rounding and far below "
+        "any real discrepancy (a wrong term gives errors of order 1).",
         detail="per layer " + ", ".join(f"{e:.1e}" for e in errors),
     )
 

@@ -167,7 +167,7 @@ def theory_figure(run: Run) -> Figure:
     ax = axes[1][1]
     te = run.teachers.dropna(subset=["min_angle"])
     m = run.config.teacher.widths[0]
-    for (seed, j), t in te[te["seed"].isin(list(dict.fromkeys(te["seed"]))[:MAX_SEEDS])].groupby(["seed", "teacher"]):
+    for (_seed, j), t in te[te["seed"].isin(list(dict.fromkeys(te["seed"]))[:MAX_SEEDS])].groupby(["seed", "teacher"]):
         ax.semilogy(t["step"], t["min_angle"].clip(lower=1e-6), lw=1, alpha=0.8, color=ordered_color(int(j), m))
     ax.set(xlabel="step", ylabel="angle to nearest student (deg)", title="lowest layer: weight alignment")
     for ax in axes[0][n:]:
@@ -219,13 +219,17 @@ def hessian_figure(run: Run) -> Figure:
     """After `studentspec converge`: each seed's Hessian eigenvalues at its end point, sorted, on a symlog axis."""
     eig, info, fig, ax = _converge_panel(run, "converge_hessian.parquet")
     tols = []
+    label: str | None  # a seed's legend entry, on its first line only
     for i, (seed, h) in enumerate(eig.groupby("seed")):
         h = h.sort_values("index")
         summary = info["per_seed"][str(seed)]["hessian"]
         tols.append(summary["zero_tol"])
         lanczos = (h["method"] == "lanczos").all()
         least = ">= " if lanczos else ""  # Lanczos counts only the extremes it computed, one copy of a repeated value
-        label = f"seed {seed}: {least}{summary['n_negative']} < 0, {least}{summary['n_near_zero']} ~ 0 of {summary['n_params']}"
+        label = (
+            f"seed {seed}: {least}{summary['n_negative']} < 0, "
+            f"{least}{summary['n_near_zero']} ~ 0 of {summary['n_params']}"
+        )
         half = summary["n_params"] / 2
         for part in [h[h["index"] < half], h[h["index"] >= half]] if lanczos else [h]:
             # lanczos: the two ends of the spectrum, at their positions in it, as markers joined within each end

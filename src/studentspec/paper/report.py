@@ -30,7 +30,8 @@ from .page import CSS, escape, figures_html, fmt, numeric_columns, page, path_ro
 # folder follows, sorted.
 RUN_CAPTIONS = {
     "lshape": "L-shape: fan-out norm vs best-teacher correlation of every student node at the last step.",
-    "teacher_corr": "Best correlation of each teacher node vs step, coloured by fan-out norm; dead teacher nodes dotted.",
+    "teacher_corr": "Best correlation of each teacher node vs step, "
+    "coloured by fan-out norm; dead teacher nodes dotted.",
     "mse": "log10 MSE vs step, mean ± std over seeds, per split.",
     "converge": "After `studentspec converge`: each student's angle to its nearest teacher vs its fan-out norm.",
 }
@@ -55,8 +56,10 @@ def claims_html(claims: list[dict[str, Any]]) -> str:
     for c in claims:
         verdict = "PASS" if c["passed"] else "FAIL"
         rows.append(
-            f"<tr><td class='{verdict.lower()}'>{verdict}</td><td>{escape(c['name'])}</td><td class='num'>{escape(fmt(c['value']))}</td>"
-            f"<td>{escape(c['threshold'])}</td><td>{escape(c['statistic'])}</td><td>{escape(c['justification'])}</td><td class='small'>{escape(c.get('detail', ''))}</td></tr>"
+            f"<tr><td class='{verdict.lower()}'>{verdict}</td><td>{escape(c['name'])}</td>"
+            f"<td class='num'>{escape(fmt(c['value']))}</td>"
+            f"<td>{escape(c['threshold'])}</td><td>{escape(c['statistic'])}</td>"
+            f"<td>{escape(c['justification'])}</td><td class='small'>{escape(c.get('detail', ''))}</td></tr>"
         )
     head = "".join(
         f"<th>{h}</th>" for h in ("verdict", "claim", "value", "threshold", "statistic", "why this threshold", "detail")
@@ -85,7 +88,8 @@ def seed_rows(sweep_dir: Path) -> tuple[list[str], list[list[Any]]]:
 
 
 def render(out: Path, captions: dict[str, str]) -> str:
-    """The report page of one reproduce dir of a sweep experiment (claims, figures with `captions`, sweeps), as a string."""
+    """The report page of one reproduce dir of a sweep
+    experiment (claims, figures with `captions`, sweeps), as a string."""
     info, doc = read_json(out / "reproduce.json"), read_json(out / "claims.json")
     s = doc["summary"]
     calls = info.get("invocations", [])
@@ -114,7 +118,8 @@ def render(out: Path, captions: dict[str, str]) -> str:
             job_time += float(read_json(job).get("wall_time_s", 0.0))
         numeric = {i for i, h in enumerate(header) if h.endswith("mse") or h.startswith(("rho_mean", "n_specialized"))}
         seed_tables.append(
-            f"<details><summary>{escape(sweep_dir.name)}: {len(rows)} rows</summary>{table(header, rows, numeric)}</details>"
+            f"<details><summary>{escape(sweep_dir.name)}: {len(rows)} rows</summary>"
+            f"{table(header, rows, numeric)}</details>"
         )
     versions = info.get("versions", {})
     title = f"studentspec — {info['experiment']} ({info['scale']} scale)"
@@ -124,7 +129,8 @@ def render(out: Path, captions: dict[str, str]) -> str:
 <body>
 <h1>{escape(title)}</h1>
 <p class="{verdict}">{s["passed"]} of {s["total"]} claims pass, {s["failed"]} fail.</p>
-<p class="small">Generated {escape(time.strftime("%Y-%m-%d %H:%M:%S"))} from the stored results in {escape(out.resolve())}.
+<p class="small">Generated {escape(time.strftime("%Y-%m-%d %H:%M:%S"))} from the stored results in \
+{escape(out.resolve())}.
 Regenerate with <code>studentspec report {escape(out)}</code> (no retraining).</p>
 <h2>Claims</h2>
 {claims_html(doc["claims"])}
@@ -132,7 +138,8 @@ Regenerate with <code>studentspec report {escape(out)}</code> (no retraining).</
 {figures_html(out, doc.get("figures", []), captions)}
 <h2>Wall time</h2>
 {table(["started", "wall time (s)", "sweeps (s)", "jobs"], wall, {1, 2})}
-<p class="small">Training time summed over jobs (each job's own clock): {job_time:.1f} s. Figures and claims last computed in {doc.get("wall_time_s", 0)} s.</p>
+<p class="small">Training time summed over jobs (each job's own clock): {job_time:.1f} s. \
+Figures and claims last computed in {doc.get("wall_time_s", 0)} s.</p>
 <h2>Per-seed summary</h2>
 {"".join(seed_tables)}
 <h2>Configuration</h2>
@@ -217,8 +224,8 @@ def _final(df: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def sweep_finals(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per finished job and seed: final eval (and train) MSE and, per layer, the fraction of active teacher nodes
-    specialized (eval split, best correlation above the run's eval.threshold)."""
+    """One row per finished job and seed: final eval (and train) MSE and, per layer, the fraction of active teacher
+    nodes specialized (eval split, best correlation above the run's eval.threshold)."""
     sc = tables["scalars"]
     out = _final(sc, "eval").set_index(["job", "seed"])[["mse"]].rename(columns={"mse": "eval_mse"})
     train = _final(sc, "train")
@@ -274,7 +281,8 @@ def _point_job(out: Path, manifest: dict[str, Any], point: str | None) -> dict[s
 
 
 def _point_figures(out: Path, job: dict[str, Any]) -> list[str]:
-    """Draw the run figures of one job into out/REPORT_FIGURES (never into the job dir); older figures there are removed."""
+    """Draw the run figures of one job into out/REPORT_FIGURES
+    (never into the job dir); older figures there are removed."""
     from ..store import load_run, remove_stale
     from .figures import plot_run
 
@@ -288,7 +296,8 @@ def _point_figures(out: Path, job: dict[str, Any]) -> list[str]:
 
 
 def render_sweep(out: Path, point: str | None = None) -> str:
-    """The report page of a sweep dir: per swept key, final numbers per value (other keys marginalized); a point's figures."""
+    """The report page of a sweep dir: per swept key, final
+    numbers per value (other keys marginalized); a point's figures."""
     import yaml
 
     from ..sweep.grid import load_sweep
@@ -304,16 +313,18 @@ def render_sweep(out: Path, point: str | None = None) -> str:
     labels = {"eval_mse": "final eval MSE", "train_mse": "final train MSE"}
     labels |= {c: f"specialized, layer {c.rsplit('_', 1)[1]}" for c in measures if c.startswith("specialized_")}
     key_tables = []
-    for key in swept or [None]:
+    keys: list[str | None] = [*swept] or [None]  # None: one table over all jobs
+    for key in keys:
         order = list(dict.fromkeys(j["point"][key] for j in manifest["jobs"])) if key else ["all"]
         value = finals["job"].map(lambda i, key=key: raw[i][key] if key else "all")
         rows = []
         for v in order:
             part = finals[value == v]
             rows.append([v, len(part), *(_mean_std(part[c]) if len(part) else "n/a" for c in measures)])
+        key_header = [key or "", "seeds finished", *(labels[c] for c in measures)]
         key_tables.append(
             f"<h3 id='key-{escape(key or 'all')}'>{escape(key or 'all jobs (no swept key)')}</h3>"
-            + f"<div class='wide'>{table([key or '', 'seeds finished', *(labels[c] for c in measures)], rows, {1})}</div>"
+            + f"<div class='wide'>{table(key_header, rows, {1})}</div>"
         )
     summaries = {
         j["id"]: read_json(out / "jobs" / j["id"] / "summary.json")
@@ -335,19 +346,23 @@ def render_sweep(out: Path, point: str | None = None) -> str:
     here = ", ".join(f"{k}={job['point'][k]}" for k in swept) or "the only point"
     total = sum(float(s.get("wall_time_s", 0.0)) for s in summaries.values())
     fixed_text = ", ".join(f"{k}={v}" for k, v in fixed.items()) or "none"
-    body = f"""<p>{len(manifest["jobs"])} jobs, {len(summaries)} finished ({len(finals)} seeds with final numbers). Swept keys: {escape(", ".join(swept) or "none")}.
+    job_header = ["job", *swept, "seeds", "status", "wall time (s)", "diverged seeds"]
+    body = f"""<p>{len(manifest["jobs"])} jobs, {len(summaries)} finished ({len(finals)} seeds with final numbers). \
+Swept keys: {escape(", ".join(swept) or "none")}.
 Fixed overrides: {escape(fixed_text)}.</p>
 <h2>Per swept key</h2>
-<p class="small">Per value of one key, over every finished seed of every point with that value (the other keys marginalized):
+<p class="small">Per value of one key, over every finished seed of every point with that value \
+(the other keys marginalized):
 mean ± std (ddof 0) of the final numbers at each job's last evaluation, eval split unless named train;
-specialized = fraction of the layer's active teacher nodes whose best eval correlation is above the run's eval.threshold.</p>
+specialized = fraction of the layer's active teacher nodes whose best eval correlation is above \
+the run's eval.threshold.</p>
 {"".join(key_tables)}
 <h2>Figures of one point</h2>
 <p>{escape(here)}: job {escape(job["id"])} (seeds {escape(", ".join(map(str, job["seeds"])))}); choose another with
 <code>studentspec report {escape(out)} --point key=value,...</code>.</p>
 {figures_html(out, names, run_captions(), folder=REPORT_FIGURES)}
 <h2>Jobs</h2>
-<div class='wide'>{table(["job", *swept, "seeds", "status", "wall time (s)", "diverged seeds"], jobs, {len(swept) + 3, len(swept) + 4})}</div>
+<div class='wide'>{table(job_header, jobs, {len(swept) + 3, len(swept) + 4})}</div>
 <p class="small">Training time summed over finished jobs (each job's own clock): {total:.1f} s.</p>
 <h2>Training path</h2>
 <p class="small">Of the job drawn above.</p>
@@ -362,8 +377,8 @@ specialized = fraction of the layer's active teacher nodes whose best eval corre
 
 
 def render_reproduce(out: Path, reanalyze: bool = False) -> str:
-    """The report page of a reproduce dir: its experiment's own report body, else claims, figures and sweeps (analyzed first
-    when claims.json is missing or with reanalyze)."""
+    """The report page of a reproduce dir: its experiment's own report body, else claims, figures and sweeps (analyzed
+    first when claims.json is missing or with reanalyze)."""
     info = read_json(out / "reproduce.json")
     experiment = EXPERIMENTS.get(info["experiment"])
     if experiment is not None and experiment.report_body is not None:
@@ -383,7 +398,8 @@ def render_reproduce(out: Path, reanalyze: bool = False) -> str:
 
 
 def write_report(out: str | Path, reanalyze: bool = False, point: str | None = None) -> Path:
-    """Write OUT/report.html for a run, sweep or reproduce dir (reanalyze: redraw figures, recompute claims, from stored runs)."""
+    """Write OUT/report.html for a run, sweep or reproduce dir
+    (reanalyze: redraw figures, recompute claims, from stored runs)."""
     out = Path(out)
     kind = result_kind(out)
     if point is not None and kind != "sweep":
@@ -410,7 +426,8 @@ def markdown_table(dirs: list[str | Path]) -> str:
         doc, info = read_json(d / "claims.json"), read_json(d / "reproduce.json")
         for c in doc["claims"]:
             lines.append(
-                f"| {doc['experiment']} | {c['name']} | {fmt(c['value'])} | {c['threshold']} | {'PASS' if c['passed'] else '**FAIL**'} |"
+                f"| {doc['experiment']} | {c['name']} | {fmt(c['value'])} | {c['threshold']} | "
+                f"{'PASS' if c['passed'] else '**FAIL**'} |"
             )
         calls = info.get("invocations", [])
         # only an uninterrupted invocation (every job trained, none resumed) measures the experiment's wall time

@@ -30,12 +30,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from ..ensemble.atomic import atomic_write  # noqa: E402
 
 if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
     from ..store import Run
 
 DPI = 150
 FORMATS = ("png", "pdf")
 SERIF = ["DejaVu Serif", "Bitstream Vera Serif", "Computer Modern Roman", "Times New Roman", "Times", "serif"]
-STYLE: dict[str, Any] = {
+STYLE: dict[RcKeyType, Any] = {
     "font.family": "serif",
     "font.serif": SERIF,
     "mathtext.fontset": "dejavuserif",
@@ -141,7 +143,7 @@ def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
         claim_figures(out_dir, [p.name for p in paths])  # a figure folder studentspec owns, never over another file
         with paper_style():
             for path in paths:
-                atomic_write(path, lambda tmp, ext=path.suffix[1:]: fig.savefig(tmp, dpi=DPI, format=ext))
+                atomic_write(path, functools.partial(fig.savefig, dpi=DPI, format=path.suffix[1:]))
         return paths
     finally:
         plt.close(fig)

@@ -88,12 +88,15 @@ def _dead_writer(d: Path, name: str, pid: int) -> Mark | None:
 def remove_leftovers(parent: Path) -> None:
     """Clean up after writers killed in `parent`: a staging dir (`.NAME.partial-PID-*`) is deleted; an old run set
     aside (`.NAME.old-PID-*`) is put back where its replacement never arrived, else deleted. Only dirs whose marker
-    proves it (written by that pid on this host for NAME, the pid gone, the run inside the one set aside) are touched."""
+    proves it (written by that pid on this host for NAME, the
+    pid gone, the run inside the one set aside) are touched."""
     if not parent.is_dir():
         return
     for d in parent.iterdir():
         m = _LEFTOVER.fullmatch(d.name)
-        mk = _dead_writer(d, m["name"], int(m["pid"])) if m else None
+        if m is None:
+            continue
+        mk = _dead_writer(d, m["name"], int(m["pid"]))
         if mk is None:
             continue
         if m["kind"] == "partial" and mk.kind != "aside":
@@ -115,7 +118,8 @@ def _holds(aside: Path, mk: Mark) -> Path | None:
 
 
 def _settle_aside(aside: Path, target: Path, mk: Mark) -> None:
-    """Put the old run held by `aside` back at `target` if nothing arrived there, else delete it (both only if proven)."""
+    """Put the old run held by `aside` back at `target` if
+    nothing arrived there, else delete it (both only if proven)."""
     inner = _holds(aside, mk)
     if inner is None:
         return
@@ -153,8 +157,9 @@ def _legacy_figures(folder: Path) -> list[str]:
 
 
 def _legacy_not_ours(path: Path, kind: str) -> str:
-    """Why `path`, a folder without a marker, is not a complete `kind` dir written before markers existed ("" when it is):
-    its marker files present, every entry one of the kind's names AND of its type (figures: a folder of .png/.pdf files)."""
+    """Why `path`, a folder without a marker, is not a complete `kind` dir written before markers existed ("" when it
+    is): its marker files present, every entry one of the kind's
+    names AND of its type (figures: a folder of .png/.pdf files)."""
     markers, entries = DIR_KINDS[kind]
     if not all(_is_file(path / m) for m in markers):
         return f"it is not a complete studentspec {kind} dir (no {' and '.join(markers)})"

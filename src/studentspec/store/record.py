@@ -10,7 +10,9 @@ named one, summary.json lists the run's tables ("tables"), and `Run.table` reads
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,7 +184,8 @@ def check_weights(
     arrays: dict[str, np.ndarray], file: Path, n_seeds: int, shared_teacher: bool
 ) -> dict[str, np.ndarray]:
     """`arrays` read from weights.npz when every key is a teacher's or student's and every array has a leading seed axis
-    of `n_seeds` (1 for a teacher all seeds share, `shared_teacher`: a conv run's); StoreError naming the array otherwise."""
+    of `n_seeds` (1 for a teacher all seeds share,
+    `shared_teacher`: a conv run's); StoreError naming the array otherwise."""
     for prefix in ("teacher.", "student."):
         if not any(k.startswith(prefix) for k in arrays):
             raise StoreError(f"{file}: no {prefix[:-1]} arrays (keys like {prefix}W1 expected)")
@@ -209,9 +212,11 @@ def write_record(record: RunRecord, out: str | Path, overwrite: bool = False) ->
     names = [*TABLES, *(t for t in record.tables if t not in TABLES)]
 
     def fill(stage: Path) -> None:
-        writers = {"config.yaml": lambda p: p.write_text(yaml.safe_dump(record.config.to_dict(), sort_keys=False))}
+        writers: dict[str, Callable[[Path], object]] = {
+            "config.yaml": lambda p: p.write_text(yaml.safe_dump(record.config.to_dict(), sort_keys=False))
+        }
         for name in names:
-            writers[f"{name}.parquet"] = lambda p, df=record.tables[name]: df.to_parquet(p, index=False)
+            writers[f"{name}.parquet"] = functools.partial(_parquet, record.tables[name])
         writers["weights.npz"] = lambda p: _savez(p, record.arrays)
         write_all(stage, writers)
         write_json(stage / "summary.json", {**record.summary, "tables": names})  # what load_run may read
@@ -219,9 +224,13 @@ def write_record(record: RunRecord, out: str | Path, overwrite: bool = False) ->
     return write_dir(out, overwrite, fill)
 
 
+def _parquet(df: pd.DataFrame, path: Path) -> None:
+    df.to_parquet(path, index=False)
+
+
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would append .npz to a path
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays against allow_pickle: bool too
 
 
 @dataclass

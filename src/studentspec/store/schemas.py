@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
 
 from .dirs import StoreError
 
@@ -248,7 +249,8 @@ class Reproduce(Stored):
 
 
 class Checkpoint(Stored):
-    """checkpoint.json: written last into a checkpoint (store/checkpoint.py); the epoch's upper bound is the config's."""
+    """checkpoint.json: written last into a checkpoint
+    (store/checkpoint.py); the epoch's upper bound is the config's."""
 
     format: Literal["studentspec.checkpoint"]
     version: int
@@ -257,7 +259,7 @@ class Checkpoint(Stored):
     config: dict[str, Any]
 
 
-# ---------------------------------------------------------------- converge.json (in a run dir, after `studentspec converge`)
+# ---------------------------------------------------------------- converge.json (a run dir, by `studentspec converge`)
 
 
 class ConvergeSeed(Stored):
@@ -311,7 +313,7 @@ def _field(loc: tuple[Any, ...], data: Any) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def problem(errors: list[dict[str, Any]]) -> str:
+def problem(errors: list[ErrorDetails]) -> str:
     """What is wrong, in words: missing, a value error's own words, or what was expected (every branch of a union) and
     the value found."""
     first = errors[0]

@@ -10,6 +10,7 @@ workers. An estimate, not a promise: small jobs run below the calibrated rate.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -46,6 +47,10 @@ def job_cost(cfg: Config) -> JobCost:
     return JobCost(S * tc.epochs * steps, 6.0 * S * batch * macs, evals, 2.0 * S * macs * (n_train + cfg.data.n_eval))
 
 
+def _stamp(stamps: list[float], _: object) -> None:
+    stamps.append(time.perf_counter())
+
+
 def calibrate(cfg: Config, steps: int = 200) -> tuple[float, float, float]:
     """Seconds for build(), one evaluation, and one training step of `cfg`, measured here.
 
@@ -65,9 +70,7 @@ def calibrate(cfg: Config, steps: int = 200) -> tuple[float, float, float]:
     spans = []
     for c in (one, two):
         stamps: list[float] = []
-        pipelines.train(
-            c, progress=False, on_eval=lambda _, stamps=stamps: stamps.append(time.perf_counter()), setup=setup
-        )
+        pipelines.train(c, progress=False, on_eval=functools.partial(_stamp, stamps), setup=setup)
         spans.append(stamps[-1] - stamps[0])
     t_step = max(spans[1] - spans[0], 0.0) / steps
     t_eval = max(spans[0] - steps * t_step, 0.0)

@@ -64,6 +64,10 @@ class Task:
         return self.packed or (Member(self.job_id, self.overrides, self.seeds, self.out),)
 
 
+# what an executor yields as jobs finish, (task, error or None): a generator, whose close() stops its workers
+Finished = Generator[tuple[Task, str | None], None, None]
+
+
 def run_job(task: Task) -> str:
     """Train one job (a batched ensemble), or a packed task's members as one ensemble, and write each run dir
     atomically; returns the (first) job id."""
@@ -182,7 +186,7 @@ def _pool(
     return []
 
 
-def local(tasks: list[Task], workers: int, fn: Callable[[Task], str] = run_job) -> Iterator[tuple[Task, str | None]]:
+def local(tasks: list[Task], workers: int, fn: Callable[[Task], str] = run_job) -> Finished:
     """Run tasks in a pool of spawned worker processes that die with this process.
 
     A worker killed from outside (OOM killer, SIGKILL) breaks its pool: the tasks then in flight
@@ -218,14 +222,14 @@ def preflight(executor: str, address: str | None, slurm_options: dict[str, Any])
     """Raise ConfigError for an executor that cannot start (missing package, unreachable address, no sbatch)."""
     if executor == "ray":
         try:
-            import ray as _  # noqa: F401
+            import ray as ray_lib  # noqa: F401
         except ImportError:
             raise ConfigError("--executor ray: Ray is not installed (pip install 'studentspec[ray]')") from None
         if address:
             check_address(address)
     elif executor == "slurm":
         try:
-            import submitit as _  # noqa: F401,F811
+            import submitit  # noqa: F401
         except ImportError:
             raise ConfigError(
                 "--executor slurm: submitit is not installed (pip install 'studentspec[slurm]')"
@@ -237,7 +241,8 @@ def preflight(executor: str, address: str | None, slurm_options: dict[str, Any])
             (Path(p) / "sbatch").exists() for p in os.environ.get("PATH", "").split(os.pathsep)
         ):
             raise ConfigError(
-                "--executor slurm: sbatch not found on PATH (pass --slurm cluster=local to run through submitit locally)"
+                "--executor slurm: sbatch not found on PATH (pass "
+                "--slurm cluster=local to run through submitit locally)"
             )
         with tempfile.TemporaryDirectory(prefix="studentspec-submitit-") as folder:
             _slurm_executor(Path(folder), slurm_options, 1)  # validates the parameters
@@ -256,7 +261,7 @@ def _slurm_executor(folder: Path, options: dict[str, Any], threads: int) -> Any:
     return executor
 
 
-def ray(tasks: list[Task], address: str | None, workers: int) -> Iterator[tuple[Task, str | None]]:
+def ray(tasks: list[Task], address: str | None, workers: int) -> Finished:
     """Submit tasks to a Ray cluster (`address` HOST:PORT) or to a local Ray instance when None.
 
     Each task asks for `threads` CPUs and `gpus` GPUs (a fraction lets several ensembles share one device).
@@ -291,7 +296,7 @@ def ray(tasks: list[Task], address: str | None, workers: int) -> Iterator[tuple[
         ray_lib.shutdown()
 
 
-def slurm(tasks: list[Task], folder: Path, options: dict[str, Any], workers: int) -> Iterator[tuple[Task, str | None]]:
+def slurm(tasks: list[Task], folder: Path, options: dict[str, Any], workers: int) -> Finished:
     """Submit tasks as one SLURM job array through submitit; `options` are submitit parameters.
 
     options['cluster'] = 'local' runs the array through submitit's local executor (no SLURM),
@@ -310,7 +315,7 @@ def slurm(tasks: list[Task], folder: Path, options: dict[str, Any], workers: int
             yield by_id[job.job_id], _submitit_error(job)
         return
     # submitit's local executor starts every submitted job at once: keep `workers` running
-    queue, running = list(tasks), {}
+    queue, running = list(tasks), dict[Any, Task]()  # submitit job -> its task
     while queue or running:
         while queue and len(running) < workers:
             task = queue.pop(0)

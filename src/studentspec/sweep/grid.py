@@ -91,9 +91,11 @@ def yaml_section(
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """The config file's optional `sweep:` section: {grid: {key: [values]}, zip: {key: [values], ...}} (from its
     mapping `tree` when given: the file is read once)."""
-    if tree is None and (config is None or not Path(config).is_file()):
-        return {}, {}
-    section = (read_mapping(config) if tree is None else tree).get("sweep") or {}
+    if tree is None:
+        if config is None or not Path(config).is_file():
+            return {}, {}
+        tree = read_mapping(config)
+    section = tree.get("sweep") or {}
     if not isinstance(section, dict) or set(section) - {"grid", "zip"}:
         raise ConfigError("sweep: must be a mapping with 'grid' and/or 'zip' sections")
     out = []
@@ -138,7 +140,8 @@ def expand(
     zipped = zipped or {}
     if (n := _size(grid, zipped)) > MAX_JOBS:  # before making a single point
         raise ConfigError(
-            f"sweep: the grid has {n} points, more than the {MAX_JOBS} jobs a sweep may have (split it into several sweeps)"
+            f"sweep: the grid has {n} points, more than the "
+            f"{MAX_JOBS} jobs a sweep may have (split it into several sweeps)"
         )
     make = config_maker(config, None if tree is None else {k: v for k, v in tree.items() if k != "sweep"})
     jobs: list[Job] = []
@@ -160,7 +163,8 @@ def expand(
                 )
                 if len(jobs) > MAX_JOBS:
                     raise ConfigError(
-                        f"sweep: more than {MAX_JOBS} jobs (use fewer seeds per point, a larger --ensemble-size, or several sweeps)"
+                        f"sweep: more than {MAX_JOBS} jobs (use fewer seeds "
+                        "per point, a larger --ensemble-size, or several sweeps)"
                     )
                 if configs is not None:
                     configs[jobs[-1].id] = job_cfg
@@ -169,7 +173,8 @@ def expand(
 
 
 def _configs(config: str | None, jobs: list[Job], configs: dict[str, Config] | None) -> dict[str, Config]:
-    """Every job's Config by id: `configs` as given (expand filled it), else each validated now from one reading of the file."""
+    """Every job's Config by id: `configs` as given (expand filled
+    it), else each validated now from one reading of the file."""
     if configs is not None:
         return configs
     make = config_maker(config)
@@ -257,7 +262,8 @@ def longest_first(
 ) -> list[list[Job]]:
     """Tasks in decreasing order of their FLOP count (cost.job_cost; a pipeline it does not model first), so
     the workers finish together: a large pack started last kept one worker busy alone (measured: 117-122 s
-    against 83-90 s unpacked on bench_sweep's grid). `configs`: the jobs' Configs by id (expand's), else validated here."""
+    against 83-90 s unpacked on bench_sweep's grid). `configs`:
+    the jobs' Configs by id (expand's), else validated here."""
     from .cost import job_cost
 
     cfgs = _configs(config, [j for g in groups for j in g], configs)
@@ -338,9 +344,9 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run every unfinished job of a sweep as `options` say (None: SweepOptions()).
 
-    Returns {'jobs': [...], 'done': [...], 'skipped': [...], 'failed': {id: error}, 'wall_time': s, 'packs': [[job ids]]}
-    ({'jobs': [...], 'packs': [[Job]], 'configs': [each job's Config]} for a dry run). The config file is read once and
-    each grid point validated once; past WARN_JOBS jobs a warning goes to stderr.
+    Returns {'jobs': [...], 'done': [...], 'skipped': [...], 'failed': {id: error}, 'wall_time': s,
+    'packs': [[job ids]]} ({'jobs': [...], 'packs': [[Job]], 'configs': [each job's Config]} for a dry run).
+    The config file is read once and each grid point validated once; past WARN_JOBS jobs a warning goes to stderr.
     """
     options = SweepOptions() if options is None else options
     out = Path(out)
@@ -352,8 +358,8 @@ def run_sweep(
     jobs = expand(config, grid, options.ensemble_size, zipped, configs=configs, tree=tree, progress=options.progress)
     if len(jobs) > WARN_JOBS:
         print(
-            f"studentspec: warning: this sweep has {len(jobs)} jobs (over {WARN_JOBS}); each is a process and a run dir: "
-            "fewer, larger ones (more seeds per job with --ensemble-size, or --pack auto) run faster",
+            f"studentspec: warning: this sweep has {len(jobs)} jobs (over {WARN_JOBS}); each is a process and a run "
+            "dir: fewer, larger ones (more seeds per job with --ensemble-size, or --pack auto) run faster",
             file=sys.stderr,
         )
     if options.dry_run:
@@ -477,7 +483,8 @@ def summary_table(result: dict[str, Any]) -> str:
     lines = [f"{'state':<18} {'jobs':>6} {'seeds':>7}"]
     lines += [f"{name:<18} {len(ids):>6} {sum(len(jobs[i].seeds) for i in ids):>7}" for name, ids in rows]
     lines.append(
-        f"{'total':<18} {len(jobs):>6} {sum(len(j.seeds) for j in jobs.values()):>7}   wall time {result['wall_time']:.1f} s"
+        f"{'total':<18} {len(jobs):>6} "
+        f"{sum(len(j.seeds) for j in jobs.values()):>7}   wall time {result['wall_time']:.1f} s"
     )
     return "\n".join(lines)
 
@@ -518,7 +525,8 @@ def _finished(run_dir: Path) -> bool:
 
 def _finished_jobs(path: Path) -> list[tuple[dict[str, Any], Path]]:
     """(job record, run dir) of every finished job of a sweep, in manifest order; the manifest is checked against its
-    schema (store/schemas.py: every job id a plain name, so jobs/<id> lies inside the sweep) and no job dir may be a link."""
+    schema (store/schemas.py: every job id a plain name, so
+    jobs/<id> lies inside the sweep) and no job dir may be a link."""
     if not (path / MANIFEST).is_file():
         raise StoreError(f"{path}: not a sweep directory (no {MANIFEST}; create one with `studentspec sweep`)")
     manifest = read_json(path / MANIFEST)

@@ -33,7 +33,7 @@ class Part:
 class Run(Protocol):
     """An experiment's own pipeline: train, keep every stage in `out`, resume what is there."""
 
-    def __call__(self, out: Path, scale: str, overrides: list[str], *, progress: bool) -> object: ...
+    def __call__(self, out: Path, scale: str, overrides: list[str], /, *, progress: bool) -> object: ...
 
 
 @dataclass(frozen=True)

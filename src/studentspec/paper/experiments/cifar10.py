@@ -11,6 +11,7 @@ reproduction resumes where it stopped:
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -43,8 +44,10 @@ TINY_OVERRIDES = [
 TINY_MULTIS = [1.0, 2.0]
 
 CAPTIONS = {
-    "layer_corr": "CIFAR-10 (4.4): per layer, mean over active teacher channels of the best student correlation vs epoch, mean ± std over seeds; one panel per multi.",
-    "channel_corr": "CIFAR-10 (4.4): best correlation of every active teacher channel vs epoch (mean over seeds), coloured by fan-out norm; rows = multi, columns = layer.",
+    "layer_corr": "CIFAR-10 (4.4): per layer, mean over active teacher channels of the best student correlation vs "
+    "epoch, mean ± std over seeds; one panel per multi.",
+    "channel_corr": "CIFAR-10 (4.4): best correlation of every active teacher channel vs epoch (mean over seeds), "
+    "coloured by fan-out norm; rows = multi, columns = layer.",
 }
 
 
@@ -174,7 +177,7 @@ def run(
             )
             return load_run(run_dir)
 
-        runs[multi] = stage(f"multi {multi:g}", make, lambda run_dir=run_dir: load_run(run_dir))
+        runs[multi] = stage(f"multi {multi:g}", make, functools.partial(load_run, run_dir))
     fig_dir = out / "figures"
     figures = save(layer_corr_figure(runs), fig_dir, "layer_corr") + save(
         channel_corr_figure(runs), fig_dir, "channel_corr"
@@ -268,16 +271,21 @@ def report_body(out: Path, redraw: bool = False) -> str:
         header, rows = page.seed_table(run.summary, [f"{multi:g}"])
         seeds += rows
         configs.append(
-            f"<details><summary>runs/{page.escape(run.path.name)}/config.yaml</summary><pre>{page.escape((run.path / 'config.yaml').read_text())}</pre></details>"
+            f"<details><summary>runs/{page.escape(run.path.name)}/config.yaml</summary>"
+            f"<pre>{page.escape((run.path / 'config.yaml').read_text())}</pre></details>"
         )
     stage = [[k, v] for k, v in info.get("stage_seconds", {}).items()]
     first = runs[min(runs)].summary
+    student_header = ["multi", "seeds", "student channels per layer", "accuracy"]
+    student_header += [f"rho layer {l}" for l in range(1, n_layers + 1)]
+    train_seconds = sum(float(r.summary.get("wall_time_s", 0.0)) for r in runs.values())
+    override_text = " ".join(info.get("overrides", [])) or "none"
     return f"""<h2>Teachers</h2>
 {page.table(["", "test accuracy", "active channels per layer", "pruned fraction per layer"], teachers, {1})}
 <h2>Students per multi</h2>
 <p class="small">At each run's last evaluation: mean ± std (ddof 0) over seeds of the test accuracy and, per conv layer,
 of rho = the mean over active teacher channels of the best student correlation.</p>
-{page.table(["multi", "seeds", "student channels per layer", "accuracy", *(f"rho layer {l}" for l in range(1, n_layers + 1))], students, {1})}
+{page.table(student_header, students, {1})}
 <h2>Figures</h2>
 {page.figures_html(out, ["layer_corr", "channel_corr"], CAPTIONS)}
 <h2>Per-seed summary</h2>
@@ -286,9 +294,9 @@ of rho = the mean over active teacher channels of the best student correlation.<
 {page.table(["", "value"], page.path_rows(first))}
 <h2>Wall time</h2>
 {page.table(["stage", "seconds (last invocation)"], stage, {1})}
-<p class="small">Student training summed over runs (each run's own clock): {sum(float(r.summary.get("wall_time_s", 0.0)) for r in runs.values()):.1f} s.</p>
+<p class="small">Student training summed over runs (each run's own clock): {train_seconds:.1f} s.</p>
 <h2>Configuration</h2>
-<p>{page.escape(info.get("config", ""))}, overrides: <code>{page.escape(" ".join(info.get("overrides", [])) or "none")}</code></p>
+<p>{page.escape(info.get("config", ""))}, overrides: <code>{page.escape(override_text)}</code></p>
 {"".join(configs)}
 <h2>Versions</h2>
 {page.versions_table(first)}"""

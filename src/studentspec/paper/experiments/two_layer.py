@@ -1,4 +1,5 @@
-"""docs/model.md 4.1: two-layer students of a two-layer teacher with decaying fan-out (L-shape, success rates, convergence)."""
+"""docs/model.md 4.1: two-layer students of a two-layer teacher
+with decaying fan-out (L-shape, success rates, convergence)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ MULTIS = [1.0, 2.0, 5.0, 10.0]
 DECAYS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
 
 CAPTIONS = {
-    "lshape": "L-shape (4.1a): every student node at the end; x = best teacher correlation (training set), y = fan-out norm.",
-    "success_rate": "Success rate (4.1b): fraction of seeds whose teacher node reaches best eval correlation > eval.threshold (0.95 in every preset); dotted after 5 epochs, solid at the end.",
+    "lshape": "L-shape (4.1a): every student node at the end; x = "
+    "best teacher correlation (training set), y = fan-out norm.",
+    "success_rate": "Success rate (4.1b): fraction of seeds whose teacher node reaches best eval correlation > "
+    "eval.threshold (0.95 in every preset); dotted after 5 epochs, solid at the end.",
     "convergence": "Convergence (4.1c): log10 eval MSE vs epoch, mean ± std over seeds.",
     "teacher_curves": "Per-teacher best eval correlation vs epoch (4.1d), one seed, coloured strong (0) to weak.",
 }
@@ -42,6 +45,7 @@ CAPTIONS = {
 
 def parts(scale: str) -> list[Part]:
     """The L-shape sweep (m = 10) and the success-rate sweep (m = 20) over decays and multis."""
+    lshape: dict[str, Any]  # config overrides, section -> key -> value
     lshape, success = {"teacher": {"widths": [10]}}, {"teacher": {"widths": [20]}}
     base, multis, lshape_decays, decays = BASE, MULTIS, [0.0, 1.0, 2.0], DECAYS
     if scale == "quick":  # the paper's d, C, m and grids; 8 seeds, 2e4 steps, eval set 2000 (docs/reproducing.md)
