@@ -23,8 +23,8 @@ a 1 degree tolerance. Teacher-aware boundary data (docs/model.md 4.2) removes th
 The objective is the run's training objective on the full training set (losses.py): for
 train.loss=half_sse the paper's J = 1/2 mean_x ||f*(x) - f(x)||^2, for mse (2/C) J (same
 critical points); a cross-entropy run is converged on J, with a note. It is exactly the mean of
-the per-sample losses whose gradients theory measures and `tol` bounds. Seeds are independent problems and are solved one
-after the other (a post-processing step; no ensemble batching needed).
+the per-sample losses whose gradients theory measures and `tol` bounds. Seeds are independent problems and are solved
+one after the other (a post-processing step; no ensemble batching needed).
 
 Methods. "lbfgs": torch.optim.LBFGS with strong-Wolfe line search, restarted every
 `check_every` iterations on the loss divided by its value at the restart. The rescaling keeps
@@ -206,14 +206,16 @@ class ConvergeResult:
             "fanout_tol": self.fanout_tol,
             "flat_rtol": self.flat_rtol,
             "loss": OBJECTIVES[self.objective],
-            "grad_measure": "max over training samples and layers of per-sample gradient norms (lemma.per_sample_grad_norms)",
+            "grad_measure": "max over training samples and layers of "
+            "per-sample gradient norms (lemma.per_sample_grad_norms)",
             "depth": self.depth,
             "reached": self.reached,
             "all_conclusions_hold": all(v is not False for s in self.per_seed for v in s.conclusions.values()),
             "wall_time_s": round(self.wall_time, 3),
             "notes": list(self.notes),
             "hessian": {
-                "objective": "the Hessian of the loss above on the full training set, at the end point, within its ReLU gate pattern",
+                "objective": "the Hessian of the loss above on the full training "
+                "set, at the end point, within its ReLU gate pattern",
                 "exact_max": self.hessian_exact_max,
                 "k": self.hessian_k,
                 "tol_rel": self.hessian_tol_rel,
@@ -293,7 +295,8 @@ def _lbfgs(p: _Problem, theta: Tensor, tol: float, max_iter: int, check_every: i
             line_search_fn="strong_wolfe",
         )
 
-        def closure() -> Tensor:
+        # this iteration's optimizer, parameter and scale, bound now (LBFGS calls it with no arguments)
+        def closure(opt: torch.optim.LBFGS = opt, param: Tensor = param, scale: float = scale) -> Tensor:
             opt.zero_grad()
             loss = p.loss(param) / scale
             loss.backward()
@@ -478,7 +481,8 @@ def _method(options: ConvergeOptions, n_params: int) -> tuple[str, int]:
     max_iter = DEFAULT_MAX_ITER[method] if options.max_iter is None else options.max_iter
     if method == "newton" and n_params > NEWTON_MAX_PARAMS:
         raise ConfigError(
-            f"method=newton: {n_params} parameters per seed is too many for a dense Hessian (at most {NEWTON_MAX_PARAMS}); use lbfgs"
+            f"method=newton: {n_params} parameters per seed is too many "
+            f"for a dense Hessian (at most {NEWTON_MAX_PARAMS}); use lbfgs"
         )
     return method, max_iter
 
@@ -538,14 +542,16 @@ def _solve(
 def _notes(depth: int) -> list[str]:
     """What the conclusions leave out, for converge.json."""
     notes = [
-        "conclusion_2 counts only teacher nodes whose boundary crosses the training set and whose fan-out is non-zero (column checked)",
-        "conclusion_3 leaves out dead students (output zero on every training sample) and constant ones (output constant on "
-        "the training set, e.g. zero fan-in weight with a positive bias: an extra output bias): their fan-out changes f by "
-        "at most a constant",
+        "conclusion_2 counts only teacher nodes whose boundary crosses the training set and whose fan-out is non-zero "
+        "(column checked)",
+        "conclusion_3 leaves out dead students (output zero on every training sample) and constant ones (output "
+        "constant on the training set, e.g. zero fan-in weight with a positive bias: an extra output bias): their "
+        "fan-out changes f by at most a constant",
     ]
     if depth > 2:
         notes.append(
-            "conclusion_3 is claimed for two-layer nets only; it is null here (lowest-layer fan-outs are still in the students table)"
+            "conclusion_3 is claimed for two-layer nets only; it is null "
+            "here (lowest-layer fan-outs are still in the students table)"
         )
     return notes
 
@@ -643,7 +649,8 @@ CONVERGE_FILES = ("converge_teachers.parquet", "converge_students.parquet", "con
 
 
 def converge_run(run_dir: str | Path, options: ConvergeOptions | None = None) -> ConvergeResult:
-    """Converge a stored run's final students; write converge.json and converge_{teachers,students,hessian}.parquet into it.
+    """Converge a stored run's final students; write
+    converge.json and converge_{teachers,students,hessian}.parquet into it.
 
     The teacher and training set are rebuilt from config.yaml with build() (they depend only on
     the config and seeds) and checked against the stored teacher; the final student weights
@@ -662,7 +669,8 @@ def converge_run(run_dir: str | Path, options: ConvergeOptions | None = None) ->
         notes.append("data.regenerate=true: converged on the first epoch's training set")
     if cfg.train.loss not in OBJECTIVES:
         notes.append(
-            f"the run was trained with train.loss={cfg.train.loss}; converge minimizes J = 1/2 mean_x ||f*(x) - f(x)||^2"
+            "the run was trained with "
+            f"train.loss={cfg.train.loss}; converge minimizes J = 1/2 mean_x ||f*(x) - f(x)||^2"
         )
     arrays = run.weights()
     depth = len(cfg.teacher.widths) + 1
