@@ -1,4 +1,5 @@
-"""A conv ensemble's result as a RunRecord: the three tables (teacher = the checkpoint's channel index), weights, summary."""
+"""A conv ensemble's result as a RunRecord: the three tables
+(teacher = the checkpoint's channel index), weights, summary."""
 
 from __future__ import annotations
 

@@ -136,6 +136,61 @@ def _expect(cond: bool, path: Path, what: str) -> None:
         raise ConfigError(f"{path}: invalid teacher checkpoint ({what})")
 
 
+def _tensor_shapes(a: dict[str, Any], widths: list[int], c_in: int, k: int, side: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor a checkpoint of architecture `a` must hold, by name."""
+    want: dict[str, tuple[int, ...]] = {
+        f"conv{l}.weight": (co, ci, 3, 3) for l, (ci, co) in enumerate(zip([c_in, *widths[:-1]], widths), start=1)
+    }
+    want |= {f"conv{l}.bias": (c,) for l, c in enumerate(widths, start=1)}
+    want |= {"head.weight": (k, widths[-1] * side * side), "head.bias": (k,)}
+    if a["batchnorm"] != "none":
+        for l, c in enumerate(widths, start=1):
+            want |= {f"bn{l}.running_mean": (c,), f"bn{l}.running_var": (c,)}
+            if a["affine"]:
+                want |= {f"bn{l}.weight": (c,), f"bn{l}.bias": (c,)}
+    return want
+
+
+def _stored_net(a: dict[str, Any], t: dict[str, torch.Tensor], depth: int, masks: list[list[bool]]) -> ConvNet:
+    """The float64 one-seed ConvNet of a checkpoint's checked tensors."""
+    f64 = {n: v.to(torch.float64) for n, v in t.items()}
+    norms = []
+    if a["batchnorm"] != "none":
+        for l in range(1, depth + 1):
+            w = f64[f"bn{l}.weight"][None] if a["affine"] else None
+            b = f64[f"bn{l}.bias"][None] if a["affine"] else None
+            norms.append(ConvBatchNorm(f64[f"bn{l}.running_mean"][None], f64[f"bn{l}.running_var"][None], w, b))
+    return ConvNet(
+        [f64[f"conv{l}.weight"][None] for l in range(1, depth + 1)],
+        [f64[f"conv{l}.bias"][None] for l in range(1, depth + 1)],
+        f64["head.weight"].T.contiguous()[None],
+        f64["head.bias"][None],
+        a["activation"],
+        float(a["slope"]),
+        a["batchnorm"],
+        norms,
+        [torch.tensor(m, dtype=torch.bool)[None] for m in masks],
+    )
+
+
+def _check_inactive(net: ConvNet, derived: list[list[int]], path: Path) -> None:
+    """ConfigError unless every pruned channel's incoming weights, bias and fan-out are zero."""
+    for l, off in enumerate(derived, start=1):
+        if not off:
+            continue
+        idx = torch.tensor(off)
+        _expect(
+            bool((net.weights[l - 1][0, idx] == 0).all() and (net.biases[l - 1][0, idx] == 0).all()),
+            path,
+            f"layer {l}: weights into inactive channels are not zero",
+        )
+        _expect(
+            bool((net.fanout(l)[0, idx] == 0).all()),
+            path,
+            f"layer {l}: fan-out weights of inactive channels are not zero",
+        )
+
+
 def load_checkpoint(path: str | Path) -> TeacherCheckpoint:
     """Read and check a checkpoint; ConfigError names the file and the first inconsistency."""
     path = Path(path)
@@ -156,16 +211,7 @@ def load_checkpoint(path: str | Path) -> TeacherCheckpoint:
         raise ConfigError(f"{path}: invalid teacher checkpoint (missing or malformed {err})") from None
     side = hw - 2 * len(widths)
     _expect(side >= 1 and all(w >= 1 for w in widths), path, "architecture does not fit the images")
-    want: dict[str, tuple[int, ...]]  # tensor name -> shape
-    want = {f"conv{l}.weight": (co, ci, 3, 3) for l, (ci, co) in enumerate(zip([c_in, *widths[:-1]], widths), start=1)}
-    want |= {f"conv{l}.bias": (c,) for l, c in enumerate(widths, start=1)}
-    want |= {"head.weight": (k, widths[-1] * side * side), "head.bias": (k,)}
-    if a["batchnorm"] != "none":
-        for l, c in enumerate(widths, start=1):
-            want |= {f"bn{l}.running_mean": (c,), f"bn{l}.running_var": (c,)}
-            if a["affine"]:
-                want |= {f"bn{l}.weight": (c,), f"bn{l}.bias": (c,)}
-    for name, shape in want.items():
+    for name, shape in _tensor_shapes(a, widths, c_in, k, side).items():
         _expect(name in t, path, f"tensor {name} missing")
         _expect(
             tuple(t[name].shape) == shape,
@@ -181,38 +227,8 @@ def load_checkpoint(path: str | Path) -> TeacherCheckpoint:
     derived = [[i for i, on in enumerate(m) if not on] for m in masks]
     _expect(derived == [list(x) for x in inactive], path, "inactive channels do not match the masks")
     _expect(0.0 <= accuracy <= 1.0, path, f"accuracy {accuracy} outside [0, 1]")
-    f64 = {n: v.to(torch.float64) for n, v in t.items()}
-    norms = []
-    if a["batchnorm"] != "none":
-        for l in range(1, len(widths) + 1):
-            w = f64[f"bn{l}.weight"][None] if a["affine"] else None
-            b = f64[f"bn{l}.bias"][None] if a["affine"] else None
-            norms.append(ConvBatchNorm(f64[f"bn{l}.running_mean"][None], f64[f"bn{l}.running_var"][None], w, b))
-    net = ConvNet(
-        [f64[f"conv{l}.weight"][None] for l in range(1, len(widths) + 1)],
-        [f64[f"conv{l}.bias"][None] for l in range(1, len(widths) + 1)],
-        f64["head.weight"].T.contiguous()[None],
-        f64["head.bias"][None],
-        a["activation"],
-        float(a["slope"]),
-        a["batchnorm"],
-        norms,
-        [torch.tensor(m, dtype=torch.bool)[None] for m in masks],
-    )
-    for l, off in enumerate(derived, start=1):
-        if not off:
-            continue
-        idx = torch.tensor(off)
-        _expect(
-            bool((net.weights[l - 1][0, idx] == 0).all() and (net.biases[l - 1][0, idx] == 0).all()),
-            path,
-            f"layer {l}: weights into inactive channels are not zero",
-        )
-        _expect(
-            bool((net.fanout(l)[0, idx] == 0).all()),
-            path,
-            f"layer {l}: fan-out weights of inactive channels are not zero",
-        )
+    net = _stored_net(a, t, len(widths), masks)
+    _check_inactive(net, derived, path)
     shape = tuple(int(v) for v in p["image_shape"])
     _expect(shape == (c_in, hw, hw), path, f"image shape {list(shape)} does not match the architecture")
     return TeacherCheckpoint(

@@ -47,7 +47,8 @@ class Optimizer:
         return self.rule.state()
 
     def state_dict(self) -> dict[str, list[Tensor | None]]:
-        """The rule's state lists by attribute name (momentum buffers, moments, step counts): what a checkpoint saves."""
+        """The rule's state lists by attribute name (momentum
+        buffers, moments, step counts): what a checkpoint saves."""
         return {k: list(v) for k, v in vars(self.rule).items() if k not in ("params", "hyper") and isinstance(v, list)}
 
     @torch.no_grad()

@@ -1,8 +1,8 @@
 """Up-front memory estimate of an MLP run: a config whose tensors cannot fit fails before any work.
 
 The estimate counts what the ensemble trainer holds at once for S seeds: the inputs (drawn in
-float64, plus a copy in the run's dtype when it differs, and one in eval.dtype when that differs), the labels, the student's parameters
-with their gradients and two optimizer states, the teacher's cached hidden activations, one
+float64, plus a copy in the run's dtype when it differs, and one in eval.dtype when that differs), the labels, the
+student's parameters with their gradients and two optimizer states, the teacher's cached hidden activations, one
 evaluation chunk's activations, the correlation matrices kept for every evaluation, and what the run's
 metrics with a table of their own keep per evaluation (their declared `bytes_per_eval`). It is a
 floor (Python, PyTorch and the allocator add their own), so a config is refused only when the
@@ -25,8 +25,8 @@ GIB = 2**30
 
 
 def estimate(cfg: Config, metrics: Iterable[EvalMetric] = ()) -> dict[str, int]:
-    """Bytes per part of an MLP run of `cfg` (all seeds): inputs, labels, parameters, evaluation, records, and the tables
-    of those of `metrics` (the pipeline's registered ones) that `cfg` switches on."""
+    """Bytes per part of an MLP run of `cfg` (all seeds): inputs, labels, parameters, evaluation, records, and the
+    tables of those of `metrics` (the pipeline's registered ones) that `cfg` switches on."""
     S, d, C = len(cfg.seeds), cfg.input_dim, cfg.output_dim
     item = 4 if cfg.train.dtype == "float32" else 8
     n_train = train_size(cfg)

@@ -16,7 +16,8 @@ def distinct_grid_vectors(g: torch.Generator, count: int, length: int, what: str
     """`count` distinct, non-zero vectors of `length` entries from the 9-value grid, [count, length]."""
     if 9**length - 1 < count:  # Python ints: 9.0**length overflows a float once length reaches 324
         raise ConfigError(
-            f"teacher.widths: {what} needs {count} distinct non-zero vectors of length {length}, only {9**length - 1} exist"
+            f"teacher.widths: {what} needs {count} distinct "
+            f"non-zero vectors of length {length}, only {9**length - 1} exist"
         )
     rows: list[Tensor] = []
     seen: set[bytes] = set()

@@ -29,7 +29,8 @@ def _accuracy_title(run: Run, multi: float) -> str:
 
 @styled
 def layer_corr_figure(runs: dict[float, Run]) -> Figure:
-    """Per layer, mean over active teacher channels of the best student correlation vs epoch, mean ± std over seeds; one panel per multi."""
+    """Per layer, mean over active teacher channels of the best student
+    correlation vs epoch, mean ± std over seeds; one panel per multi."""
     fig, axes = subplots(1, len(runs), sharey=True)
     for ax, (multi, run) in zip(axes[0], sorted(runs.items())):
         sc = run.scalars
@@ -50,7 +51,8 @@ def layer_corr_figure(runs: dict[float, Run]) -> Figure:
 
 @styled
 def channel_corr_figure(runs: dict[float, Run]) -> Figure:
-    """Best correlation of every active teacher channel vs epoch (mean over seeds), colored by its fan-out norm; rows = multi, columns = layer.
+    """Best correlation of every active teacher channel vs epoch (mean
+    over seeds), colored by its fan-out norm; rows = multi, columns = layer.
 
     The dashed line is the run's eval.threshold (what its `specialized` column and n_specialized counts use).
     """

@@ -79,7 +79,8 @@ def _multi_legend(fig: Figure, multis: list[float], extra: list[tuple[str, str]]
 
 @styled
 def lshape(students: pd.DataFrame, title: str) -> Figure:
-    """(a) rows = decay p, columns = multi: every student of every seed at the end, x = best corr (train), y = ||v_k||."""
+    """(a) rows = decay p, columns = multi: every student of
+    every seed at the end, x = best corr (train), y = ||v_k||."""
     df = _final(students[(students["split"] == "train") & (students["layer"] == 1)])
     decays, multis = sorted(df[DECAY].unique()), _multis(df)
     fig, axes = _grid(len(decays), len(multis), sharex=True, sharey=True)
@@ -196,7 +197,8 @@ def teacher_curves(
 
 @styled
 def sample_complexity(scalars: pd.DataFrame, teachers: pd.DataFrame, title: str) -> Figure:
-    """Per N: min eval MSE, min train MSE (over epochs), mean final best eval correlation; solid teacher-aware, dashed Gaussian."""
+    """Per N: min eval MSE, min train MSE (over epochs), mean final
+    best eval correlation; solid teacher-aware, dashed Gaussian."""
     mins = (
         scalars.groupby(["data.kind", "data.n_train", MULTI, "seed", "split"])["mse"]
         .min()
@@ -238,7 +240,8 @@ def sample_complexity(scalars: pd.DataFrame, teachers: pd.DataFrame, title: str)
 
 @styled
 def deep_lshape(students: pd.DataFrame, steps_per_epoch: int, title: str, columns: int = 5) -> Figure:
-    """Rows = hidden layers (top layer first), columns = evenly spaced evaluations: x = best corr, y = sqrt(E beta_kk)."""
+    """Rows = hidden layers (top layer first), columns = evenly
+    spaced evaluations: x = best corr, y = sqrt(E beta_kk)."""
     df = students.dropna(subset=["beta_norm"])
     steps = sorted(df["step"].unique())
     picks = [steps[round(i)] for i in np.linspace(0, len(steps) - 1, min(columns, len(steps)))]
@@ -267,7 +270,8 @@ def deep_lshape(students: pd.DataFrame, steps_per_epoch: int, title: str, column
 
 @styled
 def deep_rho_vs_n(scalars: pd.DataFrame, title: str) -> Figure:
-    """Rows = loss (MSE, CE), columns = layers + eval MSE: final rho_mean_l vs training set size, one curve per multi."""
+    """Rows = loss (MSE, CE), columns = layers + eval MSE:
+    final rho_mean_l vs training set size, one curve per multi."""
     df = _final(scalars[scalars["split"] == "eval"])
     layers = sorted(int(c.rsplit("_", 1)[1]) for c in df.columns if c.startswith("rho_mean_"))
     losses = sorted(df["train.loss"].unique(), key=lambda s: s != "mse") if "train.loss" in df.columns else ["mse"]

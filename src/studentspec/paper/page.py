@@ -19,8 +19,10 @@ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2e
 table { border-collapse: collapse; font-size: .85em; margin: .5em 0; }
 th, td { border: 1px solid #ccc; padding: .3em .5em; vertical-align: top; text-align: left; }
 th { background: #f3f3f3; } td.num { text-align: right; font-family: monospace; }
-.pass { background: #dff3df; color: #135e13; font-weight: bold; } .fail { background: #f9dcdc; color: #8a1010; font-weight: bold; }
-figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; } figcaption { font-size: .9em; color: #555; }
+.pass { background: #dff3df; color: #135e13; font-weight: bold; } \
+.fail { background: #f9dcdc; color: #8a1010; font-weight: bold; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; } \
+figcaption { font-size: .9em; color: #555; }
 pre { background: #f7f7f7; padding: .6em; overflow-x: auto; font-size: .8em; } .small { font-size: .85em; color: #555; }
 .wide { overflow-x: auto; }
 """
@@ -67,7 +69,8 @@ def figures_html(out: Path, names: list[str], captions: dict[str, str], folder: 
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         parts.append(
             f"<figure id='fig-{escape(name)}'><img alt='{escape(name)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption><b>{escape(name)}</b>: {escape(captions.get(name, ''))} (PDF beside the PNG in {escape(folder)}/)</figcaption></figure>"
+            f"<figcaption><b>{escape(name)}</b>: {escape(captions.get(name, ''))} (PDF beside the PNG in "
+            f"{escape(folder)}/)</figcaption></figure>"
         )
     return "\n".join(parts)
 
@@ -78,7 +81,8 @@ def page(title: str, out: Path, body: str, regenerate: str = "") -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{CSS}</style></head>
 <body>
 <h1>{escape(title)}</h1>
-<p class="small">Generated {escape(time.strftime("%Y-%m-%d %H:%M:%S"))} from the stored results in {escape(out.resolve())}.
+<p class="small">Generated {escape(time.strftime("%Y-%m-%d %H:%M:%S"))} from the stored results in \
+{escape(out.resolve())}.
 Regenerate with <code>studentspec report {escape(out)}{escape(regenerate)}</code> (no retraining).</p>
 {body}
 </body></html>

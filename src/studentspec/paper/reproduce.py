@@ -1,4 +1,5 @@
-"""`studentspec reproduce NAME --scale tiny|quick|paper`: run one registered experiment of the paper (paper/experiments/).
+"""`studentspec reproduce NAME --scale tiny|quick|paper`: run
+one registered experiment of the paper (paper/experiments/).
 
 A sweep experiment is a few sweep parts (a config + a grid). `reproduce` writes each part's config,
 grid included, to OUT/configs/<part>.yaml, runs it with `sweep.run_sweep` into OUT/sweep/<part>
@@ -45,8 +46,8 @@ def _part_file(out: Path, part: Part) -> Path:
     """Write (or keep) OUT/configs/<part>.yaml: the part's explicit config tree plus its sweep section."""
     build_config(part.config)  # validates now, before anything runs
     sweep = {k: v for k, v in (("grid", part.grid), ("zip", part.zip)) if v}
-    # the explicit tree, not every resolved default: a changed default elsewhere must not make a finished sweep unresumable
-    # (each job's run dir still records its fully resolved config)
+    # the explicit tree, not every resolved default: a changed default elsewhere must not make a finished sweep
+    # unresumable (each job's run dir still records its fully resolved config)
     text = yaml.safe_dump(part.config | ({"sweep": sweep} if sweep else {}), sort_keys=False)
     path = out / "configs" / f"{part.name}.yaml"
     if not path.parent.is_dir():
@@ -99,18 +100,20 @@ def reproduce(
 ) -> int:
     """Run (or resume) a registered experiment, then analyze and report it; returns an exit code (1 if a job failed).
 
-    `executor` and `executor_options` (address, gpus_per_job, slurm) go to `sweep.run_sweep`: paper scale on Ray or SLURM.
+    `executor` and `executor_options` (address, gpus_per_job,
+    slurm) go to `sweep.run_sweep`: paper scale on Ray or SLURM.
     """
     check_resumable(out, "reproduce.json", "reproduce")
     found = get(experiment)
     if found.run is not None:
-        # its own pipeline (cifar10, docs/model.md 4.4: teacher, pruned teacher, a student per multi, figures); bad input
-        # (no data at data.root, another scale in OUT) raises ConfigError / StoreError, the CLI's exit 2
+        # its own pipeline (cifar10, docs/model.md 4.4: teacher, pruned teacher, a student per multi, figures); bad
+        # input (no data at data.root, another scale in OUT) raises ConfigError / StoreError, the CLI's exit 2
         found.run(Path(out), scale, overrides or [], progress=progress)
         return 0
     if overrides:
         raise ConfigError(
-            f"reproduce {experiment}: takes no key=value overrides (its settings are the paper's; got {clip(' '.join(overrides))})"
+            f"reproduce {experiment}: takes no key=value overrides (its "
+            f"settings are the paper's; got {clip(' '.join(overrides))})"
         )
     out = Path(
         out

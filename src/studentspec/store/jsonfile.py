@@ -26,7 +26,8 @@ def strict_json(value: Any) -> Any:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write a JSON file atomically, strict (NaN and inf become null); in a marked folder only over a file it records."""
+    """Write a JSON file atomically, strict (NaN and inf
+    become null); in a marked folder only over a file it records."""
     if read_mark(Path(path).parent) is not None:
         claim_files(Path(path).parent, [Path(path).name])
     atomic_write(path, lambda p: p.write_text(json.dumps(strict_json(data), indent=1, default=str, allow_nan=False)))
@@ -34,7 +35,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def read_json(path: Path, check: bool = True) -> dict[str, Any]:
     """Read a JSON file written by studentspec, checked against its file kind's schema (store/schemas.py) when it has
-    one (and `check`); StoreError names the file (and the field) when it is corrupt or does not hold what its kind must."""
+    one (and `check`); StoreError names the file (and the
+    field) when it is corrupt or does not hold what its kind must."""
     try:
         data = json.loads(Path(path).read_text())
     except (

@@ -118,7 +118,8 @@ def _plain(name: str) -> bool:
 
 
 def owned(folder: Path, kind: str | None = None) -> Mark | None:
-    """The marker of `folder` when it is a real folder (not a link) holding a valid marker of `kind` (any kind: None)."""
+    """The marker of `folder` when it is a real folder (not a
+    link) holding a valid marker of `kind` (any kind: None)."""
     folder = Path(folder)
     if folder.is_symlink() or not folder.is_dir():
         return None

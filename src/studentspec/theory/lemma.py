@@ -114,7 +114,8 @@ def expected_beta_diag(student: Net, x: Tensor, chunk: int = 256) -> list[Tensor
 def per_sample_grad_norms(
     student: Net, x: Tensor, y: Tensor, loss_kind: str = "half_sse", *, chunk: int = 1024
 ) -> Tensor:
-    """Norm of each sample's gradient of its loss (losses.py; half_sse: 1/2 ||f*(x) - f(x)||^2) w.r.t. each layer's augmented weights, [S, N, L].
+    """Norm of each sample's gradient of its loss (losses.py; half_sse:
+    1/2 ||f*(x) - f(x)||^2) w.r.t. each layer's augmented weights, [S, N, L].
 
     The gradient of layer l at one sample is the outer product [h_{l-1}; 1] g_l^T, so its
     Frobenius norm is ||[h_{l-1}; 1]|| ||g_l|| with g_l = dLoss/dz_l.
@@ -208,7 +209,8 @@ def diagnose(
     quantiles: list[float],
     loss_kind: str = "half_sse",
 ) -> Diagnostics:
-    """Every diagnostic on inputs x [S, N, d] with teacher outputs y; corr[l] is layer l's [S, m, n]; gradients of `loss_kind`."""
+    """Every diagnostic on inputs x [S, N, d] with teacher outputs
+    y; corr[l] is layer l's [S, m, n]; gradients of `loss_kind`."""
     obs, near_frac = observation(teacher, student, x, near)
     angle = alignment(teacher, student).to(x.device)
     best = angle.min(dim=2)
@@ -228,7 +230,8 @@ def _np(t: Tensor) -> np.ndarray:
 
 
 def measure(ctx: Context) -> Diagnostics:
-    """Diagnostics of the first split (training data; the eval set for online data) on its first theory.samples samples."""
+    """Diagnostics of the first split (training data; the eval
+    set for online data) on its first theory.samples samples."""
     th = ctx.cfg.theory
     x, y = ctx.splits[ctx.first]
     corr = [ls.corr for ls in ctx.points[ctx.first].layers]

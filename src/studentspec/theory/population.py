@@ -96,8 +96,8 @@ def kernel_grad_contract(U: Tensor, W: Tensor, A: Tensor, *, sigma: float = 1.0,
 
 
 def erf_kernel(u: Tensor, w: Tensor, sigma: float = 1.0, slope: float = 0.0) -> Tensor:
-    """E_x[erf(u.x) erf(w.x)] for x ~ N(0, sigma^2 I) (Williams 1997): (2/pi) arcsin(2 s u.w / sqrt((1 + 2 s |u|^2)(1 + 2 s |w|^2))),
-    s = sigma^2; Gram [.., p, q] of columns of u [.., d, p], w [.., d, q] (`slope` is ignored)."""
+    """E_x[erf(u.x) erf(w.x)] for x ~ N(0, sigma^2 I) (Williams 1997): (2/pi) arcsin(2 s u.w / sqrt((1 + 2 s |u|^2)(1 +
+    2 s |w|^2))), s = sigma^2; Gram [.., p, q] of columns of u [.., d, p], w [.., d, q] (`slope` is ignored)."""
     vector = u.dim() == 1 and w.dim() == 1
     U, W = (u[:, None], w[:, None]) if vector else (u, w)
     dot, nu, nw = _gram_parts(U, W)
@@ -277,12 +277,14 @@ def check_supported(cfg: Config) -> None:
         raise ConfigError(f"train.loss: population loss has a closed form for half_sse and mse, not {cfg.train.loss}")
     if t.batchnorm != "none":
         raise ConfigError(
-            f"teacher.batchnorm: population loss supports nets without BatchNorm: set teacher.batchnorm=none, got {t.batchnorm}"
+            "teacher.batchnorm: population loss supports nets "
+            f"without BatchNorm: set teacher.batchnorm=none, got {t.batchnorm}"
         )
     if activations.get(t.activation).population_kernel is None:
         closed = [n for n in activations.names() if activations.get(n).population_kernel is not None]
         raise ConfigError(
-            f"teacher.activation: population loss has no closed form for {t.activation} here (supported: {', '.join(closed)})"
+            "teacher.activation: population loss has no closed form "
+            f"for {t.activation} here (supported: {', '.join(closed)})"
         )
 
 

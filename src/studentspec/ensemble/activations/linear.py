@@ -12,7 +12,8 @@ LINEAR = register(
         ),  # a new tensor, as every other activation returns: callers may write into it
         derivative=lambda z, slope: torch.ones_like(z),
         backward=lambda g, z, slope: g,
-        kernel="SS_ACT_LEAKY_RELU",  # Leaky ReLU's code at a = 1: v > 0 ? v : 1.0 * v is v exactly, forward and backward
+        # Leaky ReLU's code at a = 1: v > 0 ? v : 1.0 * v is v exactly, forward and backward
+        kernel="SS_ACT_LEAKY_RELU",
         population_kernel="arccos",
         leaky_slope=lambda slope: (
             1.0

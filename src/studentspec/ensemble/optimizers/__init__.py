@@ -4,8 +4,8 @@ An optimizer is one module here that calls `register(OptimizerRule(...))`, impor
 this file; config validates `train.optimizer` against `names()`, so an unknown name is a config error
 listing the known ones. Whether a rule steps on the whole training set (gd) is its `full_batch` attribute,
 read through `full_batch(name)` only: the data stream, steps_per_epoch's sample count, the cost estimate
-and the pipelines' checks all ask it, never the name. `ensemble.optim.Optimizer` is the one object trainers hold: it looks the rule
-up here by name; its `frozen` restores a dead seed's parameters and the tensors `state()` lists.
+and the pipelines' checks all ask it, never the name. `ensemble.optim.Optimizer` is the one object trainers hold: it
+looks the rule up here by name; its `frozen` restores a dead seed's parameters and the tensors `state()` lists.
 
 Every registered rule is torch.optim's own update function (torch.optim.sgd.sgd, torch.optim.adam.adam:
 the code torch.optim.SGD.step / Adam.step run) applied to the ensemble's stacked tensors [S, ...], never fused

@@ -30,7 +30,8 @@ class DataKind:
 
     name: str
     # (generator, n, config, *, w, b: the seed's lowest teacher layer [d, m] and [m], training: training split?, out) ->
-    # inputs [n', d] float64; `out` (a preallocated [n', d] slice, or None) may be filled in place and returned, or ignored
+    # inputs [n', d] float64; `out` (a preallocated [n', d]
+    # slice, or None) may be filled in place and returned, or ignored
     draw: Callable[..., Tensor]
     fixed: bool = True  # a fixed training set; False: fresh inputs every step (no training set, eval set only)
 
@@ -133,7 +134,8 @@ class BatchStream:
             self.set_training(make_inputs(cfg, self.teacher, self.data_gens, cfg.data.n_train, training=True))
 
     def indices(self, epoch: int) -> Tensor | None:
-        """Row numbers [steps, S, B] of one epoch's batches in (x_train, y_train); None for online data and full batch (gd).
+        """Row numbers [steps, S, B] of one epoch's batches in
+        (x_train, y_train); None for online data and full batch (gd).
 
         Use instead of epoch(), not beside it: both draw from the same generators, so
         x_train[s, idx[t, s]] is exactly the batch epoch() would have given at step t.

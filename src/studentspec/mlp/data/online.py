@@ -1,4 +1,5 @@
-"""data.kind online: fresh N(0, std^2 I) inputs at every step, no fixed training set (evaluation on a fixed Gaussian set)."""
+"""data.kind online: fresh N(0, std^2 I) inputs at every step,
+no fixed training set (evaluation on a fixed Gaussian set)."""
 
 from . import DataKind, register
 from .gaussian import gaussian

@@ -31,8 +31,10 @@ BASE: dict[str, Any] = {  # 4.3
 }
 
 CAPTIONS = {
-    "deep_lshape": "Deep L-shape (4.3): rows = hidden layers (top first), columns = evenly spaced epochs; y = sqrt(E_x beta_kk).",
-    "deep_rho_vs_n": "Deep sample complexity (4.3): final rho_mean per layer and eval MSE vs training set size, MSE and CE training.",
+    "deep_lshape": "Deep L-shape (4.3): rows = hidden layers (top first), "
+    "columns = evenly spaced epochs; y = sqrt(E_x beta_kk).",
+    "deep_rho_vs_n": "Deep sample complexity (4.3): final rho_mean per layer "
+    "and eval MSE vs training set size, MSE and CE training.",
 }
 
 

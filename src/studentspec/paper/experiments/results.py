@@ -1,4 +1,5 @@
-"""What the experiments' analyses read from a reproduce dir: part configs, finished jobs, Lemma errors of stored weights.
+"""What the experiments' analyses read from a reproduce dir:
+part configs, finished jobs, Lemma errors of stored weights.
 
 Stored files only: nothing here trains. Imported by the analyses when they run (it loads torch).
 """

@@ -21,7 +21,8 @@ BASE: dict[str, Any] = merge(
 SAMPLE_NS = [*range(30, 196, 15), 210, 270, 330, 390, 510, 630, 810, 1110]
 
 CAPTIONS = {
-    "sample_complexity": "Sample complexity (4.2): teacher-aware (solid) vs Gaussian (dashed) data, mean ± std over seeds.",
+    "sample_complexity": "Sample complexity (4.2): teacher-aware (solid) "
+    "vs Gaussian (dashed) data, mean ± std over seeds.",
 }
 
 
