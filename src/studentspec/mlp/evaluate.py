@@ -95,40 +95,24 @@ def evaluate(
         xb, yb = x[:, i : i + chunk], y[:, i : i + chunk]
         t_hidden = [h[:, i : i + chunk] for h in teacher_acts] if teacher_acts is not None else teacher.forward(xb)[1]
         if compiled is not None:
-            for t in scratch:
-                t.zero_()
-            chunk_loss, chunk_sq, s_hidden = compiled.forward_grad(
+            chunk_loss, chunk_sq = _compiled_chunk(
+                compiled,
                 xb,
                 yb,
-                hidden=True,
-                grads=(scratch or grads) if with_grad else None,
-                gscale=xb.shape[1] / n,
+                t_hidden,
+                accs,
+                grads=grads,
+                scratch=scratch,
+                with_grad=with_grad,
+                n=n,
                 storage=storage,
             )
-            for total, part in zip(grads, scratch):
-                total.add_(part)
-            for acc, th, sh in zip(accs, t_hidden, s_hidden):
-                if acc.n and th.dtype == sh.dtype:  # past the first chunk (it sets the shifts, in torch): one pass in C
-                    compiled.corr_update(acc, th, sh)
-                else:
-                    acc.update(th, sh)
-            sq += chunk_sq
-            loss += chunk_loss * xb.shape[1]
-            continue
-        trace = student.trace(xb)
-        out = trace.out
-        for acc, th, sh in zip(accs, t_hidden, trace.hidden):
-            acc.update(th, sh)
-        sq += (out - yb).double().square().sum(dim=(1, 2))
-        if fused:
-            chunk_loss, g = output_grad(out, yb, loss_kind)
-            parts = backprop.backward(student, trace.inputs, trace.pre, g.mul_(xb.shape[1] / n))
-            grads = (
-                [b.double() for b in parts] if not grads else [a.add_(b) for a, b in zip(grads, parts)]
-            )  # no copy in float64
         else:
-            chunk_loss = per_seed_loss(out, yb, loss_kind)
-        loss += chunk_loss.double() * xb.shape[1]
+            chunk_loss, chunk_sq, grads = _torch_chunk(
+                student, xb, yb, t_hidden, accs, loss_kind=loss_kind, fused=fused, grads=grads, n=n
+            )
+        sq += chunk_sq
+        loss += chunk_loss * xb.shape[1]
     layers = [layer_stats(acc.corr(), acc.variances()[0] > 0) for acc in accs]
     result = SplitEval(sq / (n * y.shape[2]), loss / n, layers, path="c" if compiled is not None else "torch")
     if fused:
@@ -137,6 +121,64 @@ def evaluate(
         with torch.enable_grad():
             result.grad_norm = grad_norms(student, x, y, loss_kind, chunk=chunk)
     return result
+
+
+def _compiled_chunk(
+    compiled: ckernel.CompiledMLP,
+    xb: Tensor,
+    yb: Tensor,
+    t_hidden: list[Tensor],
+    accs: list[CorrAccumulator],
+    *,
+    grads: list[Tensor],
+    scratch: list[Tensor],
+    with_grad: bool,
+    n: int,
+    storage: list[Tensor] | None,
+) -> tuple[Tensor, Tensor]:
+    """One chunk through the compiled pass: (per-seed loss, per-seed squared error); adds to accs and grads."""
+    for t in scratch:
+        t.zero_()
+    chunk_loss, chunk_sq, s_hidden = compiled.forward_grad(
+        xb, yb, hidden=True, grads=(scratch or grads) if with_grad else None, gscale=xb.shape[1] / n, storage=storage
+    )
+    for total, part in zip(grads, scratch):
+        total.add_(part)
+    for acc, th, sh in zip(accs, t_hidden, s_hidden):
+        if acc.n and th.dtype == sh.dtype:  # past the first chunk (it sets the shifts, in torch): one pass in C
+            compiled.corr_update(acc, th, sh)
+        else:
+            acc.update(th, sh)
+    return chunk_loss, chunk_sq
+
+
+def _torch_chunk(
+    student: Net,
+    xb: Tensor,
+    yb: Tensor,
+    t_hidden: list[Tensor],
+    accs: list[CorrAccumulator],
+    *,
+    loss_kind: str,
+    fused: bool,
+    grads: list[Tensor],
+    n: int,
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """One chunk through torch: (per-seed loss in float64, squared error, the gradient sums so far)."""
+    trace = student.trace(xb)
+    out = trace.out
+    for acc, th, sh in zip(accs, t_hidden, trace.hidden):
+        acc.update(th, sh)
+    chunk_sq = (out - yb).double().square().sum(dim=(1, 2))
+    if fused:
+        chunk_loss, g = output_grad(out, yb, loss_kind)
+        parts = backprop.backward(student, trace.inputs, trace.pre, g.mul_(xb.shape[1] / n))
+        grads = (
+            [b.double() for b in parts] if not grads else [a.add_(b) for a, b in zip(grads, parts)]
+        )  # no copy in float64
+    else:
+        chunk_loss = per_seed_loss(out, yb, loss_kind)
+    return chunk_loss.double(), chunk_sq, grads
 
 
 def _layer_norms(grads: list[Tensor]) -> Tensor:
