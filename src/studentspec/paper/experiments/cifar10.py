@@ -105,79 +105,23 @@ def run(
     data.root=PATH, seeds=[1,2]); `config` replaces the preset file. Scale `tiny` is the quick preset with
     TINY_OVERRIDES (applied before `overrides`). Raises StoreError when out_dir holds another scale.
     """
-    from ... import pipelines
-    from ...conv.images import how_to_get, load_images
-    from ...conv.teacher import describe, file_digest, load_checkpoint, prune_teacher, save_checkpoint, train_teacher
-    from ...conv.train import build as build_conv
-    from ...store import StoreError, claim_resumable, load_run, read_json, write_json
+    from ...store import StoreError, claim_resumable, read_json, write_json
     from ..conv_figures import channel_corr_figure, layer_corr_figure
     from ..style import save
 
     path = Path(config) if config is not None else config_path(scale)
     overrides = list(overrides or [])
     settings = (TINY_OVERRIDES if scale == "tiny" and config is None else []) + overrides
-    cfg = load_config(path, settings)
-    if cfg.data.kind != "cifar10":
-        raise ConfigError(f"data.kind: reproduce cifar10 needs data.kind=cifar10, got {cfg.data.kind}")
-    try:
-        data = load_images(cfg.data.kind, cfg.data.root)
-    except ConfigError as err:
-        raise ConfigError(
-            f"{err} (CIFAR-10 is not downloaded at run time: {how_to_get('cifar10')}, e.g. "
-            f"`studentspec reproduce cifar10 data.root=PATH`)"
-        ) from None
+    cfg, data = _config_and_data(path, settings)
     out = Path(out_dir)
     if (out / "reproduce.json").is_file() and (held := read_json(out / "reproduce.json").get("scale")) != scale:
-        raise StoreError(
-            f"{out}: holds cifar10 at scale {held}; choose another --out"
-        )  # its teacher and runs are another scale's
+        # its teacher and runs are another scale's
+        raise StoreError(f"{out}: holds cifar10 at scale {held}; choose another --out")
     claim_resumable(out, "reproduce")
     times: dict[str, float] = {}
     stage = _stage(times, progress)
-
-    t_path, p_path = out / "teacher.pt", out / "teacher_pruned.pt"
-    teacher = stage(
-        "teacher",
-        lambda: (
-            save_checkpoint(train_teacher(cfg, data.subset(cfg.teacher_train.n_train), progress), t_path),
-            load_checkpoint(t_path),
-        )[1],
-        lambda: load_checkpoint(t_path),
-    )
-    pruned = stage(
-        "pruned",
-        lambda: (
-            save_checkpoint(
-                prune_teacher(
-                    teacher,
-                    cfg.teacher_train.prune_ratios,
-                    cfg,
-                    data=data.subset(cfg.teacher_train.n_train),
-                    parent=file_digest(t_path),
-                    progress=progress,
-                ),
-                p_path,
-            ),
-            load_checkpoint(p_path),
-        )[1],
-        lambda: load_checkpoint(p_path),
-    )
-    if progress:
-        print(f"teacher: {describe(teacher)}\npruned:  {describe(pruned)}")
-    runs = {}
-    for multi in _multis(path, scale):
-        run_dir = out / "runs" / f"multi_{multi:g}"
-        run_cfg = load_config(
-            path, settings + [f"student.multi={multi}", f"teacher.checkpoint={json.dumps(str(p_path.resolve()))}"]
-        )
-
-        def make(run_cfg: Any = run_cfg, run_dir: Path = run_dir) -> Any:
-            pipelines.write_run(
-                pipelines.train(run_cfg, progress, setup=build_conv(run_cfg, data)), run_dir, overwrite=True
-            )
-            return load_run(run_dir)
-
-        runs[multi] = stage(f"multi {multi:g}", make, functools.partial(load_run, run_dir))
+    teacher, pruned = _teachers(cfg, data, out, stage=stage, progress=progress)
+    runs = _students(path, settings, data, out, scale=scale, stage=stage, progress=progress)
     fig_dir = out / "figures"
     figures = save(layer_corr_figure(runs), fig_dir, "layer_corr") + save(
         channel_corr_figure(runs), fig_dir, "channel_corr"
@@ -197,6 +141,76 @@ def run(
     )
     write_json(out / "reproduce.json", info)
     return info
+
+
+def _config_and_data(path: Path, settings: list[str]) -> tuple[Any, Any]:
+    """The experiment's config and its CIFAR-10 images; ConfigError saying how to get them when they are missing."""
+    from ...conv.images import how_to_get, load_images
+
+    cfg = load_config(path, settings)
+    if cfg.data.kind != "cifar10":
+        raise ConfigError(f"data.kind: reproduce cifar10 needs data.kind=cifar10, got {cfg.data.kind}")
+    try:
+        data = load_images(cfg.data.kind, cfg.data.root)
+    except ConfigError as err:
+        raise ConfigError(
+            f"{err} (CIFAR-10 is not downloaded at run time: {how_to_get('cifar10')}, e.g. "
+            f"`studentspec reproduce cifar10 data.root=PATH`)"
+        ) from None
+    return cfg, data
+
+
+def _teachers(cfg: Any, data: Any, out: Path, *, stage: Any, progress: bool) -> tuple[Any, Any]:
+    """The teacher trained on labels and its pruned, fine-tuned copy (out/teacher.pt, out/teacher_pruned.pt)."""
+    from ...conv.teacher import describe, file_digest, load_checkpoint, prune_teacher, save_checkpoint, train_teacher
+
+    t_path, p_path = out / "teacher.pt", out / "teacher_pruned.pt"
+    n_train = cfg.teacher_train.n_train
+
+    def make_teacher() -> Any:
+        save_checkpoint(train_teacher(cfg, data.subset(n_train), progress), t_path)
+        return load_checkpoint(t_path)
+
+    teacher = stage("teacher", make_teacher, lambda: load_checkpoint(t_path))
+
+    def make_pruned() -> Any:
+        ratios = cfg.teacher_train.prune_ratios
+        pruned = prune_teacher(
+            teacher, ratios, cfg, data=data.subset(n_train), parent=file_digest(t_path), progress=progress
+        )
+        save_checkpoint(pruned, p_path)
+        return load_checkpoint(p_path)
+
+    pruned = stage("pruned", make_pruned, lambda: load_checkpoint(p_path))
+    if progress:
+        print(f"teacher: {describe(teacher)}\npruned:  {describe(pruned)}")
+    return teacher, pruned
+
+
+def _students(
+    path: Path, settings: list[str], data: Any, out: Path, *, scale: str, stage: Any, progress: bool
+) -> dict[float, Any]:
+    """One student run per multi, taught by the pruned teacher (out/runs/multi_M)."""
+    from ... import pipelines
+    from ...conv.train import build as build_conv
+    from ...store import load_run
+
+    p_path = out / "teacher_pruned.pt"
+    runs = {}
+    for multi in _multis(path, scale):
+        run_dir = out / "runs" / f"multi_{multi:g}"
+        run_cfg = load_config(
+            path, settings + [f"student.multi={multi}", f"teacher.checkpoint={json.dumps(str(p_path.resolve()))}"]
+        )
+
+        def make(run_cfg: Any = run_cfg, run_dir: Path = run_dir) -> Any:
+            pipelines.write_run(
+                pipelines.train(run_cfg, progress, setup=build_conv(run_cfg, data)), run_dir, overwrite=True
+            )
+            return load_run(run_dir)
+
+        runs[multi] = stage(f"multi {multi:g}", make, functools.partial(load_run, run_dir))
+    return runs
 
 
 def summarize(runs: dict[float, Any]) -> dict[str, Any]:
