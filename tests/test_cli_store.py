@@ -233,6 +233,9 @@ def test_plot_of_tables_it_cannot_draw_writes_no_figure(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot draw" in err
     assert not (out / "figures").exists()  # all or nothing
+    import matplotlib.pyplot as plt
+
+    assert plt.get_fignums() == []  # the figures drawn, and the one whose drawing failed, are closed
 
 
 @pytest.mark.parametrize("overrides,start", [

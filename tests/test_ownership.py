@@ -256,9 +256,10 @@ def test_plot_refuses_a_user_file_with_a_figure_name_in_its_own_folder(tmp_path:
     record["files"].remove("mse.png")  # as if the user had put their own mse.png there
     (figs / owner.MARKER).write_text(json.dumps(record))
     (figs / "mse.png").write_bytes(b"mine")
+    before = snapshot(figs)
     assert main(["plot", str(tiny), "--out", str(figs)]) == 2
     one_line(capsys, "mse.png", "no record of writing it")
-    assert (figs / "mse.png").read_bytes() == b"mine"
+    assert snapshot(figs) == before  # refused before any figure was written, not after the first two
 
 
 def test_report_never_replaces_a_page_it_has_no_record_of(tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:

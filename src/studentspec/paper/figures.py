@@ -18,7 +18,18 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .style import SINGLE, config_title, multi_color, ordered_cmap, ordered_color, save, seed_marker, styled, subplots
+from .style import (
+    FORMATS,
+    SINGLE,
+    config_title,
+    multi_color,
+    ordered_cmap,
+    ordered_color,
+    save,
+    seed_marker,
+    styled,
+    subplots,
+)
 
 if TYPE_CHECKING:
     from ..store import Run
@@ -315,7 +326,7 @@ def metric_figures(run: Run) -> list[tuple[str, Any]]:
 def plot_run(run: Run, out_dir: Path) -> list[Path]:
     """Write lshape, teacher_corr, mse (and converge's and the run's metrics' figures, when stored) as PNG and PDF;
     return their paths."""
-    from ..store import StoreError
+    from ..store import StoreError, claim_figures
 
     out_dir = Path(out_dir)
     paths = []
@@ -327,6 +338,7 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
     )  # converge's Hessian spectrum
     figures += metric_figures(run)  # theory (theory.enabled), order (eval.order: R heatmaps, order_figures.py)
     made: list[tuple[str, Figure]] = []
+    open_before = set(plt.get_fignums())
     try:  # every figure is drawn before any is written: a run that cannot be drawn leaves no partial set
         for name, make in figures:
             try:
@@ -336,9 +348,14 @@ def plot_run(run: Run, out_dir: Path) -> list[Path]:
                     f"{run.path}: cannot draw {name} from its tables ({err.__class__.__name__}: {err})"
                 ) from None
     except BaseException:
-        for _, fig in made:
-            plt.close(fig)
+        for num in set(plt.get_fignums()) - open_before:  # those made, and the one whose drawing failed
+            plt.close(num)
         raise
-    for name, fig in made:
-        paths += save(fig, out_dir, name)
+    try:
+        claim_figures(out_dir, [f"{name}.{ext}" for name, _ in made for ext in FORMATS])  # all or none may be written
+        for name, fig in made:
+            paths += save(fig, out_dir, name)
+    finally:
+        for _, fig in made:  # save() closed the ones it wrote; a refusal or a failed write leaves none open
+            plt.close(fig)
     return paths
