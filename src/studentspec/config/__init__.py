@@ -681,46 +681,46 @@ class Config(_Section):
         ),
     )
     teacher: TeacherConfig = Field(
-        default_factory=TeacherConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
+        default_factory=TeacherConfig,
         description=(
             "The architecture teacher and student share (widths, activation, BatchNorm, biases) and how the teacher is "
             "drawn (docs/model.md 1.9, 4.1, 4.3) or which trained conv teacher is loaded."
         ),
     )
     student: StudentConfig = Field(
-        default_factory=StudentConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
+        default_factory=StudentConfig,
         description=(
             "The student's width and initialization, including the released code's initialization knobs (docs/model.md "
             "4.5)."
         ),
     )
     data: DataConfig = Field(
-        default_factory=DataConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
+        default_factory=DataConfig,
         description=(
             "The inputs: a registered MLP data kind or an image data set, the training and evaluation set sizes "
             "(docs/model.md 1.8)."
         ),
     )
     train: TrainConfig = Field(
-        default_factory=TrainConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
+        default_factory=TrainConfig,
         description=(
             "How the student is trained: objective, optimizer, learning rate, batches, epochs, precision, device and "
             "compute path."
         ),
     )
     teacher_train: TeacherTrainConfig = Field(
-        default_factory=TeacherTrainConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
+        default_factory=TeacherTrainConfig,
         description=(
             "How `studentspec teacher train` and `teacher prune` train and prune a conv teacher on labels (image data "
             "only; docs/images.md)."
         ),
     )
     eval: EvalConfig = Field(
-        default_factory=EvalConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
+        default_factory=EvalConfig,
         description="When and how the specialization metrics are measured (docs/model.md 2).",
     )
     theory: TheoryConfig = Field(
-        default_factory=TheoryConfig,  # type: ignore[arg-type]  # mypy misses Field's positional defaults
+        default_factory=TheoryConfig,
         description="The Lemma's diagnostics at every evaluation (docs/theory.md).",
     )
 
