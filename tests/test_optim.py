@@ -126,3 +126,12 @@ def test_an_unknown_optimizer_is_an_error_naming_the_known_ones():
 def test_a_name_registered_twice_is_refused():
     with pytest.raises(ValueError, match="already registered"):
         optimizers.register(optimizers.get("sgd"))
+
+
+def test_plain_sgd_is_an_attribute_of_the_rule_read_in_one_helper():
+    """W -= lr dW (what the compiled step and the fused backward run): sgd and gd without momentum or weight decay."""
+    from studentspec.ensemble import optimizers
+
+    assert optimizers.plain_sgd("sgd", 0.0, 0.0) and optimizers.plain_sgd("gd", 0.0, 0.0)
+    assert not optimizers.plain_sgd("sgd", 0.9, 0.0) and not optimizers.plain_sgd("gd", 0.0, 1e-4)
+    assert not optimizers.plain_sgd("adam", 0.0, 0.0)

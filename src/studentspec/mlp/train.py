@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..config import Config, ConfigError, check_device, lr_at  # lr_at: one definition for the MLP and conv trainers
 from ..ensemble import loop as eloop
-from ..ensemble import seeding
+from ..ensemble import optimizers, seeding
 from ..ensemble.hooks import DEFAULT_HOOKS, Evaluation, Hooks
 from ..ensemble.optim import Optimizer
 from . import backprop
@@ -295,7 +295,7 @@ def choose_steps(s: Setup, opt: Optimizer) -> MLPSteps:
             block = 1 if constraints else step_block(cfg, net)  # constraints act between two steps
             return CompiledSteps(net, s.stream, constraints, compiled=ckernel.CompiledMLP(net, tc.loss), block=block)
     if backprop.supports(net):
-        fused = tc.optimizer in ("sgd", "gd") and not tc.momentum and not tc.weight_decay  # gd: SGD on the whole set
+        fused = optimizers.plain_sgd(tc.optimizer, tc.momentum, tc.weight_decay)
         return BackwardSteps(net, s.stream, constraints, opt=opt, loss=tc.loss, fused=fused)
     return AutogradSteps(net, s.stream, constraints, opt=opt, loss=tc.loss)
 

@@ -69,6 +69,8 @@ class OptimizerRule:
     make: Callable[[list[Tensor], Hyper], Stepper]
     summary: str = ""
     full_batch: bool = False  # every step takes the whole training set (no batches, no sampling)
+    # with momentum and weight decay 0 the update is W -= lr * dW: what the compiled step and the fused backward run
+    plain_sgd: bool = False
 
 
 OPTIMIZERS: Registry[OptimizerRule] = Registry("optimizer")
@@ -80,6 +82,11 @@ names = OPTIMIZERS.names
 def full_batch(name: str) -> bool:
     """Whether the optimizer `name` steps on the whole training set: the one place this is read."""
     return get(name).full_batch
+
+
+def plain_sgd(name: str, momentum: float, weight_decay: float) -> bool:
+    """Whether these settings make the update W -= lr * dW (the compiled step's and the fused backward's rule)."""
+    return get(name).plain_sgd and not momentum and not weight_decay
 
 
 # each registers itself; this order is the order config errors list them in

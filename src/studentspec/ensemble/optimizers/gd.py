@@ -11,5 +11,6 @@ register(
         SGD,
         "full-batch gradient descent: SGD's rule on the whole training set (momentum, weight decay apply)",
         full_batch=True,
+        plain_sgd=True,
     )
 )

@@ -37,4 +37,4 @@ class SGD:
         return [b for b in self.buf if b is not None]
 
 
-register(OptimizerRule("sgd", SGD, "minibatch SGD: momentum, L2 weight decay (torch.optim.SGD)"))
+register(OptimizerRule("sgd", SGD, "minibatch SGD: momentum, L2 weight decay (torch.optim.SGD)", plain_sgd=True))

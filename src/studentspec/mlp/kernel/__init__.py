@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ...config import env_choice
-from ...ensemble import activations, losses
+from ...ensemble import activations, losses, optimizers
 from ...ensemble.atomic import atomic_write
 from ...ensemble.corr import CorrAccumulator
 from ..nets import Net
@@ -218,7 +218,7 @@ def _cannot_evaluate(net: Net, loss: str) -> str | None:
 
 def _cannot_train(optimizer: str, momentum: float, weight_decay: float) -> str | None:
     """What the compiled step needs of the optimizer besides what evaluation needs."""
-    if optimizer not in ("sgd", "gd") or momentum or weight_decay:
+    if not optimizers.plain_sgd(optimizer, momentum, weight_decay):
         return "only plain SGD (no momentum, no weight decay) is compiled"
     return None
 
