@@ -209,12 +209,11 @@ def _manifest(out: Path, config: str | None, grid: dict[str, list[str]], jobs: l
 
 # --pack auto: jobs whose configs differ only in build-only keys (pipelines.pack_key; e.g. every
 # teacher.decay of one (m, multi) point) train as one ensemble of at most AUTO_PACK_SEEDS seeds whose memory
-# floor (mlp/memory.py) stays under AUTO_PACK_BYTES. Why these numbers: packing pays per step (the step's fixed
-# Python/kernel-call cost is shared by more seeds: 87k seed-steps/s at S=32 vs 128k at S=128 for n=5) and per job
-# (process start, imports, write), and costs nothing in results (bitwise the unpacked numbers); the floor under
-# 1 GiB keeps a worker's measured RSS under ~1.5 GB (the paper grid's 32-seed jobs, 1.3 GB, then run alone).
-# Not the default (SweepOptions.pack=0): on the 2-core machine, bench_sweep's grid took 96-122 s packed against
-# 70-90 s unpacked: pack()'s copy of the members' inputs cost more there than the shared step overhead saved.
+# floor (mlp/memory.py) stays under AUTO_PACK_BYTES. Why: packing pays per step (the step's fixed Python/kernel-call
+# cost is shared by more seeds) and per job (process start, imports, write), and costs nothing in results (bitwise
+# the unpacked numbers); the floor under 1 GiB keeps a worker's measured RSS near the unpacked paper grid's.
+# Not the default (SweepOptions.pack=0): on the 2-core machine the copy of the members' inputs cost more than the
+# shared step overhead saved (BENCHMARKS.md, "Sweep packing").
 AUTO_PACK_SEEDS = 256
 AUTO_PACK_BYTES = 2**30
 
@@ -261,9 +260,8 @@ def longest_first(
     config: str | None, groups: list[list[Job]], configs: dict[str, Config] | None = None
 ) -> list[list[Job]]:
     """Tasks in decreasing order of their FLOP count (cost.job_cost; a pipeline it does not model first), so
-    the workers finish together: a large pack started last kept one worker busy alone (measured: 117-122 s
-    against 83-90 s unpacked on bench_sweep's grid). `configs`:
-    the jobs' Configs by id (expand's), else validated here."""
+    the workers finish together: a large pack started last kept one worker busy alone (BENCHMARKS.md, "Sweep
+    packing"). `configs`: the jobs' Configs by id (expand's), else validated here."""
     from .cost import job_cost
 
     cfgs = _configs(config, [j for g in groups for j in g], configs)

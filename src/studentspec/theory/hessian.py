@@ -21,11 +21,11 @@ degenerate zero (one rescaling direction per hidden node, every direction of a d
 nodes): on a 133-parameter net with 28 exact zeros, eigsh returns 2 zeros and then the next
 distinct eigenvalues 1.0e-4, 5.0e-4, ... (each equal to the exact ones to 1e-12).
 Each end gets at most LANCZOS_MAX_PRODUCTS Hessian-vector products; past that only the converged
-eigenvalues are kept (`converged` false, with a note): on
-two_layer_quick's 7600-parameter students with 10,000 samples one product takes ~80 ms on 2 busy
-cores, the top end converges in ~70 products, the bottom end does not within 2000. So with lanczos,
-min and max eigenvalue are right, the i-th smallest value returned is >= the true i-th smallest
-(Cauchy interlacing), and the near-zero and negative counts are lower bounds.
+eigenvalues are kept (`converged` false, with a note): on students of thousands of parameters the top
+end converges within a few dozen products and the bottom end, crowded by the near-zero cluster, often
+does not (BENCHMARKS.md has the figures). So with lanczos, min and max eigenvalue are right where their end
+converged, the i-th smallest value returned is >= the true i-th smallest (Cauchy interlacing), and the near-zero
+and negative counts are lower bounds.
 
 Counts: an eigenvalue is near zero when |lambda| <= tol_rel * max|lambda| and negative when
 lambda < -tol_rel * max|lambda|. For lanczos the counts are over the 2k computed eigenvalues
