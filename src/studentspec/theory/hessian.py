@@ -162,6 +162,14 @@ def _lanczos(matvec: Callable[[np.ndarray], np.ndarray], P: int, k: int) -> tupl
     return lam, index, converged
 
 
+def _skipped(P: int, tol_rel: float, start: float, note: str) -> HessianSpectrum:
+    """The spectrum of an end point where it cannot be computed: no eigenvalues, the reason in `note`."""
+    empty = np.zeros(0)
+    return HessianSpectrum(
+        P, "skipped", empty, empty.astype(np.int64), tol_rel, False, time.perf_counter() - start, note
+    )
+
+
 def spectrum(
     loss: Callable[[Tensor], Tensor],
     theta: Tensor,
@@ -179,46 +187,18 @@ def spectrum(
     check_args(exact_max, k, tol_rel)
     start = time.perf_counter()
     P = int(theta.numel())
-    empty = np.zeros(0)
     with torch.no_grad():
         value = float(loss(theta.detach()))
     if not (math.isfinite(value) and bool(torch.isfinite(theta).all())):
-        return HessianSpectrum(
-            P,
-            "skipped",
-            empty,
-            empty.astype(np.int64),
-            tol_rel,
-            False,
-            time.perf_counter() - start,
-            "the loss is not finite at the end point",
-        )
+        return _skipped(P, tol_rel, start, "the loss is not finite at the end point")
     if P <= exact_max or 2 * k >= P:  # Lanczos needs k < P at each end and should not overlap
         H = hessian(loss, theta, chunk_size)
         if not bool(torch.isfinite(H).all()):
-            return HessianSpectrum(
-                P,
-                "skipped",
-                empty,
-                empty.astype(np.int64),
-                tol_rel,
-                False,
-                time.perf_counter() - start,
-                "the Hessian is not finite at the end point",
-            )
+            return _skipped(P, tol_rel, start, "the Hessian is not finite at the end point")
         lam = torch.linalg.eigvalsh(H).cpu().numpy()
         return HessianSpectrum(P, "exact", lam, np.arange(P), tol_rel, True, time.perf_counter() - start)
     lam, index, converged = _lanczos(hvp_operator(loss, theta), P, k)
     if not np.isfinite(lam).all():
-        return HessianSpectrum(
-            P,
-            "skipped",
-            empty,
-            empty.astype(np.int64),
-            tol_rel,
-            False,
-            time.perf_counter() - start,
-            "a Hessian-vector product is not finite at the end point",
-        )
+        return _skipped(P, tol_rel, start, "a Hessian-vector product is not finite at the end point")
     note = "" if converged else "ARPACK did not converge at every end: only the converged eigenvalues are kept"
     return HessianSpectrum(P, "lanczos", lam, index, tol_rel, converged, time.perf_counter() - start, note)
