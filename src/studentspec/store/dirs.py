@@ -57,6 +57,8 @@ _LEGACY_RUN = RUN_ENTRIES | {f"{t}.parquet" for t in LEGACY_TABLES}
 DIR_KINDS = {
     "run": (("summary.json", "config.yaml"), _LEGACY_RUN),
     "population": (("population.json",), frozenset({"population.json", "figures"})),
+    # `studentspec ode` (theory/ode_record.py): the order-parameter ODEs of a config
+    "ode": (("ode.json",), frozenset({"ode.json", "ode.parquet", "ode_order.parquet", "config.yaml", "figures"})),
     # a run's checkpoint (store/checkpoint.py): its tables are a run dir's
     "checkpoint": (("checkpoint.json",), _LEGACY_RUN | {"checkpoint.json", "state.pt"}),
 }

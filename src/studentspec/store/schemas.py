@@ -159,6 +159,42 @@ class Population(Stored):
         return rows
 
 
+# ---------------------------------------------------------------- ode.json (an ODE dir, by `studentspec ode`)
+
+
+class OdeSpecialization(Stored):
+    """The ODE's time-to-specialize: per seed (as text), one t per teacher (null: never above the threshold)."""
+
+    threshold: float
+    time_to_specialize: dict[str, list[Num]]
+
+
+class Ode(Stored):
+    """ode.json: the settings, seeds, timing and specialization summary of `studentspec ode` (theory/ode_record.py)."""
+
+    seeds: Seeds
+    input_dim: Annotated[int, Field(ge=1)]
+    t_end: float
+    n_times: Int
+    settings: dict[str, Any]
+    seconds: float
+    mc_error_max: Num
+    final_J: dict[str, Num]
+    specialization: OdeSpecialization
+    config: dict[str, Any]
+
+    @field_validator("final_J")
+    @classmethod
+    def _seeds(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return _of_seeds(value, info)
+
+    @field_validator("specialization")
+    @classmethod
+    def _per_seed(cls, value: OdeSpecialization, info: ValidationInfo) -> OdeSpecialization:
+        _of_seeds(value.time_to_specialize, info)
+        return value
+
+
 # ---------------------------------------------------------------- claims.json, reproduce.json (a reproduce dir)
 
 
@@ -283,6 +319,7 @@ SCHEMAS: dict[str, type[Stored]] = {
     "summary.json": Summary,
     "sweep.json": Sweep,
     "population.json": Population,
+    "ode.json": Ode,
     "claims.json": Claims,
     "reproduce.json": Reproduce,
     "checkpoint.json": Checkpoint,
