@@ -25,7 +25,7 @@ MARKER = ".studentspec"
 FORMAT = "studentspec.owner"
 VERSION = 1
 MAX_MARKER_BYTES = 1 << 20  # a marker lists file names only: anything larger is not ours
-KINDS = frozenset({"run", "checkpoint", "population", "figures", "sweep", "reproduce", "aside"})
+KINDS = frozenset({"run", "checkpoint", "population", "ode", "figures", "sweep", "reproduce", "aside"})
 
 
 @dataclass
