@@ -9,7 +9,8 @@ import torch
 from image_files import write_cifar, write_mnist
 from studentspec import ConfigError, load_config
 from studentspec.cli import main
-from studentspec.conv.images import augment, channel_stats, epoch_order, load_cifar10, load_images, load_mnist, normalize
+from studentspec import images
+from studentspec.images import augment, channel_stats, epoch_order, load_cifar10, load_images, load_mnist, normalize
 
 
 def test_cifar_folder_matches_the_pickles(tmp_path):
@@ -84,8 +85,66 @@ def test_mnist_bad_magic_and_size(tmp_path):
         load_mnist(tmp_path)
 
 
+def test_fashion_mnist_reads_the_mnist_layout_under_its_own_name(tmp_path):
+    write_mnist(tmp_path, n_train=12, n_test=6, gz=True)
+    data = load_images("fashion_mnist", tmp_path)
+    mnist = load_mnist(tmp_path)
+    assert data.name == "fashion_mnist" and data.shape == (1, 28, 28)
+    assert torch.equal(data.train_x, mnist.train_x) and torch.equal(data.test_y, mnist.test_y)
+    assert data.classes[0] == "T-shirt/top" and data.classes[9] == "Ankle boot" and len(data.classes) == 10
+
+
+def test_fashion_mnist_root_defaults_to_the_debian_folder(tmp_path, monkeypatch):
+    write_mnist(tmp_path / "pkg", n_train=8, n_test=4, gz=True)
+    monkeypatch.setitem(images.DEFAULT_ROOTS, "fashion_mnist", tmp_path / "pkg")
+    assert load_images("fashion_mnist", None).train_x.shape == (8, 1, 28, 28)
+    load_config(None, ["data.kind=fashion_mnist", "teacher.checkpoint=T.pt"])  # no data.root needed
+    monkeypatch.setitem(images.DEFAULT_ROOTS, "fashion_mnist", tmp_path / "absent")
+    for call in (lambda: load_images("fashion_mnist", None),
+                 lambda: load_config(None, ["data.kind=fashion_mnist", "teacher.checkpoint=T.pt"])):
+        with pytest.raises(ConfigError) as err:
+            call()
+        msg = str(err.value)
+        assert msg.startswith("data.root: data.kind=fashion_mnist") and "\n" not in msg
+        assert "apt-get install dataset-fashion-mnist" in msg
+    # mnist has no package folder: data.root stays required
+    with pytest.raises(ConfigError, match=r"^data.root: data.kind=mnist"):
+        load_images("mnist", None)
+
+
+def test_truncated_and_corrupt_gz_name_the_file(tmp_path):
+    write_mnist(tmp_path, n_train=20, n_test=6, gz=True)
+    f = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = f.read_bytes()
+    f.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ConfigError, match=r"train-images-idx3-ubyte.gz: truncated gzip file"):
+        load_images("fashion_mnist", tmp_path)
+    bad = bytearray(raw)
+    for i in range(20, len(bad) - 20, 7):  # scramble the deflate stream (header and trailer kept)
+        bad[i] ^= 0x5A
+    f.write_bytes(bytes(bad))
+    with pytest.raises(ConfigError, match=r"train-images-idx3-ubyte.gz: not a valid gzip file"):
+        load_images("fashion_mnist", tmp_path)
+    f.write_bytes(b"\x00\x00\x08\x03 not gzip")
+    with pytest.raises(ConfigError, match=r"train-images-idx3-ubyte.gz: not a valid gzip file"):
+        load_images("fashion_mnist", tmp_path)
+
+
+REAL_FASHION = images.DEFAULT_ROOTS["fashion_mnist"]
+
+
+@pytest.mark.skipif(not REAL_FASHION.is_dir(), reason=f"{REAL_FASHION} missing: apt-get install dataset-fashion-mnist")
+def test_the_real_fashion_mnist_files():
+    data = load_images("fashion_mnist", None)
+    assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
+    # Fashion-MNIST is balanced: 6000 training and 1000 test images of each class
+    assert torch.bincount(data.train_y).tolist() == [6000] * 10
+    assert torch.bincount(data.test_y).tolist() == [1000] * 10
+    assert int(data.train_y[0]) == 9  # the first training image is an ankle boot (Zalando's published order)
+
+
 def test_config_keys_for_image_data():
-    with pytest.raises(ConfigError, match=r"^data.kind: cifar10 needs data.root"):
+    with pytest.raises(ConfigError, match=r"^data.root: data.kind=cifar10 needs the path of its files"):
         load_config(None, ["data.kind=cifar10"])
     with pytest.raises(ConfigError, match=r"^teacher.checkpoint: a conv teacher needs image data"):
         load_config(None, ["teacher.checkpoint=T.pt"])

@@ -7,7 +7,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "studentspec"
 
 # bottom to top; a module may import only from its own layer and the layers below it.
 # mlp and conv share a layer and never import each other.
-LAYERS = [["ensemble"], ["config"], ["store"], ["mlp", "conv"], ["theory"], ["pipelines"], ["sweep"], ["paper"], ["cli"]]
+LAYERS = [["ensemble"], ["config"], ["store"], ["images"], ["mlp", "conv"], ["theory"], ["pipelines"], ["sweep"], ["paper"], ["cli"]]
 RANK = {part: i for i, layer in enumerate(LAYERS) for part in layer}
 
 

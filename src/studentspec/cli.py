@@ -497,7 +497,7 @@ def _teacher_args(sub: _Commands) -> None:
     tt = tsub.add_parser(
         "train", help="train a conv teacher on true labels (default: docs/model.md 4.4's 4 x 64 teacher)"
     )
-    tt.add_argument("dataset", choices=["cifar10", "mnist"])
+    tt.add_argument("dataset", choices=["cifar10", "mnist", "fashion_mnist"])
     tt.add_argument(
         "overrides",
         nargs="*",

@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from . import images as image_sets
 from .config import Config, ConfigError
 from .config import load_config as _load_config
 from .conv import checkpoint as conv_checkpoint
-from .conv import images as conv_images
 from .conv import record as conv_record
 from .conv import train as conv_train
 from .ensemble.hooks import Evaluation, Hooks
@@ -51,7 +51,7 @@ def _check_mlp(cfg: Config) -> None:
     mlp_kernel.check_environment()
     if cfg.teacher.checkpoint is not None:
         raise ConfigError(
-            f"teacher.checkpoint: a conv teacher needs image data (data.kind one of {', '.join(conv_images.READERS)})"
+            f"teacher.checkpoint: a conv teacher needs image data (data.kind one of {', '.join(image_sets.READERS)})"
         )
 
 
@@ -70,8 +70,7 @@ def _fits_unknown(cfg: Config) -> None:
 
 
 def _check_conv(cfg: Config) -> None:
-    if not cfg.data.root:
-        raise ConfigError(f"data.kind: {cfg.data.kind} needs data.root (the folder holding its files)")
+    image_sets.resolve_root(cfg.data.kind, cfg.data.root)  # data.root, or its package's folder when installed
     for metric in METRICS.enabled(
         cfg
     ):  # per-evaluation metrics are the MLP pipeline's (switch-less ones: not asked for)
@@ -135,12 +134,12 @@ PIPELINES = {
 
 def kind_names() -> list[str]:
     """Every data.kind a run may name: the MLP kinds, then the image data sets."""
-    return [*mlp_data.KINDS.names(), *conv_images.READERS]
+    return [*mlp_data.KINDS.names(), *image_sets.READERS]
 
 
 def name_of(cfg: Config) -> str:
     """The pipeline of a config ('mlp' or 'conv'); ConfigError for an unknown data.kind, listing the known ones."""
-    if cfg.data.kind in conv_images.READERS:
+    if cfg.data.kind in image_sets.READERS:
         return "conv"
     if cfg.data.kind in mlp_data.KINDS:
         return "mlp"

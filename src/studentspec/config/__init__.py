@@ -355,13 +355,16 @@ class DataConfig(_Section):
         "gaussian",
         description=(
             "gaussian, uniform, online (fresh inputs every step, no training set) or teacher_aware (docs/model.md "
-            "4.2), each a registered MLP data kind (mlp/data/); or an image data set, cifar10 or mnist (conv students; "
-            "docs/images.md)."
+            "4.2), each a registered MLP data kind (mlp/data/); or an image data set, cifar10, mnist or fashion_mnist "
+            "(conv students; docs/images.md)."
         ),
     )
     root: PathText | None = Field(
         None,
-        description="The folder (or, for CIFAR-10, the .tar.gz archive) of an image data set; nothing is downloaded.",
+        description=(
+            "The folder (or, for CIFAR-10, the .tar.gz archive) of an image data set; nothing is downloaded. null: "
+            "fashion_mnist reads /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist) when installed."
+        ),
     )
     augment: bool = Field(True, description="Images: random crop (padding 4) and horizontal flip on training batches.")
     std: float = Field(

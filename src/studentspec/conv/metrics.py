@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..ensemble.corr import CorrAccumulator, LayerStats, layer_stats
 from ..ensemble.losses import per_seed_loss
-from .images import normalize
+from ..images import normalize
 from .nets import ConvNet
 
 ROWS = 1 << 15  # samples per accumulator update: bounds the float64 copies to ROWS x channels x S

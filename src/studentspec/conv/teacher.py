@@ -26,7 +26,7 @@ from ..config import Config, ConfigError, TeacherTrainConfig, load_config, quote
 from ..ensemble import seeding
 from ..ensemble.atomic import atomic_write
 from ..ensemble.optim import Optimizer
-from .images import ImageSet, augment, channel_stats, epoch_order, load_images, normalize
+from ..images import ImageSet, augment, channel_stats, epoch_order, load_images, normalize
 from .nets import ConvBatchNorm, ConvNet, apply_masks, init_conv_net, prune_masks
 
 FORMAT = "studentspec.conv_teacher"

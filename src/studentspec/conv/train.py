@@ -24,7 +24,7 @@ from ..ensemble.hooks import DEFAULT_HOOKS, Evaluation, Hooks
 from ..ensemble.losses import per_seed_loss
 from ..ensemble.optim import Optimizer
 from ..ensemble.optimizers import full_batch
-from .images import ImageSet, augment, epoch_order, load_images, normalize
+from ..images import ImageSet, augment, epoch_order, load_images, normalize
 from .metrics import ConvEval, evaluate_conv
 from .nets import ConvNet, fanout_norms, init_conv_net
 from .teacher import DTYPES, TeacherCheckpoint, file_digest, load_checkpoint
