@@ -28,7 +28,7 @@ from ..ensemble.atomic import atomic_write
 from ..store import StoreError, check_resumable, claim_files, claim_resumable, read_json, write_json
 from ..sweep import grid as sweeps  # called through the module: tests replace sweeps.run_sweep
 from .analysis import analyze
-from .experiments import SCALES, Experiment, Part, get
+from .experiments import EXPERIMENTS, SCALES, Experiment, Part, get
 from .report import write_report
 
 
@@ -40,6 +40,20 @@ def parts(experiment: str, scale: str) -> list[Part]:
     if found.parts is None:
         raise ConfigError(f"reproduce {experiment}: runs its own pipeline, it has no sweep parts")
     return found.parts(scale)
+
+
+def check_dataset(found: Experiment, dataset: str | None) -> str | None:
+    """The data set an experiment runs on: `dataset`, or its default; ConfigError when it takes none or not this."""
+    if dataset is None:
+        return found.datasets[0] if found.datasets else None
+    if not found.datasets:
+        takers = ", ".join(e.name for e in EXPERIMENTS.values() if e.datasets)
+        raise ConfigError(f"--dataset: reproduce {found.name} takes none (only {takers}), got {dataset!r}")
+    if dataset not in found.datasets:
+        raise ConfigError(
+            f"--dataset: reproduce {found.name} takes one of {', '.join(found.datasets)}, got {dataset!r}"
+        )
+    return dataset
 
 
 def _part_file(out: Path, part: Part) -> Path:
@@ -97,18 +111,21 @@ def reproduce(
     overrides: list[str] | None = None,
     executor: str = "local",
     executor_options: dict[str, Any] | None = None,
+    dataset: str | None = None,
 ) -> int:
     """Run (or resume) a registered experiment, then analyze and report it; returns an exit code (1 if a job failed).
 
     `executor` and `executor_options` (address, gpus_per_job,
-    slurm) go to `sweep.run_sweep`: paper scale on Ray or SLURM.
+    slurm) go to `sweep.run_sweep`: paper scale on Ray or SLURM. `dataset` (--dataset) only for an
+    experiment that lists datasets (images); None = its default.
     """
-    check_resumable(out, "reproduce.json", "reproduce")
     found = get(experiment)
+    dataset = check_dataset(found, dataset)
+    check_resumable(out, "reproduce.json", "reproduce")
     if found.run is not None:
-        # its own pipeline (cifar10, docs/model.md 4.4: teacher, pruned teacher, a student per multi, figures); bad
-        # input (no data at data.root, another scale in OUT) raises ConfigError / StoreError, the CLI's exit 2
-        found.run(Path(out), scale, overrides or [], progress=progress)
+        # its own pipeline (cifar10, images: docs/model.md 4.4's teacher, pruned teacher, a student per multi,
+        # figures); bad input (no data at data.root, another scale in OUT) raises ConfigError / StoreError, exit 2
+        found.run(Path(out), scale, overrides or [], progress=progress, dataset=dataset)
         return 0
     if overrides:
         raise ConfigError(

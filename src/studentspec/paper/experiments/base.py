@@ -33,7 +33,9 @@ class Part:
 class Run(Protocol):
     """An experiment's own pipeline: train, keep every stage in `out`, resume what is there."""
 
-    def __call__(self, out: Path, scale: str, overrides: list[str], /, *, progress: bool) -> object: ...
+    def __call__(
+        self, out: Path, scale: str, overrides: list[str], /, *, progress: bool, dataset: str | None = None
+    ) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,10 @@ class Experiment:
 
     Either sweeps: `parts(scale)` (the configs to sweep) and `analyze(out, scale, figures_dir)` (figures
     and claims from the stored runs), which `paper.reproduce` runs, analyzes and reports; or its own
-    pipeline: `run(out, scale, overrides, progress=...)`. `report_body(out, redraw)`, when given, is
+    pipeline: `run(out, scale, overrides, progress=..., dataset=...)`. `report_body(out, redraw)`, when given, is
     the HTML of its report page (below the title); otherwise the page shows claims, figures and sweeps.
-    `captions` name its figures' captions by figure name.
+    `captions` name its figures' captions by figure name. `datasets` are the values its `--dataset` takes, the
+    first the default (empty: it takes no --dataset).
     """
 
     name: str
@@ -53,6 +56,7 @@ class Experiment:
     analyze: Callable[[Path, str, Path], Analysis] | None = None
     run: Run | None = None
     report_body: Callable[[Path, bool], str] | None = None
+    datasets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         sweeps = self.parts is not None and self.analyze is not None
@@ -60,6 +64,12 @@ class Experiment:
             raise TypeError(
                 f"experiment {self.name}: give parts and analyze (sweeps), or run (its own pipeline), not both"
             )
+
+    def default_out(self, scale: str, dataset: str | None = None) -> str:
+        """runs/reproduce/NAME-SCALE, or NAME-DATASET-SCALE when it takes datasets (None: the default one)."""
+        if self.datasets:
+            return f"runs/reproduce/{self.name}-{dataset or self.datasets[0]}-{scale}"
+        return f"runs/reproduce/{self.name}-{scale}"
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def _multis(path: Path, scale: str) -> list[float]:
     return [float(v) for v in (values if isinstance(values, list) else [values])]
 
 
-def _stage(times: dict[str, float], progress: bool) -> Callable[[str, Callable[[], Any], Callable[[], Any]], Any]:
+def stage_runner(times: dict[str, float], progress: bool) -> Callable[[str, Callable[[], Any], Callable[[], Any]], Any]:
     """A stage runner: load a kept result, else make it; the seconds taken go to `times`."""
     from ...store import StoreError
 
@@ -97,6 +97,7 @@ def run(
     *,
     config: str | Path | None = None,
     progress: bool = True,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Teacher -> pruned teacher -> one student run per multi -> figures and reproduce.json in out_dir.
 
@@ -104,43 +105,71 @@ def run(
     does not hold it. `overrides` are dotted key=value pairs applied to the preset (e.g.
     data.root=PATH, seeds=[1,2]); `config` replaces the preset file. Scale `tiny` is the quick preset with
     TINY_OVERRIDES (applied before `overrides`). Raises StoreError when out_dir holds another scale.
+    `dataset` is None (`reproduce images --dataset cifar10` runs this protocol on other data sets).
     """
-    from ...store import StoreError, claim_resumable, read_json, write_json
-    from ..conv_figures import channel_corr_figure, layer_corr_figure
-    from ..style import save
+    if dataset is not None:
+        raise ConfigError(f"--dataset: reproduce {NAME} takes none (reproduce images does), got {dataset!r}")
+    from ...store import write_json
 
     path = Path(config) if config is not None else config_path(scale)
     overrides = list(overrides or [])
     settings = (TINY_OVERRIDES if scale == "tiny" and config is None else []) + overrides
     cfg, data = _config_and_data(path, settings)
     out = Path(out_dir)
-    if (out / "reproduce.json").is_file() and (held := read_json(out / "reproduce.json").get("scale")) != scale:
-        # its teacher and runs are another scale's
-        raise StoreError(f"{out}: holds cifar10 at scale {held}; choose another --out")
-    claim_resumable(out, "reproduce")
+    claim_out(out, {"experiment": NAME, "scale": scale})
     times: dict[str, float] = {}
-    stage = _stage(times, progress)
+    info, _ = protocol(
+        out, path, settings, cfg, data, scale=scale, stage=stage_runner(times, progress), progress=progress
+    )
+    info = (
+        {"experiment": NAME, "per_multi": info.pop("per_multi")}
+        | {"scale": scale, "config": str(path), "overrides": overrides, "stage_seconds": times}
+        | info
+    )
+    write_json(out / "reproduce.json", info)
+    return info
+
+
+def claim_out(out: Path, held: dict[str, str]) -> None:
+    """Mark out as a resumable reproduce dir, after checking that its reproduce.json (if any) holds `held`.
+
+    StoreError when it holds another experiment, scale or data set (its teacher and runs are theirs).
+    """
+    from ...store import StoreError, claim_resumable, read_json
+
+    if (out / "reproduce.json").is_file():
+        info = read_json(out / "reproduce.json")
+        if any(info.get(key) != want for key, want in held.items()):
+            on = f" on {info['dataset']}" if info.get("dataset") else ""
+            raise StoreError(
+                f"{out}: holds {info.get('experiment')} at scale {info.get('scale')}{on}; choose another --out"
+            )
+    claim_resumable(out, "reproduce")
+
+
+def protocol(
+    out: Path, path: Path, settings: list[str], cfg: Any, data: Any, *, scale: str, stage: Any, progress: bool
+) -> tuple[dict[str, Any], dict[float, Any]]:
+    """docs/model.md 4.4's protocol in out: teacher, pruned teacher, a student run per multi, the two figures.
+
+    Shared by `reproduce cifar10` and `reproduce images`. Returns the record for reproduce.json (per_multi,
+    teacher, pruned, figures) and the student runs by multi.
+    """
+    from ..conv_figures import channel_corr_figure, layer_corr_figure
+    from ..style import save
+
     teacher, pruned = _teachers(cfg, data, out, stage=stage, progress=progress)
     runs = _students(path, settings, data, out, scale=scale, stage=stage, progress=progress)
     fig_dir = out / "figures"
     figures = save(layer_corr_figure(runs), fig_dir, "layer_corr") + save(
         channel_corr_figure(runs), fig_dir, "channel_corr"
     )
-    info = (
-        {"experiment": NAME}
-        | summarize(runs)
-        | {
-            "scale": scale,
-            "config": str(path),
-            "overrides": overrides,
-            "stage_seconds": times,
-            "teacher": {"accuracy": teacher.accuracy, "widths": teacher.net.widths},
-            "pruned": {"accuracy": pruned.accuracy, "active_widths": pruned.active_widths, "ratios": pruned.ratios},
-            "figures": [str(p) for p in figures],
-        }
-    )
-    write_json(out / "reproduce.json", info)
-    return info
+    info = summarize(runs) | {
+        "teacher": {"accuracy": teacher.accuracy, "widths": teacher.net.widths},
+        "pruned": {"accuracy": pruned.accuracy, "active_widths": pruned.active_widths, "ratios": pruned.ratios},
+        "figures": [str(p) for p in figures],
+    }
+    return info, runs
 
 
 def _config_and_data(path: Path, settings: list[str]) -> tuple[Any, Any]:
@@ -232,7 +261,7 @@ def summarize(runs: dict[float, Any]) -> dict[str, Any]:
     return {"per_multi": out}
 
 
-def _stored_runs(out: Path, redraw: bool) -> dict[float, Any]:
+def _stored_runs(out: Path, redraw: bool, name: str) -> dict[float, Any]:
     """The student runs of a reproduce dir by multi, their figures drawn when missing (or all, with redraw)."""
     from ...store import StoreError, check_figures, load_run
     from ..conv_figures import channel_corr_figure, layer_corr_figure
@@ -241,7 +270,7 @@ def _stored_runs(out: Path, redraw: bool) -> dict[float, Any]:
     dirs = sorted(d for d in (out / "runs").glob("multi_*") if d.is_dir()) if (out / "runs").is_dir() else []
     if not dirs:
         raise StoreError(
-            f"{out}: cifar10 reproduce dir without runs/multi_*/ (re-run `studentspec reproduce cifar10` to finish it)"
+            f"{out}: {name} reproduce dir without runs/multi_*/ (re-run `studentspec reproduce {name}` to finish it)"
         )
     runs = {float(run.config.student.multi): run for run in map(load_run, dirs)}
     fig_dir = out / "figures"
@@ -254,10 +283,15 @@ def _stored_runs(out: Path, redraw: bool) -> dict[float, Any]:
 
 def report_body(out: Path, redraw: bool = False) -> str:
     """The report of a cifar10 reproduce dir: teachers, per-multi student accuracy and rho per layer, figures."""
+    return conv_report(out, redraw, NAME, CAPTIONS)
+
+
+def conv_report(out: Path, redraw: bool, name: str, captions: dict[str, str]) -> str:
+    """The HTML of 4.4's protocol in a reproduce dir of `name`: teachers, students per multi, figures, wall times."""
     from ...store import read_json
 
     info = read_json(out / "reproduce.json")
-    runs = _stored_runs(out, redraw)
+    runs = _stored_runs(out, redraw, name)
     per_multi = summarize(runs)["per_multi"]
     n_layers = max(len(r["rho_mean"]) for r in per_multi.values())
     students = [
@@ -301,7 +335,7 @@ def report_body(out: Path, redraw: bool = False) -> str:
 of rho = the mean over active teacher channels of the best student correlation.</p>
 {page.table(student_header, students, {1})}
 <h2>Figures</h2>
-{page.figures_html(out, ["layer_corr", "channel_corr"], CAPTIONS)}
+{page.figures_html(out, ["layer_corr", "channel_corr"], captions)}
 <h2>Per-seed summary</h2>
 <div class='wide'>{page.table(["multi", *header], seeds, page.numeric_columns(seeds))}</div>
 <h2>Training path</h2>
