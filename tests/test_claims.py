@@ -1,6 +1,7 @@
 """Each claim statistic on constructed tables with a known answer: one passing and one failing case each."""
 
 import itertools
+import math
 import json
 
 import numpy as np
@@ -225,3 +226,111 @@ def test_net_from_weights_round_trip():
     net = C.net_from_weights(arrays, "teacher", "relu", 0.1)
     x = torch.randn(2, 4, 5, dtype=torch.float64)
     torch.testing.assert_close(net.forward(x)[0], teacher.forward(x)[0])
+
+
+def conv_finals(rho_by_multi, acc_by_multi, seeds=(1, 2), spread=0.01):
+    """Last-evaluation rows of conv student runs: per multi and seed, rho_mean_<l> = the given value +- spread (the seeds
+    straddle it, so the seed mean is the given value) and an accuracy."""
+    rows = []
+    for (multi, rhos), acc in zip(rho_by_multi.items(), acc_by_multi):
+        for i, seed in enumerate(seeds):
+            sign = 1 if i % 2 == 0 else -1
+            rows.append({"student.multi": multi, "seed": seed, "step": 30, "epoch": 3, "accuracy": acc + sign * spread,
+                         **{f"rho_mean_{l}": r + sign * spread for l, r in enumerate(rhos, 1)}})
+    return pd.DataFrame(rows)
+
+
+def test_conv_over_realization_rho_pass_and_fail():
+    """docs/model.md 4.4: rho rises with multi at every layer; the statistic is min over layers of rho(5) - rho(1)."""
+    ok = C.over_realization_rho(conv_finals({1.0: [0.8, 0.64, 0.63, 0.6], 2.0: [0.86, 0.74, 0.68, 0.65], 5.0: [0.9, 0.7, 0.7, 0.62]}, [0.5] * 3))
+    assert ok["passed"] and ok["value"] == pytest.approx(0.02) and "L4: +0.020" in ok["detail"]  # 0.62 - 0.6
+    bad = C.over_realization_rho(conv_finals({1.0: [0.8, 0.64, 0.63, 0.6], 5.0: [0.9, 0.7, 0.6, 0.7]}, [0.5] * 2))
+    assert not bad["passed"] and bad["value"] == pytest.approx(-0.03)  # layer 3 lost 0.03
+    assert C.over_realization_rho(conv_finals({1.0: [0.8, 0.6]}, [0.5]))["value"] is None  # one multi: no statistic
+
+
+def test_conv_over_realization_accuracy_pass_and_fail():
+    rhos = {1.0: [0.8, 0.6], 2.0: [0.8, 0.6], 5.0: [0.8, 0.6]}
+    ok = C.over_realization_accuracy(conv_finals(rhos, [0.60, 0.58, 0.65]))
+    assert ok["passed"] and ok["value"] == pytest.approx(0.05)  # the end points: 0.65 - 0.60
+    bad = C.over_realization_accuracy(conv_finals(rhos, [0.60, 0.70, 0.59]))
+    assert not bad["passed"] and bad["value"] == pytest.approx(-0.01)
+
+
+def test_conv_lower_layers_specialize_more_pass_and_fail():
+    """Spearman(layer, mean rho over multis): -1 for a falling order, -0.8 with one swapped neighbouring pair (passes at
+    the threshold), -0.4 with two swaps."""
+    ok = C.lower_layers_specialize_more(conv_finals({1.0: [0.8, 0.64, 0.63, 0.6], 2.0: [0.86, 0.74, 0.68, 0.65]}, [0.5] * 2))
+    assert ok["passed"] and ok["value"] == pytest.approx(-1.0)
+    edge = C.lower_layers_specialize_more(conv_finals({1.0: [0.8, 0.6, 0.63, 0.5]}, [0.5]))
+    assert edge["passed"] and edge["value"] == pytest.approx(-0.8)
+    bad = C.lower_layers_specialize_more(conv_finals({1.0: [0.8, 0.5, 0.63, 0.6]}, [0.5]))
+    assert not bad["passed"] and bad["value"] == pytest.approx(-0.4)
+
+
+# ---------------------------------------------------------------- online SGD and its ODEs (docs/model.md 6)
+
+
+def ode_curve(ratio: float, jobs=("a", "b"), seeds=(1, 2)) -> pd.DataFrame:
+    """match_ode rows whose simulation is `ratio` times the ODE loss exp(-t/5) at every evaluation."""
+    rows = []
+    for job, seed, t in itertools.product(jobs, seeds, np.arange(0.0, 20.5, 0.5)):
+        ode = math.exp(-t / 5)
+        rows.append({"job": job, "seed": seed, "t": t, "sim": ratio * ode, "ode": ode, "ode0": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_match_ode_interpolates_in_log_loss():
+    ode = pd.DataFrame({"seed": 1, "t": [0.0, 1.0, 2.0], "loss": [1.0, 1e-2, 1e-4]})
+    sim = pd.DataFrame({"seed": [1, 1], "t": [0.5, 1.5], "sim": [0.1, 0.001]})
+    got = C.match_ode(sim, ode)
+    np.testing.assert_allclose(got["ode"], [1e-1, 1e-3]) and np.testing.assert_allclose(got["ode0"], 1.0)
+
+
+def test_ode_matches_simulation():
+    assert C.ode_matches_simulation(ode_curve(1.1))["passed"]  # |log10 1.1| = 0.041
+    bad = pd.concat([ode_curve(1.1, jobs=("a",)), ode_curve(2.0, jobs=("b",))])
+    c = C.ode_matches_simulation(bad)
+    assert not c["passed"] and c["value"] == pytest.approx(math.log10(2.0)) and "worst job b" in c["detail"]
+
+
+def escapes(times: dict[int, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"d": d, "seed": s, "escape_t": t} for d, ts in times.items() for s, t in enumerate(ts)])
+
+
+def test_plateau_escape_claims_pass_for_log_growth():
+    """escape t = 5 + 3 log d (+ small seed scatter): monotone in d and a straight line in log d."""
+    e = escapes({d: [5 + 3 * math.log(d) + 0.1 * s for s in range(3)] for d in (100, 300, 1000, 3000)})
+    assert C.plateau_escape_grows_with_d(e)["passed"]
+    c = C.plateau_escape_like_log_d(e)
+    assert c["passed"] and c["value"] > 0.99
+
+
+def test_plateau_escape_claims_fail_for_linear_growth_or_no_trend():
+    linear = escapes({d: [0.01 * d + 0.1 * s for s in range(3)] for d in (100, 300, 1000, 3000)})
+    assert C.plateau_escape_grows_with_d(linear)["passed"]  # it does grow ...
+    assert not C.plateau_escape_like_log_d(linear)["passed"]  # ... but like d, not like log d
+    flat = escapes({d: [10.0 + s for s in range(3)] for d in (100, 300, 1000, 3000)})
+    assert not C.plateau_escape_grows_with_d(flat)["passed"]
+    never = escapes({d: [math.nan] * 3 for d in (100, 300, 1000, 3000)})  # never escaped: no trend to measure
+    assert not C.plateau_escape_grows_with_d(never)["passed"]
+
+
+def law(kind: str, seeds=(1, 2), t_end=1000.0) -> pd.DataFrame:
+    """J(t): a plateau until t = 10, then exp(-(t - 10) / 20) or ((t - 10) / 10 + 1)^-2 (relative to J(0) = 1)."""
+    t = np.linspace(0.0, t_end, 2001)
+    after = np.exp(-(t - 10) / 20) if kind == "exp" else (np.maximum(t - 10, 0) / 10 + 1) ** -2.0
+    J = np.where(t < 10, 1.0, np.minimum(1.0, after)) * 0.3
+    J[0] = 1.0
+    return pd.concat([pd.DataFrame({"seed": s, "t": t, "loss": J}) for s in seeds], ignore_index=True)
+
+
+def test_realizable_converges_exponentially():
+    assert C.realizable_converges_exponentially(law("exp"))["passed"]
+    assert not C.realizable_converges_exponentially(law("pow"))["passed"]
+
+
+def test_overrealized_converges_as_power_law():
+    assert C.overrealized_converges_as_power_law(law("pow"), law("exp"))["passed"]
+    assert not C.overrealized_converges_as_power_law(law("exp"), law("exp"))["passed"]  # exponential, and not above
+    assert not C.overrealized_converges_as_power_law(law("pow"), law("pow") .assign(loss=lambda f: f["loss"] * 10))["passed"]
