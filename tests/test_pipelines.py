@@ -18,11 +18,16 @@ TINY = ["input_dim=6", "output_dim=4", "teacher.widths=[3]", "student.multi=2", 
 
 
 def test_the_data_kind_picks_the_pipeline():
-    assert {pipelines.name_of(load_config(None, [f"data.kind={k}"])) for k in mlp_data.KINDS.names()} == {"mlp"}
-    for kind in ("cifar10", "mnist"):
+    plain = [k for k in mlp_data.KINDS.names() if k not in ("cifar10", "mnist", "fashion_mnist", "gaussian_like")]
+    assert {pipelines.name_of(load_config(None, [f"data.kind={k}"])) for k in plain} == {"mlp"}
+    for kind in ("cifar10", "mnist", "fashion_mnist"):
         cfg = load_config(None, [f"data.kind={kind}", "data.root=/nowhere"])
         assert pipelines.name_of(cfg) == "conv" and pipelines.PIPELINES["conv"].build.__module__ == "studentspec.conv.train"
+        # teacher.net: mlp puts the same image set through the MLP pipeline (flattened images)
+        assert pipelines.name_of(cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"net": "mlp"})})) == "mlp"
     assert pipelines.PIPELINES["mlp"].build.__module__ == "studentspec.mlp.train"
+    with pytest.raises(ConfigError, match=r"^teacher.net: conv runs on an image data set"):
+        load_config(None, ["teacher.net=conv", "data.kind=uniform"])
 
 
 def test_an_unknown_data_kind_is_a_config_error_naming_every_known_kind():
@@ -35,7 +40,7 @@ def test_an_unknown_data_kind_is_a_config_error_naming_every_known_kind():
 
 
 def test_pipeline_specific_checks_run_before_any_work():
-    with pytest.raises(ConfigError, match="needs data.root"):
+    with pytest.raises(ConfigError, match="^data.root: data.kind=cifar10 needs the path of its files"):
         load_config(None, ["data.kind=cifar10"])
     with pytest.raises(ConfigError, match="theory.enabled: .*not image data"):
         load_config(None, ["data.kind=cifar10", "data.root=/x", "theory.enabled=true"])

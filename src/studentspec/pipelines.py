@@ -1,8 +1,8 @@
 """The one seam between pipelines: build(cfg) -> Setup, train(setup, hooks) -> Result, record(result) -> RunRecord.
 
-A config picks its pipeline by its data kind, in one table (PIPELINES): image data sets train conv
-students on a stored conv teacher (conv/), every other kind MLP ensembles (mlp/). Everything
-above this module (cli, sweep, paper) runs pipelines only through it; the store below writes
+A config picks its pipeline by teacher.net, in one table (PIPELINES): conv nets (conv/; by default for an image
+data set) or MLP ensembles (mlp/; by default for every other data kind, and on flattened images with teacher.net:
+mlp). Everything above this module (cli, sweep, paper) runs pipelines only through it; the store below writes
 their RunRecords without knowing them.
 """
 
@@ -37,6 +37,7 @@ from .mlp import memory as mlp_memory
 from .mlp import pack as mlp_pack
 from .mlp import record as mlp_record
 from .mlp import train as mlp_train
+from .mlp.data import images as mlp_images
 from .mlp.memory import check_fits
 from .store import RunRecord, StoreError, check_out, write_record
 from .store.checkpoint import MARKER as CHECKPOINT_MARKER
@@ -51,8 +52,10 @@ def _check_mlp(cfg: Config) -> None:
     mlp_kernel.check_environment()
     if cfg.teacher.checkpoint is not None:
         raise ConfigError(
-            f"teacher.checkpoint: a conv teacher needs image data (data.kind one of {', '.join(image_sets.READERS)})"
+            f"teacher.checkpoint: a conv teacher needs image data (data.kind one of {', '.join(image_sets.READERS)}) "
+            f"and a conv net (teacher.net: conv or null), not teacher.net={cfg.teacher.net}"
         )
+    mlp_images.resolve_dims(cfg)  # image inputs: input_dim from the images (checked before any work), output_dim 10
 
 
 def _fits_mlp(cfg: Config) -> None:
@@ -133,17 +136,24 @@ PIPELINES = {
 
 
 def kind_names() -> list[str]:
-    """Every data.kind a run may name: the MLP kinds, then the image data sets."""
-    return [*mlp_data.KINDS.names(), *image_sets.READERS]
+    """Every data.kind a run may name: the MLP kinds (image sets among them), then any image set MLPs do not read."""
+    return list(dict.fromkeys([*mlp_data.KINDS.names(), *image_sets.READERS]))
 
 
 def name_of(cfg: Config) -> str:
-    """The pipeline of a config ('mlp' or 'conv'); ConfigError for an unknown data.kind, listing the known ones."""
-    if cfg.data.kind in image_sets.READERS:
-        return "conv"
-    if cfg.data.kind in mlp_data.KINDS:
+    """The pipeline of a config ('mlp' or 'conv'), chosen by teacher.net (null: conv for an image data set, mlp for
+    every other data kind); ConfigError for an unknown data.kind, listing the known ones, or one conv cannot read."""
+    kind = cfg.data.kind
+    net = cfg.teacher.net or ("conv" if kind in image_sets.READERS else "mlp")
+    if net == "conv":
+        if kind in image_sets.READERS:
+            return "conv"
+        raise ConfigError(
+            f"teacher.net: conv runs on an image data set ({', '.join(image_sets.READERS)}), not data.kind={kind}"
+        )
+    if kind in mlp_data.KINDS:
         return "mlp"
-    raise ConfigError(f"data.kind: {one_of(kind_names())}, got {cfg.data.kind!r}")
+    raise ConfigError(f"data.kind: {one_of(kind_names())}, got {kind!r}")
 
 
 def pipeline(cfg: Config) -> Pipeline:

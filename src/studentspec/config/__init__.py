@@ -242,6 +242,14 @@ class TeacherConfig(_Section):
             "divided by (j+1)^p) or deep (4.3: grid rows, U(-0.5, 0.5) biases, column decay, rows normalized)."
         ),
     )
+    net: Literal["mlp", "conv"] | None = Field(
+        None,
+        description=(
+            "The network family of teacher and student, which picks the pipeline: mlp (fully connected; image inputs "
+            "are flattened) or conv (3x3 valid convolutions and a linear head, docs/images.md). null: conv for an "
+            "image data set (cifar10, mnist, fashion_mnist), mlp for every other data kind."
+        ),
+    )
     decay: float = Field(
         1.0,
         ge=0.0,
@@ -366,7 +374,21 @@ class DataConfig(_Section):
             "fashion_mnist reads /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist) when installed."
         ),
     )
-    augment: bool = Field(True, description="Images: random crop (padding 4) and horizontal flip on training batches.")
+    augment: bool | None = Field(
+        None,
+        description=(
+            "Images: random crop (padding 4) and horizontal flip of the training images (conv: every batch; MLP: the "
+            "training set as drawn, again every epoch with data.regenerate). null: on for conv students of a real "
+            "image set, off for MLPs and Gaussian images."
+        ),
+    )
+    like: Name | None = Field(
+        None,
+        description=(
+            "gaussian_like: the image set (cifar10, mnist, fashion_mnist; from data.root) whose first data.n_train "
+            "flattened, normalized training images give the inputs' mean and covariance."
+        ),
+    )
     std: float = Field(
         1.5,
         gt=0.0,
@@ -676,11 +698,18 @@ class Config(_Section):
             "each in [0, 2^63-1]. Seed s gives the same numbers alone or in any ensemble."
         ),
     )
-    input_dim: Count = Field(100, description="d, the input dimension (unused with image data: the images set it).")
+    input_dim: Count = Field(
+        100,
+        description=(
+            "d, the input dimension. MLPs on images (or gaussian_like): left out, C x H x W of the images; given, it "
+            "must equal it. Unused by conv runs."
+        ),
+    )
     output_dim: Count = Field(
         50,
         description=(
-            "C, the number of outputs of teacher and student (unused with image data: the teacher checkpoint sets it)."
+            "C, the number of outputs of teacher and student. Left out: 10 for MLPs on images (or gaussian_like) and "
+            "100 for a random conv teacher, as the released code; a trained conv teacher's checkpoint sets its own."
         ),
     )
     teacher: TeacherConfig = Field(

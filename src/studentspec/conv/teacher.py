@@ -362,7 +362,7 @@ def train_teacher(cfg: Config, data: ImageSet | None = None, progress: bool = Tr
         tt=tt,
         epochs=tt.epochs,
         lr=tt.lr,
-        augmentation=cfg.data.augment,
+        augmentation=cfg.data.augment is not False,  # null: on for a real image set
         eval_chunk=cfg.eval.batch_size,
         progress=progress,
     )
@@ -408,7 +408,7 @@ def prune_teacher(
         tt=tt,
         epochs=tt.finetune_epochs,
         lr=tt.finetune_lr,
-        augmentation=cfg.data.augment,
+        augmentation=cfg.data.augment is not False,  # null: on for a real image set
         eval_chunk=cfg.eval.batch_size,
         progress=progress,
         label="fine-tune",

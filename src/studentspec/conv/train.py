@@ -43,6 +43,7 @@ class ConvSetup:
     dtype: torch.dtype
     checkpoint_sha256: str
     build_seconds: float = 0.0  # counted in the run's wall time
+    augment: bool = True  # crop and flip the training batches (data.augment; null: on for a real image set)
 
 
 @dataclass
@@ -131,6 +132,7 @@ def build(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
         dtype,
         file_digest(cfg.teacher.checkpoint),
         time.perf_counter() - start,
+        cfg.data.augment is not False,
     )
 
 
@@ -143,7 +145,7 @@ def _batches(s: ConvSetup, orders: list[torch.Tensor], augs: list[torch.Generato
     per_seed = []
     for order, g in zip(orders, augs):
         xb = s.data.train_x[order[i]]
-        per_seed.append(augment(xb, g) if s.cfg.data.augment else xb)
+        per_seed.append(augment(xb, g) if s.augment else xb)
     x = torch.stack(per_seed, dim=1).to(s.device)
     return normalize(x, s.ckpt.mean, s.ckpt.std, s.dtype)
 

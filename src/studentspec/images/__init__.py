@@ -294,6 +294,46 @@ READERS: dict[str, Callable[[str | Path], ImageSet]] = {
 }
 
 
+# The released code's input normalization of MLPs on images (docs/model.md 4.6), per channel: MNIST-like sets map
+# [0, 1] to [-1, 1]; CIFAR-10 uses the usual published per-channel mean and std.
+STANDARD_NORMALIZATION: dict[str, tuple[list[float], list[float]]] = {
+    "mnist": ([0.5], [0.5]),
+    "fashion_mnist": ([0.5], [0.5]),
+    "cifar10": ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]),
+}
+CIFAR_SHAPE = (3, 32, 32)  # every CIFAR-10 batch is checked to hold these (uint8 [N, 3072])
+
+
+def image_shape(kind: str, root: str | Path | None) -> tuple[int, int, int]:
+    """(C, H, W) of the images of `kind` without reading them all (an idx header; CIFAR-10's fixed shape once its
+    files are found); ConfigError naming the path when the data set is not there."""
+    if kind not in READERS:
+        raise ConfigError(f"data.kind: {kind!r} is not an image data set (one of {', '.join(READERS)})")
+    path = resolve_root(kind, root)
+    if kind == "cifar10":
+        _cifar_source(path)
+        return CIFAR_SHAPE
+    folder = next(
+        (c for c in (path, path / "MNIST" / "raw", path / "raw") if c.is_dir()),
+        None,
+    )
+    name = MNIST_FILES[0]
+    f = None if folder is None else next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
+    if f is None:
+        raise ConfigError(f"{path}: no {kind} files here (expected {', '.join(MNIST_FILES)}); {how_to_get(kind)}")
+    try:
+        with gzip.open(f) if f.suffix == ".gz" else open(f, "rb") as fh:
+            head = fh.read(16)
+    except EOFError:
+        raise ConfigError(f"{f}: truncated gzip file (it ends before its end-of-stream marker)") from None
+    except (OSError, zlib.error) as err:
+        raise ConfigError(f"{f}: not a readable idx file ({err.__class__.__name__}: {err})") from None
+    if len(head) < 16 or head[:4] != bytes([0, 0, 0x08, 3]):
+        raise ConfigError(f"{f}: not an idx file of uint8 with 3 dimension(s) (bad magic number)")
+    h, w = (int(v) for v in np.frombuffer(head, dtype=">i4", count=2, offset=8))
+    return 1, h, w
+
+
 def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images [N, C, H, W] scaled to [0, 1] (float64 sums)."""
     c = x.shape[1]
@@ -310,7 +350,10 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
 
 
 def normalize(x: Tensor, mean: list[float], std: list[float], dtype: torch.dtype = torch.float32) -> Tensor:
-    """uint8 images [..., C, H, W] -> (x/255 - mean_c) / std_c as `dtype`."""
+    """uint8 images [..., C, H, W] -> (x/255 - mean_c) / std_c as `dtype`; float images (Gaussian images, already
+    standardized) are only cast."""
+    if x.is_floating_point():
+        return x.to(dtype)
     m = torch.tensor(mean, dtype=dtype, device=x.device)[:, None, None]
     s = torch.tensor(std, dtype=dtype, device=x.device)[:, None, None]
     return (x.to(dtype) / 255.0 - m) / s

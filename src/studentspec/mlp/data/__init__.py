@@ -201,3 +201,4 @@ from . import gaussian  # noqa: E402,F401,I001
 from . import uniform  # noqa: E402,F401
 from . import online  # noqa: E402,F401
 from . import teacher_aware  # noqa: E402,F401
+from . import images  # noqa: E402,F401
