@@ -312,6 +312,7 @@ def test_plateau_escape_claims_fail_for_linear_growth_or_no_trend():
     assert not C.plateau_escape_like_log_d(linear)["passed"]  # ... but like d, not like log d
     flat = escapes({d: [10.0 + s for s in range(3)] for d in (100, 300, 1000, 3000)})
     assert not C.plateau_escape_grows_with_d(flat)["passed"]
+    assert not C.plateau_escape_like_log_d(flat)["passed"]  # the same median at every d: no fit, no log law
     never = escapes({d: [math.nan] * 3 for d in (100, 300, 1000, 3000)})  # never escaped: no trend to measure
     assert not C.plateau_escape_grows_with_d(never)["passed"]
 

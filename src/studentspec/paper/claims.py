@@ -584,7 +584,9 @@ def _r2(x: Any, y: Any) -> tuple[float, float]:
         return math.nan, math.nan
     b, a = np.polyfit(x, y, 1)
     ss = float(((y - y.mean()) ** 2).sum())
-    return (1.0 - float(((y - (a + b * x)) ** 2).sum()) / ss if ss > 0 else 1.0), float(b)
+    if ss == 0:  # a constant y: no trend to fit
+        return math.nan, float(b)
+    return 1.0 - float(((y - (a + b * x)) ** 2).sum()) / ss, float(b)
 
 
 def plateau_escape_like_log_d(escape: pd.DataFrame, min_r2: float = ESCAPE_MIN_R2) -> dict[str, Any]:
