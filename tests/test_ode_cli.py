@@ -20,6 +20,7 @@ from studentspec.config import build_config
 from studentspec.store import StoreError, read_json, write_dir
 from studentspec.store.owner import read_mark
 from studentspec.theory import ode_record as R
+from studentspec.theory.ode import cosines
 
 BASE = {  # a small bias-free two-layer erf net on Gaussian online data: what the ODEs describe
     "seeds": [1, 2],
@@ -72,7 +73,7 @@ def test_cosine_matrix_is_the_cosine_of_weight_vectors():
         [[[W[s, :, k] @ Wt[s, :, m] / np.linalg.norm(W[s, :, k]) / np.linalg.norm(Wt[s, :, m]) for m in range(2)]
           for k in range(4)] for s in range(3)]
     )
-    np.testing.assert_allclose(R.cosine_matrix(Rm, Q, T), oracle, rtol=1e-12)
+    np.testing.assert_allclose(cosines(Rm, Q, T), oracle, rtol=1e-12)
 
 
 def solution(S=2, K=3, M=2, C=2, n=5):
@@ -193,7 +194,7 @@ def test_compare_specialization_puts_the_run_beside_the_ode():
     [
         ("teacher.no_bias=false", "no_bias"),
         ("teacher.widths=[2,2]", "widths"),
-        ("data.kind=gaussian", "data"),
+        ("data.kind=uniform", "data.kind"),
         ("train.optimizer=adam", "optimizer"),
         ("train.momentum=0.5", "momentum"),
         ("train.loss=ce", "loss"),

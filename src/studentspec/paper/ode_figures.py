@@ -214,8 +214,9 @@ def ode_vs_simulation(curve: pd.DataFrame, ode: pd.DataFrame) -> Figure:
 
 
 @styled
-def plateau(ode: pd.DataFrame, escape: pd.DataFrame) -> Figure:
-    """ODE loss vs t per d (mean over seeds), and each seed's escape time vs d on a log axis."""
+def plateau(ode: pd.DataFrame, escape: pd.DataFrame, threshold: float) -> Figure:
+    """ODE loss vs t per d (mean +- sd over seeds), and each seed's escape time (every teacher specialized) vs d on a
+    log axis."""
     fig, axes = subplots(1, 2, panel=PANEL)
     a, b = axes[0]
     dims = sorted(ode["d"].unique())
@@ -229,10 +230,12 @@ def plateau(ode: pd.DataFrame, escape: pd.DataFrame) -> Figure:
         b.plot(e["d"], e["escape_t"], "o", color=ordered_color(i, len(dims)), alpha=0.7, ms=4)
     med = escape.groupby("d")["escape_t"].median()
     b.plot(med.index, med.values, "-", color="black", label="median over seeds")
-    b.set(xscale="log", xlabel="input dimension d", ylabel="escape time t (loss below 1% of initial)")
+    b.set(xscale="log", xlabel="input dimension d", ylabel=f"escape t (every teacher: cosine > {threshold:g})")
     b.set_title("escape time vs d (straight: ~ log d)")
     b.legend()
-    fig.suptitle("symmetric plateau of erf students, K = M = 2, small initial weights (ODE of each seed)")
+    fig.suptitle(
+        "symmetric plateau: soft committee machine, erf, K = M = 2, |w| = 0.1 at t = 0 (ODE of each seed's draw)"
+    )
     return fig
 
 
@@ -242,7 +245,7 @@ def convergence_law(conv: pd.DataFrame) -> Figure:
     fig, axes = subplots(1, 2, panel=PANEL)
     for ax, scale in zip(axes[0], ("semilog", "loglog")):
         for multi, g in conv[conv["t"] > 0].groupby("multi"):
-            label = "K = M (realizable)" if multi == 1 else f"K = {multi:g}M (over-realized)"
+            label = "K = M, fan-out 1" if multi == 1 else f"K = {multi:g}M, teacher fan-out 2 (over-realized)"
             _band(ax, mean_sd(g, "t", "loss"), "t", multi_color(float(multi)), label, line=True, log=True)
         ax.set(yscale="log", xscale="log" if scale == "loglog" else "linear", xlabel="t = step / d")
         ax.set(
@@ -250,5 +253,5 @@ def convergence_law(conv: pd.DataFrame) -> Figure:
             title="semi-log: exponential is straight" if scale == "semilog" else "log-log: a power law is straight",
         )
         ax.legend()
-    fig.suptitle("convergence of erf students, both layers trained (ODE, mean ± sd over seeds)")
+    fig.suptitle("convergence of erf students, both layers trained, d = 1000 (ODE, mean ± sd over seeds)")
     return fig

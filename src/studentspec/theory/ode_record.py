@@ -58,19 +58,13 @@ def times(t_end: float, dt: float, points: int = POINTS) -> np.ndarray:
     return grid[grid <= t_end * (1 + 1e-12)]
 
 
-def cosine_matrix(R: np.ndarray, Q: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """R_km / sqrt(Q_kk T_mm) [..., K, M] (0 where a norm is 0): the student-teacher pre-activation correlation."""
-    qk = np.sqrt(np.clip(np.diagonal(Q, axis1=-2, axis2=-1), 0.0, None))[..., :, None]
-    tm = np.sqrt(np.clip(np.diagonal(T, axis1=-2, axis2=-1), 0.0, None))[..., None, :]
-    norm = qk * tm
-    return np.where(norm > 0, R / np.where(norm > 0, norm, 1.0), 0.0)
-
-
 def specialization_times(t: np.ndarray, R: np.ndarray, Q: np.ndarray, T: np.ndarray, threshold: float) -> np.ndarray:
     """Per seed and teacher [S, M]: the first t whose best student cosine exceeds `threshold` (NaN if none does).
 
     t [n], R [n, S, K, M], Q [n, S, K, K], T [S, M, M]."""
-    best = cosine_matrix(R, Q, T[None]).max(axis=-2)  # [n, S, M]
+    from .ode import cosines
+
+    best = cosines(R, Q, T[None]).max(axis=-2)  # [n, S, M]
     above = best > threshold
     first = np.argmax(above, axis=0)  # the first True along t (0 when none: masked below)
     return np.where(above.any(axis=0), np.asarray(t, dtype=float)[first], math.nan)
@@ -291,7 +285,6 @@ __all__ = [
     "ORDER_KINDS",
     "PIPELINES",
     "compare_specialization",
-    "cosine_matrix",
     "horizon",
     "load_ode",
     "loss_table",
