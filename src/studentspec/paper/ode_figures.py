@@ -35,6 +35,7 @@ __all__ = [
     "plateau",
     "plot_ode",
     "save",
+    "specialization_note",
     "student_cosines",
 ]
 
@@ -147,8 +148,24 @@ def overlay_figure(run: Run, info: dict[str, Any], loss: pd.DataFrame, order: pd
         _band(c, mean_sd(sims, "t", "cosine"), "t", "tab:red", "simulation", line=False)
     for ax in (a, b, c):
         ax.legend()
+    b.set_title(specialization_note(info, run), fontsize=7)
     fig.suptitle(f"ODE (lines) on the run (points), mean ± sd over seeds, t = step / d\n{_title(info)}")
     return fig
+
+
+def specialization_note(info: dict[str, Any], run: Run) -> str:
+    """Per teacher, the median over seeds of the ODE's time-to-specialize (cosine of weights) and the run's
+    (correlation of node outputs over the eval set), both in t; 'never' when the median seed never specialized."""
+    from ..theory.ode_record import compare_specialization
+
+    both = compare_specialization(info, run.time_to_specialize(), run.config.input_dim)
+    both = both[both["seed"].isin(run.config.seeds)].fillna(float("inf"))
+
+    def t(v: float) -> str:
+        return "never" if v == float("inf") else f"{v:.3g}"
+
+    parts = [f"{j}: ODE {t(g['ode_t'].median())}, run {t(g['run_t'].median())}" for j, g in both.groupby("teacher")]
+    return "t to specialize per teacher (median over seeds)\n" + "; ".join(parts)
 
 
 def _check_overlay(run: Run, info: dict[str, Any]) -> None:
