@@ -249,6 +249,73 @@ def test_cifar10_tiny_through_the_cli_end_to_end(tmp_path, capsys):
     assert "holds cifar10 at scale tiny" in capsys.readouterr().err
 
 
+def test_images_tiny_through_the_cli_end_to_end(tmp_path, capsys):
+    """docs/model.md 4.4's protocol on Fashion-MNIST-format idx files (synthetic, tests/image_files.py), through
+    `studentspec reproduce images data.root=PATH --scale tiny --out DIR`: teachers, conv students, figures, claims,
+    reproduce.json, report; a re-run reuses every stage."""
+    from image_files import write_mnist
+    from studentspec import load_run
+    from studentspec.paper.experiments import images
+
+    root = write_mnist(tmp_path / "data", n_train=60, n_test=30, gz=True)
+    out = tmp_path / "i"
+    args = ["reproduce", "images", f"data.root={root}", "--scale", "tiny", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    for name in ("teacher.pt", "teacher_pruned.pt", "reproduce.json", "claims.json", "runs/multi_1/summary.json",
+                 "runs/multi_2/scalars.parquet"):
+        assert (out / name).is_file(), name
+    for fig in ("layer_corr", "channel_corr"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+    info = json.loads((out / "reproduce.json").read_text())
+    assert (info["experiment"], info["scale"], info["dataset"]) == ("images", "tiny", "fashion_mnist")
+    assert info["data"]["shape"] == [1, 28, 28] and info["pruned"]["active_widths"] == [3, 2, 2, 2]
+    doc = json.loads((out / "claims.json").read_text())
+    assert [c["name"] for c in doc["claims"]] == [
+        "conv: more over-realization, higher correlation at every layer",
+        "conv: more over-realization, better accuracy",
+        "conv: lower layers specialize more",
+    ]
+    # the claims recomputed from the stored runs (their last evaluations) give the stored verdicts and values
+    runs = {m: load_run(out / "runs" / f"multi_{m:g}") for m in (1.0, 2.0)}
+    assert [c["value"] for c in images.conv_claims(runs)] == pytest.approx([c["value"] for c in doc["claims"]])
+    for m, run in runs.items():
+        last = run.scalars[run.scalars.step == run.scalars.step.max()]
+        assert last.accuracy.mean() == pytest.approx(info["per_multi"][f"{m:g}"]["accuracy_mean"])
+        assert run.config.data.kind == "fashion_mnist" and not run.config.data.augment
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "teacher.pt", out / "runs/multi_2/scalars.parquet")}
+    assert main(args) == 0  # resumed: nothing retrained
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert main(["report", str(out)]) == 0 and "conv: lower layers specialize more" in (out / "report.html").read_text()
+    capsys.readouterr()
+    # another data set in the same dir is refused (its teacher and runs are fashion_mnist's), exit 2
+    assert main(["reproduce", "images", f"data.root={root}", "--dataset", "mnist", "--scale", "tiny", "--out", str(out),
+                 "--quiet"]) == 2
+    assert "holds images at scale tiny on fashion_mnist" in capsys.readouterr().err
+
+
+def test_dataset_is_images_only_and_known(tmp_path, capsys, monkeypatch):
+    """--dataset: refused for an experiment without data sets and for an unknown set, exit 2 with one line, nothing
+    written (not even the default output dir)."""
+    monkeypatch.chdir(tmp_path)
+    for args, words in (
+        (["reproduce", "cifar10", "--dataset", "mnist"], "--dataset: reproduce cifar10 takes none (only images)"),
+        (["reproduce", "deep", "--dataset", "fashion_mnist"], "--dataset: reproduce deep takes none"),
+        (["reproduce", "images", "--dataset", "svhn"], "takes one of fashion_mnist, mnist, cifar10, got 'svhn'"),
+    ):
+        assert main([*args, "--scale", "tiny", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, err
+    # no image files at data.root: one line naming the folder, before any work
+    assert main(["reproduce", "images", f"data.root={tmp_path / 'absent'}", "--dataset", "mnist", "--scale", "tiny",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "absent" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+    assert EXPERIMENTS["images"].default_out("quick") == "runs/reproduce/images-fashion_mnist-quick"
+    assert EXPERIMENTS["images"].default_out("paper", "mnist") == "runs/reproduce/images-mnist-paper"
+    assert EXPERIMENTS["cifar10"].default_out("quick") == "runs/reproduce/cifar10-quick"
+
+
 def test_executor_options_reach_the_sweep(tmp_path, monkeypatch):
     from studentspec.sweep import grid as sweep
 
@@ -344,7 +411,7 @@ def test_an_experiment_is_sweeps_or_its_own_run():
 
 def test_the_registry_lists_the_paper_and_loads_nothing_heavy():
     """The CLI reads the registry for its choices: importing it (and the CLI) loads no torch, pandas, matplotlib or scipy."""
-    assert list(EXPERIMENTS) == ["two-layer", "sample-complexity", "deep", "cifar10"]
+    assert list(EXPERIMENTS)[:5] == ["two-layer", "sample-complexity", "deep", "cifar10", "images"]
     code = ("import sys, studentspec.cli, studentspec.paper.experiments\n"
             "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'pandas', 'matplotlib', 'scipy'})))\n")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == []

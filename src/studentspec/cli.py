@@ -331,7 +331,7 @@ def _teacher_prune(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from .paper.reproduce import reproduce
 
-    out = args.out or f"runs/reproduce/{args.name}-{args.scale}"
+    out = args.out or EXPERIMENTS[args.name].default_out(args.scale, args.dataset)
     options: dict[str, object] = {"address": args.address} if args.address else {}
     if args.slurm:
         options["slurm"] = _slurm(args.slurm)
@@ -344,6 +344,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         executor=args.executor,
         executor_options=options,
+        dataset=args.dataset,
     )
 
 
@@ -538,7 +539,9 @@ def _reproduce_args(sub: _Commands) -> None:
     e.add_argument(
         "name", choices=list(EXPERIMENTS)
     )  # the registry (paper/experiments/), read when the parser is built
-    e.add_argument("overrides", nargs="*", help="cifar10 only: dotted key=value overrides, e.g. data.root=PATH")
+    e.add_argument(
+        "overrides", nargs="*", help="cifar10 and images only: dotted key=value overrides, e.g. data.root=PATH"
+    )
     e.add_argument(
         "--scale",
         choices=["tiny", "quick", "paper"],
@@ -546,7 +549,15 @@ def _reproduce_args(sub: _Commands) -> None:
         help="paper: the settings of docs/model.md 4; quick: same "
         "shape, minutes on 2 cores; tiny: seconds, a smoke test",
     )
-    e.add_argument("--out", help="output dir (default runs/reproduce/NAME-SCALE); re-run the same command to resume")
+    e.add_argument(
+        "--dataset",
+        help="images only: the image set, fashion_mnist (default), mnist or cifar10 (data.root=PATH for the latter two)",
+    )
+    e.add_argument(
+        "--out",
+        help="output dir (default runs/reproduce/NAME-SCALE, images: images-DATASET-SCALE); re-run the same command to "
+        "resume",
+    )
     e.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
     e.add_argument(
         "--executor",
@@ -693,7 +704,7 @@ def _output(args: argparse.Namespace) -> Output | None:
     if command == "sweep" and not args.dry_run:
         return Output.of(args.out, "resumable")
     if command == "reproduce":
-        return Output.of(args.out or f"runs/reproduce/{args.name}-{args.scale}", "resumable")
+        return Output.of(args.out or EXPERIMENTS[args.name].default_out(args.scale, args.dataset), "resumable")
     if command == "converge":
         return Output.of(Path(args.run_dir) / "converge.json", "whole", "converge.json")
     if command == "plot":
