@@ -73,7 +73,14 @@ def _fits_unknown(cfg: Config) -> None:
 
 
 def _check_conv(cfg: Config) -> None:
-    image_sets.resolve_root(cfg.data.kind, cfg.data.root)  # data.root, or its package's folder when installed
+    if cfg.data.kind in image_sets.READERS:
+        image_sets.resolve_root(cfg.data.kind, cfg.data.root)  # data.root, or its package's folder when installed
+    elif cfg.teacher.checkpoint is not None:
+        raise ConfigError(
+            f"teacher.checkpoint: a trained conv teacher reads an image set, not data.kind={cfg.data.kind}"
+        )
+    if cfg.teacher.checkpoint is None and "output_dim" not in cfg.model_fields_set:
+        cfg.output_dim = 10 if cfg.data.kind in image_sets.READERS else 100  # a random teacher: the released code's
     for metric in METRICS.enabled(
         cfg
     ):  # per-evaluation metrics are the MLP pipeline's (switch-less ones: not asked for)
@@ -146,10 +153,11 @@ def name_of(cfg: Config) -> str:
     kind = cfg.data.kind
     net = cfg.teacher.net or ("conv" if kind in image_sets.READERS else "mlp")
     if net == "conv":
-        if kind in image_sets.READERS:
+        if kind in image_sets.READERS or kind == "gaussian":
             return "conv"
         raise ConfigError(
-            f"teacher.net: conv runs on an image data set ({', '.join(image_sets.READERS)}), not data.kind={kind}"
+            f"teacher.net: conv runs on an image data set ({', '.join(image_sets.READERS)}) or on Gaussian images "
+            f"(data.kind gaussian), not data.kind={kind}"
         )
     if kind in mlp_data.KINDS:
         return "mlp"

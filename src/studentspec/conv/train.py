@@ -27,6 +27,7 @@ from ..ensemble.optimizers import full_batch
 from ..images import ImageSet, augment, epoch_order, load_images, normalize
 from .metrics import ConvEval, evaluate_conv
 from .nets import ConvNet, fanout_norms, init_conv_net
+from .recipe import gaussian_images, random_teacher
 from .teacher import DTYPES, TeacherCheckpoint, file_digest, load_checkpoint
 
 
@@ -41,7 +42,7 @@ class ConvSetup:
     data: ImageSet  # training subset (data.n_train) and eval subset (data.n_eval)
     device: torch.device
     dtype: torch.dtype
-    checkpoint_sha256: str
+    checkpoint_sha256: str | None  # None: a random teacher (conv/recipe.py), drawn at build
     build_seconds: float = 0.0  # counted in the run's wall time
     augment: bool = True  # crop and flip the training batches (data.augment; null: on for a real image set)
 
@@ -96,16 +97,26 @@ def build(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
         torch.set_num_threads(cfg.train.threads)
     check_device(cfg.train.device)
     if cfg.teacher.checkpoint is None:
-        raise ConfigError(
-            f"teacher.checkpoint: data.kind={cfg.data.kind} needs a trained conv teacher "
-            f"(`studentspec teacher train {cfg.data.kind} --out T.pt`)"
-        )
-    ckpt = load_checkpoint(cfg.teacher.checkpoint)
-    check_architecture(cfg, ckpt, cfg.teacher.checkpoint)
-    data = data if data is not None else load_images(cfg.data.kind, cfg.data.root)
-    if data.shape != ckpt.image_shape:
-        raise ConfigError(f"data.root: images {list(data.shape)} do not match the teacher's {list(ckpt.image_shape)}")
-    data = data.subset(cfg.data.n_train, cfg.data.n_eval)
+        if cfg.teacher.recipe != "deep":
+            raise ConfigError(
+                f"teacher.checkpoint: data.kind={cfg.data.kind} needs a trained conv teacher "
+                f"(`studentspec teacher train {cfg.data.kind} --out T.pt`), or teacher.recipe: deep for a random one"
+            )
+        if data is None:
+            data = gaussian_images(cfg) if cfg.data.kind == "gaussian" else load_images(cfg.data.kind, cfg.data.root)
+        ckpt, data = random_teacher(cfg, data.subset(cfg.data.n_train, cfg.data.n_eval))
+        sha256 = None
+    else:
+        ckpt = load_checkpoint(cfg.teacher.checkpoint)
+        check_architecture(cfg, ckpt, cfg.teacher.checkpoint)
+        data = data if data is not None else load_images(cfg.data.kind, cfg.data.root)
+        if data.shape != ckpt.image_shape:
+            raise ConfigError(
+                f"data.root: {cfg.data.kind} images {list(data.shape)} do not match the teacher's "
+                f"{list(ckpt.image_shape)} ({cfg.teacher.checkpoint})"
+            )
+        data = data.subset(cfg.data.n_train, cfg.data.n_eval)
+        sha256 = file_digest(cfg.teacher.checkpoint)
     dtype, device = DTYPES[cfg.train.dtype], torch.device(cfg.train.device)
     c, h, _ = ckpt.image_shape
     t, sc = cfg.teacher, cfg.student
@@ -130,9 +141,9 @@ def build(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
         data,
         device,
         dtype,
-        file_digest(cfg.teacher.checkpoint),
+        sha256,
         time.perf_counter() - start,
-        cfg.data.augment is not False,
+        cfg.data.augment if cfg.data.augment is not None else data.name != "gaussian",
     )
 
 

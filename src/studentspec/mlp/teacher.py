@@ -7,9 +7,8 @@ from torch import Tensor
 
 from ..config import Config, ConfigError
 from ..ensemble import activations
+from ..ensemble.grid import distinct_rows
 from .nets import Net, make_batchnorms
-
-GRID = torch.linspace(-1.0, 1.0, 9, dtype=torch.float64)  # {-1, -0.75, ..., 1}
 
 
 def distinct_grid_vectors(g: torch.Generator, count: int, length: int, what: str) -> Tensor:
@@ -19,17 +18,7 @@ def distinct_grid_vectors(g: torch.Generator, count: int, length: int, what: str
             f"teacher.widths: {what} needs {count} distinct "
             f"non-zero vectors of length {length}, only {9**length - 1} exist"
         )
-    rows: list[Tensor] = []
-    seen: set[bytes] = set()
-    while len(rows) < count:
-        cand = torch.randint(0, 9, (count - len(rows), length), generator=g)
-        for row in cand:
-            key = row.numpy().tobytes()
-            if key in seen or bool((row == 4).all()):
-                continue
-            seen.add(key)
-            rows.append(GRID[row])
-    return torch.stack(rows)
+    return distinct_rows(g, count, length)
 
 
 def _two_layer_seed(cfg: Config, g: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
