@@ -12,6 +12,7 @@ With the signed fan-outs Vs = [-V; V*] [S, N, C] (so f* - f = Vs^T g(u)) and c =
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -38,14 +39,19 @@ def i2_matrix(ig: Integrals, cov: Array) -> Array:
 
 
 def i3_tensor(ig: Integrals, cov: Array, K: int) -> Array:
-    """I3(i, b, a) for students i and all units b, a, [S, K, N, N]."""
+    """I3(i, b, a) for students i and all units b, a, [S, K, N, N] (tests; the equations use drift)."""
     d = np.diagonal(cov, axis1=-2, axis2=-1)
-    c11 = d[:, :K, None, None]
-    c12 = cov[:, :K, :, None]
-    c13 = cov[:, :K, None, :]
-    c23 = cov[:, None, :, :]
-    c33 = d[:, None, None, :]
-    return ig.i3(c11, c12, c13, c23, c33)
+    return ig.i3(
+        d[:, :K, None, None], cov[:, :K, :, None], cov[:, :K, None, :], cov[:, None, :, :], d[:, None, None, :]
+    )
+
+
+def drift(ig: Integrals, cov: Array, c: Array) -> Array:
+    """X[i, b] = sum_a c_ia I3(i, b, a) [S, K, N]: with I3 = p_ia C_ab + q_ia C_ib a matrix product."""
+    K = c.shape[1]
+    d = np.diagonal(cov, axis1=-2, axis2=-1)
+    p, q = ig.i3_parts(d[:, :K, None], cov[:, :K, :], d[:, None, :])
+    return (c * p) @ cov + cov[:, :K, :] * (c * q).sum(axis=-1, keepdims=True)
 
 
 def population_j(ig: Integrals, cov: Array, Vs: Array) -> Array:
@@ -58,26 +64,40 @@ def second_order_closed(ig: Integrals, cov: Array, c: Array) -> Array:
     K = c.shape[1]
     if ig.activation == "linear":
         return c @ cov @ np.swapaxes(c, -1, -2)
-    # erf: Saad & Solla's I4 at covariance 2 Cov (u-units), times 2; shapes [S, i, k, a, b].
+    # erf: Saad & Solla's I4 at covariance 2 Cov (u-units), times 2. Y is symmetric in (i, k): only the P = K (K+1) / 2
+    # pairs i <= k are computed. Layout [S, a, b, P]: the pair index is innermost, so every broadcast product runs
+    # contiguous loops of length P (a trailing axis of length 1 made numpy loop element by element, 10x slower).
+    iu, ku = _pairs(K)
     C = 2.0 * cov
     e = 1.0 + np.diagonal(C, axis1=-2, axis2=-1)  # 1 + C_aa [S, N]
-    e11 = e[:, :K, None, None, None]
-    e22 = e[:, None, :K, None, None]
-    c12 = C[:, :K, :K, None, None]
-    c13 = C[:, :K, None, :, None]  # C_ia over a
-    c23 = C[:, None, :K, :, None]  # C_ka over a
-    l4 = e11 * e22 - c12 * c12  # [S, K, K, 1, 1]
-    # L0 = L4 C_ab + X_a C_kb + Y_a C_ib: the products of an a-factor and a b-factor, written once
+    e11, e22, c12 = e[:, None, iu], e[:, None, ku], C[:, None, iu, ku]  # [S, 1, P]
+    c13, c23 = C[:, :, iu], C[:, :, ku]  # C_ia, C_ka [S, N, P]
+    l4 = e11 * e22 - c12 * c12
+    # L0 = L4 C_ab + X_a C_kb + Y_a C_ib (products of an a-factor and a b-factor); L2 is L1 with a <-> b
     xa = c12 * c13 - e11 * c23
     ya = c12 * c23 - e22 * c13
-    l1 = l4 * e[:, None, None, :, None] - c23 * c23 * e11 - c13 * c13 * e22 + 2.0 * c12 * c13 * c23  # [S,K,K,N,1]
-    c14 = np.swapaxes(c13, -1, -2)  # C_ib [S, K, 1, 1, N]
-    c24 = np.swapaxes(c23, -1, -2)  # C_kb [S, 1, K, 1, N]
-    l0 = l4 * C[:, None, None, :, :] + xa * c24 + ya * c14
-    l2 = np.swapaxes(l1, -1, -2)
-    i4 = _asin_ratio(l0, l1 * l2)  # arcsin(L0 / sqrt(L1 L2)) [S, K, K, N, N]
-    y = np.einsum("sia,skb,sikab->sik", c, c, i4)
-    return 2.0 * (4.0 / math.pi**2) * y / np.sqrt(l4[..., 0, 0])
+    l1 = l4 * e[:, :, None] - c23 * c23 * e11 - c13 * c13 * e22 + 2.0 * c12 * c13 * c23
+    r = 1.0 / np.sqrt(l1)  # [S, N, P]
+    # L0 / sqrt(L1 L2), each term scaled by its a- and b-factors before the outer products
+    ratio = (l4 * r)[:, :, None, :] * C[:, :, :, None]
+    ratio *= r[:, None, :, :]
+    ratio += (xa * r)[:, :, None, :] * (c23 * r)[:, None, :, :]
+    ratio += (ya * r)[:, :, None, :] * (c13 * r)[:, None, :, :]
+    np.clip(ratio, -1.0, 1.0, out=ratio)
+    i4 = np.arcsin(ratio, out=ratio)  # [S, N, N, P]
+    ca, cb = np.swapaxes(c[:, iu, :], 1, 2), np.swapaxes(c[:, ku, :], 1, 2)  # c_ia, c_kb [S, N, P]
+    y = (np.einsum("sabp,sbp->sap", i4, cb) * ca).sum(axis=1)
+    y *= 2.0 * (4.0 / math.pi**2) / np.sqrt(l4[:, 0, :])
+    out = np.empty((c.shape[0], K, K))
+    out[:, iu, ku] = y
+    out[:, ku, iu] = y
+    return out
+
+
+@functools.cache
+def _pairs(K: int) -> tuple[Array, Array]:
+    """The index pairs i <= k of K students."""
+    return np.triu_indices(K)
 
 
 def second_order_mc(ig: Integrals, cov: Array, c: Array, z: Array) -> tuple[Array, Array]:
@@ -116,7 +136,7 @@ def derivatives(
     se = None
     if train_first:
         c = V @ np.swapaxes(Vs, -1, -2)  # [S, K, N]
-        X = np.einsum("sia,siba->sib", c, i3_tensor(ig, cov, K))
+        X = drift(ig, cov, c)
         dR = eta * X[:, :, K:]
         XQ = X[:, :, :K]
         dQ = eta * (XQ + np.swapaxes(XQ, -1, -2))

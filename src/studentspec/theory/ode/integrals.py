@@ -82,20 +82,25 @@ class Integrals:
 
     def i3(self, c11: Array, c12: Array, c13: Array, c23: Array, c33: Array) -> Array:
         """E[g'(u1) u2 g(u3)] from the covariance entries."""
+        p, q = self.i3_parts(c11, c13, c33)
+        return p * c23 + q * c12
+
+    def i3_parts(self, c11: Array, c13: Array, c33: Array) -> tuple[Array, Array]:
+        """(p, q) with I3(1, 2, 3) = p C23 + q C12: u2 enters only through its covariances (Stein's lemma), so the
+        equations contract I3 over its middle argument as a matrix product."""
         if self.activation == "erf":
-            d11, d12, d13, d23, d33 = 1.0 + 2.0 * c11, 2.0 * c12, 2.0 * c13, 2.0 * c23, 1.0 + 2.0 * c33
-            l3 = d11 * d33 - d13 * d13
-            return (2.0 / math.pi) * (d23 * d11 - d12 * d13) / (d11 * np.sqrt(l3))
+            # Saad & Solla at covariance 2C: (2/pi) [C'23 (1 + C'11) - C'12 C'13] / [(1 + C'11) sqrt(L3)]
+            d11 = 1.0 + 2.0 * c11
+            r = (4.0 / math.pi) / np.sqrt(d11 * (1.0 + 2.0 * c33) - 4.0 * c13 * c13)
+            return r, -r * (2.0 * c13 / d11)
         al, be = self.alpha_beta
         if be == 0.0:
-            return al * al * c23
-        # E[sign(u1) u2 |u3|] = 4 relu_I3 - C23
-        relu = (
-            c12 * _sqrt0(c11 * c33 - c13 * c13) / (2.0 * math.pi * _safe(c11))
-            + c23 * _asin_ratio(c13, c11 * c33) / (2.0 * math.pi)
-            + c23 / 4.0
-        )
-        return al * al * c23 + be * be * (4.0 * relu - c23)
+            return np.full(np.broadcast(c11, c13, c33).shape, al * al), np.zeros(np.broadcast(c11, c13, c33).shape)
+        # ReLU: I3 = C12 sqrt(C11 C33 - C13^2) / (2 pi C11) + C23 (arcsin(C13 / sqrt(C11 C33)) / (2 pi) + 1 / 4);
+        # Leaky: alpha^2 C23 + beta^2 (4 relu_I3 - C23), E[sign(u1) u2 |u3|] = 4 relu_I3 - C23
+        p_relu = _asin_ratio(c13, c11 * c33) / (2.0 * math.pi) + 0.25
+        q_relu = _sqrt0(c11 * c33 - c13 * c13) / (2.0 * math.pi * _safe(c11))
+        return al * al + be * be * (4.0 * p_relu - 1.0), 4.0 * be * be * q_relu
 
     def j2(self, c11: Array, c12: Array, c22: Array) -> Array:
         """E[g'(u1) g'(u2)] from the covariance entries."""
