@@ -3,7 +3,8 @@
 An ODE dir: the population loss vs t (log-log, one line per seed), the best student's cosine per teacher (R_km /
 sqrt(Q_kk T_mm), maximized over students k) and the mean student-student cosine (Q's off-diagonal: near 1 on the
 symmetric plateau, where every student points at the teachers' average) vs t. The overlay: the run's stored loss
-(eval split) and its order-parameter cosines (order.parquet, layer 1, eval.order: true) as mean +- sd over seeds at
+(eval split) and its order-parameter cosines (order.parquet, layer 1, eval.order: true) as mean +- sd over seeds (of
+log10 for a loss, which spans decades: a geometric mean and band) at
 t = step / input_dim, the ODE's as lines (mean +- sd over the same seeds). Per-teacher quantities are the best
 student's, which does not depend on how students are numbered: the mean over seeds is meaningful. Drawn in the one
 style of `paper.style`.
@@ -42,10 +43,17 @@ __all__ = [
 FLOOR = 1e-16  # a loss plotted on a log axis: exact zeros (a linear ODE at its fixed point) shown at the floor
 
 
-def mean_sd(df: pd.DataFrame, x: str, y: str, by: list[str] | None = None) -> pd.DataFrame:
-    """Mean and sd (0 for one seed) of `y` over seeds at each `x` (and group of `by`)."""
+def mean_sd(df: pd.DataFrame, x: str, y: str, by: list[str] | None = None, *, log: bool = False) -> pd.DataFrame:
+    """Per `x` (and group of `by`), over seeds: `mean` and the band `lo`, `hi` = mean -+ sd (0 for one seed); with
+    `log`, of log10 y (a loss spanning decades: the geometric mean, times or divided by the geometric sd), values
+    below FLOOR counted at FLOOR."""
     keys = [*(by or []), x]
-    return df.groupby(keys)[y].agg(["mean", "std"]).fillna(0.0).reset_index()
+    values = np.log10(df[y].clip(lower=FLOOR)) if log else df[y]
+    g = df.assign(_v=values).groupby(keys)["_v"].agg(["mean", "std"]).fillna(0.0).reset_index()
+    lo, hi = g["mean"] - g["std"], g["mean"] + g["std"]
+    if log:
+        return g.assign(mean=10 ** g["mean"], lo=10**lo, hi=10**hi).drop(columns="std")
+    return g.assign(lo=lo, hi=hi).drop(columns="std")
 
 
 def best_cosines(cos: pd.DataFrame, time: str) -> pd.DataFrame:
@@ -68,17 +76,21 @@ def student_cosines(order: pd.DataFrame, time: str, kind: str = "Q", value: str 
     return off.groupby(["seed", time])["cosine"].mean().reset_index()
 
 
-def _band(ax: Axes, g: pd.DataFrame, x: str, color: Any, label: str, *, line: bool, log: bool = False) -> None:
-    """A mean line (or points) with a +- sd band."""
-    lo, hi = g["mean"] - g["std"], g["mean"] + g["std"]
-    if log:
-        lo = lo.clip(lower=FLOOR)
+def _band(ax: Axes, g: pd.DataFrame, x: str, color: Any, label: str, *, line: bool) -> None:
+    """A mean line (or points) with its band lo..hi (mean_sd)."""
     if line:
-        ax.plot(g[x], g["mean"].clip(lower=FLOOR) if log else g["mean"], "-", color=color, label=label)
-        ax.fill_between(g[x], lo, hi, color=color, alpha=0.15, linewidth=0)
+        ax.plot(g[x], g["mean"], "-", color=color, label=label)
+        ax.fill_between(g[x], g["lo"], g["hi"], color=color, alpha=0.15, linewidth=0)
     else:
         ax.errorbar(
-            g[x], g["mean"], yerr=[g["mean"] - lo, hi - g["mean"]], fmt="o", ms=2.5, color=color, label=label, lw=0.6
+            g[x],
+            g["mean"],
+            yerr=[g["mean"] - g["lo"], g["hi"] - g["mean"]],
+            fmt="o",
+            ms=2.5,
+            color=color,
+            label=label,
+            lw=0.6,
         )
 
 
@@ -99,7 +111,7 @@ def _ode_panels(axes: list[Axes], info: dict[str, Any], loss: pd.DataFrame, orde
 
     a, b, c = axes
     pos = loss[loss["t"] > 0]
-    _band(a, mean_sd(pos, "t", "loss"), "t", "black", "ODE", line=True, log=True)
+    _band(a, mean_sd(pos, "t", "loss", log=True), "t", "black", "ODE", line=True)
     best = best_cosines(ode_cosines(order), "t")
     m = int(best["j"].max()) + 1 if len(best) else 0
     for j, g in mean_sd(best, "t", "cosine", ["j"]).groupby("j"):
@@ -121,7 +133,7 @@ def ode_figure(info: dict[str, Any], loss: pd.DataFrame, order: pd.DataFrame) ->
     _ode_panels(list(axes[0]), info, loss, order)
     for ax in axes[0]:
         ax.legend()
-    fig.suptitle(f"order-parameter ODEs, mean ± sd over seeds\n{_title(info)}")
+    fig.suptitle(f"order-parameter ODEs, mean ± sd over seeds (loss: of log10)\n{_title(info)}")
     return fig
 
 
@@ -135,7 +147,7 @@ def overlay_figure(run: Run, info: dict[str, Any], loss: pd.DataFrame, order: pd
     sc = run.scalars
     split = "eval" if (sc["split"] == "eval").any() else "train"
     sim = sc[(sc["split"] == split) & (sc["step"] > 0)].assign(t=lambda f: f["step"] / d)
-    _band(a, mean_sd(sim, "t", "loss"), "t", "tab:red", f"simulation ({split})", line=False, log=True)
+    _band(a, mean_sd(sim, "t", "loss", log=True), "t", "tab:red", f"simulation ({split})", line=False)
     ro = run.table("order")
     ro = ro[(ro["layer"] == 1) & (ro["step"] > 0)].assign(t=lambda f: f["step"] / d)
     best = best_cosines(ro[ro["kind"] == "R"], "t")
@@ -149,7 +161,9 @@ def overlay_figure(run: Run, info: dict[str, Any], loss: pd.DataFrame, order: pd
     for ax in (a, b, c):
         ax.legend()
     b.set_title(specialization_note(info, run), fontsize=7)
-    fig.suptitle(f"ODE (lines) on the run (points), mean ± sd over seeds, t = step / d\n{_title(info)}")
+    fig.suptitle(
+        f"ODE (lines) on the run (points), mean ± sd over seeds (loss: of log10), t = step / d\n{_title(info)}"
+    )
     return fig
 
 
@@ -217,16 +231,16 @@ def ode_vs_simulation(curve: pd.DataFrame, ode: pd.DataFrame) -> Figure:
         sel = (ode["activation"] == p["activation"]) & (ode["trained_v"] == p["trained_v"])
         for multi, g in ode[sel & (ode["t"] > 0)].groupby("multi"):
             color = multi_color(float(multi))
-            _band(ax, mean_sd(g, "t", "loss"), "t", color, f"ODE, K={multi:g}M", line=True, log=True)
+            _band(ax, mean_sd(g, "t", "loss", log=True), "t", color, f"ODE, K={multi:g}M", line=True)
             c = curve[(curve["activation"] == p["activation"]) & (curve["trained_v"] == p["trained_v"])]
             c = c[(c["multi"] == multi) & (c["t"] > 0)]
-            _band(ax, mean_sd(c, "t", "sim"), "t", color, f"simulation, K={multi:g}M", line=False, log=True)
+            _band(ax, mean_sd(c, "t", "sim", log=True), "t", color, f"simulation, K={multi:g}M", line=False)
         layer = "both layers trained" if p["trained_v"] else "second layer fixed"
         ax.set(xscale="log", yscale="log", xlabel="t = step / d", ylabel="loss (half_sse J)")
         ax.set_title(f"{p['activation']}, {layer}")
         ax.legend()
     d = int(ode["d"].iloc[0]) if len(ode) else 0
-    fig.suptitle(f"ODE vs simulation, M=2, d={d}, mean ± sd over seeds")
+    fig.suptitle(f"ODE vs simulation, M=2, d={d}, mean ± sd over seeds (loss: of log10)")
     return fig
 
 
@@ -238,8 +252,8 @@ def plateau(ode: pd.DataFrame, escape: pd.DataFrame, threshold: float) -> Figure
     a, b = axes[0]
     dims = sorted(ode["d"].unique())
     for i, d in enumerate(dims):
-        g = mean_sd(ode[(ode["d"] == d) & (ode["t"] > 0)], "t", "loss")
-        _band(a, g, "t", ordered_color(i, len(dims)), f"d={d}", line=True, log=True)
+        g = mean_sd(ode[(ode["d"] == d) & (ode["t"] > 0)], "t", "loss", log=True)
+        _band(a, g, "t", ordered_color(i, len(dims)), f"d={d}", line=True)
     a.set(xscale="log", yscale="log", xlabel="t = step / d", ylabel="ODE loss (half_sse J)", title="the plateau")
     a.legend()
     for i, d in enumerate(dims):
@@ -263,12 +277,12 @@ def convergence_law(conv: pd.DataFrame) -> Figure:
     for ax, scale in zip(axes[0], ("semilog", "loglog")):
         for multi, g in conv[conv["t"] > 0].groupby("multi"):
             label = "K = M, fan-out 1" if multi == 1 else f"K = {multi:g}M, teacher fan-out 2 (over-realized)"
-            _band(ax, mean_sd(g, "t", "loss"), "t", multi_color(float(multi)), label, line=True, log=True)
+            _band(ax, mean_sd(g, "t", "loss", log=True), "t", multi_color(float(multi)), label, line=True)
         ax.set(yscale="log", xscale="log" if scale == "loglog" else "linear", xlabel="t = step / d")
         ax.set(
             ylabel="ODE loss (half_sse J)",
             title="semi-log: exponential is straight" if scale == "semilog" else "log-log: a power law is straight",
         )
         ax.legend()
-    fig.suptitle("convergence of erf students, both layers trained, d = 1000 (ODE, mean ± sd over seeds)")
+    fig.suptitle("convergence of erf students, both layers trained, d = 1000 (ODE, mean ± sd of log10 J over seeds)")
     return fig
