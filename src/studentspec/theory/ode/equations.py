@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from .integrals import Array, Integrals, _asin_ratio, sym_sqrt
+from .integrals import Array, Integrals, sym_sqrt
 
 
 def covariance(Q: Array, R: Array, T: Array) -> Array:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from ...config import Config, ConfigError, lr_at, steps_per_epoch
-from ...ensemble.losses import j_scale
 from .integrals import ACTIVATIONS
 from .state import OdeSettings, OdeState
 
@@ -83,6 +82,8 @@ def settings(cfg: Config, **overrides: Any) -> OdeSettings:
     unknown = sorted(set(overrides) - set(SETTING_OVERRIDES))
     if unknown:
         raise ConfigError(f"{unknown[0]}: not an ODE setting (one of {', '.join(SETTING_OVERRIDES)})")
+    from ...ensemble.losses import j_scale  # here, not at import: losses loads torch, the engine is numpy
+
     scale = j_scale(cfg.train.loss, cfg.output_dim)
     assert scale is not None  # ce refused above
     lr_eff = _lr(cfg) * scale
