@@ -1,4 +1,4 @@
-"""The `studentspec` command: run, plot, converge, population, sweep, query, teacher."""
+"""The `studentspec` command: run, plot, converge, population, ode, sweep, query, teacher."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ PATH_ARGS = {
     "root": "--root",
     "sweep_dir": "SWEEP_DIR",
     "dirs": "DIR",
+    "ode": "--ode",
 }  # the parsed arguments that name files or folders
 
 
@@ -106,7 +107,11 @@ def _plot(args: argparse.Namespace) -> int:
     src = Path(args.run_dir)
     out = Path(args.out) if args.out else src / "figures"
     check_figures(out)  # before any work: only a folder of figures studentspec made (or an empty one)
-    if (src / "population.json").is_file():  # a `studentspec population` dir
+    if args.ode is not None or (src / "ode.json").is_file():  # an ODE dir, or a run with an ODE dir to overlay
+        from .paper.ode_figures import plot_ode
+
+        paths = plot_ode(src, out, overlay=Path(args.ode) if args.ode is not None else None)
+    elif (src / "population.json").is_file():  # a `studentspec population` dir
         paths = save(population_figure(read_json(src / "population.json")), out, "population")
     else:
         paths = plot_run(load_run(src), out)
@@ -182,15 +187,22 @@ def _population(args: argparse.Namespace) -> int:
     return 0
 
 
-def _duration(seconds: float) -> str:
-    """Seconds as a short human figure: 42 s, 3.5 min, 2.1 h."""
-    return (
-        f"{seconds:.0f} s"
-        if seconds < 120
-        else f"{seconds / 60:.1f} min"
-        if seconds < 7200
-        else f"{seconds / 3600:.1f} h"
+@_checked_paths
+def _ode(args: argparse.Namespace) -> int:
+    from . import pipelines
+    from .theory import ode_record
+
+    cfg = pipelines.load_config(args.config, args.overrides)
+    pipelines.require(cfg, ode_record.PIPELINES, "ode")
+    options = (("dt", args.dt), ("method", args.method), ("mc_samples", args.mc_samples))
+    settings = {k: v for k, v in options if v is not None}  # None: the engine's default
+    info = ode_record.write_ode(
+        cfg, args.out, overwrite=args.overwrite, t_end=args.time, overrides=settings, progress=not args.quiet
     )
+    final = {seed: None if j is None else float(f"{j:.4g}") for seed, j in info["final_J"].items()}
+    mc = "" if info["mc_error_max"] is None else f", largest Monte Carlo error {info['mc_error_max']:.2g}"
+    print(f"wrote {args.out} (t to {info['t_end']:g} in {info['seconds']:.1f} s{mc}; final J per seed: {final})")
+    return 0
 
 
 def _slurm(items: list[str]) -> dict[str, object]:
@@ -251,11 +263,10 @@ def _sweep(args: argparse.Namespace) -> int:
             configs=result["configs"],
         )
         print(
-            f"{cost['jobs']} jobs, {cost['seed_steps']:.3g} seed-steps, {cost['gflop']:.3g} GFLOP; "
-            f"estimated {_duration(cost['seconds'])} on {workers} local worker(s) x {args.threads} thread(s) "
-            f"(calibrated on job {jobs[0].id if jobs else '-'}: {cost.get('t_step', 0) * 1e3:.3f} ms/step, "
-            f"{cost.get('t_eval', 0):.2f} s/evaluation)"
+            f"{cost.jobs} jobs, {cost.seed_steps:.3g} seed-steps, {cost.gflop:.3g} GFLOP; estimated "
+            f"{cost.describe()} on {workers} local worker(s) x {args.threads} thread(s)"
         )
+        print(cost.calibration([j.id for j in jobs]))
         return 0
     print(summary_table(result))
     for job_id, err in result["failed"].items():
@@ -329,8 +340,11 @@ def _teacher_prune(args: argparse.Namespace) -> int:
 
 @_checked_paths
 def _reproduce(args: argparse.Namespace) -> int:
-    from .paper.reproduce import reproduce
+    from .paper.reproduce import dry_run, reproduce
 
+    if args.dry_run:
+        print(dry_run(args.name, args.scale, workers=args.workers, executor=args.executor))
+        return 0
     out = args.out or EXPERIMENTS[args.name].default_out(args.scale, args.dataset)
     options: dict[str, object] = {"address": args.address} if args.address else {}
     if args.slurm:
@@ -394,6 +408,11 @@ def _plot_args(sub: _Commands) -> None:
     q = sub.add_parser("plot", help="write the figures of a run dir (PNG and PDF)")
     q.add_argument("run_dir")
     q.add_argument("--out", help="figure folder (default RUN_DIR/figures)")
+    q.add_argument(
+        "--ode",
+        metavar="ODE_DIR",
+        help="overlay the curves of a `studentspec ode` dir on the run's loss and order parameters (eval.order: true)",
+    )
     q.set_defaults(func=_plot)
 
 
@@ -439,6 +458,26 @@ def _population_args(sub: _Commands) -> None:
     g.add_argument("--steps", type=int, help="default: train.epochs x train.steps_per_epoch")
     g.add_argument("--overwrite", action="store_true")
     g.set_defaults(func=_population)
+
+
+def _ode_args(sub: _Commands) -> None:
+    o = sub.add_parser(
+        "ode",
+        help="the order-parameter ODEs of online SGD (bias-free two-layer nets, Gaussian online data) from the "
+        "same seeds' initial teacher and student as `run`: loss and order parameters vs t = step / input_dim",
+    )
+    o.add_argument("config")
+    o.add_argument("overrides", nargs="*", help="dotted key=value overrides, as for run")
+    o.add_argument("--out", required=True, help="ODE directory to create")
+    o.add_argument("--time", type=float, help="t_end (default: the config's horizon, total steps / input_dim)")
+    o.add_argument("--dt", type=float, help="integration step in t (default 0.01)")
+    o.add_argument("--method", choices=["euler", "rk4"], help="fixed-step integrator (default euler)")
+    o.add_argument(
+        "--mc-samples", type=int, help="Gaussian draws of the Monte Carlo lr^2 term (ReLU, Leaky ReLU; default 20000)"
+    )
+    o.add_argument("--overwrite", action="store_true", help="replace an existing ODE directory")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    o.set_defaults(func=_ode)
 
 
 def _sweep_args(sub: _Commands) -> None:
@@ -569,6 +608,11 @@ def _reproduce_args(sub: _Commands) -> None:
     e.add_argument(
         "--slurm", action="append", default=[], metavar="KEY=VALUE", help="submitit parameter (--executor slurm)"
     )
+    e.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every part's jobs, seed-steps, GFLOP and projected wall time (a few short timed runs); run nothing",
+    )
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_reproduce)
 
@@ -604,6 +648,7 @@ COMMANDS = (
     _plot_args,
     _converge_args,
     _population_args,
+    _ode_args,
     _sweep_args,
     _query_args,
     _teacher_args,
@@ -699,11 +744,13 @@ def _output(args: argparse.Namespace) -> Output | None:
         return Output.of(args.out, "whole", "run", checkpointed=True)
     if command == "population":
         return Output.of(args.out, "whole", "population dir")
+    if command == "ode":
+        return Output.of(args.out, "whole", "ODE dir")
     if command.startswith("teacher "):
         return Output.of(args.out, "whole", "checkpoint")
     if command == "sweep" and not args.dry_run:
         return Output.of(args.out, "resumable")
-    if command == "reproduce":
+    if command == "reproduce" and not args.dry_run:
         return Output.of(args.out or EXPERIMENTS[args.name].default_out(args.scale, args.dataset), "resumable")
     if command == "converge":
         return Output.of(Path(args.run_dir) / "converge.json", "whole", "converge.json")

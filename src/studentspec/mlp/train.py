@@ -7,9 +7,10 @@ autograd), evaluating with _evaluate_all().
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -252,6 +253,17 @@ def _evaluate_all(s: Setup, step: int, kernel: str) -> list[EvalPoint]:
         for metric in s.metrics:
             points[0].extra[metric.name] = metric.measure(ctx)
     return points
+
+
+def reschedule(s: Setup, cfg: Config) -> Setup:
+    """The same built ensemble (teacher, data, student: trained in place) under `cfg`'s training schedule.
+
+    `cfg` differs from s.cfg only in train.epochs, train.steps_per_epoch and eval.every: the cost model times spans
+    of a job's own setup without building it again for every span.
+    """
+    stream = copy.copy(s.stream)
+    stream.cfg = cfg
+    return replace(s, cfg=cfg, stream=stream)
 
 
 def train(s: Setup, hooks: Hooks = DEFAULT_HOOKS) -> TrainResult:

@@ -184,3 +184,53 @@ def _finish(
             f"{experiment.name} ({scale}): {analyzed['summary']['passed']}/{analyzed['summary']['total']} claims pass; "
             f"wall time {record['wall_time_s']:.0f} s; wrote {path}"
         )
+
+
+def dry_run(experiment: str, scale: str, *, workers: int | None = None, executor: str = "local") -> str:
+    """What `reproduce` would run and cost, part by part, without writing anything: jobs, seeds, seed-steps, GFLOP,
+    and the wall time projected by the cost model (sweep/cost.py: this machine's rates, measured on each part's
+    smallest and largest job); parts run one after another, so their times add up."""
+    import tempfile
+
+    from ..sweep.cost import duration, estimate
+    from ..sweep.executors import machine_workers
+
+    found = get(experiment)
+    if found.run is not None:
+        raise ConfigError(
+            f"reproduce {experiment} --dry-run: an experiment with its own pipeline (conv nets) has no cost model yet"
+        )
+    slots = workers or machine_workers(1)
+    where = f"{slots} {executor} worker(s) x 1 thread" + (
+        "" if executor == "local" else " (compute at this machine's rates; queueing and start-up not modelled)"
+    )
+    lines, total = [f"reproduce {experiment} --scale {scale}: projected on {where}"], [0.0, 0.0, 0.0]
+    for part in parts(experiment, scale):
+        build_config(part.config)
+        sweep = {k: v for k, v in (("grid", part.grid), ("zip", part.zip)) if v}
+        with tempfile.TemporaryDirectory(prefix="studentspec-dry-") as tmp:
+            path = Path(tmp) / f"{part.name}.yaml"
+            path.write_text(yaml.safe_dump(part.config | ({"sweep": sweep} if sweep else {}), sort_keys=False))
+            options = sweeps.SweepOptions(ensemble_size=part.ensemble_size, dry_run=True, progress=False)
+            planned = sweeps.run_sweep(str(path), [], Path(tmp) / "sweep", options)
+            jobs = planned["jobs"]
+            cost = estimate(
+                str(path),
+                [j.overrides for j in jobs],
+                [j.seeds for j in jobs],
+                workers=slots,
+                threads=1,
+                tasks=len(planned["packs"]),
+                configs=planned["configs"],
+            )
+        seeds = sum(len(j.seeds) for j in jobs)
+        lines.append(
+            f"  part {part.name}: {cost.jobs} jobs ({len(planned['packs'])} tasks, {seeds} seeds), "
+            f"{cost.seed_steps:.3g} seed-steps, {cost.gflop:.3g} GFLOP; {cost.describe()}"
+        )
+        lines.append(cost.calibration([j.id for j in jobs]))
+        for i, value in enumerate((cost.low, cost.seconds, cost.high)):
+            total[i] += value
+    span = f" (range {duration(total[0])} - {duration(total[2])})" if total[2] > total[0] * 1.02 else ""
+    lines.append(f"  total: {duration(total[1])}{span}")
+    return "\n".join(lines)

@@ -1,18 +1,29 @@
-"""Cost estimate of a sweep for `studentspec sweep --dry-run`: FLOP counts, calibrated by one short run.
+"""Cost model of sweeps and reproductions (`sweep --dry-run`, `reproduce --dry-run`): FLOP counts and measured rates.
 
-Per job: seed-steps = seeds x epochs x steps per epoch; a training seed-step costs about
-6 x batch x sum(fan_in x fan_out) FLOPs (forward 2, backward 4), an evaluation 2 x samples x
-sum(fan_in x fan_out) per seed, three times that on the training set when gradient norms are
-measured. Wall time: the first job's config is built and timed for evaluations and a few
-hundred steps in this process (calibrate()); other jobs scale by their FLOP counts; jobs are spread over the
-workers. An estimate, not a promise: small jobs run below the calibrated rate.
+Per job: seed-steps = seeds x epochs x steps per epoch; a training step of all seeds costs about 6 x S x batch x
+sum(fan_in x fan_out) FLOPs (forward 2, backward 4), an evaluation 2 x S x samples x sum(fan_in x fan_out), three times
+that on the training set when gradient norms are measured.
+
+Wall time is not FLOPs / peak: small steps are latency-bound. `calibrate` measures, in this process, the smallest and
+the largest job of a family (by step FLOPs) with the job's own config: build, one evaluation, a training span of a few
+hundred milliseconds, and the write of a run dir. Each quantity then follows a line through the two measurements:
+seconds per step = a + b x step FLOPs (a per-step overhead plus a FLOP term), seconds per evaluation likewise in
+evaluation FLOPs, build + write in stored numbers. A job outside the calibrated range is extrapolated twice (on the line
+and at the nearest measured rate) and shown as a range. Jobs are then scheduled longest first on the workers, as the
+local executor runs them (`makespan`). An estimate, not a promise: `benchmarks/bench_cost.py` checks it against real
+jobs and BENCHMARKS.md records how close it came.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
+import statistics
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -20,23 +31,38 @@ from .. import pipelines
 from ..config import Config, build_config, config_maker, steps_per_epoch
 from ..ensemble.optimizers import full_batch
 from ..mlp.data import train_size
+from ..mlp.train import reschedule
 
 PIPELINES = ("mlp",)  # FLOP counts of MLP ensembles; a conv run's cost is not modelled (refused, exit 2)
+SPAN = 0.3  # seconds of training a calibration times: long enough that timer noise and one slow step do not matter
+MAX_CALIBRATION_STEPS = 20_000
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobCost:
-    """FLOPs of one job: training steps, evaluations, and how many of each."""
+    """FLOP counts of one job: training steps, evaluations, and how many of each."""
 
-    seed_steps: int
+    seeds: int
+    steps: int  # steps of the ensemble (all seeds advance together)
     step_flops: float  # per step, all seeds of the job
     evals: int
     eval_flops: float  # per evaluation, all seeds of the job
+    stored: float  # numbers the job builds and writes (data sets, tables): what its fixed cost scales with
+
+    @property
+    def seed_steps(self) -> int:
+        """Seeds x steps."""
+        return self.seeds * self.steps
+
+    @property
+    def gflop(self) -> float:
+        """Training and evaluation FLOPs of the whole job, in units of 1e9."""
+        return (self.steps * self.step_flops + self.evals * self.eval_flops) / 1e9
 
 
 def job_cost(cfg: Config) -> JobCost:
     """FLOP counts of training `cfg` (all its seeds)."""
-    pipelines.require(cfg, PIPELINES, "the cost estimate (sweep --dry-run)")
+    pipelines.require(cfg, PIPELINES, "the cost estimate (--dry-run)")
     widths = [cfg.input_dim, *cfg.student_widths, cfg.output_dim]
     macs = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     tc, S = cfg.train, len(cfg.seeds)
@@ -44,37 +70,200 @@ def job_cost(cfg: Config) -> JobCost:
     steps = steps_per_epoch(tc, train_size(cfg))
     evals = 1 + sum(1 for e in range(tc.epochs) if (e + 1) % cfg.eval.every == 0 or e + 1 == tc.epochs)
     n_train = train_size(cfg) * (3 if cfg.eval.grad_norm else 1)
-    return JobCost(S * tc.epochs * steps, 6.0 * S * batch * macs, evals, 2.0 * S * macs * (n_train + cfg.data.n_eval))
+    stored = S * ((train_size(cfg) + cfg.data.n_eval) * cfg.input_dim + evals * (sum(widths[1:-1]) or 1))
+    return JobCost(
+        S, tc.epochs * steps, 6.0 * S * batch * macs, evals, 2.0 * S * macs * (n_train + cfg.data.n_eval), stored
+    )
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What one calibration measured on one job's config."""
+
+    cost: JobCost
+    t_step: float  # seconds per step of the ensemble
+    t_eval: float  # seconds per evaluation
+    t_fixed: float  # seconds to build the setup and write the run dir
 
 
 def _stamp(stamps: list[float], _: object) -> None:
     stamps.append(time.perf_counter())
 
 
-def calibrate(cfg: Config, steps: int = 200) -> tuple[float, float, float]:
-    """Seconds for build(), one evaluation, and one training step of `cfg`, measured here.
-
-    One setup trains twice: one epoch of `steps` steps between two evaluations (span a), then
-    two epochs between two evaluations (span b), so a step costs (b - a) / steps and an
-    evaluation a - steps x that, with no warm-up evaluation in either difference.
-    """
+def _variant(cfg: Config, *, epochs: int, steps: int, every: int) -> Config:
     tree = cfg.to_dict()
-    tree["train"] |= {"epochs": 1, "steps_per_epoch": steps, "threads": cfg.train.threads}
-    tree["eval"] |= {"every": 1}
-    one = build_config(tree)
-    tree["train"]["epochs"], tree["eval"]["every"] = 2, 2
-    two = build_config(tree)
+    tree["train"] |= {"epochs": epochs, "steps_per_epoch": steps, "checkpoint_every": None}
+    tree["eval"] |= {"every": every}
+    return build_config(tree)
+
+
+def _intervals(cfg: Config, setup: Any, *, steps: int, epochs: int) -> tuple[list[float], float, Any]:
+    """Seconds between consecutive evaluations of `epochs` epochs of `steps` steps each, evaluated every epoch, on
+    the built `setup` (trained further in place); the seconds of the call outside them; the result."""
+    variant = _variant(cfg, epochs=epochs, steps=steps, every=1)
+    stamps: list[float] = []
     t0 = time.perf_counter()
-    setup = pipelines.build(one)
+    result = pipelines.train(
+        variant, progress=False, on_eval=functools.partial(_stamp, stamps), setup=reschedule(setup, variant)
+    )
+    total = time.perf_counter() - t0
+    return [b - a for a, b in zip(stamps[:-1], stamps[1:])], total - (stamps[-1] - stamps[0]), result
+
+
+def measure(cfg: Config) -> Sample:
+    """Time one job's config here: build, an evaluation, a step, the last evaluation's extra work, and the write.
+
+    Evaluations one step apart give one step + an evaluation (the median of three spacings); spacings of n steps
+    give n steps + an evaluation, n grown until the difference lasts SPAN seconds: the step is that difference over
+    n - 1. The final evaluation may measure more than the others: its extra time is a fixed cost of the job.
+    """
+    t0 = time.perf_counter()
+    setup = pipelines.build(cfg)
     t_build = time.perf_counter() - t0
-    spans = []
-    for c in (one, two):
-        stamps: list[float] = []
-        pipelines.train(c, progress=False, on_eval=functools.partial(_stamp, stamps), setup=setup)
-        spans.append(stamps[-1] - stamps[0])
-    t_step = max(spans[1] - spans[0], 0.0) / steps
-    t_eval = max(spans[0] - steps * t_step, 0.0)
-    return t_build, t_eval, t_step
+    _intervals(cfg, setup, steps=1, epochs=1)  # warm-up: first calls load the compiled step and fault in pages
+    short, outside, _ = _intervals(cfg, setup, steps=1, epochs=4)
+    one = statistics.median(short[:-1])  # one step and one evaluation
+    last_extra = max(short[-1] - one, 0.0)
+    steps = 16
+    while True:
+        long, _, result = _intervals(cfg, setup, steps=steps, epochs=2)
+        training = long[0] - one
+        if training >= SPAN or steps >= MAX_CALIBRATION_STEPS:
+            break
+        steps = min(MAX_CALIBRATION_STEPS, max(2 * steps, int(steps * 1.3 * SPAN / max(training, 1e-6))))
+    t_step = max(training, 0.0) / (steps - 1)
+    t_eval = max(one - t_step, 0.0)
+    with tempfile.TemporaryDirectory(prefix="studentspec-cost-") as tmp:
+        t0 = time.perf_counter()
+        pipelines.write_run(result, f"{tmp}/run")
+        t_write = time.perf_counter() - t0
+    # a job's fixed cost: build, the training call outside its evaluations and steps, the final extra, the write
+    return Sample(job_cost(cfg), t_step, t_eval, t_build + outside + last_extra + t_write)
+
+
+def _line(x1: float, y1: float, x2: float, y2: float) -> tuple[float, float]:
+    """(a, b) of y = a + b x through two measurements, both >= 0 (a single or degenerate point: through 0)."""
+    if x2 <= x1 * 1.05 or y2 <= y1:
+        return 0.0, max(y1, y2) / max(x1, x2, 1e-30)
+    b = (y2 - y1) / (x2 - x1)
+    a = y1 - b * x1
+    if a < 0:  # a noisy pair: keep the rate of the larger one, no negative overhead
+        return 0.0, y2 / x2
+    return a, b
+
+
+@dataclass(frozen=True)
+class Rates:
+    """A family's time per step, per evaluation and per job, as lines through the calibrated jobs."""
+
+    samples: tuple[Sample, ...]
+    step: tuple[float, float]
+    eval: tuple[float, float]
+    fixed: tuple[float, float]
+
+    @classmethod
+    def fit(cls, samples: list[Sample]) -> Rates:
+        """Lines through the smallest and largest measured job."""
+
+        def line(x: Callable[[Sample], float], y: Callable[[Sample], float]) -> tuple[float, float]:
+            lo, hi = sorted(samples, key=x)[0], sorted(samples, key=x)[-1]
+            return _line(x(lo), y(lo), x(hi), y(hi))
+
+        return cls(
+            tuple(samples),
+            line(lambda s: s.cost.step_flops, lambda s: s.t_step),
+            line(lambda s: s.cost.eval_flops, lambda s: s.t_eval),
+            line(lambda s: s.cost.stored, lambda s: s.t_fixed),
+        )
+
+    def seconds(self, c: JobCost) -> tuple[float, float, float]:
+        """(low, projected, high) seconds of one job; low = high = projected inside the calibrated range."""
+        mid = self._at(c, self.step, self.eval, self.fixed)
+        flops = [s.cost.step_flops for s in self.samples]
+        if min(flops) * 0.999 <= c.step_flops <= max(flops) * 1.001:
+            return mid, mid, mid
+        near = min(self.samples, key=lambda s: abs(s.cost.step_flops - c.step_flops))
+        scaled = self._at(
+            c,
+            (0.0, near.t_step / max(near.cost.step_flops, 1e-30)),
+            (0.0, near.t_eval / max(near.cost.eval_flops, 1e-30)),
+            (0.0, near.t_fixed / max(near.cost.stored, 1e-30)),
+        )
+        return min(mid, scaled), mid, max(mid, scaled)
+
+    @staticmethod
+    def _at(c: JobCost, step: tuple[float, float], ev: tuple[float, float], fixed: tuple[float, float]) -> float:
+        return (
+            c.steps * (step[0] + step[1] * c.step_flops)
+            + c.evals * (ev[0] + ev[1] * c.eval_flops)
+            + fixed[0]
+            + fixed[1] * c.stored
+        )
+
+
+def makespan(seconds: list[float], workers: int) -> float:
+    """Wall time of jobs taken longest first, each by the next free worker (what the local executor does)."""
+    free = [0.0] * max(1, min(workers, len(seconds) or 1))
+    for s in sorted(seconds, reverse=True):
+        heapq.heappush(free, heapq.heappop(free) + s)
+    return max(free)
+
+
+def calibrate(configs: list[Config], *, threads: int) -> tuple[Rates, list[int]]:
+    """Rates of a family of jobs, measured on its smallest and largest job (by step FLOPs) at `threads` threads;
+    returns the rates and the indices of the measured jobs."""
+    costs = [job_cost(c) for c in configs]
+    order = sorted(range(len(configs)), key=lambda i: (costs[i].step_flops, costs[i].eval_flops))
+    picks = sorted({order[0], order[-1]})
+    previous = torch.get_num_threads()
+    try:
+        samples = []
+        for i in picks:
+            tree = configs[i].to_dict()
+            tree["train"]["threads"] = threads
+            samples.append(measure(build_config(tree)))
+    finally:
+        torch.set_num_threads(previous)
+    return Rates.fit(samples), picks
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a set of jobs costs: counts, FLOPs, and the projected wall time with its range."""
+
+    jobs: int
+    seed_steps: int
+    gflop: float
+    seconds: float  # projected wall time on the workers
+    low: float  # the range where jobs lie outside the calibrated ones (low = high = seconds inside)
+    high: float
+    calibrated: tuple[int, ...] = ()  # indices of the jobs measured
+    samples: tuple[Sample, ...] = ()  # what those measurements gave
+    job_seconds: tuple[float, ...] = ()  # projected seconds of every job
+
+    def describe(self) -> str:
+        """One line: the wall time, as a range when extrapolated."""
+        if self.high > self.low * 1.02:
+            return f"{duration(self.seconds)} (range {duration(self.low)} - {duration(self.high)}, extrapolated)"
+        return duration(self.seconds)
+
+    def calibration(self, ids: list[str]) -> str:
+        """One line per measured job: its id and rates."""
+        return "\n".join(
+            f"  calibrated on job {ids[i]}: {s.t_step * 1e3:.3f} ms/step "
+            f"({s.cost.step_flops / max(s.t_step, 1e-12) / 1e9:.2f} GFLOP/s), {s.t_eval:.3f} s/evaluation, "
+            f"{s.t_fixed:.2f} s build + write"
+            for i, s in zip(self.calibrated, self.samples)
+        )
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a short human figure: 42 s, 3.5 min, 2.1 h."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def estimate(
@@ -86,8 +275,8 @@ def estimate(
     threads: int,
     tasks: int | None = None,
     configs: list[Config] | None = None,
-) -> dict[str, float]:
-    """Seed-steps, GFLOP and projected wall time of jobs (overrides and seeds per job) on `workers` workers.
+) -> Estimate:
+    """Seed-steps, GFLOP and projected wall time (with its range) of jobs on `workers` workers.
 
     `tasks`: how many tasks the jobs run as (packed jobs share one; default one per job): the work is spread over
     at most that many workers. Packing's per-step saving is not modelled (an upper bound for packed small students).
@@ -96,31 +285,20 @@ def estimate(
     if configs is None:
         make = config_maker(config)  # the file read once
         configs = [make([*o, f"seeds={s}"]) for o, s in zip(overrides, seeds)]
+    if not configs:
+        return Estimate(0, 0, 0.0, 0.0, 0.0, 0.0)
     costs = [job_cost(c) for c in configs]
-    if not costs:
-        return {"jobs": 0, "seed_steps": 0, "gflop": 0.0, "seconds": 0.0}
-    tree = configs[0].to_dict()
-    tree["train"]["threads"] = threads
-    first = build_config(tree)
-    previous = torch.get_num_threads()
-    try:
-        t_build, t_eval, t_step = calibrate(first)
-    finally:
-        torch.set_num_threads(previous)
-    ref = costs[0]
-    seconds = sum(
-        t_build
-        + c.evals * t_eval * c.eval_flops / ref.eval_flops
-        + c.seed_steps / len(s) * t_step * c.step_flops / ref.step_flops
-        for c, s in zip(costs, seeds)
+    rates, picks = calibrate(configs, threads=threads)
+    per_job = [rates.seconds(c) for c in costs]
+    slots = max(1, min(workers, tasks or len(costs)))
+    return Estimate(
+        len(costs),
+        sum(c.seed_steps for c in costs),
+        sum(c.gflop for c in costs),
+        makespan([s[1] for s in per_job], slots),
+        makespan([s[0] for s in per_job], slots),
+        makespan([s[2] for s in per_job], slots),
+        tuple(picks),
+        rates.samples,
+        tuple(s[1] for s in per_job),
     )
-    gflop = sum(c.seed_steps / len(s) * c.step_flops + c.evals * c.eval_flops for c, s in zip(costs, seeds)) / 1e9
-    return {
-        "jobs": len(costs),
-        "seed_steps": sum(c.seed_steps for c in costs),
-        "gflop": gflop,
-        "seconds": seconds / max(1, min(workers, tasks or len(costs))),
-        "t_step": t_step,
-        "t_eval": t_eval,
-        "t_build": t_build,
-    }
