@@ -440,3 +440,64 @@ def test_the_simulation_approaches_the_ode_as_d_grows() -> None:
 
     small, large = msd(250), msd(1000)
     assert large < small, (small, large)
+
+
+# ---- the engine's own pieces ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("act,slope", ACTS)
+def test_the_drift_is_i3_contracted_over_units(act: str, slope: float) -> None:
+    """X[i, b] = sum_a c_ia I3(i, b, a): the matrix-product form against the entrywise I3 (tested by Monte Carlo)."""
+    Q, R, T, V, Vt = (a[None] for a in _pair(3, 2, 2, seed=14, near=True))
+    cov = eq.covariance(Q, R, T)
+    c = V @ np.swapaxes(eq.signed_fanout(V, Vt), 1, 2)
+    ig = Integrals(act, slope)
+    want = np.einsum("sia,siba->sib", c, eq.i3_tensor(ig, cov, 3))
+    np.testing.assert_allclose(eq.drift(ig, cov, c), want, rtol=1e-10, atol=1e-13)
+
+
+def test_the_monte_carlo_path_agrees_with_the_erf_closed_form() -> None:
+    """The same right-hand side for erf with the second-order term on fixed draws instead of its closed form."""
+    Q, R, T, V, Vt = (a[None] for a in _pair(3, 2, 2, seed=15))
+    ig = Integrals("erf")
+    kw = dict(eta=1.5, eta_v=0.5, train_first=True, batch=2)
+    closed = eq.derivatives(ig, Q, R, V, T, Vt, z=None, **kw)  # type: ignore[arg-type]
+    mc = eq.derivatives(ig, Q, R, V, T, Vt, z=draws(100_000, 5, 3), **kw)  # type: ignore[arg-type]
+    assert mc[3] is not None and np.all(mc[3] > 0)
+    assert np.all(np.abs(mc[0] - closed[0]) <= 4 * mc[3] + 1e-15)
+    np.testing.assert_array_equal(mc[1], closed[1])
+    np.testing.assert_array_equal(mc[2], closed[2])
+
+
+def test_the_monte_carlo_error_bounds_the_spread_over_draw_sets() -> None:
+    """ReLU: two sets of draws give Q within a few times the reported mc_error, which starts at 0 and grows."""
+    Q, R, T, V, Vt = (a[None] for a in _pair(3, 2, 2, seed=16))
+    st = ode.OdeState(Q, R, T, V, Vt)
+    s = dict(eta=1.5, eta_v=0.5, train_first=True, batch=1, input_dim=100, loss="half_sse", mc_samples=2000)
+    a = ode.solve(st, ode.OdeSettings("relu", 0.0, mc_seed=0, **s), t_end=1.0)  # type: ignore[arg-type]
+    b = ode.solve(st, ode.OdeSettings("relu", 0.0, mc_seed=1, **s), t_end=1.0)  # type: ignore[arg-type]
+    assert a.mc_error[0, 0] == 0 and np.all(np.diff(a.mc_error[:, 0]) >= 0) and a.mc_error[-1, 0] > 0
+    spread = np.abs(a.Q[-1] - b.Q[-1]).max()
+    assert 0 < spread <= 4 * math.sqrt(2) * a.mc_error[-1, 0]
+
+
+def test_rk4_and_euler_meet_as_the_step_shrinks() -> None:
+    """erf, both layers trained: Euler's error shrinks like dt against RK4 at dt 0.01."""
+    Q, R, T, V, Vt = (a[None] for a in _pair(3, 2, 2, seed=17))
+    st = ode.OdeState(Q, R, T, V, Vt)
+    base = dict(eta=1.0, eta_v=1.0, train_first=True, batch=4, input_dim=100, loss="half_sse")
+    times = np.array([0.0, 0.5, 2.0])
+    ref = ode.solve(st, ode.OdeSettings("erf", 0.0, method="rk4", dt=0.01, **base), t_end=2.0, t_eval=times)  # type: ignore[arg-type]
+    errs = []
+    for dt in (0.04, 0.01):
+        e = ode.solve(st, ode.OdeSettings("erf", 0.0, dt=dt, **base), t_end=2.0, t_eval=times)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(e.t, times)
+        errs.append(np.abs(e.Q[-1] - ref.Q[-1]).max())
+    assert 2.5 < errs[0] / errs[1] < 6  # first order: 4x
+
+
+def test_importing_the_engine_loads_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, studentspec.theory.ode; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

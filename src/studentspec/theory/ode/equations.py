@@ -78,11 +78,11 @@ def second_order_closed(ig: Integrals, cov: Array, c: Array) -> Array:
     ya = c12 * c23 - e22 * c13
     l1 = l4 * e[:, :, None] - c23 * c23 * e11 - c13 * c13 * e22 + 2.0 * c12 * c13 * c23
     r = 1.0 / np.sqrt(l1)  # [S, N, P]
-    # L0 / sqrt(L1 L2), each term scaled by its a- and b-factors before the outer products
+    # L0 / sqrt(L1 L2): the a-factors scaled by 1 / sqrt(L1_a) before the outer products, 1 / sqrt(L2_b) once after
     ratio = (l4 * r)[:, :, None, :] * C[:, :, :, None]
+    ratio += (xa * r)[:, :, None, :] * c23[:, None, :, :]
+    ratio += (ya * r)[:, :, None, :] * c13[:, None, :, :]
     ratio *= r[:, None, :, :]
-    ratio += (xa * r)[:, :, None, :] * (c23 * r)[:, None, :, :]
-    ratio += (ya * r)[:, :, None, :] * (c13 * r)[:, None, :, :]
     np.clip(ratio, -1.0, 1.0, out=ratio)
     i4 = np.arcsin(ratio, out=ratio)  # [S, N, N, P]
     ca, cb = np.swapaxes(c[:, iu, :], 1, 2), np.swapaxes(c[:, ku, :], 1, 2)  # c_ia, c_kb [S, N, P]
