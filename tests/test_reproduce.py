@@ -264,7 +264,7 @@ def test_images_tiny_through_the_cli_end_to_end(tmp_path, capsys):
     for name in ("teacher.pt", "teacher_pruned.pt", "reproduce.json", "claims.json", "runs/multi_1/summary.json",
                  "runs/multi_2/scalars.parquet"):
         assert (out / name).is_file(), name
-    for fig in ("layer_corr", "channel_corr"):
+    for fig in ("layer_corr", "channel_corr", "mlp_inputs"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000, fig
     info = json.loads((out / "reproduce.json").read_text())
     assert (info["experiment"], info["scale"], info["dataset"]) == ("images", "tiny", "fashion_mnist")
@@ -274,10 +274,24 @@ def test_images_tiny_through_the_cli_end_to_end(tmp_path, capsys):
         "conv: more over-realization, higher correlation at every layer",
         "conv: more over-realization, better accuracy",
         "conv: lower layers specialize more",
+        "mlp on real images: more over-realization, higher correlation at every layer",
+        "mlp on Gaussian inputs like them: more over-realization, higher correlation at every layer",
     ]
+    # part 2: the same MLP teacher draw on the flattened images and on Gaussian inputs of their mean and covariance
+    for inputs, kind in (("real", "fashion_mnist"), ("gaussian", "gaussian_like")):
+        for m in (1.0, 2.0):
+            run = load_run(out / "runs" / "mlp" / f"{inputs}_multi_{m:g}")
+            cfg = run.config
+            assert (cfg.data.kind, cfg.input_dim, cfg.output_dim, cfg.student.multi) == (kind, 784, 10, m)
+            assert cfg.teacher.recipe == "deep" and cfg.seeds == [1, 2] and cfg.data.n_train == 60
+            last = run.scalars[(run.scalars.split == "eval") & (run.scalars.step == run.scalars.step.max())]
+            assert len(last) == 2  # one row per seed, its mean and ddof-0 std are the stored summary
+            stored = info["mlp"][inputs][f"{m:g}"]
+            assert [last[f"rho_mean_{l}"].mean() for l in (1, 2, 3)] == pytest.approx(stored["rho_mean"])
+            assert [last[f"rho_mean_{l}"].std(ddof=0) for l in (1, 2, 3)] == pytest.approx(stored["rho_std"])
     # the claims recomputed from the stored runs (their last evaluations) give the stored verdicts and values
     runs = {m: load_run(out / "runs" / f"multi_{m:g}") for m in (1.0, 2.0)}
-    assert [c["value"] for c in images.conv_claims(runs)] == pytest.approx([c["value"] for c in doc["claims"]])
+    assert [c["value"] for c in images.conv_claims(runs)] == pytest.approx([c["value"] for c in doc["claims"][:3]])
     for m, run in runs.items():
         last = run.scalars[run.scalars.step == run.scalars.step.max()]
         assert last.accuracy.mean() == pytest.approx(info["per_multi"][f"{m:g}"]["accuracy_mean"])
@@ -285,12 +299,20 @@ def test_images_tiny_through_the_cli_end_to_end(tmp_path, capsys):
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "teacher.pt", out / "runs/multi_2/scalars.parquet")}
     assert main(args) == 0  # resumed: nothing retrained
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    (out / "figures" / "mlp_inputs.png").unlink()  # the report draws a missing figure from the stored runs
     assert main(["report", str(out)]) == 0 and "conv: lower layers specialize more" in (out / "report.html").read_text()
+    assert (out / "figures" / "mlp_inputs.png").stat().st_size > 1000
     capsys.readouterr()
     # another data set in the same dir is refused (its teacher and runs are fashion_mnist's), exit 2
     assert main(["reproduce", "images", f"data.root={root}", "--dataset", "mnist", "--scale", "tiny", "--out", str(out),
                  "--quiet"]) == 2
     assert "holds images at scale tiny on fashion_mnist" in capsys.readouterr().err
+    # reproduce.json is checked against its schema when read: a corrupt part-2 record exits 2 naming the field
+    bad = json.loads((out / "reproduce.json").read_text())
+    bad["mlp"]["real"]["1"]["rho_mean"] = "high"
+    (out / "reproduce.json").write_text(json.dumps(bad))
+    assert main(["report", str(out)]) == 2
+    assert "field mlp.real.1.rho_mean" in capsys.readouterr().err
 
 
 def test_dataset_is_images_only_and_known(tmp_path, capsys, monkeypatch):

@@ -267,6 +267,14 @@ class Pruned(Stored):
     ratios: list[Num] = []
 
 
+class MlpInputs(Stored):
+    """reproduce images, part 2: one input kind's MLP students at one multi (final eval, over seeds)."""
+
+    rho_mean: list[Num]
+    rho_std: list[Num]
+    mse: Num = None
+
+
 class Reproduce(Stored):
     """reproduce.json: the experiment and scale a reproduce dir holds, its invocations (MLP) or stages (cifar10)."""
 
@@ -279,6 +287,8 @@ class Reproduce(Stored):
     pruned: Pruned = Pruned()
     overrides: list[str] = []
     config: str = ""
+    dataset: str | None = None  # reproduce images: the image set (--dataset)
+    mlp: dict[str, dict[str, MlpInputs]] = {}  # reproduce images: per input kind and multi, the MLP students
 
 
 # ---------------------------------------------------------------- checkpoint.json (a checkpoint dir)

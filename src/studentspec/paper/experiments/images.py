@@ -15,6 +15,7 @@ reproduction resumes where it stopped:
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,31 @@ DATASET_SETTINGS = {
     "cifar10": [],
 }
 
+# Part 2, one random deep MLP teacher on real flattened images vs on Gaussian inputs of their mean and covariance: the
+# configs/images_mlp_quick.yaml preset (quick), shrunk for tiny, grown for paper (4.3's widths, all images, 100
+# epochs); per input kind the settings over it, then one run per multi
+MLP_PRESET = "images_mlp_quick.yaml"
+MLP_SCALES = {
+    "tiny": ["teacher.widths=[4,4,4]", "data.n_train=60", "data.n_eval=30", "train.epochs=2", "eval.every=1"],
+    "quick": [],
+    "paper": [
+        "seeds=[1,2,3]",
+        "teacher.widths=[50,75,100,125]",
+        "data.n_train=60000",
+        "data.n_eval=10000",
+        "train.epochs=100",
+    ],
+}
+MLP_MULTIS = {"tiny": [1.0, 2.0], "quick": [1.0, 2.0, 5.0], "paper": [1.0, 2.0, 5.0]}
+INPUTS = ("real", "gaussian")
+
 CAPTIONS = {
     "layer_corr": "Conv students (4.4 protocol): per layer, mean over active teacher channels of the best student "
     "correlation vs epoch, mean ± std over seeds; one panel per multi.",
     "channel_corr": "Conv students (4.4 protocol): best correlation of every active teacher channel vs epoch (mean "
     "over seeds), coloured by fan-out norm; rows = multi, columns = layer.",
+    "mlp_inputs": "One random deep MLP teacher (4.3's recipe) on the real flattened images (left) and on Gaussian "
+    "inputs of the same mean and covariance (right): final rho_mean per layer vs multi, mean ± std over seeds.",
 }
 
 
@@ -75,6 +96,7 @@ def run(
     """
     from ...store import write_json
     from ..claims import summarize
+    from ..style import save
 
     dataset = dataset or DATASETS[0]
     if dataset not in DATASETS:
@@ -89,7 +111,10 @@ def run(
     times: dict[str, float] = {}
     stage = cifar10.stage_runner(times, progress)
     conv, runs = cifar10.protocol(out, path, settings, cfg, data, scale=scale, stage=stage, progress=progress)
-    claims = conv_claims(runs)
+    mlp_runs = mlp_part(out, scale, dataset, overrides, stage=stage, progress=progress)
+    figures = [*conv["figures"], *(str(p) for p in save(inputs_figure(mlp_runs), out / "figures", "mlp_inputs"))]
+    conv["figures"] = figures
+    claims = conv_claims(runs) + mlp_claims(mlp_runs)
     wall = round(time.perf_counter() - start, 1)
     write_json(
         out / "claims.json",
@@ -98,7 +123,7 @@ def run(
             "scale": scale,
             "claims": claims,
             "summary": summarize(claims),
-            "figures": [Path(p).stem for p in conv["figures"] if str(p).endswith(".png")],
+            "figures": [Path(p).stem for p in figures if str(p).endswith(".png")],
             "wall_time_s": wall,
         },
     )
@@ -107,6 +132,7 @@ def run(
         | {"config": str(path), "overrides": overrides, "stage_seconds": times, "wall_time_s": wall}
         | conv
         | {"data": {"kind": cfg.data.kind, "source": data.source, "shape": list(data.shape)}}
+        | {"mlp": mlp_summary(mlp_runs)}
     )
     write_json(out / "reproduce.json", info)
     if progress:
@@ -115,8 +141,39 @@ def run(
     return info
 
 
+def mlp_part(
+    out: Path, scale: str, dataset: str, overrides: list[str], *, stage: Any, progress: bool
+) -> dict[str, dict[float, Any]]:
+    """Part 2: per input kind (real images, Gaussian of their mean and covariance) one MLP run per multi (runs/mlp/).
+
+    The teacher is the same draw from the same seeds (the deep recipe) on both; its bias tuning and output
+    standardization use each kind's own evaluation inputs, as any deep teacher's do.
+    """
+    from ... import pipelines
+    from ...store import load_run
+
+    preset = cifar10.config_path(scale).parent / MLP_PRESET
+    if not preset.is_file():
+        raise ConfigError(f"{preset}: preset not found (run from a source checkout of studentspec)")
+    base = [*MLP_SCALES[scale], f"data.kind={dataset}", *overrides]
+    kinds = {"real": base, "gaussian": [*base, "data.kind=gaussian_like", f"data.like={dataset}"]}
+    runs: dict[str, dict[float, Any]] = {}
+    for inputs, settings in kinds.items():
+        runs[inputs] = {}
+        for multi in MLP_MULTIS[scale]:
+            run_dir = out / "runs" / "mlp" / f"{inputs}_multi_{multi:g}"
+            run_cfg = load_config(preset, [*settings, f"student.multi={multi}"])
+
+            def make(run_cfg: Any = run_cfg, run_dir: Path = run_dir) -> Any:
+                pipelines.write_run(pipelines.train(run_cfg, progress), run_dir, overwrite=True)
+                return load_run(run_dir)
+
+            runs[inputs][multi] = stage(f"mlp {inputs} multi {multi:g}", make, functools.partial(load_run, run_dir))
+    return runs
+
+
 def finals(runs: dict[float, Any]) -> Any:
-    """Each run's last-evaluation scalars (a row per seed) with a student.multi column: the claims' input."""
+    """Each run's last-evaluation scalars (eval split; a row per seed) plus student.multi: the claims' input."""
     import pandas as pd
 
     from ..claims import MULTI
@@ -124,8 +181,68 @@ def finals(runs: dict[float, Any]) -> Any:
     frames = []
     for multi, run in sorted(runs.items()):
         sc = run.scalars
+        if "split" in sc.columns:  # MLP runs evaluate train and eval sets
+            sc = sc[sc["split"] == "eval"]
         frames.append(sc[sc["step"] == sc["step"].max()].assign(**{MULTI: multi}))
     return pd.concat(frames, ignore_index=True)
+
+
+def mlp_claims(runs: dict[str, dict[float, Any]]) -> list[dict[str, Any]]:
+    """4.4's over-realization claim on the MLP students, real images and Gaussian inputs each."""
+    from .. import claims
+
+    names = {"real": "mlp on real images", "gaussian": "mlp on Gaussian inputs like them"}
+    return [claims.over_realization_rho(finals(runs[k]), label=names[k]) for k in INPUTS if runs.get(k)]
+
+
+def mlp_summary(runs: dict[str, dict[float, Any]]) -> dict[str, Any]:
+    """Per input kind and multi: final eval rho_mean per layer (mean, std over seeds) and eval MSE (mean)."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for inputs, by_multi in runs.items():
+        table = finals(by_multi)
+        layers = sorted(int(c.rsplit("_", 1)[1]) for c in table.columns if c.startswith("rho_mean_"))
+        out[inputs] = {
+            f"{m:g}": {
+                "rho_mean": [float(g[f"rho_mean_{l}"].mean()) for l in layers],
+                "rho_std": [float(np.std(g[f"rho_mean_{l}"])) for l in layers],
+                "mse": float(g["mse"].mean()),
+            }
+            for m, g in table.groupby("student.multi")
+        }
+    return out
+
+
+def inputs_figure(runs: dict[str, dict[float, Any]]) -> Any:
+    """Final rho_mean per layer vs multi (mean ± std over seeds); left real images, right Gaussian inputs like them."""
+    from ..style import ordered_color, styled, subplots
+
+    @styled
+    def draw() -> Any:
+        fig, axes = subplots(1, 2, sharey=True)
+        summary = mlp_summary(runs)
+        titles = {"real": "real images (flattened)", "gaussian": "Gaussian inputs, same mean and covariance"}
+        for ax, inputs in zip(axes[0], INPUTS):
+            by_multi = summary.get(inputs, {})
+            multis = sorted(by_multi, key=float)
+            n = len(by_multi[multis[0]]["rho_mean"]) if multis else 0
+            for i in range(n):
+                mean = [by_multi[m]["rho_mean"][i] for m in multis]
+                std = [by_multi[m]["rho_std"][i] for m in multis]
+                x = [float(m) for m in multis]
+                ax.errorbar(
+                    x, mean, yerr=std, marker="o", ms=3, capsize=2, color=ordered_color(i, n), label=f"layer {i + 1}"
+                )
+            ax.set(xscale="log", xlabel="multi", ylim=(0, 1.02), title=titles[inputs])
+            ax.set_xticks([float(m) for m in multis], multis)
+            ax.minorticks_off()
+            ax.legend(loc="lower right")
+        axes[0, 0].set_ylabel("final rho_mean (eval), mean ± std over seeds")
+        fig.suptitle("one random deep MLP teacher (same seeds) on two kinds of inputs")
+        return fig
+
+    return draw()
 
 
 def conv_claims(runs: dict[float, Any]) -> list[dict[str, Any]]:
@@ -157,7 +274,39 @@ def report_body(out: Path, redraw: bool = False) -> str:
         for c in doc["claims"]
     ]  # paper.report's claims_html would import the experiment registry back (an import cycle)
     claims = page.table(["verdict", "claim", "value", "threshold", "statistic", "detail"], rows, {2})
-    return f"<h2>Claims</h2>\n{head}\n{claims}\n" + cifar10.conv_report(out, redraw, NAME, CAPTIONS)
+    return (
+        f"<h2>Claims</h2>\n{head}\n{claims}\n"
+        + cifar10.conv_report(out, redraw, NAME, CAPTIONS)
+        + _mlp_html(out, info.get("mlp", {}), redraw)
+    )
+
+
+def _mlp_html(out: Path, mlp: dict[str, Any], redraw: bool) -> str:
+    """Part 2's section: final rho_mean per layer per input kind and multi, and its figure (drawn when missing)."""
+    from ...store import check_figures, load_run
+    from ..style import save
+
+    if not mlp:
+        return ""
+    if redraw or not (out / "figures" / "mlp_inputs.png").is_file():
+        runs: dict[str, dict[float, Any]] = {}
+        for d in sorted((out / "runs" / "mlp").glob("*_multi_*")):
+            inputs, multi = d.name.split("_multi_")
+            runs.setdefault(inputs, {})[float(multi)] = load_run(d)
+        check_figures(out / "figures")
+        save(inputs_figure(runs), out / "figures", "mlp_inputs")
+    rows = [
+        [inputs, m, f"{r['mse']:.4g}", *(f"{a:.4g} ± {b:.3g}" for a, b in zip(r["rho_mean"], r["rho_std"]))]
+        for inputs, by_multi in mlp.items()
+        for m, r in by_multi.items()
+    ]
+    n = max(len(r) for r in rows) - 3
+    header = ["inputs", "multi", "eval MSE", *(f"rho layer {l}" for l in range(1, n + 1))]
+    return f"""<h2>MLP teacher on real images vs Gaussian inputs like them</h2>
+<p class="small">runs/mlp/: one random deep MLP teacher (same seeds) on the flattened images and on Gaussian inputs of
+their mean and covariance; final evaluation, mean ± std (ddof 0) over seeds.</p>
+{page.table(header, rows, {1, 2})}
+{page.figures_html(out, ["mlp_inputs"], CAPTIONS)}"""
 
 
 EXPERIMENT = Experiment(NAME, CAPTIONS, run=run, report_body=report_body, datasets=DATASETS)
