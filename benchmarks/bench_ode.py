@@ -70,10 +70,9 @@ def main() -> None:
             runs.append(json.loads(out.stdout))
         sec = statistics.median(r["seconds"] for r in runs)
         rate = statistics.median(r["rhs_per_s"] for r in runs)
-        print(
-            f"{name:28s} {sec:8.2f} s  {rate:9.0f} RHS evals/s  (runs: {', '.join(f'{r['seconds']:.2f}' for r in runs)};"
-            f" J_end {runs[0]['J_end']:.4g}; mc_samples {CASES[name]['mc']} where ReLU)"
-        )
+        each = ", ".join(f"{r['seconds']:.2f}" for r in runs)
+        mc = f"; mc_samples {CASES[name]['mc']}" if CASES[name]["act"] == "relu" else ""
+        print(f"{name:28s} {sec:8.2f} s  {rate:9.0f} RHS evals/s  (runs: {each}; J_end {runs[0]['J_end']:.4g}{mc})")
 
 
 if __name__ == "__main__":
