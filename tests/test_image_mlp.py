@@ -139,6 +139,16 @@ def test_a_sweep_of_two_points_with_theory_on_image_inputs(fmnist, tmp_path):
     assert np.isfinite(sc["mse"]).all()
 
 
+def test_packed_image_jobs_are_bitwise_the_unpacked_ones(fmnist, tmp_path):
+    items = [*SMALL, f"data.root={fmnist}", "data.kind=fashion_mnist", "student.init_scale=1,1.5", "teacher.decay=0,1"]
+    packed = run_sweep(None, items, tmp_path / "p", SweepOptions(workers=1, progress=False, pack=None))  # auto
+    plain = run_sweep(None, items, tmp_path / "u", SweepOptions(workers=1, progress=False))
+    assert not packed["failed"] and not plain["failed"] and len(packed["done"]) == 4
+    a, b = (load_sweep(tmp_path / d)["scalars"].sort_values(["job", "seed", "step", "split"]) for d in ("p", "u"))
+    assert a["mse"].tolist() == b["mse"].tolist() and a["rho_mean_1"].tolist() == b["rho_mean_1"].tolist()
+    assert any("packed_with" in json.loads(p.read_text()) for p in (tmp_path / "p").rglob("summary.json"))
+
+
 def test_gaussian_like_has_the_images_mean_and_covariance(fmnist):
     cfg = pipelines.load_config(None, [*SMALL, f"data.root={fmnist}", "data.kind=gaussian_like", "data.like=fashion_mnist",
                                        "data.n_train=60", "seeds=[3]"])
