@@ -10,7 +10,7 @@ from studentspec.cli import main
 from studentspec.conv.nets import ConvNet, apply_masks, fanout_importance, init_conv_net, n_pruned, prune_masks
 from studentspec.conv.metrics import evaluate_conv, positions, update_conv
 from studentspec.conv.teacher import load_checkpoint, save_checkpoint, train_teacher
-from studentspec.conv.images import normalize
+from studentspec.images import normalize
 from studentspec.ensemble.corr import CorrAccumulator
 
 

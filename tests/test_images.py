@@ -220,7 +220,7 @@ train: {{lr: 0.01, batch_size: 20, steps_per_epoch: 2, epochs: 1, dtype: float32
 
 def test_augmentation_does_not_depend_on_the_default_dtype():
     """A process whose default dtype is float64 (some test modules set it) must crop and flip exactly like any other."""
-    from studentspec.conv.images import augment
+    from studentspec.images import augment
 
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
     before = torch.get_default_dtype()

@@ -174,7 +174,7 @@ def protocol(
 
 def _config_and_data(path: Path, settings: list[str]) -> tuple[Any, Any]:
     """The experiment's config and its CIFAR-10 images; ConfigError saying how to get them when they are missing."""
-    from ...conv.images import how_to_get, load_images
+    from ...images import how_to_get, load_images
 
     cfg = load_config(path, settings)
     if cfg.data.kind != "cifar10":
