@@ -590,7 +590,7 @@ def _reproduce_args(sub: _Commands) -> None:
     )
     e.add_argument(
         "--dataset",
-        help="images only: the image set, fashion_mnist (default), mnist or cifar10 (data.root=PATH for the latter two)",
+        help="images only: the image set, fashion_mnist (default), mnist or cifar10 (data.root=PATH for those two)",
     )
     e.add_argument(
         "--out",
