@@ -119,8 +119,38 @@ def test_random_conv_teacher_refusals():
         pipelines.build(pipelines.load_config(None, ["teacher.net=conv", "data.kind=gaussian"]))
     with pytest.raises(ConfigError, match=r"^teacher.net: conv runs on an image data set"):
         pipelines.load_config(None, ["teacher.net=conv", "data.kind=uniform"])
-    with pytest.raises(ConfigError, match=r"^teacher.batchnorm: a random conv teacher"):
-        pipelines.build(pipelines.load_config(None, [*RANDOM, "data.kind=gaussian", "teacher.batchnorm=after"]))
+    with pytest.raises(ConfigError, match=r"^teacher.no_bias: not supported for a random conv teacher"):
+        pipelines.build(pipelines.load_config(None, [*RANDOM, "data.kind=gaussian", "teacher.no_bias=true",
+                                                     "teacher.tune=false"]))
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_random_conv_teacher_with_batchnorm_is_nn_batchnorm2d_on_eval_statistics(where):
+    """BatchNorm as a fixed affine map: nn.BatchNorm2d in eval mode whose running mean and (unbiased) variance are the
+    per-channel statistics, over evaluation images and positions, of what it normalizes, computed here."""
+    s = pipelines.build(pipelines.load_config(None, [*RANDOM, "data.kind=gaussian", f"teacher.batchnorm={where}",
+                                                     "teacher.batchnorm_affine=true"]))
+    assert s.student.batchnorm == where and len(s.student.norms) == 2
+    layers, head = _oracle(s)
+    h = s.data.test_x
+    with torch.no_grad():
+        for conv in layers[::2]:
+            z = conv(h)
+            if where == "before":
+                h = torch.relu(_bn_eval(z))
+            else:
+                h = _bn_eval(torch.relu(z))
+        y = head(h.flatten(1))
+        out, _ = s.teacher.forward(s.data.test_x[:, None])
+    assert np.allclose(out[0].numpy(), y.numpy(), rtol=1e-9, atol=1e-9)
+    assert np.allclose(y.mean(0).numpy(), 0, atol=1e-10) and np.allclose(y.std(0).numpy(), 1, atol=1e-10)
+
+
+def _bn_eval(v):
+    bn = torch.nn.BatchNorm2d(v.shape[1], dtype=torch.float64).eval()  # weight 1, bias 0: a fresh affine BatchNorm
+    bn.running_mean.copy_(v.mean(dim=(0, 2, 3)))
+    bn.running_var.copy_(v.transpose(0, 1).reshape(v.shape[1], -1).var(dim=1))
+    return bn(v)
 
 
 def test_an_image_set_of_the_wrong_shape_for_a_checkpoint_exits_2(tmp_path, capsys):

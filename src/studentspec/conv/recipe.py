@@ -5,8 +5,9 @@ C_in x 3 x 3 values) and every row of the head (C_L x H_L x W_L values) is drawn
 distinct within its layer, and normalized to unit length; the biases are U(-0.5, 0.5) divided by the same norm.
 With `teacher.tune` each channel's bias is then shifted by the median of its pre-activation over the evaluation
 images AND positions (each channel active about half the time), layer by layer, and every output standardized to
-mean 0, std 1 over the evaluation images. The teacher is one net for the whole ensemble, drawn from the generator
-of (teacher_train.seed, teacher), like a trained teacher; nothing is trained.
+mean 0, std 1 over the evaluation images. BatchNorm (teacher.batchnorm before or after), when present, is a fixed
+affine map whose statistics are set from the evaluation images. The teacher is one net for the whole ensemble, drawn
+from the generator of (teacher_train.seed, teacher), like a trained teacher; nothing is trained.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..config import Config, ConfigError
 from ..ensemble import activations, seeding
 from ..ensemble.grid import distinct_rows
 from ..images import STANDARD_NORMALIZATION, ImageSet, channel_stats, normalize
-from .nets import KERNEL, ConvNet
+from .nets import KERNEL, ConvBatchNorm, ConvNet
 from .teacher import TeacherCheckpoint
 
 GAUSSIAN_SHAPE = (1, 16, 16)  # the released code's Gaussian images (dataset: gaussian with use_cnn)
@@ -63,20 +64,49 @@ def draw(cfg: Config, shape: tuple[int, int, int]) -> ConvNet:
         raise ConfigError(f"teacher.widths: {len(t.widths)} valid 3x3 conv layers do not fit {h}x{h} images")
     rows, norm = _unit_rows(g, cfg.output_dim, c * side * side, f"the head ({cfg.output_dim} outputs)")
     bias = torch.rand(cfg.output_dim, generator=g, dtype=torch.float64) - 0.5
-    return ConvNet(weights, biases, rows.T.contiguous()[None], (bias / norm)[None], t.activation, t.leaky_slope)
+    norms = []
+    if t.batchnorm != "none":  # set from the evaluation images by calibrate(); affine: weight 1, bias 0
+        for width in t.widths:
+            zeros, ones = torch.zeros(1, width, dtype=torch.float64), torch.ones(1, width, dtype=torch.float64)
+            affine = t.batchnorm_affine
+            norms.append(
+                ConvBatchNorm(zeros, ones, ones.clone() if affine else None, zeros.clone() if affine else None)
+            )
+    return ConvNet(
+        weights,
+        biases,
+        rows.T.contiguous()[None],
+        (bias / norm)[None],
+        t.activation,
+        t.leaky_slope,
+        t.batchnorm,
+        norms,
+    )
 
 
 @torch.no_grad()
-def tune(net: ConvNet, x: Tensor) -> ConvNet:
-    """Shift each channel's bias by its median pre-activation over images x [N, C, H, W] (float64) and positions,
-    layer by layer, then standardize every output over the images; in place."""
+def calibrate(net: ConvNet, x: Tensor, tune: bool) -> ConvNet:
+    """Calibrate on images x [N, C, H, W] (float64), layer by layer, in place.
+
+    With `tune`: shift each channel's bias by its median pre-activation over the images and positions, then
+    standardize every output over the images. BatchNorm statistics, when present, are always set from x, per channel
+    over images and positions (a teacher's BatchNorm is a fixed affine map), as the MLP teachers' (mlp/teacher.py).
+    """
     act = activations.get(net.activation)
     h = x
-    for w, b in zip(net.weights, net.biases):
+    for l, (w, b) in enumerate(zip(net.weights, net.biases)):
         z = torch.cat([F.conv2d(h[i : i + CHUNK], w[0], b[0]) for i in range(0, h.shape[0], CHUNK)])
-        med = z.transpose(0, 1).reshape(z.shape[1], -1).median(dim=1).values
-        b -= med[None]
-        h = act.forward(z - med[None, :, None, None], net.slope)
+        if tune:
+            med = z.transpose(0, 1).reshape(z.shape[1], -1).median(dim=1).values
+            b -= med[None]
+            z = z - med[None, :, None, None]
+        if net.batchnorm == "before":
+            z = _set_norm(net, l, z)
+        h = act.forward(z, net.slope)
+        if net.batchnorm == "after":
+            h = _set_norm(net, l, h)
+    if not tune:
+        return net
     out = h.reshape(h.shape[0], -1) @ net.head_w[0] + net.head_b[0]
     mean, std = out.mean(0), out.std(0).clamp_min(1e-12)
     net.head_w /= std[None, None, :]
@@ -84,12 +114,19 @@ def tune(net: ConvNet, x: Tensor) -> ConvNet:
     return net
 
 
+def _set_norm(net: ConvNet, l: int, v: Tensor) -> Tensor:
+    """Layer l's BatchNorm set to the per-channel mean and (unbiased) variance of v [N, C, H, W]; v normalized."""
+    flat = v.transpose(0, 1).reshape(v.shape[1], -1)
+    bn = net.norms[l]
+    bn.running_mean.copy_(flat.mean(1)[None])
+    bn.running_var.copy_(flat.var(1)[None])
+    return bn(v[:, None], False)[:, 0]
+
+
 def random_teacher(cfg: Config, data: ImageSet) -> tuple[TeacherCheckpoint, ImageSet]:
     """The random conv teacher of cfg for `data` (tuned on its test images when teacher.tune) as an in-memory
     checkpoint, and the data; Gaussian images get the teacher's argmax as their labels (they have none)."""
     t = cfg.teacher
-    if t.batchnorm != "none":
-        raise ConfigError("teacher.batchnorm: a random conv teacher has no BatchNorm here; set none")
     if t.no_bias:
         raise ConfigError("teacher.no_bias: not supported for a random conv teacher")
     if data.name == "gaussian":
@@ -101,8 +138,8 @@ def random_teacher(cfg: Config, data: ImageSet) -> tuple[TeacherCheckpoint, Imag
     def inputs(x: Tensor) -> Tensor:
         return normalize(x, mean, std, torch.float64)
 
-    if t.tune:
-        tune(net, inputs(data.test_x))
+    if t.tune or t.batchnorm != "none":
+        calibrate(net, inputs(data.test_x), t.tune)
 
     def argmax(x: Tensor) -> Tensor:
         parts = [net.forward(inputs(x[i : i + CHUNK])[:, None])[0][0].argmax(1) for i in range(0, x.shape[0], CHUNK)]
