@@ -168,3 +168,12 @@ def test_an_image_set_of_the_wrong_shape_for_a_checkpoint_exits_2(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and str(ckpt) in err and "[1, 20, 20]" in err and "data.root" in err
     assert not out.exists()
+
+
+def test_a_random_conv_run_resumes_bitwise(tmp_path, monkeypatch):
+    """The random teacher and Gaussian images are drawn again at build, from the same generators."""
+    from test_image_mlp import resumed_equals_uninterrupted
+
+    cfg = pipelines.load_config(None, [*RANDOM, "data.kind=gaussian", "train.epochs=3", "train.checkpoint_every=1",
+                                       "train.optimizer=adam", "train.lr=0.001"])
+    resumed_equals_uninterrupted(cfg, tmp_path, monkeypatch, 1)

@@ -183,3 +183,41 @@ def test_an_mlp_on_the_real_fashion_mnist_images():
     res = pipelines.train(cfg, progress=False)
     rho = pipelines.record(res).summary["per_seed"]["1"]["rho_mean_1"]
     assert 0 < rho <= 1
+
+
+class Crash(Exception):
+    """A process dying right after it wrote a checkpoint."""
+
+
+def resumed_equals_uninterrupted(cfg, tmp_path, monkeypatch, crash_epoch: int) -> None:
+    """Train `cfg` whole; train it again crashing after the checkpoint of `crash_epoch`, resume it: the same tables,
+    weights and per-seed summary (a helper the random conv teacher's test shares)."""
+    from studentspec import load_run
+    from studentspec.store import checkpoint as ck
+
+    whole = load_run(pipelines.write_run(pipelines.train(cfg, progress=False), tmp_path / "whole"))
+    real = ck.write_checkpoint
+
+    def write(out, c, *, epoch, state, tables):
+        real(out, c, epoch=epoch, state=state, tables=tables)
+        if epoch == crash_epoch:
+            raise Crash
+
+    monkeypatch.setattr(pipelines, "write_checkpoint", write)
+    with pytest.raises(Crash):
+        pipelines.train(cfg, progress=False, out=tmp_path / "run")
+    monkeypatch.undo()
+    result = pipelines.train(cfg, progress=False, out=tmp_path / "run", resume=True)
+    assert result.resumed_from == crash_epoch
+    again = load_run(pipelines.write_run(result, tmp_path / "run"))
+    for name in ("scalars", "teachers", "students"):
+        assert len(getattr(whole, name)) > 0 and getattr(whole, name).equals(getattr(again, name)), name
+    wa, wb = whole.weights(), again.weights()
+    assert set(wa) == set(wb) and all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+def test_an_augmented_image_mlp_resumes_bitwise(fmnist, tmp_path, monkeypatch):
+    """data.augment + data.regenerate: each epoch's crops come from the data generators, which the checkpoint keeps."""
+    cfg = pipelines.load_config(None, [*SMALL, f"data.root={fmnist}", "data.kind=fashion_mnist", "data.augment=true",
+                                       "data.regenerate=true", "train.epochs=4", "train.checkpoint_every=1"])
+    resumed_equals_uninterrupted(cfg, tmp_path, monkeypatch, 2)
