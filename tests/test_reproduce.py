@@ -29,6 +29,9 @@ EXPECTED = {
                    "strong teacher nodes first", "larger multi converges faster", "larger multi converges lower", "Lemma identity"}),
     "sample-complexity": ({"sample_complexity"}, {"teacher-aware needs fewer samples"}),
     "deep": ({"deep_lshape", "deep_rho_vs_n"}, {"deep: lowest layer specializes most", "deep: lowest layer -> 1 as loss -> 0", "Lemma identity"}),
+    "online": ({"ode_vs_simulation", "plateau", "convergence_law"},
+               {"ODE matches simulation", "plateau escape time grows with d", "plateau escape time grows like log d",
+                "realizable students converge exponentially", "over-realized students converge as a power law"}),
 }
 
 

@@ -10,7 +10,7 @@ or matplotlib (each analysis imports what it needs when it runs).
 from __future__ import annotations
 
 from ...config import ConfigError
-from . import cifar10, deep, images, sample_complexity, two_layer
+from . import cifar10, deep, images, online, sample_complexity, two_layer
 from .base import SCALES, Analysis, Experiment, Part
 
 __all__ = ["EXPERIMENTS", "SCALES", "Analysis", "Experiment", "Part", "get"]
@@ -24,6 +24,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         deep.EXPERIMENT,
         cifar10.EXPERIMENT,
         images.EXPERIMENT,
+        online.EXPERIMENT,  # docs/model.md 6: the online-learning theory beside the simulations
     )
 }
 
