@@ -112,7 +112,8 @@ def test_augmentation_is_off_for_mlps_by_default_and_per_seed_when_on(fmnist):
 
 @needs_kernel
 def test_the_compiled_kernel_and_the_torch_path_agree_on_images(fmnist):
-    base = [*SMALL, f"data.root={fmnist}", "data.kind=fashion_mnist", "train.dtype=float64", "eval.every=1"]
+    base = [*SMALL, f"data.root={fmnist}", "data.kind=fashion_mnist", "train.dtype=float64", "eval.every=1",
+            "train.steps_per_epoch=30"]
     runs = {k: pipelines.train(pipelines.load_config(None, [*base, f"train.kernel={k}"]), progress=False) for k in ("c", "torch")}
     assert runs["c"].kernel == "c" and runs["torch"].kernel == "torch"
     for wc, wt in zip(runs["c"].setup.student.weights, runs["torch"].setup.student.weights):
