@@ -501,3 +501,19 @@ def test_importing_the_engine_loads_no_torch() -> None:
     code = "import sys, studentspec.theory.ode; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("near", [False, True], ids=["random", "near_singular"])
+def test_the_compiled_erf_term_is_the_numpy_one(near: bool) -> None:
+    """The numba loop (optional extra `fast`) against the numpy broadcast form, two seeds at once."""
+    from studentspec.theory.ode import fast
+
+    if not fast.available():
+        pytest.skip("numba is not installed (pip install 'studentspec[fast]')")
+    parts = [_pair(4, 3, 2, seed=s, near=near) for s in (18, 19)]
+    Q, R, T, V, Vt = (np.stack([p[j] for p in parts]) for j in range(5))
+    cov = eq.covariance(Q, R, T)
+    c = V @ np.swapaxes(eq.signed_fanout(V, Vt), 1, 2)
+    got = fast.erf_second_order(cov, c)
+    assert got is not None
+    np.testing.assert_allclose(got, eq.second_order_erf_numpy(cov, c), rtol=1e-10, atol=1e-13)

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from . import fast
 from .integrals import Array, Integrals, sym_sqrt
 
 
@@ -61,9 +62,17 @@ def population_j(ig: Integrals, cov: Array, Vs: Array) -> Array:
 
 def second_order_closed(ig: Integrals, cov: Array, c: Array) -> Array:
     """Y[i, k] = sum_{a,b} c_ia c_kb I4(i, k, a, b) [S, K, K] for erf and linear (closed forms)."""
-    K = c.shape[1]
     if ig.activation == "linear":
         return c @ cov @ np.swapaxes(c, -1, -2)
+    compiled = fast.erf_second_order(cov, c)  # the same sum in one compiled loop, when numba is installed
+    if compiled is not None:
+        return compiled
+    return second_order_erf_numpy(cov, c)
+
+
+def second_order_erf_numpy(cov: Array, c: Array) -> Array:
+    """Y of erf in numpy (the fallback without numba, and its oracle in the tests)."""
+    K = c.shape[1]
     # erf: Saad & Solla's I4 at covariance 2 Cov (u-units), times 2. Y is symmetric in (i, k): only the P = K (K+1) / 2
     # pairs i <= k are computed. Layout [S, a, b, P]: the pair index is innermost, so every broadcast product runs
     # contiguous loops of length P (a trailing axis of length 1 made numpy loop element by element, 10x slower).
