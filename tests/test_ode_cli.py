@@ -245,6 +245,8 @@ def test_files_their_schemas_and_the_default_horizon(ode_dir):
 
 
 def test_existing_dir_needs_overwrite_and_only_ours_is_replaced(ode_dir, tmp_path, capsys):
+    """An existing dir is refused without --overwrite (unchanged), a folder of other files even with it; an ODE dir
+    studentspec wrote is replaced whole."""
     cfg = str(write_config(tmp_path))
     before = (ode_dir / "ode.json").stat().st_mtime_ns
     assert main(["ode", cfg, "--out", str(ode_dir), "--quiet", "--time", "0.5"]) == 2
@@ -261,6 +263,7 @@ def test_existing_dir_needs_overwrite_and_only_ours_is_replaced(ode_dir, tmp_pat
 
 
 def test_plot_and_overlay_on_a_run(ode_dir, tmp_path, capsys):
+    """half_sse: the run's eval loss at step 0 and the ODE's J(0) are the same objective of the same nets."""
     assert main(["plot", str(ode_dir), "--out", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "ode.png").stat().st_size > 5000
     run = tmp_path / "run"
