@@ -299,6 +299,13 @@ def test_images_tiny_through_the_cli_end_to_end(tmp_path, capsys):
         last = run.scalars[run.scalars.step == run.scalars.step.max()]
         assert last.accuracy.mean() == pytest.approx(info["per_multi"][f"{m:g}"]["accuracy_mean"])
         assert run.config.data.kind == "fashion_mnist" and not run.config.data.augment
+    # a kept run is reused only under the config it was trained with (a changed preset or override remakes it)
+    from studentspec.paper.experiments.cifar10 import load_matching
+
+    kept = out / "runs" / "mlp" / "real_multi_2"
+    assert load_matching(kept, load_run(kept).config).path == kept
+    with pytest.raises(StoreError, match="trained with another config"):
+        load_matching(kept, load_run(kept).config.model_copy(update={"seeds": [1]}))
     mtimes = {p: p.stat().st_mtime_ns for p in (out / "teacher.pt", out / "runs/multi_2/scalars.parquet")}
     assert main(args) == 0  # resumed: nothing retrained
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes

@@ -238,8 +238,18 @@ def _students(
             )
             return load_run(run_dir)
 
-        runs[multi] = stage(f"multi {multi:g}", make, functools.partial(load_run, run_dir))
+        runs[multi] = stage(f"multi {multi:g}", make, functools.partial(load_matching, run_dir, run_cfg))
     return runs
+
+
+def load_matching(run_dir: Path, cfg: Any) -> Any:
+    """The stored run in run_dir when it was trained with `cfg`; StoreError (the stage is made anew) otherwise."""
+    from ...store import StoreError, load_run
+
+    run = load_run(run_dir)
+    if run.config != cfg:  # a changed preset or override: its numbers are another config's
+        raise StoreError(f"{run_dir}: trained with another config")
+    return run
 
 
 def summarize(runs: dict[float, Any]) -> dict[str, Any]:

@@ -106,12 +106,13 @@ def run(
     overrides = list(overrides or [])
     settings = _settings(scale, dataset, overrides)
     cfg, data = _config_and_data(path, settings, dataset)
+    mlp_cfgs = mlp_configs(scale, dataset, overrides)
     out = Path(out_dir)
     cifar10.claim_out(out, {"experiment": NAME, "scale": scale, "dataset": dataset})
     times: dict[str, float] = {}
     stage = cifar10.stage_runner(times, progress)
     conv, runs = cifar10.protocol(out, path, settings, cfg, data, scale=scale, stage=stage, progress=progress)
-    mlp_runs = mlp_part(out, scale, dataset, overrides, stage=stage, progress=progress)
+    mlp_runs = mlp_part(out, mlp_cfgs, stage=stage, progress=progress)
     figures = [*conv["figures"], *(str(p) for p in save(inputs_figure(mlp_runs), out / "figures", "mlp_inputs"))]
     conv["figures"] = figures
     claims = conv_claims(runs) + mlp_claims(mlp_runs)
@@ -141,34 +142,46 @@ def run(
     return info
 
 
-def mlp_part(
-    out: Path, scale: str, dataset: str, overrides: list[str], *, stage: Any, progress: bool
-) -> dict[str, dict[float, Any]]:
-    """Part 2: per input kind (real images, Gaussian of their mean and covariance) one MLP run per multi (runs/mlp/).
-
-    The teacher is the same draw from the same seeds (the deep recipe) on both; its bias tuning and output
-    standardization use each kind's own evaluation inputs, as any deep teacher's do.
-    """
+def mlp_configs(scale: str, dataset: str, overrides: list[str]) -> dict[str, dict[float, Any]]:
+    """Part 2's configs, per input kind (real images, Gaussian of their mean and covariance) and multi, validated
+    and resolved by the pipeline (input_dim from the images) before any work."""
     from ... import pipelines
-    from ...store import load_run
 
     preset = cifar10.config_path(scale).parent / MLP_PRESET
     if not preset.is_file():
         raise ConfigError(f"{preset}: preset not found (run from a source checkout of studentspec)")
     base = [*MLP_SCALES[scale], f"data.kind={dataset}", *overrides]
     kinds = {"real": base, "gaussian": [*base, "data.kind=gaussian_like", f"data.like={dataset}"]}
+    return {
+        inputs: {m: pipelines.load_config(preset, [*settings, f"student.multi={m}"]) for m in MLP_MULTIS[scale]}
+        for inputs, settings in kinds.items()
+    }
+
+
+def mlp_part(
+    out: Path, configs: dict[str, dict[float, Any]], *, stage: Any, progress: bool
+) -> dict[str, dict[float, Any]]:
+    """Part 2: one MLP run per input kind and multi (runs/mlp/<inputs>_multi_<m>), a kept run reused when its config
+    is the same.
+
+    The teacher is the same draw from the same seeds (the deep recipe) on both kinds; its bias tuning and output
+    standardization use each kind's own evaluation inputs, as any deep teacher's do.
+    """
+    from ... import pipelines
+    from ...store import load_run
+
     runs: dict[str, dict[float, Any]] = {}
-    for inputs, settings in kinds.items():
+    for inputs, by_multi in configs.items():
         runs[inputs] = {}
-        for multi in MLP_MULTIS[scale]:
+        for multi, run_cfg in by_multi.items():
             run_dir = out / "runs" / "mlp" / f"{inputs}_multi_{multi:g}"
-            run_cfg = load_config(preset, [*settings, f"student.multi={multi}"])
 
             def make(run_cfg: Any = run_cfg, run_dir: Path = run_dir) -> Any:
                 pipelines.write_run(pipelines.train(run_cfg, progress), run_dir, overwrite=True)
                 return load_run(run_dir)
 
-            runs[inputs][multi] = stage(f"mlp {inputs} multi {multi:g}", make, functools.partial(load_run, run_dir))
+            load = functools.partial(cifar10.load_matching, run_dir, run_cfg)
+            runs[inputs][multi] = stage(f"mlp {inputs} multi {multi:g}", make, load)
     return runs
 
 
