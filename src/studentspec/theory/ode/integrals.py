@@ -137,15 +137,15 @@ class Integrals:
         """The activation g(z)."""
         if self.activation == "erf":
             return special.erf(z)
-        al, be = self.alpha_beta
-        return al * z + be * np.abs(z) if be else al * z
+        a = self.alpha_beta[0] - self.alpha_beta[1]  # the slope a: max(z, a z) for 0 <= a <= 1, one pass
+        return np.maximum(z, a * z) if a != 1.0 else z.copy()
 
     def dg(self, z: Array) -> Array:
-        """Its derivative g'(z) (ReLU's g'(0) = 0: alpha + beta sign(z) at 0 is alpha, a null set either way)."""
+        """Its derivative g'(z) (at 0 the slope a, ReLU's g'(0) = 0 as the activation registry has it)."""
         if self.activation == "erf":
             return (2.0 / math.sqrt(math.pi)) * np.exp(-z * z)
-        al, be = self.alpha_beta
-        return al + be * np.sign(z) if be else np.full_like(z, al)
+        a = self.alpha_beta[0] - self.alpha_beta[1]
+        return np.where(z > 0, 1.0, a)
 
 
 # entries (row, col) of the 4x4 covariance in the order _erf_i4_u takes them
