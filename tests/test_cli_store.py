@@ -33,7 +33,7 @@ TINY = ["seeds=[1,2]", "input_dim=6", "output_dim=4", "teacher.widths=[3]", "stu
         ("seeds=[1,1]", "seeds"),
         ("teacher.activation=tanh", "teacher.activation"),
         ("train.dtype=float16", "train.dtype"),
-        ("data.kind=mnist", "data.kind"),
+        ("data.kind=mnist", "data.root"),
         ("teacher.leaky_slope=1.5", "teacher.leaky_slope"),
         ("eval.threshold=2", "eval.threshold"),
         ("train.batch_size=0", "train.batch_size"),
