@@ -21,6 +21,7 @@ from studentspec.mlp.data.images import moments
 from studentspec.sweep.grid import SweepOptions, load_sweep, run_sweep
 
 from conftest import needs_kernel
+from test_checkpoint import Crash, crash_after
 
 SMALL = ["teacher.net=mlp", "teacher.recipe=deep", "teacher.tune=true", "teacher.widths=[6,5]", "student.multi=2",
          "data.n_train=50", "data.n_eval=30", "train.epochs=2", "train.batch_size=8", "seeds=[1,2]"]
@@ -186,25 +187,13 @@ def test_an_mlp_on_the_real_fashion_mnist_images():
     assert 0 < rho <= 1
 
 
-class Crash(Exception):
-    """A process dying right after it wrote a checkpoint."""
-
-
 def resumed_equals_uninterrupted(cfg, tmp_path, monkeypatch, crash_epoch: int) -> None:
     """Train `cfg` whole; train it again crashing after the checkpoint of `crash_epoch`, resume it: the same tables,
     weights and per-seed summary (a helper the random conv teacher's test shares)."""
     from studentspec import load_run
-    from studentspec.store import checkpoint as ck
 
     whole = load_run(pipelines.write_run(pipelines.train(cfg, progress=False), tmp_path / "whole"))
-    real = ck.write_checkpoint
-
-    def write(out, c, *, epoch, state, tables):
-        real(out, c, epoch=epoch, state=state, tables=tables)
-        if epoch == crash_epoch:
-            raise Crash
-
-    monkeypatch.setattr(pipelines, "write_checkpoint", write)
+    crash_after(monkeypatch, crash_epoch)
     with pytest.raises(Crash):
         pipelines.train(cfg, progress=False, out=tmp_path / "run")
     monkeypatch.undo()
