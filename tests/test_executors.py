@@ -177,8 +177,8 @@ def test_job_cost_counts_flops_by_hand():
 def test_dry_run_estimate_scales_with_steps():
     small = estimate(None, [[*ITEMS[2:]]], [[1]], workers=1, threads=1)
     longer = estimate(None, [[*ITEMS[2:], "train.epochs=20"]], [[1]], workers=1, threads=1)
-    assert small["seed_steps"] == 40 and longer["seed_steps"] == 400
-    assert longer["gflop"] > small["gflop"] > 0 and longer["seconds"] > small["seconds"] > 0
+    assert small.seed_steps == 40 and longer.seed_steps == 400
+    assert longer.gflop > small.gflop > 0 and longer.seconds > small.seconds > 0
 
 
 def _tasks(*ids, out="unused"):
