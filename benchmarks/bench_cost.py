@@ -51,7 +51,9 @@ print(json.dumps({"job": time.perf_counter() - t0}))
 def run_job(config: str, overrides: list[str], seeds: list[int], out: str) -> float:
     """Seconds one job takes in a fresh process after a warm-up job."""
     arg = json.dumps({"config": config, "overrides": overrides, "seeds": seeds, "out": out})
-    done = subprocess.run([sys.executable, "-c", JOB, arg], check=True, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", JOB, arg], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"job failed: {done.stderr.strip().splitlines()[-1:]}")
     return float(json.loads(done.stdout.strip().splitlines()[-1])["job"])
 
 
@@ -84,7 +86,7 @@ def main() -> None:
             picks = sorted({order[0], order[len(order) // 2], order[-1]}, key=lambda i: cost.job_seconds[i])
             for i in picks:
                 job = jobs[i]
-                measured = run_job(str(path), job.overrides, job.seeds, str(Path(tmp) / "runs" / job.id))
+                measured = run_job(str(path), job.overrides, job.seeds, str(Path(tmp) / "runs" / part.name / job.id))
                 ratio = cost.job_seconds[i] / measured
                 errors.append(abs(ratio - 1))
                 print(
