@@ -92,7 +92,7 @@ def test_reproduce_dry_run_projects_every_part_and_writes_nothing(tmp_path, caps
     before = snapshot(tmp_path)
     assert main(["reproduce", "deep", "--scale", "tiny", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "part lshape:" in out and "part sample:" in out and "total:" in out
+    assert "part lshape:" in out and "part sample:" in out and "total of the sweeps:" in out
     assert out.count("calibrated on job") >= 3  # the sample part: its smallest and largest job
     assert snapshot(tmp_path) == before and not os.path.exists(tmp_path / "runs")
 

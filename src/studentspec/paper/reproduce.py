@@ -232,5 +232,7 @@ def dry_run(experiment: str, scale: str, *, workers: int | None = None, executor
         for i, value in enumerate((cost.low, cost.seconds, cost.high)):
             total[i] += value
     span = f" (range {duration(total[0])} - {duration(total[2])})" if total[2] > total[0] * 1.02 else ""
-    lines.append(f"  total: {duration(total[1])}{span}")
+    lines.append(f"  total of the sweeps: {duration(total[1])}{span}")
+    if found.unmodelled:
+        lines.append(f"  not projected: {found.unmodelled}")
     return "\n".join(lines)

@@ -57,6 +57,8 @@ class Experiment:
     run: Run | None = None
     report_body: Callable[[Path, bool], str] | None = None
     datasets: tuple[str, ...] = ()
+    # work besides the sweeps that `reproduce --dry-run` does not project (e.g. ODE solves in the analysis)
+    unmodelled: str = ""
 
     def __post_init__(self) -> None:
         sweeps = self.parts is not None and self.analyze is not None
