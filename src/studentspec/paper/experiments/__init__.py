@@ -10,7 +10,7 @@ or matplotlib (each analysis imports what it needs when it runs).
 from __future__ import annotations
 
 from ...config import ConfigError
-from . import cifar10, deep, images, online, sample_complexity, two_layer
+from . import cifar10, deep, deep_table, images, online, sample_complexity, two_layer
 from .base import SCALES, Analysis, Experiment, Part
 
 __all__ = ["EXPERIMENTS", "SCALES", "Analysis", "Experiment", "Part", "get"]
@@ -22,6 +22,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         two_layer.EXPERIMENT,
         sample_complexity.EXPERIMENT,
         deep.EXPERIMENT,
+        deep_table.EXPERIMENT,  # 4.3's reference table at its sizes: fixed epochs and fixed budget
         cifar10.EXPERIMENT,
         images.EXPERIMENT,
         online.EXPERIMENT,  # docs/model.md 6: the online-learning theory beside the simulations
