@@ -22,8 +22,16 @@ def test_job_cost_counts_flops_as_written_out():
     """Two-layer student 6 -> 2 x 3 -> 3, 4 seeds, batch 5, 7 steps x 3 epochs, evaluation every 2 epochs."""
     cfg = load_config(
         None,
-        [*SMALL, "student.multi=3", "seeds=[1,2,3,4]", "train.batch_size=5", "train.steps_per_epoch=7",
-         "train.epochs=3", "eval.every=2", "eval.grad_norm=false"],
+        [
+            *SMALL,
+            "student.multi=3",
+            "seeds=[1,2,3,4]",
+            "train.batch_size=5",
+            "train.steps_per_epoch=7",
+            "train.epochs=3",
+            "eval.every=2",
+            "eval.grad_norm=false",
+        ],
     )
     c = cost.job_cost(cfg)
     macs = 6 * 6 + 6 * 3  # fan_in x fan_out summed over the student's two layers
@@ -102,3 +110,36 @@ def test_reproduce_dry_run_of_an_own_pipeline_is_one_line(tmp_path, capsys, monk
     before = snapshot(tmp_path)
     rc = main(["reproduce", "cifar10", "--scale", "tiny", "--dry-run"])
     assert_refused(rc, capsys, ("cifar10", "--dry-run"), tmp_path, before)
+
+
+def test_a_large_training_set_is_calibrated_smaller_and_projected_on_its_lines(monkeypatch):
+    """A job above CALIBRATION_TRAIN is measured at that size; its evaluations (FLOPs on the training set) and its
+    build lie beyond the measured ones, so the projection is a range around the lines' value."""
+    monkeypatch.setattr(cost, "CALIBRATION_TRAIN", 30)
+    small, large = (
+        load_config(None, [*SMALL, f"data.n_train={n}", "train.steps_per_epoch=10", "train.epochs=2"]) for n in (20, 50)
+    )
+    rates, picks = cost.calibrate([small, large], threads=1)
+    assert picks == [0, 1]
+    assert [s.n_train for s in rates.samples] == [20, 30]
+    assert rates.samples[1].cost == cost.job_cost(
+        load_config(None, [*SMALL, "data.n_train=30", "train.steps_per_epoch=10", "train.epochs=2"])
+    )
+    low, mid, high = rates.seconds(cost.job_cost(large))
+    assert low <= mid <= high and low < high
+
+
+def test_per_term_range_only_for_the_term_outside():
+    """Same step FLOPs, a larger evaluation: only the evaluation term is extrapolated (hand-computed bounds)."""
+    a = cost.JobCost(seeds=1, steps=100, step_flops=1e6, evals=2, eval_flops=1e6, stored=10.0)
+    b = cost.JobCost(seeds=1, steps=100, step_flops=1e6, evals=2, eval_flops=3e6, stored=20.0)
+    rates = cost.Rates.fit([cost.Sample(a, 1e-3, 1.0, 1.0), cost.Sample(b, 1e-3, 2.0, 1.5)])
+    job = cost.JobCost(seeds=1, steps=10, step_flops=1e6, evals=4, eval_flops=9e6, stored=15.0)
+    low, mid, high = rates.seconds(job)
+    on_line = 0.5 + 0.5e-6 * 9e6  # t_eval through (1e6, 1.0) and (3e6, 2.0)
+    at_rate = 2.0 / 3e6 * 9e6
+    fixed = 0.5 + 0.05 * 15.0  # inside the measured sizes: on its line
+    step = 1e-3  # both steps measured 1 ms (a flat line through 0)
+    assert mid == pytest.approx(10 * step + 4 * on_line + fixed)
+    assert low == pytest.approx(10 * step + 4 * min(on_line, at_rate) + fixed)
+    assert high == pytest.approx(10 * step + 4 * max(on_line, at_rate) + fixed)

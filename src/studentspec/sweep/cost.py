@@ -8,8 +8,9 @@ Wall time is not FLOPs / peak: small steps are latency-bound. `calibrate` measur
 the largest job of a family (by step FLOPs) with the job's own config: build, one evaluation, a training span of a few
 hundred milliseconds, and the write of a run dir. Each quantity then follows a line through the two measurements:
 seconds per step = a + b x step FLOPs (a per-step overhead plus a FLOP term), seconds per evaluation likewise in
-evaluation FLOPs, build + write in stored numbers. A job outside the calibrated range is extrapolated twice (on the line
-and at the nearest measured rate) and shown as a range. Jobs are then scheduled longest first on the workers, as the
+evaluation FLOPs, build + write in stored numbers (a training set above CALIBRATION_TRAIN samples is measured at that
+size). A job outside the calibrated range of a term is extrapolated twice (on the line and at the nearest measured
+rate) and shown as a range. Jobs are then scheduled longest first on the workers, as the
 local executor runs them (`makespan`). An estimate, not a promise: `benchmarks/bench_cost.py` checks it against real
 jobs and BENCHMARKS.md records how close it came.
 """
@@ -36,6 +37,9 @@ from ..mlp.train import reschedule
 PIPELINES = ("mlp",)  # FLOP counts of MLP ensembles; a conv run's cost is not modelled (refused, exit 2)
 SPAN = 0.3  # seconds of training a calibration times: long enough that timer noise and one slow step do not matter
 MAX_CALIBRATION_STEPS = 20_000
+# a larger fixed training set is calibrated at this size: the step does not depend on it, and building the set and
+# evaluating on it follow their lines in stored numbers and evaluation FLOPs (answering in seconds, not minutes)
+CALIBRATION_TRAIN = 50_000
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Sample:
     t_step: float  # seconds per step of the ensemble
     t_eval: float  # seconds per evaluation
     t_fixed: float  # seconds to build the setup and write the run dir
+    n_train: int = 0  # the training set it was measured on (CALIBRATION_TRAIN where the job's is larger)
 
 
 def _stamp(stamps: list[float], _: object) -> None:
@@ -138,7 +143,7 @@ def measure(cfg: Config) -> Sample:
         pipelines.write_run(result, f"{tmp}/run")
         t_write = time.perf_counter() - t0
     # a job's fixed cost: build, the training call outside its evaluations and steps, the final extra, the write
-    return Sample(job_cost(cfg), t_step, t_eval, t_build + outside + last_extra + t_write)
+    return Sample(job_cost(cfg), t_step, t_eval, t_build + outside + last_extra + t_write, train_size(cfg))
 
 
 def _line(x1: float, y1: float, x2: float, y2: float) -> tuple[float, float]:
@@ -177,28 +182,25 @@ class Rates:
         )
 
     def seconds(self, c: JobCost) -> tuple[float, float, float]:
-        """(low, projected, high) seconds of one job; low = high = projected inside the calibrated range."""
-        mid = self._at(c, self.step, self.eval, self.fixed)
-        flops = [s.cost.step_flops for s in self.samples]
-        if min(flops) * 0.999 <= c.step_flops <= max(flops) * 1.001:
-            return mid, mid, mid
-        near = min(self.samples, key=lambda s: abs(s.cost.step_flops - c.step_flops))
-        scaled = self._at(
-            c,
-            (0.0, near.t_step / max(near.cost.step_flops, 1e-30)),
-            (0.0, near.t_eval / max(near.cost.eval_flops, 1e-30)),
-            (0.0, near.t_fixed / max(near.cost.stored, 1e-30)),
+        """(low, projected, high) seconds of one job: each term (steps, evaluations, fixed) on its line, and where
+        the job lies outside the measured ones in that term's FLOPs or size, also at the nearest measured rate."""
+        low = mid = high = 0.0
+        terms = (
+            (self.step, lambda s: s.cost.step_flops, lambda s: s.t_step, c.step_flops, c.steps),
+            (self.eval, lambda s: s.cost.eval_flops, lambda s: s.t_eval, c.eval_flops, c.evals),
+            (self.fixed, lambda s: s.cost.stored, lambda s: s.t_fixed, c.stored, 1),
         )
-        return min(mid, scaled), mid, max(mid, scaled)
-
-    @staticmethod
-    def _at(c: JobCost, step: tuple[float, float], ev: tuple[float, float], fixed: tuple[float, float]) -> float:
-        return (
-            c.steps * (step[0] + step[1] * c.step_flops)
-            + c.evals * (ev[0] + ev[1] * c.eval_flops)
-            + fixed[0]
-            + fixed[1] * c.stored
-        )
+        for line, x, y, at, count in terms:
+            on = line[0] + line[1] * at
+            xs = [x(s) for s in self.samples]
+            scaled = on
+            if not min(xs) * 0.999 <= at <= max(xs) * 1.001:
+                near = min(self.samples, key=lambda s: abs(x(s) - at))
+                scaled = y(near) / max(x(near), 1e-30) * at
+            mid += count * on
+            low += count * min(on, scaled)
+            high += count * max(on, scaled)
+        return low, mid, high
 
 
 def makespan(seconds: list[float], workers: int) -> float:
@@ -221,6 +223,8 @@ def calibrate(configs: list[Config], *, threads: int) -> tuple[Rates, list[int]]
         for i in picks:
             tree = configs[i].to_dict()
             tree["train"]["threads"] = threads
+            if train_size(configs[i]) > CALIBRATION_TRAIN:
+                tree["data"]["n_train"] = CALIBRATION_TRAIN
             samples.append(measure(build_config(tree)))
     finally:
         torch.set_num_threads(previous)
@@ -252,7 +256,7 @@ class Estimate:
         return "\n".join(
             f"  calibrated on job {ids[i]}: {s.t_step * 1e3:.3f} ms/step "
             f"({s.cost.step_flops / max(s.t_step, 1e-12) / 1e9:.2f} GFLOP/s), {s.t_eval:.3f} s/evaluation, "
-            f"{s.t_fixed:.2f} s build + write"
+            f"{s.t_fixed:.2f} s build + write" + (f" (at N = {s.n_train})" if s.n_train == CALIBRATION_TRAIN else "")
             for i, s in zip(self.calibrated, self.samples)
         )
 
