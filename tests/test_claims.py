@@ -180,6 +180,58 @@ def test_deep_lowest_to_one_pass_and_fail():
     assert C.deep_lowest_to_one(ce_only)["value"] is None
 
 
+def table_scalars(rows: dict[int, list[list[float]]]) -> pd.DataFrame:
+    """Per N, per seed: [mse, rho_1, ..., rho_L] at the end (an earlier evaluation at step 0 must be ignored)."""
+    out = []
+    for n, seeds in rows.items():
+        for seed, (mse, *rho) in enumerate(seeds):
+            for step in (0, 100):
+                row = {"job": f"n{n}", "data.n_train": n, "seed": seed, "step": step, "split": "eval",
+                       "mse": mse if step else 9.0}
+                out.append(row | {f"rho_mean_{l + 1}": (r if step else 0.0) for l, r in enumerate(rho)})
+    return pd.DataFrame(out)
+
+
+def test_deep_table_is_the_seed_mean_of_the_final_evaluation():
+    """The table against numpy means written out per N (two seeds, two layers)."""
+    seeds = {5000: [[0.5, 0.6, 0.4], [0.3, 0.8, 0.6]], 50000: [[0.01, 0.99, 0.97], [0.03, 0.97, 0.95]]}
+    table = C.deep_table(table_scalars(seeds))
+    assert list(table.index) == [5000, 50000] and list(table.columns) == ["mse", "rho_mean_1", "rho_mean_2"]
+    for n, rows in seeds.items():
+        assert table.loc[n].to_numpy() == pytest.approx(np.mean(np.array(rows), axis=0))
+
+
+def test_deep_reference_match_mean_gap_and_closest():
+    ref = C.DEEP_REFERENCE
+    near = ref.copy()
+    near[[c for c in ref.columns if c.startswith("rho")]] -= 0.05  # every cell 0.05 below the reference
+    far = ref.copy()
+    far[[c for c in ref.columns if c.startswith("rho")]] = 0.5
+    ok = C.deep_reference_match({"200 epochs": far, "budget 20,000,000 samples": near}, ref)
+    assert ok["passed"] and ok["value"] == pytest.approx(0.05) and "closest: budget" in ok["detail"]
+    gap = float(np.mean(np.abs(0.5 - ref[[c for c in ref.columns if c.startswith("rho")]].to_numpy())))
+    bad = C.deep_reference_match({"budget 20,000,000 samples": far, "200 epochs": near}, ref)
+    assert not bad["passed"] and bad["value"] == pytest.approx(gap) and "closest: 200 epochs" in bad["detail"]
+
+
+def test_deep_upper_together_pass_and_fail():
+    sizes = [5000, 20000, 50000, 100000]
+
+    def table(*layers):
+        return pd.DataFrame({f"rho_mean_{i + 1}": col for i, col in enumerate(layers)}, index=sizes)
+
+    together = C.deep_upper_together(table([0.7, 0.96, 0.999, 1.0], [0.5, 0.6, 0.99, 1.0], [0.5, 0.5, 0.95, 1.0]))
+    assert together["passed"] and together["value"] == 1.0 and "L1: 20000" in together["detail"]
+    apart = C.deep_upper_together(table([0.7, 0.96, 0.999, 1.0], [0.5, 0.6, 0.99, 1.0], [0.5, 0.5, 0.6, 0.95]))
+    assert not apart["passed"] and apart["value"] == 2.0
+    lowest_late = C.deep_upper_together(table([0.5, 0.6, 0.7, 0.95], [0.5, 0.6, 0.99, 1.0], [0.5, 0.5, 0.95, 1.0]))
+    assert not lowest_late["passed"] and lowest_late["value"] == 1.0
+    dips = C.deep_upper_together(table([0.95, 0.96, 0.999, 1.0], [0.95, 0.6, 0.99, 1.0], [0.5, 0.5, 0.95, 1.0]))
+    assert dips["passed"] and "L2: 50000" in dips["detail"]  # reaching 0.9 counts from where it stays above
+    never = C.deep_upper_together(table([0.95] * 4, [0.5] * 4, [0.95] * 4))
+    assert not never["passed"] and "L2: never" in never["detail"]
+
+
 def random_pair(widths, activation, S=2, d=5, C_out=3, seed=0):
     g = torch.Generator().manual_seed(seed)
 

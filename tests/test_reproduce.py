@@ -29,6 +29,10 @@ EXPECTED = {
                    "strong teacher nodes first", "larger multi converges faster", "larger multi converges lower", "Lemma identity"}),
     "sample-complexity": ({"sample_complexity"}, {"teacher-aware needs fewer samples"}),
     "deep": ({"deep_lshape", "deep_rho_vs_n"}, {"deep: lowest layer specializes most", "deep: lowest layer -> 1 as loss -> 0", "Lemma identity"}),
+    "deep-table": ({"deep_table_vs_n", "deep_lshape"},
+                   {"deep table: the fixed budget reproduces the reference", "deep: lowest layer specializes most (2 epochs)",
+                    "deep: the upper layers jump together (2 epochs)", "deep: lowest layer specializes most (budget 1,200 samples)",
+                    "deep: the upper layers jump together (budget 1,200 samples)", "Lemma identity"}),
     "online": ({"ode_vs_simulation", "plateau", "convergence_law"},
                {"ODE matches simulation", "plateau escape time grows with d", "plateau escape time grows like log d",
                 "realizable students converge exponentially", "over-realized students converge as a power law"}),
@@ -85,7 +89,7 @@ def test_tiny_experiment_writes_figures_claims_report(tiny, name):
 
 def test_lemma_holds_on_stored_weights(tiny):
     out, _ = tiny
-    for name in ("two-layer", "deep"):
+    for name in ("two-layer", "deep", "deep-table"):
         lemma = next(c for c in json.loads((out / name / "claims.json").read_text())["claims"] if c["name"] == "Lemma identity")
         assert lemma["passed"] and lemma["value"] < 1e-12
 
@@ -132,6 +136,7 @@ def test_cli_reproduce_and_markdown(tmp_path, monkeypatch, capsys):
     ("two-layer", {"lshape": 12, "success": 24}, 32, 100_000),
     ("sample-complexity", {"sample": 160}, 32, 100_000),
     ("deep", {"lshape": 2, "sample": 28}, None, None),
+    ("deep-table", {"epochs": 7, "budget": 7}, None, None),
 ])
 def test_paper_scale_is_science_md(tmp_path, name, jobs, seeds, steps):
     for part in reproduce.parts(name, "paper"):
@@ -145,6 +150,19 @@ def test_paper_scale_is_science_md(tmp_path, name, jobs, seeds, steps):
         success = yaml.safe_load((tmp_path / "configs" / "success.yaml").read_text())
         assert success["teacher"]["widths"] == [20] and success["sweep"]["grid"]["teacher.decay"] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
         assert success["input_dim"] == 100 and success["train"]["lr"] == 0.01 and success["train"]["batch_size"] == 16
+    if name == "deep-table":  # 4.3's table: 200 epochs, and a budget of 2e7 back-propagated samples per run
+        for part in ("epochs", "budget"):
+            cfg = part_config(tmp_path, part)
+            assert cfg.teacher.widths == [50, 75, 100, 125] and cfg.input_dim == 20 and cfg.output_dim == 100
+            assert cfg.student.multi == 2.0 and cfg.train.loss == "mse" and cfg.train.batch_size == 64
+            assert cfg.seeds == [11, 12]
+            assert cfg.train.lr == {0: 0.2, 20: 0.1} and cfg.data.n_eval == 10240
+        zipped = {p.name: p.zip for p in reproduce.parts(name, "paper")}
+        sizes = [5000, 10000, 20000, 50000, 100000, 200000, 500000]
+        assert zipped["epochs"]["data.n_train"] == zipped["budget"]["data.n_train"] == sizes
+        assert part_config(tmp_path, "epochs").train.epochs == 200
+        assert [n * e for n, e in zip(sizes, zipped["budget"]["train.epochs"])] == [20_000_000] * len(sizes)
+        assert [n for n, t in zip(sizes, zipped["budget"]["theory.enabled"]) if t] == [200000]  # the L-shape run's N
     if name == "deep":
         sample = part_config(tmp_path, "sample")
         assert sample.teacher.widths == [50, 75, 100, 125] and sample.train.epochs == 200 and sample.data.std == 10.0

@@ -27,6 +27,7 @@ __all__ = [
     "convergence",
     "deep_lshape",
     "deep_rho_vs_n",
+    "deep_table_vs_n",
     "lshape",
     "multi_color",
     "paper_style",
@@ -298,5 +299,30 @@ def deep_rho_vs_n(scalars: pd.DataFrame, title: str) -> Figure:
     for ax in axes[-1]:
         ax.set_xlabel("training set size N")
     _multi_legend(fig, _multis(df))
+    fig.suptitle(title)
+    return fig
+
+
+@styled
+def deep_table_vs_n(tables: dict[str, pd.DataFrame], reference: pd.DataFrame, title: str) -> Figure:
+    """Columns = layers + eval MSE: seed-mean final rho_mean_l vs training set size, one curve per budget
+    (`paper.claims.deep_table` tables by label), the reference table in black."""
+    cols = [c for c in next(iter(tables.values())).columns if c.startswith("rho_mean_")] + ["mse"]
+    fig, axes = _grid(1, len(cols), w=2.1, h=1.9)
+    styles = [("tab:blue", "o"), ("tab:orange", "s"), ("tab:green", "^")]
+    for (label, table), (color, marker) in zip(tables.items(), styles):
+        for ax, col in zip(axes[0], cols):
+            ax.plot(table.index, table[col], color=color, marker=marker, ms=2.5, label=label)
+    for ax, col in zip(axes[0], cols):
+        if col in reference.columns:
+            ax.plot(reference.index, reference[col], color="black", ls="--", marker="x", ms=3, label="reference")
+        if col == "mse":
+            ax.set(xscale="log", yscale="log", title="final eval MSE")
+        else:
+            ax.set(xscale="log", ylim=(0.3, 1.02), title=f"layer {col.rsplit('_', 1)[1]}")
+        ax.set_xlabel("training set size N")
+    axes[0, 0].set_ylabel(r"$\rho_{mean}$")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, -0.08))
     fig.suptitle(title)
     return fig

@@ -9,6 +9,7 @@ The full protocol (multi 2 and 5, MSE and CE, 10 seeds) is `reproduce deep`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,9 @@ CAPTIONS = {
 
 def _zips(sizes: list[int], *, epochs: int, budget: int, lshape_n: int) -> tuple[dict[str, list[Any]], ...]:
     """The zipped lists of the fixed-epochs part and of the fixed-budget part (epochs = budget / N)."""
-    fixed = {"data.n_train": sizes, "eval.every": [max(1, epochs // EVALS)] * len(sizes)}
+    fixed: dict[str, list[Any]] = {"data.n_train": sizes, "eval.every": [max(1, epochs // EVALS)] * len(sizes)}
     per_n = [max(1, budget // n) for n in sizes]
-    budgeted = {
+    budgeted: dict[str, list[Any]] = {
         "data.n_train": sizes,
         "train.epochs": per_n,
         "eval.every": [max(1, e // EVALS) for e in per_n],
@@ -43,20 +44,35 @@ def _zips(sizes: list[int], *, epochs: int, budget: int, lshape_n: int) -> tuple
     return fixed, budgeted
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One scale's sizes N, its fixed number of epochs, its budget of samples and the N of the diagnostics run."""
+
+    sizes: list[int]
+    epochs: int
+    budget: int
+    lshape_n: int
+
+
+SETTINGS = {
+    "paper": Setting(SIZES, 200, BUDGET, LSHAPE_N),
+    "quick": Setting([1000, 3000, 10000, 30000], 20, 600_000, 10000),  # the quick deep teacher [10, 10, 10, 10]
+    "tiny": Setting([300, 600], 2, 1200, 600),
+}
+
+
 def parts(scale: str) -> list[Part]:
     """Two sweeps over N at multi 2, MSE: 'epochs' (a fixed number of epochs) and 'budget' (fixed samples)."""
     base = merge(BASE, {"seeds": [11, 12], "student": {"multi": 2.0}, "train": {"loss": "mse"}})
-    sizes, epochs, budget, lshape_n = SIZES, 200, BUDGET, LSHAPE_N
-    if scale == "quick":  # the quick deep teacher [10, 10, 10, 10]; 20 epochs and a budget of 6e5 samples
+    if scale == "quick":
         base = merge(base, {"output_dim": 20, "teacher": {"widths": [10, 10, 10, 10]}, "data": {"n_eval": 4096}})
-        sizes, epochs, budget, lshape_n = [1000, 3000, 10000, 30000], 20, 600_000, 10000
     elif scale == "tiny":
         small = {"input_dim": 6, "output_dim": 5, "teacher": {"widths": [4, 4]}, "data": {"n_eval": 300}}
         base = merge(base, small | {"seeds": [11], "theory": {"samples": 200}})
-        sizes, epochs, budget, lshape_n = [300, 600], 2, 1200, 600
-    fixed, budgeted = _zips(sizes, epochs=epochs, budget=budget, lshape_n=lshape_n)
+    s = SETTINGS[scale]
+    fixed, budgeted = _zips(s.sizes, epochs=s.epochs, budget=s.budget, lshape_n=s.lshape_n)
     return [
-        Part("epochs", merge(base, {"train": {"epochs": epochs}}), {}, fixed),
+        Part("epochs", merge(base, {"train": {"epochs": s.epochs}}), {}, fixed),
         Part("budget", base, {}, budgeted),
     ]
 
@@ -68,40 +84,31 @@ def analyze(out: Path, scale: str, figs: Path) -> Analysis:
     from .. import grid_figures as F
     from . import results as R
 
-    ecfg, bcfg = R.part_config(out, "epochs"), R.part_config(out, "budget")
-    runs = {"epochs": load_sweep(out / "sweep" / "epochs"), "budget": load_sweep(out / "sweep" / "budget")}
-    labels = {"epochs": f"{ecfg.train.epochs} epochs", "budget": f"budget {_budget(out):.0e} samples"}
-    tables = {labels[k]: C.deep_table(v["scalars"]) for k, v in runs.items()}
+    ecfg = R.part_config(out, "epochs")
+    runs = {part: load_sweep(out / "sweep" / part) for part in ("epochs", "budget")}
+    tables = {labels(scale)[part]: C.deep_table(run["scalars"]) for part, run in runs.items()}
     what = f"deep: rho_mean vs N, teacher {ecfg.teacher.widths}, multi {ecfg.student.multi:g}, MSE"
     paths = F.save(F.deep_table_vs_n(tables, C.DEEP_REFERENCE, R.title(ecfg, scale, what)), figs, "deep_table_vs_n")
-    theory = R.theory_job(out / "sweep" / "budget")
+    job = R.theory_job(out / "sweep" / "budget")
+    cfg = R.job_config(job)
     students = runs["budget"]["students"]
-    students = students[students["job"] == theory.name].assign(**{F.MULTI: bcfg.student.multi})
-    n = R.part_config(out, "budget").data.n_train if theory is None else _n_train(theory)
-    what = f"deep L-shape, N = {n}, teacher {bcfg.teacher.widths}, multi {bcfg.student.multi:g}"
-    paths += F.save(
-        F.deep_lshape(students, R.steps_per_epoch(R.job_config(theory)), R.title(bcfg, scale, what)), figs, "deep_lshape"
-    )
+    students = students[students["job"] == job.name].assign(**{F.MULTI: cfg.student.multi})
+    what = f"deep L-shape, N = {cfg.data.n_train}, {cfg.train.epochs} epochs, multi {cfg.student.multi:g}"
+    paths += F.save(F.deep_lshape(students, R.steps_per_epoch(cfg), R.title(cfg, scale, what)), figs, "deep_lshape")
     found = [C.deep_reference_match(tables, C.DEEP_REFERENCE)]
-    for key, label in labels.items():
-        scalars = runs[key]["scalars"]
-        found += [C.deep_lowest_highest(scalars, label=label), C.deep_upper_together(tables[label], label=label)]
-    found.append(C.lemma_identity(R.lemma_from_run(theory)))
+    for part, label in labels(scale).items():
+        found += [
+            C.deep_lowest_highest(runs[part]["scalars"], label=label),
+            C.deep_upper_together(tables[label], label=label),
+        ]
+    found.append(C.lemma_identity(R.lemma_from_run(job)))
     return paths, found
 
 
-def _budget(out: Path) -> float:
-    """The budget part's back-propagated samples per run (N x epochs of its first size)."""
-    from . import results as R
-
-    cfg = R.part_config(out, "budget")
-    return float(cfg.data.n_train * cfg.train.epochs)
-
-
-def _n_train(job: Path) -> int:
-    from . import results as R
-
-    return R.job_config(job).data.n_train
+def labels(scale: str) -> dict[str, str]:
+    """Each part's label in the table, figure and claims: its number of epochs, or its budget of samples."""
+    setting = SETTINGS[scale]
+    return {"epochs": f"{setting.epochs} epochs", "budget": f"budget {setting.budget:,} samples"}
 
 
 EXPERIMENT = Experiment(NAME, CAPTIONS, parts=parts, analyze=analyze)

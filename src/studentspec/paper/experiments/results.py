@@ -48,6 +48,20 @@ def first_job(sweep_dir: Path) -> Path:
     )
 
 
+def job_config(run_dir: Path) -> Config:
+    """The config a stored job ran with."""
+    return load_run(run_dir).config
+
+
+def theory_job(sweep_dir: Path) -> Path:
+    """The finished job of a stored sweep that computed the theory diagnostics; StoreError when none did."""
+    for job in read_json(sweep_dir / "sweep.json")["jobs"]:
+        run_dir = sweep_dir / "jobs" / job["id"]
+        if (run_dir / "summary.json").is_file() and job_config(run_dir).theory.enabled:
+            return run_dir
+    raise StoreError(f"{sweep_dir}: no finished job with theory diagnostics (re-run to finish it)")
+
+
 def title(cfg: Config, scale: str, what: str) -> str:
     """A figure title: what it shows, the part's d, C and seeds, and the scale."""
     return f"{what} — d={cfg.input_dim}, C={cfg.output_dim}, {len(cfg.seeds)} seeds ({scale} scale)"
