@@ -14,7 +14,10 @@ Printed per (multi, S), medians over --repeats separate processes, both at --thr
 seed-steps/s of each and their ratio, GFLOP/s and the fraction of the float32 GEMM peak (a 2048^2 matmul, same
 process and threads), and the cost of one evaluation against one training epoch (20,000 / 64 steps).
 
-    python benchmarks/bench_deep.py [--repeats 3] [--threads 1] [--multis 2 5] [--seeds 1 4]
+On a GPU (--device cuda; benchmarks/gpu_check.sh runs it) both sides run on the device, timed to a synchronize, and the
+peak is a float32 4096^2 matmul there.
+
+    python benchmarks/bench_deep.py [--repeats 3] [--threads 1] [--multis 2 5] [--seeds 1 4] [--device cpu]
 """
 
 from __future__ import annotations
@@ -29,20 +32,32 @@ import time
 D, C, WIDTHS, BATCH, N_TRAIN, N_EVAL, LR = 20, 100, [50, 75, 100, 125], 64, 20_000, 10_240, 0.1
 
 
-def gemm_peak() -> float:
-    """Float32 GFLOP/s of a 2048^2 matmul here (best of 5)."""
+def sync(device: str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
     import torch
 
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def gemm_peak(device: str = "cpu") -> float:
+    """Float32 GFLOP/s of a square matmul on `device` (2048^2 on the CPU, 4096^2 on a GPU; best of 5)."""
+    import torch
+
+    n = 4096 if device.startswith("cuda") else 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
     best = float("inf")
     for _ in range(5):
+        sync(device)
         t0 = time.perf_counter()
         a @ b
+        sync(device)
         best = min(best, time.perf_counter() - t0)
-    return 2 * 2048**3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
-def plain_loop(multi: int, seeds: int, steps: int) -> float:
+def plain_loop(multi: int, seeds: int, steps: int, device: str = "cpu") -> float:
     """Seed-steps/s of the per-seed loop the original multi-layer code runs."""
     import torch
     from torch import nn
@@ -56,26 +71,28 @@ def plain_loop(multi: int, seeds: int, steps: int) -> float:
     total = 0.0
     for seed in range(seeds):
         torch.manual_seed(seed)
-        x = torch.randn(N_TRAIN, D) * 10
+        x = torch.randn(N_TRAIN, D, device=device) * 10
         with torch.no_grad():
-            y = mlp(WIDTHS)(x)
-        student = mlp([w * multi for w in WIDTHS])
+            y = mlp(WIDTHS).to(device)(x)
+        student = mlp([w * multi for w in WIDTHS]).to(device)
         opt, loss_fn = torch.optim.SGD(student.parameters(), lr=LR), nn.MSELoss()
-        order = torch.randperm(N_TRAIN)
+        order = torch.randperm(N_TRAIN, device=device)
+        sync(device)
         t0 = time.perf_counter()
         for i in range(steps):
             j = (i * BATCH) % (N_TRAIN - BATCH + 1)
             if j < BATCH:
-                order = torch.randperm(N_TRAIN)
+                order = torch.randperm(N_TRAIN, device=device)
             idx = order[j : j + BATCH]
             opt.zero_grad()
             loss_fn(student(x[idx]), y[idx]).backward()
             opt.step()
+        sync(device)
         total += time.perf_counter() - t0
     return seeds * steps / total
 
 
-def studentspec_rates(multi: int, seeds: int) -> tuple[float, float, float]:
+def studentspec_rates(multi: int, seeds: int, device: str = "cpu") -> tuple[float, float, float]:
     """(seed-steps/s, GFLOP per ensemble step, seconds per evaluation) of studentspec's batched step."""
     from studentspec.config import build_config
     from studentspec.sweep.cost import measure
@@ -96,6 +113,7 @@ def studentspec_rates(multi: int, seeds: int) -> tuple[float, float, float]:
                 "epochs": 1,
                 "loss": "mse",
                 "dtype": "float32",
+                "device": device,
             },
             "eval": {"grad_norm": False},
         }
@@ -104,14 +122,14 @@ def studentspec_rates(multi: int, seeds: int) -> tuple[float, float, float]:
     return seeds / s.t_step, s.cost.step_flops / 1e9, s.t_eval
 
 
-def worker(multi: int, seeds: int, threads: int) -> dict[str, float]:
+def worker(multi: int, seeds: int, threads: int, device: str) -> dict[str, float]:
     """One process's figures."""
     import torch
 
     torch.set_num_threads(threads)
-    peak = gemm_peak()
-    ours, gflop_step, t_eval = studentspec_rates(multi, seeds)
-    plain = plain_loop(multi, seeds, steps=600)
+    peak = gemm_peak(device)
+    ours, gflop_step, t_eval = studentspec_rates(multi, seeds, device)
+    plain = plain_loop(multi, seeds, steps=600, device=device)
     epoch = N_TRAIN // BATCH * seeds / ours  # seconds of one training epoch of the ensemble
     gflops = ours / seeds * gflop_step
     return {"plain": plain, "ours": ours, "gflops": gflops, "peak": peak, "eval_s": t_eval, "epoch_s": epoch}
@@ -123,18 +141,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--multis", type=int, nargs="+", default=[2, 5])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (both sides on the GPU)")
+    ap.add_argument("--out", default=None, help="also write the rows as JSON here")
     ap.add_argument("--worker", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(*args.worker)))
+        print(json.dumps(worker(*args.worker, args.device)))
         return
-    print(f"threads {args.threads}, medians of {args.repeats} processes")
+    print(f"device {args.device}, threads {args.threads}, medians of {args.repeats} processes")
+    rows = []
     print("multi  S  plain seed-steps/s  studentspec  ratio  GFLOP/s  of fp32 peak  evaluation / epoch")
     for multi in args.multis:
         for seeds in args.seeds:
             runs = []
             for _ in range(args.repeats):
                 cmd = [sys.executable, __file__, "--worker", str(multi), str(seeds), str(args.threads)]
+                cmd += ["--device", args.device]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 runs.append(json.loads(out.strip().splitlines()[-1]))
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -144,6 +166,10 @@ def main() -> None:
                 f"{multi:>5} {seeds:>2} {med['plain']:>19.0f} {med['ours']:>12.0f} {ratio:>6.2f} {med['gflops']:>8.1f} "
                 f"{share:>13.0%} {med['eval_s']:>8.3f} s / {med['epoch_s']:.2f} s"
             )
+            rows.append({"multi": multi, "seeds": seeds, "ratio": ratio, "share_of_peak": share, **med})
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"device": args.device, "threads": args.threads, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
