@@ -343,7 +343,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from .paper.reproduce import dry_run, reproduce
 
     if args.dry_run:
-        print(dry_run(args.name, args.scale, workers=args.workers, executor=args.executor))
+        print(dry_run(args.name, args.scale, workers=args.workers, executor=args.executor, dataset=args.dataset))
         return 0
     out = args.out or EXPERIMENTS[args.name].default_out(args.scale, args.dataset)
     options: dict[str, object] = {"address": args.address} if args.address else {}

@@ -186,7 +186,9 @@ def _finish(
         )
 
 
-def dry_run(experiment: str, scale: str, *, workers: int | None = None, executor: str = "local") -> str:
+def dry_run(
+    experiment: str, scale: str, *, workers: int | None = None, executor: str = "local", dataset: str | None = None
+) -> str:
     """What `reproduce` would run and cost, part by part, without writing anything: jobs, seeds, seed-steps, GFLOP,
     and the wall time projected by the cost model (sweep/cost.py: this machine's rates, measured on each part's
     smallest and largest job); parts run one after another, so their times add up."""
@@ -197,6 +199,8 @@ def dry_run(experiment: str, scale: str, *, workers: int | None = None, executor
 
     found = get(experiment)
     if found.run is not None:
+        if found.dry_run is not None:
+            return found.dry_run(scale, check_dataset(found, dataset))
         raise ConfigError(
             f"reproduce {experiment} --dry-run: an experiment with its own pipeline (conv nets) has no cost model yet"
         )

@@ -46,6 +46,8 @@ class Experiment:
     and claims from the stored runs), which `paper.reproduce` runs, analyzes and reports; or its own
     pipeline: `run(out, scale, overrides, progress=..., dataset=...)`. `report_body(out, redraw)`, when given, is
     the HTML of its report page (below the title); otherwise the page shows claims, figures and sweeps.
+    `dry_run(scale, dataset)`, when given, is the text of `reproduce NAME --scale S --dry-run` for an experiment with
+    its own pipeline (its stages' cost, conv/cost.py; it writes nothing); without it such a dry run is refused.
     `captions` name its figures' captions by figure name. `datasets` are the values its `--dataset` takes, the
     first the default (empty: it takes no --dataset).
     """
@@ -57,6 +59,7 @@ class Experiment:
     run: Run | None = None
     report_body: Callable[[Path, bool], str] | None = None
     datasets: tuple[str, ...] = ()
+    dry_run: Callable[[str, str | None], str] | None = None
     # work besides the sweeps that `reproduce --dry-run` does not project (e.g. ODE solves in the analysis)
     unmodelled: str = ""
 
