@@ -252,6 +252,36 @@ def load_matching(run_dir: Path, cfg: Any) -> Any:
     return run
 
 
+# what the dry run leaves out: seconds at every scale
+NOT_PROJECTED = "not projected: reading the images, building the conv nets, checkpoints, run dirs, figures"
+
+
+def protocol_cost(path: Path, settings: list[str], scale: str, title: str) -> tuple[Any, Any, list[Any], list[str]]:
+    """docs/model.md 4.4's protocol projected (conv/cost.py): the config, the data set's shape, its stages (teacher,
+    pruned teacher, a student per multi) and the lines of the table's text (the title, the data set, what was timed).
+    Reads no image and writes nothing."""
+    from ...conv import cost
+
+    cfg = load_config(path, settings)
+    data, line = cost.data_shape(cfg.data.kind, cfg.data.root)
+    projection = cost.protocol(cfg, _multis(path, scale), data)
+    head, *timed = projection.notes
+    return cfg, data, projection.stages, [f"{title}: projected {head}", line, *timed]
+
+
+def dry_run(scale: str, dataset: str | None = None) -> str:
+    """`reproduce cifar10 --scale S --dry-run`: every stage's epochs, steps, samples, GFLOP and projected seconds on
+    this machine, and their total (conv/cost.py); CIFAR-10 need not be on disk."""
+    from ...conv.cost import table
+
+    if dataset is not None:
+        raise ConfigError(f"--dataset: reproduce {NAME} takes none (reproduce images does), got {dataset!r}")
+    path = config_path(scale)
+    title = f"reproduce {NAME} --scale {scale}"
+    _, _, stages, lines = protocol_cost(path, TINY_OVERRIDES if scale == "tiny" else [], scale, title)
+    return table(lines[0], stages, [*lines[1:], NOT_PROJECTED])
+
+
 def summarize(runs: dict[float, Any]) -> dict[str, Any]:
     """Per multi: final student accuracy and per-layer mean best correlation, mean and std over seeds."""
     import numpy as np
@@ -360,4 +390,4 @@ of rho = the mean over active teacher channels of the best student correlation.<
 {page.versions_table(first)}"""
 
 
-EXPERIMENT = Experiment(NAME, CAPTIONS, run=run, report_body=report_body)
+EXPERIMENT = Experiment(NAME, CAPTIONS, run=run, report_body=report_body, dry_run=dry_run)

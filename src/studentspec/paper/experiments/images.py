@@ -50,6 +50,9 @@ MLP_SCALES = {
         "train.epochs=100",
     ],
 }
+# Part 2's dry run times its runs on at most this many training and evaluation samples (evaluations and the build grow
+# with them on the calibrated lines; at paper size a timed run took minutes)
+MLP_TIMED = (2000, 1000)
 MLP_MULTIS = {"tiny": [1.0, 2.0], "quick": [1.0, 2.0, 5.0], "paper": [1.0, 2.0, 5.0]}
 INPUTS = ("real", "gaussian")
 
@@ -156,6 +159,82 @@ def mlp_configs(scale: str, dataset: str, overrides: list[str]) -> dict[str, dic
         inputs: {m: pipelines.load_config(preset, [*settings, f"student.multi={m}"]) for m in MLP_MULTIS[scale]}
         for inputs, settings in kinds.items()
     }
+
+
+def dry_run(scale: str, dataset: str | None = None) -> str:
+    """`reproduce images --scale S [--dataset D] --dry-run`: the conv protocol's stages (conv/cost.py) and Part 2's MLP
+    runs (sweep/cost.py, timed on Gaussian stand-ins of the images' dimension), each with epochs, steps, samples,
+    GFLOP and projected seconds on this machine, and their total; the data set need not be on disk."""
+    from ...conv.cost import table
+
+    dataset = dataset or DATASETS[0]
+    if dataset not in DATASETS:
+        raise ConfigError(f"--dataset: reproduce images takes one of {', '.join(DATASETS)}, got {dataset!r}")
+    path = cifar10.config_path(scale)
+    title = f"reproduce {NAME} --scale {scale} --dataset {dataset}"
+    cfg, data, stages, lines = cifar10.protocol_cost(path, _settings(scale, dataset, []), scale, title)
+    if cfg.data.kind != dataset:
+        raise ConfigError(
+            f"data.kind: reproduce images --dataset {dataset} needs data.kind={dataset}, got {cfg.data.kind}"
+        )
+    mlp, notes = _mlp_cost(scale, data)
+    gaussian = "the moments of Part 2's Gaussian inputs (a d x d eigendecomposition)"
+    return table(lines[0], stages + mlp, [*lines[1:], *notes, f"{cifar10.NOT_PROJECTED}, {gaussian}"])
+
+
+def _mlp_cost(scale: str, data: Any) -> tuple[list[Any], list[str]]:
+    """Part 2's runs as cost stages: its configs with Gaussian inputs of the images' dimension in place of the images
+    (the same MLP, steps and evaluations; no data on disk), calibrated on the smallest and largest multi as
+    `sweep --dry-run` calibrates a family."""
+    import math
+
+    from ... import pipelines
+    from ...conv.cost import Stage
+    from ...sweep.cost import calibrate, job_cost
+
+    preset = cifar10.config_path(scale).parent / MLP_PRESET
+    if not preset.is_file():
+        raise ConfigError(f"{preset}: preset not found (run from a source checkout of studentspec)")
+    stand_in = [*MLP_SCALES[scale], "data.kind=gaussian", f"input_dim={math.prod(data.shape)}", "output_dim=10"]
+    configs = {m: pipelines.load_config(preset, [*stand_in, f"student.multi={m}"]) for m in MLP_MULTIS[scale]}
+    listed = list(configs.values())
+    threads = listed[0].train.threads or 1
+    n_train, n_eval = (min(n, most) for n, most in zip((listed[0].data.n_train, listed[0].data.n_eval), MLP_TIMED))
+    smaller = [f"data.n_train={n_train}", f"data.n_eval={n_eval}"]
+    timed = [pipelines.load_config(preset, [*stand_in, f"student.multi={m}", *smaller]) for m in configs]
+    rates, picks = calibrate(timed, threads=threads)
+    stages = []
+    for inputs in INPUTS:
+        for multi, run_cfg in configs.items():
+            job = job_cost(run_cfg)
+            stages.append(
+                Stage(
+                    f"mlp {inputs} multi {multi:g}",
+                    ",".join(map(str, run_cfg.student_widths)),
+                    job.seeds,
+                    run_cfg.train.epochs,
+                    job.steps,
+                    min(run_cfg.train.batch_size, run_cfg.data.n_train),
+                    job.step_flops,
+                    job.evals,
+                    job.eval_flops,
+                    rates.seconds(job),
+                    n_train < run_cfg.data.n_train or n_eval < run_cfg.data.n_eval,  # evaluations and build
+                )
+            )
+    at = f"{n_train:,} training / {n_eval:,} evaluation samples"
+    notes = [
+        f"timed mlp multi {listed[i].student.multi:g} (Gaussian stand-in, d = {listed[i].input_dim}, {at}, "
+        f"{threads} thread(s)): {s.t_step * 1e3:.3f} ms/step, {s.t_eval:.3f} s/evaluation, "
+        f"{s.t_fixed:.2f} s build + write"
+        for i, s in zip(picks, rates.samples)
+    ]
+    if listed[0].data.n_train > data.n_train:
+        notes.append(
+            f"mlp: data.n_train {listed[0].data.n_train:,} exceeds {data.kind}'s {data.n_train:,} training images: "
+            f"the run would stop at Part 2 (ConfigError)"
+        )
+    return stages, notes
 
 
 def mlp_part(
@@ -322,4 +401,4 @@ their mean and covariance; final evaluation, mean ± std (ddof 0) over seeds.</p
 {page.figures_html(out, ["mlp_inputs"], CAPTIONS)}"""
 
 
-EXPERIMENT = Experiment(NAME, CAPTIONS, run=run, report_body=report_body, datasets=DATASETS)
+EXPERIMENT = Experiment(NAME, CAPTIONS, run=run, report_body=report_body, datasets=DATASETS, dry_run=dry_run)
