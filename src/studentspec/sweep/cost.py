@@ -39,7 +39,9 @@ SPAN = 0.3  # seconds of training a calibration times: long enough that timer no
 MAX_CALIBRATION_STEPS = 20_000
 # a larger fixed training set is calibrated at this size: the step does not depend on it, and building the set and
 # evaluating on it follow their lines in stored numbers and evaluation FLOPs (answering in seconds, not minutes)
-CALIBRATION_TRAIN = 50_000
+CALIBRATION_TRAIN = 10_000
+# a first guess of a step's seconds (overhead + FLOPs at a CPU core's rate), so one timed run usually lasts SPAN
+GUESS_STEP_OVERHEAD, GUESS_FLOPS = 2e-5, 3e10
 
 
 @dataclass(frozen=True)
@@ -118,21 +120,23 @@ def _intervals(cfg: Config, setup: Any, *, steps: int, epochs: int) -> tuple[lis
 def measure(cfg: Config) -> Sample:
     """Time one job's config here: build, an evaluation, a step, the last evaluation's extra work, and the write.
 
-    Evaluations one step apart give one step + an evaluation (the median of three spacings); spacings of n steps
-    give n steps + an evaluation, n grown until the difference lasts SPAN seconds: the step is that difference over
-    n - 1. The final evaluation may measure more than the others: its extra time is a fixed cost of the job.
+    Evaluations one step apart give one step + an evaluation (the median of the two spacings after the first, which
+    loads the compiled step); the final spacing holds the last evaluation's extra work, a fixed cost of the job. A run
+    of n steps evaluated at its start and end only gives n steps + that final spacing: the step is the difference over
+    n - 1, n chosen from the step's FLOPs and grown until the difference lasts SPAN seconds. Seven evaluations in all:
+    on large jobs they, not the steps, are what a calibration costs.
     """
     t0 = time.perf_counter()
     setup = pipelines.build(cfg)
     t_build = time.perf_counter() - t0
-    _intervals(cfg, setup, steps=1, epochs=1)  # warm-up: first calls load the compiled step and fault in pages
     short, outside, _ = _intervals(cfg, setup, steps=1, epochs=4)
-    one = statistics.median(short[:-1])  # one step and one evaluation
+    one = statistics.median(short[1:-1])  # one step and one evaluation
     last_extra = max(short[-1] - one, 0.0)
-    steps = 16
+    guess = GUESS_STEP_OVERHEAD + job_cost(cfg).step_flops / GUESS_FLOPS
+    steps = int(min(MAX_CALIBRATION_STEPS, max(16, 1.3 * SPAN / guess)))
     while True:
-        long, _, result = _intervals(cfg, setup, steps=steps, epochs=2)
-        training = long[0] - one
+        long, _, result = _intervals(cfg, setup, steps=steps, epochs=1)
+        training = long[-1] - short[-1]
         if training >= SPAN or steps >= MAX_CALIBRATION_STEPS:
             break
         steps = min(MAX_CALIBRATION_STEPS, max(2 * steps, int(steps * 1.3 * SPAN / max(training, 1e-6))))
