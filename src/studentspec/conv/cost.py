@@ -10,12 +10,12 @@ Seconds: small steps are latency-bound, so a step's time is timed, not derived f
 few real training steps (the pipeline's own code: `teacher.fit_labels`, `train.train`) of a net of the stage's
 shape on random images of the data set's shape, at the config's dtype, device and threads: first one seed x batch
 SMALL_BATCH, then the largest size up to the real one (seeds x batch) whose step the rate timed so far keeps under
-STEP_BUDGET seconds. Seconds per step = a + b x step FLOPs through the smallest and largest timed size; a real step
-beyond them is extrapolated on FLOPs, along that line and at the largest size's rate, and shown as that range
-(marked extrapolated where the two agree). An evaluation is timed on one image and on up to a chunk of them
-(eval.batch_size), a line in images per chunk. Reading the data set, building nets, checkpoints, run dirs and
-figures are not projected (seconds at every scale). Timings are this machine's as it is: other work on its cores
-slows them (the header gives the load average).
+STEP_BUDGET seconds; each timing the best of REPEATS runs. Seconds per step = a + b x step FLOPs through the
+smallest and largest timed size; a real step beyond them is extrapolated on FLOPs, along that line and at the largest
+size's rate, and shown as that range (marked extrapolated where the two agree). An evaluation is timed on one image
+and on up to a chunk of them (eval.batch_size), a line in images per chunk. Reading the data set, building nets,
+checkpoints, run dirs and figures are not projected (seconds at every scale). Timings are this machine's as it is:
+other work on its cores slows them (the header gives the load average).
 """
 
 from __future__ import annotations
@@ -35,11 +35,13 @@ from ..ensemble.hooks import Hooks
 from ..images import READERS, ImageSet, image_shape
 from .nets import ConvNet, apply_masks, init_conv_net, n_pruned, prune_masks
 
-STEP_BUDGET = 0.3  # seconds one timed step may take (projected from the small step's rate); larger steps extrapolate
+STEP_BUDGET = 0.25  # seconds one timed step may take (projected from the small step's rate); larger steps extrapolate
 SMALL_BATCH = 8  # the small step's batch (one seed): the per-step overhead end of the line
 SPAN = 0.15  # seconds the timed steps (or evaluated images) of one size should last, against timer noise
 MAX_TIMED_STEPS = 64
 MAX_SIZES = 3  # step sizes timed per net shape
+REPEATS = 2  # each timing is the best of this many runs
+STALL = 3.0  # a convolution this many times slower on all threads than on one: the cores are busy (a note says so)
 EVAL_SPAN = 0.2  # seconds of evaluation timed per net (a chunk of images, or part of one)
 
 
@@ -123,11 +125,15 @@ def _clock(thunk: Callable[[], object], device: torch.device) -> float:
 
 def per_step(prepare: Callable[[int], Callable[[], object]], device: torch.device) -> float:
     """Seconds of one step: `prepare(n)` gives a thunk running n real steps on fresh state (made outside the clock).
-    After a warm-up, (time of 1 + k steps - time of 1 step) / k, so what a run does once cancels out."""
+    After a warm-up, (time of 1 + k steps - time of 1 step) / k, so what a run does once cancels out; each time the
+    best of REPEATS runs, taken in turn (a burst of other work on the cores slows one run, not every one)."""
     warm = _clock(prepare(1), device)
     k = max(2, min(MAX_TIMED_STEPS, math.ceil(SPAN / max(warm, 1e-4))))
-    one = _clock(prepare(1), device)
-    more = _clock(prepare(1 + k), device)
+    runs: dict[int, list[float]] = {1: [], 1 + k: []}
+    for _ in range(REPEATS if warm < STEP_BUDGET else 1):  # a step over the budget: timed once
+        for n, times in runs.items():
+            times.append(_clock(prepare(n), device))
+    one, more = min(runs[1]), min(runs[1 + k])
     step = (more - one) / k
     return step if step > 0 else more / (1 + k)
 
@@ -237,15 +243,16 @@ class EvalRate:
 
 def time_eval(run: Callable[[int], Callable[[], object]], chunk: int, device: torch.device) -> EvalRate:
     """Time evaluation chunks: `run(m)` -> a thunk evaluating m images. One image, then as many as fill EVAL_SPAN (at
-    most a chunk), each after a warm-up at its size (a first call at a new size runs several times slower): the line
-    through the two (a chunk beyond them extrapolated on it)."""
+    most a chunk), each after a warm-up at its size (a first call at a new size runs several times slower) and the
+    best of REPEATS: the line through the two (a chunk beyond them extrapolated on it)."""
     _clock(run(1), device)
-    one = _clock(run(1), device)
+    one = min(_clock(run(1), device) for _ in range(REPEATS))
     m = max(1, min(chunk, int(EVAL_SPAN / max(one, 1e-5))))
     if m == 1:
         return EvalRate(0.0, one, 1)
     _clock(run(m), device)
-    a, b = _line(Timed(1, 1, 1.0, one), Timed(1, m, float(m), _clock(run(m), device)))
+    more = min(_clock(run(m), device) for _ in range(REPEATS))
+    a, b = _line(Timed(1, 1, 1.0, one), Timed(1, m, float(m), more))
     return EvalRate(a, b, m)
 
 
@@ -355,33 +362,37 @@ def teacher_stages(cfg: Config, data: DataShape, device: torch.device) -> tuple[
     n = min(tt.n_train or data.n_train, data.n_train)
     batch = min(tt.batch_size, n)
     spe = math.ceil(n / tt.batch_size)
-    net = _net(cfg, data, list(cfg.teacher.widths), [seeding.generator(tt.seed, "teacher")])
-    m = macs(net, hw)
     augment = cfg.data.augment is not False
+    ratios = list(tt.prune_ratios or [0.0] * len(cfg.teacher.widths))
 
-    def prepare(seeds: int, b: int, steps: int) -> Callable[[], object]:
-        fresh = _net(cfg, data, list(cfg.teacher.widths), [seeding.generator(tt.seed, "teacher")])
-        fresh = fresh.to(device, dtype).requires_grad_()
-        imgs = random_images(data, b * steps, 1)
-        variant = tt.model_copy(update={"batch_size": b})
-        return lambda: fit_labels(
-            fresh, imgs, mean=mean, std=std, tt=variant, epochs=1, lr=tt.lr, augmentation=augment, progress=False
-        )
+    def teacher(pruned: bool) -> ConvNet:
+        net = _net(cfg, data, list(cfg.teacher.widths), [seeding.generator(tt.seed, "teacher")])
+        return apply_masks(net, prune_masks(net, ratios)) if pruned else net
 
-    rate = time_steps(prepare, lambda s, b: 6.0 * m * b, 1, batch, device)
+    m = macs(teacher(pruned=False), hw)
     chunk = cfg.eval.batch_size
     test = random_images(data, 0, min(data.n_test, chunk))
-    timed_net = net.to(device, dtype)
 
-    def run_eval(k: int) -> Callable[[], object]:
-        return lambda: accuracy(timed_net, test.test_x[:k], test.test_y[:k], mean=mean, std=std, chunk=chunk)
+    def timed(pruned: bool, lr: float) -> tuple[StepRate, EvalRate]:
+        """Steps and evaluation chunks of the teacher, or of its pruned copy (masks multiply every layer's output)."""
 
-    ev_rate = time_eval(run_eval, min(data.n_test, chunk), device)
-    pruned = _net(cfg, data, list(cfg.teacher.widths), [seeding.generator(tt.seed, "teacher")])
-    ratios = tt.prune_ratios or [0.0] * len(cfg.teacher.widths)
-    apply_masks(pruned, prune_masks(pruned, list(ratios)))
+        def prepare(seeds: int, b: int, steps: int) -> Callable[[], object]:
+            fresh = teacher(pruned).to(device, dtype).requires_grad_()
+            imgs = random_images(data, b * steps, 1)
+            variant = tt.model_copy(update={"batch_size": b})
+            return lambda: fit_labels(
+                fresh, imgs, mean=mean, std=std, tt=variant, epochs=1, lr=lr, augmentation=augment, progress=False
+            )
 
-    def stage(name: str, epochs: int, shown: str) -> Stage:
+        rate = time_steps(prepare, lambda s, b: 6.0 * m * b, 1, batch, device)
+        net = teacher(pruned).to(device, dtype)
+
+        def run_eval(k: int) -> Callable[[], object]:
+            return lambda: accuracy(net, test.test_x[:k], test.test_y[:k], mean=mean, std=std, chunk=chunk)
+
+        return rate, time_eval(run_eval, min(data.n_test, chunk), device)
+
+    def stage(name: str, epochs: int, shown: str, rate: StepRate, ev_rate: EvalRate) -> Stage:
         evals = max(epochs, 1)  # an accuracy on the test set after every epoch (once when there is none)
         lo, mid, hi = rate.seconds(6.0 * m * batch)
         ev = evals * ev_rate.seconds(data.n_test, chunk)
@@ -393,15 +404,15 @@ def teacher_stages(cfg: Config, data: DataShape, device: torch.device) -> tuple[
 
     widths = ",".join(map(str, cfg.teacher.widths))
     active = ",".join(str(c - n_pruned(r, c)) for r, c in zip(ratios, cfg.teacher.widths))
-    stages = [
-        stage("teacher", tt.epochs, widths),
-        stage("pruned", tt.finetune_epochs, f"{widths} (active {active})"),
-    ]
-    notes = [
-        f"timed teacher {widths}: {rate.describe(1, batch)}; accuracy {_per_chunk(ev_rate, chunk)}; fine-tuning "
-        f"runs the same layers (pruned channels masked, still computed)"
-    ]
-    return stages, notes, pruned
+    stages, notes = [], []
+    runs = (("teacher", False, tt.epochs, tt.lr), ("pruned", True, tt.finetune_epochs, tt.finetune_lr))
+    for name, pruned, epochs, lr in runs:
+        rate, ev_rate = timed(pruned, lr)
+        shown = f"{widths} (active {active})" if pruned else widths
+        stages.append(stage(name, epochs, shown, rate, ev_rate))
+        notes.append(f"timed {name} {shown}: {rate.describe(1, batch)}; accuracy {_per_chunk(ev_rate, chunk)}")
+    notes[-1] += " (pruned channels masked, still computed)"
+    return stages, notes, teacher(pruned=True)
 
 
 def student_stage(
@@ -492,6 +503,37 @@ def student_stage(
     return stage, note
 
 
+def stalls(threads: int) -> str:
+    """A note when `threads` threads stall on busy cores: a small convolution timed at `threads` and at one thread
+    (best of 3 each); empty when the threads help or cost less than STALL times one."""
+    if threads <= 1:
+        return ""
+    g = seeding.generator(0, "data")
+    x = torch.randn(32, 8, 30, 30, generator=g, dtype=torch.float32)
+    w = torch.randn(8, 8, 3, 3, generator=g, dtype=torch.float32)
+
+    def best(n: int) -> float:
+        torch.set_num_threads(n)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(10):
+                torch.nn.functional.conv2d(x, w)
+            times.append((time.perf_counter() - t0) / 10)
+        return min(times)
+
+    try:
+        many, one = best(threads), best(1)
+    finally:
+        torch.set_num_threads(threads)
+    if many <= STALL * one:
+        return ""
+    return (
+        f"busy cores: a small convolution took {many * 1e3:.2f} ms at {threads} threads, {one * 1e3:.2f} ms at one; "
+        f"multi-threaded timings (and runs) swing widely now; OMP_NUM_THREADS=1 gives steadier ones"
+    )
+
+
 def protocol(cfg: Config, multis: list[float], data: DataShape) -> Projection:
     """docs/model.md 4.4's protocol (conv teacher, pruned teacher, a student per multi) projected on this machine at
     the config's dtype, device (the CPU when it is not here) and threads."""
@@ -501,6 +543,7 @@ def protocol(cfg: Config, multis: list[float], data: DataShape) -> Projection:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
+        stall = stalls(torch.get_num_threads()) if device.type == "cpu" else ""
         stages, notes, pruned = teacher_stages(cfg, data, device)
         for multi in multis:
             stage, note = student_stage(cfg, data, multi, pruned, device)
@@ -510,7 +553,7 @@ def protocol(cfg: Config, multis: list[float], data: DataShape) -> Projection:
     finally:
         torch.set_num_threads(previous)
     head = f"on {device.type}, {threads} thread(s), {cfg.train.dtype}" + (f" ({where})" if where else "") + load
-    return Projection(stages, [head, *notes])
+    return Projection(stages, [head, *notes, stall])
 
 
 def _per_chunk(rate: EvalRate, chunk: int) -> str:
@@ -531,9 +574,10 @@ def duration(seconds: float) -> str:
 
 
 def _span(low: float, mid: float, high: float, extrapolated: bool = False) -> str:
-    if high > low * 1.02:
+    """Projected seconds as shown: with the range where its ends differ as printed, else marked when extrapolated."""
+    if high > low * 1.02 and duration(low) != duration(high):
         return f"{duration(mid)} (range {duration(low)} - {duration(high)})"
-    return duration(mid) + (" (extrapolated)" if extrapolated else "")
+    return duration(mid) + (" (extrapolated)" if extrapolated or high > low * 1.02 else "")
 
 
 def table(title: str, stages: list[Stage], notes: list[str]) -> str:

@@ -52,7 +52,7 @@ MLP_SCALES = {
 }
 # Part 2's dry run times its runs on at most this many training and evaluation samples (evaluations and the build grow
 # with them on the calibrated lines; at paper size a timed run took minutes)
-MLP_TIMED = (2000, 1000)
+MLP_TIMED = (1000, 500)
 MLP_MULTIS = {"tiny": [1.0, 2.0], "quick": [1.0, 2.0, 5.0], "paper": [1.0, 2.0, 5.0]}
 INPUTS = ("real", "gaussian")
 
