@@ -11,6 +11,10 @@ and worst |error|. Target: within 25 %.
     python benchmarks/bench_cost.py sample-complexity --scale paper --max-seconds 120
     python benchmarks/bench_cost.py two-layer --scale quick
     python benchmarks/bench_cost.py deep --scale quick
+    python benchmarks/bench_cost.py deep-table --scale paper --stored runs/reproduce/deep-table-paper
+
+--stored DIR compares every job of a finished `reproduce` dir instead (its summary.json wall_time_s, measured by the
+sweep's worker: whatever else ran on the machine then is in it), running nothing but the calibration.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ def main() -> None:
     ap.add_argument("experiment")
     ap.add_argument("--scale", default="quick")
     ap.add_argument("--max-seconds", type=float, default=180.0, help="skip jobs projected to take longer")
+    ap.add_argument("--stored", default=None, help="a finished reproduce dir: compare with its jobs' wall times")
     args = ap.parse_args()
     errors = []
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
@@ -78,6 +83,17 @@ def main() -> None:
             )
             print(f"part {part.name}: {len(jobs)} jobs")
             print(cost.calibration([j.id for j in jobs]))
+            if args.stored:
+                for i, job in enumerate(jobs):
+                    summary = Path(args.stored) / "sweep" / part.name / "jobs" / job.id / "summary.json"
+                    measured = float(json.loads(summary.read_text())["wall_time_s"])
+                    ratio = cost.job_seconds[i] / measured
+                    errors.append(abs(ratio - 1))
+                    print(
+                        f"  job {job.id} ({' '.join(job.overrides)}): projected {cost.job_seconds[i]:7.1f} s, "
+                        f"stored {measured:7.1f} s, projected/measured {ratio:.2f}"
+                    )
+                continue
             order = sorted(range(len(jobs)), key=lambda i: cost.job_seconds[i])
             order = [i for i in order if cost.job_seconds[i] <= args.max_seconds]
             if not order:
