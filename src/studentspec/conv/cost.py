@@ -9,13 +9,14 @@ evaluation adds its correlations, 2 x (active teacher channels x student channel
 Seconds: small steps are latency-bound, so a step's time is timed, not derived from a peak. `time_steps` runs a
 few real training steps (the pipeline's own code: `teacher.fit_labels`, `train.train`) of a net of the stage's
 shape on random images of the data set's shape, at the config's dtype, device and threads: first one seed x batch
-SMALL_BATCH, then the largest size up to the real one (seeds x batch) whose step the rate timed so far keeps under
-STEP_BUDGET seconds; each timing the best of REPEATS runs. Seconds per step = a + b x step FLOPs through the
-smallest and largest timed size; a real step beyond them is extrapolated on FLOPs, along that line and at the largest
-size's rate, and shown as that range (marked extrapolated where the two agree). An evaluation is timed on one image
-and on up to a chunk of them (eval.batch_size), a line in images per chunk. Reading the data set, building nets,
-checkpoints, run dirs and figures are not projected (seconds at every scale). Timings are this machine's as it is:
-other work on its cores slows them (the header gives the load average).
+SMALL_BATCH, then the largest size up to the real one (all seeds x batch, or a power-of-2 fraction of the batch:
+one seed's step skips the grouped convolution of several and ran faster per FLOP, BENCHMARKS.md) whose step the
+rate timed so far keeps under STEP_BUDGET seconds; each timing the best of REPEATS runs. Seconds per step = a + b x
+step FLOPs through the smallest and largest timed size; a real step beyond them is extrapolated on FLOPs, along that
+line and at the largest size's rate, and shown as that range (marked extrapolated where the two agree). An
+evaluation is timed on one image and on up to a chunk of them (eval.batch_size), a line in images per chunk. Reading
+the data set, building nets, checkpoints, run dirs and figures are not projected (seconds at every scale). Timings
+are this machine's as it is: other work on its cores slows them (the header gives the load average).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ SMALL_BATCH = 8  # the small step's batch (one seed): the per-step overhead end 
 SPAN = 0.15  # seconds the timed steps (or evaluated images) of one size should last, against timer noise
 MAX_TIMED_STEPS = 64
 MAX_SIZES = 3  # step sizes timed per net shape
+SHAPE_BUDGET = 2.0  # seconds of timing after which no larger size of a net shape is started
 REPEATS = 2  # each timing is the best of this many runs
 STALL = 3.0  # a convolution this many times slower on all threads than on one: the cores are busy (a note says so)
 EVAL_SPAN = 0.2  # seconds of evaluation timed per net (a chunk of images, or part of one)
@@ -203,22 +205,23 @@ def time_steps(
 ) -> StepRate:
     """Time steps of one net shape: `prepare(seeds, batch, n)` -> a thunk of n real steps, `flops(seeds, batch)`.
 
-    Sizes (seeds, batch), (1, batch), (1, batch/2), ... down to one seed x SMALL_BATCH: the smallest is timed first,
+    Sizes (seeds, batch), (seeds, batch/2), ... and one seed x SMALL_BATCH: the smallest is timed first,
     then, while the rate timed so far puts a larger size's step under STEP_BUDGET seconds, the largest such size (the
-    real one when it fits), MAX_SIZES sizes at most.
+    real one when it fits), MAX_SIZES sizes at most, none started after SHAPE_BUDGET seconds.
     """
-    sizes = {(seeds, batch), (1, batch)}
+    sizes = {(seeds, batch), (1, min(batch, SMALL_BATCH))}
     b = batch
-    while b > SMALL_BATCH:
+    while b > SMALL_BATCH:  # smaller batches of all the seeds: the grouped convolution the run takes
         b = max(SMALL_BATCH, b // 2)
-        sizes.add((1, b))
+        sizes.add((seeds, b))
     order = sorted(sizes, key=lambda sb: flops(*sb))
 
     def timed_at(sb: tuple[int, int]) -> Timed:
         return Timed(*sb, flops(*sb), per_step(lambda n: prepare(*sb, n), device))
 
+    start = time.perf_counter()
     timed = [timed_at(order[0])]
-    while len(timed) < MAX_SIZES:
+    while len(timed) < MAX_SIZES and time.perf_counter() - start < SHAPE_BUDGET:
         rate = StepRate(tuple(timed))
         fits = [sb for sb in order if flops(*sb) > timed[-1].flops and rate.seconds(flops(*sb))[2] <= STEP_BUDGET]
         if not fits:
