@@ -105,11 +105,16 @@ def test_reproduce_dry_run_projects_every_part_and_writes_nothing(tmp_path, caps
     assert snapshot(tmp_path) == before and not os.path.exists(tmp_path / "runs")
 
 
-def test_reproduce_dry_run_of_an_own_pipeline_is_one_line(tmp_path, capsys, monkeypatch):
+def test_reproduce_dry_run_of_an_own_pipeline_without_a_cost_model_is_one_line(tmp_path, capsys, monkeypatch):
+    """An experiment with its own pipeline and no dry_run (cifar10 and images have one: tests/test_conv_cost.py)."""
+    from studentspec.paper.experiments import EXPERIMENTS, Experiment
+
+    own = Experiment("own-pipeline", {}, run=lambda out, scale, overrides, *, progress, dataset=None: None)
+    monkeypatch.setitem(EXPERIMENTS, own.name, own)
     monkeypatch.chdir(tmp_path)
     before = snapshot(tmp_path)
-    rc = main(["reproduce", "cifar10", "--scale", "tiny", "--dry-run"])
-    assert_refused(rc, capsys, ("cifar10", "--dry-run"), tmp_path, before)
+    rc = main(["reproduce", "own-pipeline", "--scale", "tiny", "--dry-run"])
+    assert_refused(rc, capsys, ("own-pipeline", "--dry-run"), tmp_path, before)
 
 
 def test_a_large_training_set_is_calibrated_smaller_and_projected_on_its_lines(monkeypatch):
