@@ -34,7 +34,7 @@ from ..config import Config, ConfigError, build_config, steps_per_epoch
 from ..ensemble import seeding
 from ..ensemble.hooks import Hooks
 from ..images import READERS, ImageSet, image_shape
-from .nets import ConvNet, apply_masks, init_conv_net, n_pruned, prune_masks
+from .nets import ConvNet, apply_masks, config_net, n_pruned, prune_masks
 
 STEP_BUDGET = 0.25  # seconds one timed step may take (projected from the small step's rate); larger steps extrapolate
 SMALL_BATCH = 8  # the small step's batch (one seed): the per-step overhead end of the line
@@ -315,19 +315,7 @@ def _device(cfg: Config) -> tuple[torch.device, str]:
 
 def _net(cfg: Config, data: DataShape, widths: list[int], gens: list[torch.Generator]) -> ConvNet:
     """A net of the config's teacher architecture with `widths` channels, one member per generator (float64, CPU)."""
-    t = cfg.teacher
-    c, h, _ = data.shape
-    return init_conv_net(
-        gens,
-        c,
-        h,
-        widths,
-        n_classes=data.n_classes,
-        activation=t.activation,
-        slope=t.leaky_slope,
-        batchnorm=t.batchnorm,
-        affine=t.batchnorm_affine,
-    )
+    return config_net(gens, data.shape, widths, n_classes=data.n_classes, teacher=cfg.teacher)
 
 
 def _variant(cfg: Config, *, seeds: int, batch: int, multi: float | None = None) -> Config:
@@ -437,22 +425,8 @@ def student_stage(
     t_dev = teacher.to(device, dtype)
 
     def student(seeds: list[int]) -> ConvNet:
-        sc = cfg.student
-        c, h, _ = data.shape
-        t = cfg.teacher
-        net = init_conv_net(
-            seeding.generators(seeds, "student"),
-            c,
-            h,
-            widths,
-            n_classes=data.n_classes,
-            activation=t.activation,
-            slope=t.leaky_slope,
-            batchnorm=t.batchnorm,
-            affine=t.batchnorm_affine,
-            init_std=sc.init_std,
-            init_scale=sc.init_scale,
-        )
+        gens = seeding.generators(seeds, "student")
+        net = config_net(gens, data.shape, widths, n_classes=data.n_classes, teacher=cfg.teacher, student=cfg.student)
         return net.to(device, dtype)
 
     probe = student(list(cfg.seeds[:1]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,9 @@ from torch import Tensor
 
 from ..ensemble import activations
 from ..ensemble.batched import BN_EPS, BN_MOMENTUM, baddbmm
+
+if TYPE_CHECKING:
+    from ..config import StudentConfig, TeacherConfig
 
 KERNEL = 3
 
@@ -297,4 +301,30 @@ def init_conv_net(
         slope,
         batchnorm,
         norms,
+    )
+
+
+def config_net(
+    gens: list[torch.Generator],
+    image_shape: tuple[int, int, int] | list[int],
+    widths: list[int],
+    *,
+    n_classes: int,
+    teacher: TeacherConfig,
+    student: StudentConfig | None = None,
+) -> ConvNet:
+    """init_conv_net with the teacher config's activation and BatchNorm; with `student`, the student's init."""
+    c, h, _ = image_shape
+    return init_conv_net(
+        gens,
+        c,
+        h,
+        widths,
+        n_classes=n_classes,
+        activation=teacher.activation,
+        slope=teacher.leaky_slope,
+        batchnorm=teacher.batchnorm,
+        affine=teacher.batchnorm_affine,
+        init_std=student.init_std if student is not None else None,
+        init_scale=student.init_scale if student is not None else 1.0,
     )

@@ -27,7 +27,7 @@ from ..ensemble import seeding
 from ..ensemble.atomic import atomic_write
 from ..ensemble.optim import Optimizer
 from ..images import ImageSet, augment, channel_stats, epoch_order, load_images, normalize
-from .nets import ConvBatchNorm, ConvNet, apply_masks, init_conv_net, prune_masks
+from .nets import ConvBatchNorm, ConvNet, apply_masks, config_net, prune_masks
 
 FORMAT = "studentspec.conv_teacher"
 VERSION = 1
@@ -340,18 +340,13 @@ def train_teacher(cfg: Config, data: ImageSet | None = None, progress: bool = Tr
         torch.set_num_threads(cfg.train.threads)
     data = data if data is not None else _data(cfg)
     mean, std = channel_stats(data.train_x)
-    c, h, w = data.shape
-    t, tt = cfg.teacher, cfg.teacher_train
-    net = init_conv_net(
+    tt = cfg.teacher_train
+    net = config_net(
         [seeding.generator(tt.seed, "teacher")],
-        c,
-        h,
-        t.widths,
+        data.shape,
+        cfg.teacher.widths,
         n_classes=len(data.classes),
-        activation=t.activation,
-        slope=t.leaky_slope,
-        batchnorm=t.batchnorm,
-        affine=t.batchnorm_affine,
+        teacher=cfg.teacher,
     )
     net = net.to(cfg.train.device, DTYPES[cfg.train.dtype]).requires_grad_()
     history = fit_labels(
@@ -372,7 +367,7 @@ def train_teacher(cfg: Config, data: ImageSet | None = None, progress: bool = Tr
         else accuracy(net, data.test_x, data.test_y, mean=mean, std=std, chunk=cfg.eval.batch_size)
     )
     return TeacherCheckpoint(
-        net.to("cpu", torch.float64), data.name, mean, std, (c, h, w), acc, history, settings=_settings(cfg)
+        net.to("cpu", torch.float64), data.name, mean, std, data.shape, acc, history, settings=_settings(cfg)
     )
 
 

@@ -26,7 +26,7 @@ from ..ensemble.optim import Optimizer
 from ..ensemble.optimizers import full_batch
 from ..images import ImageSet, augment, epoch_order, load_images, normalize
 from .metrics import ConvEval, evaluate_conv
-from .nets import ConvNet, fanout_norms, init_conv_net
+from .nets import ConvNet, config_net, fanout_norms
 from .recipe import gaussian_images, random_teacher
 from .teacher import DTYPES, TeacherCheckpoint, file_digest, load_checkpoint
 
@@ -118,20 +118,13 @@ def build(cfg: Config, data: ImageSet | None = None) -> ConvSetup:
         data = data.subset(cfg.data.n_train, cfg.data.n_eval)
         sha256 = file_digest(cfg.teacher.checkpoint)
     dtype, device = DTYPES[cfg.train.dtype], torch.device(cfg.train.device)
-    c, h, _ = ckpt.image_shape
-    t, sc = cfg.teacher, cfg.student
-    student = init_conv_net(
+    student = config_net(
         seeding.generators(cfg.seeds, "student"),
-        c,
-        h,
+        ckpt.image_shape,
         student_widths(cfg, ckpt),
         n_classes=ckpt.net.n_classes,
-        activation=t.activation,
-        slope=t.leaky_slope,
-        batchnorm=t.batchnorm,
-        affine=t.batchnorm_affine,
-        init_std=sc.init_std,
-        init_scale=sc.init_scale,
+        teacher=cfg.teacher,
+        student=cfg.student,
     )
     return ConvSetup(
         cfg,
