@@ -306,7 +306,7 @@ def init_conv_net(
 
 def config_net(
     gens: list[torch.Generator],
-    image_shape: tuple[int, int, int] | list[int],
+    image_shape: tuple[int, int, int],
     widths: list[int],
     *,
     n_classes: int,
